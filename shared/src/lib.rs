@@ -1,0 +1,4 @@
+//! Shared parts of the api, worker and weather-stub services: the Redis job
+//! queue (with its apalis backend).
+
+pub mod queue;

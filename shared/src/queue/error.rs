@@ -1,0 +1,28 @@
+//! Errors of the queue.
+
+/// What can go wrong talking to the queue.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// Redis could not be reached or refused a command; retrying later may
+    /// succeed.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// A job with this id already exists; pick another id.
+    #[error("a job with id {0:?} already exists")]
+    DuplicateId(String),
+    /// A job's arguments could not be encoded as JSON.
+    #[error("job arguments could not be encoded: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// A stored job record is not in the expected shape (written by an
+    /// incompatible version, or edited by hand).
+    #[error("job {id} has a malformed record: {reason}")]
+    Corrupt {
+        /// The job's id.
+        id: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The queue settings are unusable.
+    #[error("invalid queue settings: {0}")]
+    Config(String),
+}

@@ -1,0 +1,339 @@
+//! A reliable Redis job queue, and its apalis backend.
+//!
+//! # Design
+//!
+//! Each queue is a Redis **Stream** read through one **consumer group**,
+//! plus a few small side structures. All keys of a queue share the hash tag
+//! `{queue}` so the queue also lives on one slot of a Redis Cluster.
+//!
+//! | key                         | type   | holds                                         |
+//! |-----------------------------|--------|-----------------------------------------------|
+//! | `{prefix}:{q}:job:{id}`     | hash   | payload, metadata, status, attempts, result   |
+//! | `{prefix}:{q}:stream`       | stream | one entry `id={job id}` per runnable job       |
+//! | `{prefix}:{q}:delayed`      | zset   | job ids scored by the time they may run (ms)  |
+//! | `{prefix}:{q}:failed`       | zset   | failed job ids scored by failure time         |
+//! | `{prefix}:{q}:consumers`    | zset   | live consumers scored by last heartbeat       |
+//! | `{prefix}:{q}:stats`        | hash   | lifetime counters                             |
+//!
+//! Why Streams rather than lists (`BLMOVE`) or sorted sets:
+//! - `XREADGROUP BLOCK` wakes a waiting worker the moment `XADD` lands, so
+//!   pickup has no polling delay, and `COUNT n` fetches a batch in one trip.
+//! - The group's pending-entries list records which consumer holds which
+//!   job and for how long; `XAUTOCLAIM` hands jobs whose lease ran out to a
+//!   live worker. Lists would need a processing list per worker and a
+//!   scan of every such list to find orphans.
+//! - Streams keep the ids in insertion order at O(1) per entry, and an
+//!   acknowledged entry is deleted (`XACK` + `XDEL`), so the stream only
+//!   ever holds waiting and in-flight jobs.
+//!
+//! The stream entry carries only the job id; the job hash is the single
+//! source of truth. Every multi-step change is one Lua script (`lua/`), and
+//! each script's work is bounded by the batch it is given, never by the
+//! length of the queue: delayed jobs are promoted at most
+//! [`QueueConfig::promote_batch`] at a time, and leases are renewed only for
+//! the calling consumer's own jobs.
+//!
+//! Finished jobs (succeeded or failed) get a TTL of
+//! [`QueueConfig::retention`], so memory is bounded by the throughput times
+//! the retention, whatever the total number of jobs run. The failed index
+//! is trimmed to the same retention.
+//!
+//! Delivery is at-least-once: a worker that dies leaves its entries pending;
+//! once they have been idle longer than [`QueueConfig::lease`] another
+//! worker claims them and runs them again with the attempt number
+//! incremented. Each attempt number acts as a fencing token: a worker whose
+//! lease was taken over cannot overwrite the newer attempt's outcome.
+
+mod backend;
+mod error;
+mod job;
+mod scripts;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::{StreamExt, TryStreamExt, stream};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+pub use backend::{JobLease, QueueBackend, QueueLayer, QueueService};
+pub use error::QueueError;
+pub use job::{JobRecord, JobStatus, NewJob, QueueStats};
+
+/// How many jobs one push script carries. Bounds the work of one script
+/// call (so Redis stays responsive) while amortising round trips.
+const PUSH_CHUNK: usize = 500;
+/// Push chunks sent before the first answer is awaited.
+const PUSH_CHUNKS_IN_FLIGHT: usize = 4;
+/// How long a command may wait for its reply before the connection is
+/// considered broken (a 500-job script takes a few milliseconds).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Settings of one queue, shared by producers and workers.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// Queue name, also the `messaging.destination.name` of its spans.
+    pub name: String,
+    /// Prefix of every Redis key, so several deployments can share a server.
+    pub key_prefix: String,
+    /// How long a worker may hold a job without renewing its lease before
+    /// another worker may take the job over. Workers renew every third of it.
+    pub lease: Duration,
+    /// How long finished jobs (status and result) are kept.
+    pub retention: Duration,
+    /// Attempts a job gets before it is failed for good (counting runs cut
+    /// short by a crashed worker). A job pushed with its own value keeps it.
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubled on each further attempt.
+    pub retry_backoff: Duration,
+    /// Ceiling of the retry delay.
+    pub retry_backoff_max: Duration,
+    /// Longest a worker's read waits on Redis before it looks for expired
+    /// leases to reclaim. New jobs wake it at once whatever this is.
+    pub block_timeout: Duration,
+    /// Most delayed jobs promoted by one script call.
+    pub promote_batch: usize,
+    /// Longest a worker sleeps between two looks at the delayed set; it
+    /// sleeps less when the next delayed job is due sooner.
+    pub promote_interval: Duration,
+}
+
+impl QueueConfig {
+    /// Settings with the defaults for a queue named `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            key_prefix: "jobs".into(),
+            lease: Duration::from_secs(30),
+            retention: Duration::from_secs(3600),
+            max_attempts: 3,
+            retry_backoff: Duration::from_secs(1),
+            retry_backoff_max: Duration::from_secs(300),
+            block_timeout: Duration::from_secs(2),
+            promote_batch: 500,
+            promote_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+/// Redis keys of one queue.
+#[derive(Debug)]
+pub(crate) struct Keys {
+    pub(crate) stream: String,
+    pub(crate) delayed: String,
+    pub(crate) failed: String,
+    pub(crate) consumers: String,
+    pub(crate) stats: String,
+    /// Prefix of the job hashes; the job id is appended.
+    pub(crate) job_prefix: String,
+    pub(crate) group: String,
+}
+
+impl Keys {
+    fn new(cfg: &QueueConfig) -> Self {
+        let base = format!("{}:{{{}}}", cfg.key_prefix, cfg.name);
+        Self {
+            stream: format!("{base}:stream"),
+            delayed: format!("{base}:delayed"),
+            failed: format!("{base}:failed"),
+            consumers: format!("{base}:consumers"),
+            stats: format!("{base}:stats"),
+            job_prefix: format!("{base}:job:"),
+            group: "workers".into(),
+        }
+    }
+
+    pub(crate) fn job(&self, id: &str) -> String {
+        format!("{}{id}", self.job_prefix)
+    }
+}
+
+/// A handle on one queue: push jobs, read their status, read queue stats,
+/// and make apalis backends for workers. Cheap to clone; clones share one
+/// multiplexed connection.
+#[derive(Clone)]
+pub struct RedisQueue {
+    pub(crate) client: redis::Client,
+    pub(crate) conn: ConnectionManager,
+    pub(crate) cfg: Arc<QueueConfig>,
+    pub(crate) keys: Arc<Keys>,
+}
+
+impl std::fmt::Debug for RedisQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisQueue")
+            .field("queue", &self.cfg.name)
+            .field("keys", &self.keys.stream)
+            .finish()
+    }
+}
+
+impl RedisQueue {
+    /// Connects to Redis at `url` and makes sure the queue's consumer group
+    /// exists.
+    pub async fn connect(url: &str, cfg: QueueConfig) -> Result<Self, QueueError> {
+        let client = redis::Client::open(url)?;
+        let conn = ConnectionManager::new_with_config(
+            client.clone(),
+            ConnectionManagerConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT)),
+        )
+        .await?;
+        Self::with_connection(client, conn, cfg).await
+    }
+
+    /// Uses an existing connection (one connection manager can serve the
+    /// queue and a cache). `client` opens the workers' blocking connections.
+    pub async fn with_connection(
+        client: redis::Client,
+        conn: ConnectionManager,
+        cfg: QueueConfig,
+    ) -> Result<Self, QueueError> {
+        if cfg.name.is_empty() || cfg.name.contains(['{', '}']) {
+            return Err(QueueError::Config(format!(
+                "queue name {:?} must be non-empty and free of braces",
+                cfg.name
+            )));
+        }
+        let keys = Arc::new(Keys::new(&cfg));
+        let queue = Self {
+            client,
+            conn,
+            cfg: Arc::new(cfg),
+            keys,
+        };
+        queue.ensure_group().await?;
+        Ok(queue)
+    }
+
+    /// The queue's settings.
+    pub fn config(&self) -> &QueueConfig {
+        &self.cfg
+    }
+
+    /// The shared connection, for other users of the same Redis.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Creates the stream and its group if missing. Reading from id `0`
+    /// means entries added before the group existed are still delivered.
+    pub(crate) async fn ensure_group(&self) -> Result<(), QueueError> {
+        let mut conn = self.conn.clone();
+        let res: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&self.keys.stream)
+            .arg(&self.keys.group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut conn)
+            .await;
+        match res {
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            other => Ok(other?),
+        }
+    }
+
+    /// Enqueues one job and returns its id.
+    pub async fn push(&self, job: NewJob) -> Result<String, QueueError> {
+        let id = job.id.clone();
+        let mut added = self.push_batch(vec![job]).await?;
+        match added.pop() {
+            Some(true) => Ok(id),
+            _ => Err(QueueError::DuplicateId(id)),
+        }
+    }
+
+    /// Enqueues many jobs; chunks go out pipelined on one connection. The
+    /// answer says, per job and in order, whether it was enqueued (`false`:
+    /// a job with that id already exists and was left untouched).
+    pub async fn push_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<bool>, QueueError> {
+        let default_max = self.cfg.max_attempts;
+        let calls = jobs.chunks(PUSH_CHUNK).map(|chunk| {
+            let mut inv = scripts::PUSH.prepare_invoke();
+            inv.key(&self.keys.stream)
+                .key(&self.keys.delayed)
+                .key(&self.keys.stats)
+                .arg(&self.keys.job_prefix);
+            for job in chunk {
+                inv.arg(&job.id)
+                    .arg(&job.payload)
+                    .arg(job.metadata_json())
+                    .arg(job.max_attempts.unwrap_or(default_max))
+                    .arg(job.run_at.map_or(0, epoch_ms));
+            }
+            let mut conn = self.conn.clone();
+            async move { inv.invoke_async::<Vec<i64>>(&mut conn).await }
+        });
+        // A few chunks in flight keep the connection busy without queueing
+        // so much behind one another that later ones hit the reply timeout.
+        let answers: Vec<Vec<i64>> = stream::iter(calls)
+            .buffered(PUSH_CHUNKS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        Ok(answers.into_iter().flatten().map(|v| v == 1).collect())
+    }
+
+    /// The job's status, attempts, result or error; `None` when the id is
+    /// unknown or its record has expired.
+    pub async fn status(&self, id: &str) -> Result<Option<JobRecord>, QueueError> {
+        let mut conn = self.conn.clone();
+        let fields: BTreeMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.keys.job(id))
+            .query_async(&mut conn)
+            .await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        JobRecord::from_hash(id, fields).map(Some)
+    }
+
+    /// One consistent snapshot of the queue.
+    pub async fn stats(&self) -> Result<QueueStats, QueueError> {
+        let now = epoch_ms(SystemTime::now());
+        let retained_after = now.saturating_sub(self.cfg.retention.as_millis() as u64);
+        let live_after = now.saturating_sub(self.cfg.lease.as_millis() as u64);
+        let mut conn = self.conn.clone();
+        let (len, pending, delayed, failed, consumers, counters): (
+            u64,
+            u64,
+            u64,
+            u64,
+            u64,
+            BTreeMap<String, u64>,
+        ) = scripts::STATS
+            .key(&self.keys.stream)
+            .key(&self.keys.delayed)
+            .key(&self.keys.failed)
+            .key(&self.keys.stats)
+            .key(&self.keys.consumers)
+            .arg(&self.keys.group)
+            .arg(retained_after)
+            .arg(live_after)
+            .invoke_async(&mut conn)
+            .await?;
+        let count = |name: &str| counters.get(name).copied().unwrap_or(0);
+        Ok(QueueStats {
+            waiting: len.saturating_sub(pending),
+            in_flight: pending,
+            delayed,
+            failed,
+            live_consumers: consumers,
+            enqueued_total: count("enqueued"),
+            succeeded_total: count("succeeded"),
+            failed_total: count("failed"),
+            retried_total: count("retried"),
+        })
+    }
+
+    /// An apalis backend that runs at most `concurrency` jobs of this queue
+    /// at once, under a consumer name unique to this backend.
+    pub fn backend<Args>(&self, concurrency: usize) -> QueueBackend<Args> {
+        QueueBackend::new(self.clone(), concurrency)
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 for times before it).
+pub(crate) fn epoch_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,109 @@
+//! Real servers for the project's tests and benchmarks.
+//!
+//! Every server listens on a free loopback port and lives in a temporary
+//! directory of its own, so tests run in parallel and leave nothing behind.
+//! The process is killed (by its PID) when the handle is dropped.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// A free TCP port on 127.0.0.1 (the OS picks it; it is released at once
+/// for the server to take).
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding a loopback port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// A `redis-server` started for one test.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` (from `PATH`, or `REDIS_SERVER_BIN`) with
+    /// persistence off, and waits until it answers `PING`.
+    pub async fn start() -> anyhow::Result<Self> {
+        let bin = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
+        let mut last_err = None;
+        // A port picked free can be taken before the server binds it: retry.
+        for _ in 0..5 {
+            let port = free_port()?;
+            let dir =
+                std::env::temp_dir().join(format!("testkit-redis-{}-{port}", std::process::id()));
+            std::fs::create_dir_all(&dir)?;
+            let child = match Command::new(&bin)
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+            {
+                Ok(child) => child,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                    "`{bin}` was not found: install Redis (Debian: `apt-get install -y redis-server`) \
+                     or set REDIS_SERVER_BIN to its path"
+                ),
+                Err(e) => return Err(e).context("starting redis-server"),
+            };
+            let mut server = Self { child, port, dir };
+            match server.wait_ready(Duration::from_secs(10)).await {
+                Ok(()) => return Ok(server),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| anyhow::anyhow!("redis-server did not start")))
+    }
+
+    async fn wait_ready(&mut self, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        let client = redis::Client::open(self.url())?;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("redis-server exited early ({status})");
+            }
+            if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+                let pong: redis::RedisResult<String> =
+                    redis::cmd("PING").query_async(&mut conn).await;
+                if pong.is_ok() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("redis-server did not answer PING within {limit:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `redis://127.0.0.1:{port}/`
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The server's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
