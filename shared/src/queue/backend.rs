@@ -42,7 +42,7 @@ use tokio::task::JoinHandle;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::{QueueConfig, QueueError, RedisQueue, epoch_ms, scripts};
+use super::{Keys, QueueConfig, QueueError, RedisQueue, epoch_ms, scripts};
 
 /// Metadata keys the backend adds to every task it hands out, beside the
 /// metadata pushed with the job.
@@ -86,7 +86,7 @@ struct Started {
 struct Shared {
     queue: RedisQueue,
     /// This backend's consumer name in the group, unique per backend.
-    consumer: String,
+    consumer: Arc<str>,
     concurrency: usize,
     fetch_batch: usize,
     /// Jobs handed to the worker and not finished.
@@ -130,35 +130,25 @@ impl Shared {
     /// If it never gets through, the lease expires and the job runs again:
     /// at-least-once, never lost.
     async fn finish(&self, lease: &JobLease, outcome: Outcome) {
-        let (kind, value, retry_at) = match outcome {
+        let (kind, value, retry_at_ms) = match outcome {
             Outcome::Succeeded(result) => ("ok", result, 0),
             Outcome::Retry { error, at_ms } => ("retry", error, at_ms),
             Outcome::Failed(error) => ("fail", error, 0),
         };
-        let keys = &self.queue.keys;
+        let done = Finish {
+            consumer: self.consumer.clone(),
+            entry: lease.entry.clone(),
+            id: lease.id.clone(),
+            attempt: lease.attempt,
+            kind,
+            value,
+            retry_at_ms,
+        };
         let mut delay = Duration::from_millis(50);
         for _ in 0..6 {
-            let mut conn = self.queue.conn.clone();
-            let res: redis::RedisResult<i64> = scripts::FINISH
-                .key(&keys.stream)
-                .key(&keys.delayed)
-                .key(&keys.failed)
-                .key(&keys.stats)
-                .arg(&keys.job_prefix)
-                .arg(&keys.group)
-                .arg(&self.consumer)
-                .arg(self.cfg().retention.as_secs().max(1))
-                .arg(&lease.entry)
-                .arg(&lease.id)
-                .arg(lease.attempt)
-                .arg(kind)
-                .arg(&value)
-                .arg(retry_at)
-                .invoke_async(&mut conn)
-                .await;
-            match res {
-                Ok(1) => return,
-                Ok(_) => {
+            match self.queue.finisher.submit(done.clone()).await {
+                Ok(true) => return,
+                Ok(false) => {
                     tracing::warn!(
                         job.id = %lease.id,
                         job.attempt = lease.attempt,
@@ -226,6 +216,47 @@ fn source_text(err: &(dyn std::error::Error + 'static)) -> String {
         .map_or_else(|| err.to_string(), |s| s.to_string())
 }
 
+/// One attempt's outcome, as the finish script takes it.
+#[derive(Debug, Clone)]
+pub(crate) struct Finish {
+    consumer: Arc<str>,
+    entry: String,
+    id: String,
+    attempt: u32,
+    /// `ok`, `retry` or `fail`.
+    kind: &'static str,
+    /// The result JSON, or the error text.
+    value: String,
+    retry_at_ms: u64,
+}
+
+/// The finish script for a batch of outcomes; it answers, per outcome,
+/// whether it was recorded.
+pub(crate) fn finish_script(
+    keys: &Keys,
+    cfg: &QueueConfig,
+    done: &[Finish],
+) -> redis::ScriptInvocation<'static> {
+    let mut inv = scripts::FINISH.prepare_invoke();
+    inv.key(&keys.stream)
+        .key(&keys.delayed)
+        .key(&keys.failed)
+        .key(&keys.stats)
+        .arg(&keys.job_prefix)
+        .arg(&keys.group)
+        .arg(cfg.retention.as_secs().max(1));
+    for d in done {
+        inv.arg(&*d.consumer)
+            .arg(&d.entry)
+            .arg(&d.id)
+            .arg(d.attempt)
+            .arg(d.kind)
+            .arg(&d.value)
+            .arg(d.retry_at_ms);
+    }
+    inv
+}
+
 enum Outcome {
     Succeeded(String),
     Retry { error: String, at_ms: u64 },
@@ -274,7 +305,7 @@ impl Reader {
             let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
                 .arg(&keys.stream)
                 .arg(&keys.group)
-                .arg(&shared.consumer)
+                .arg(&*shared.consumer)
                 .arg(shared.cfg().lease.as_millis() as u64)
                 .arg(&self.claim_cursor)
                 .arg("COUNT")
@@ -296,10 +327,15 @@ impl Reader {
             }
         }
         if entries.is_empty() {
+            // While there is a backlog, read and start in one round trip.
+            let started = take(shared, want).await?;
+            if !started.is_empty() {
+                return Ok(started);
+            }
             let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
                 .arg("GROUP")
                 .arg(&keys.group)
-                .arg(&shared.consumer)
+                .arg(&*shared.consumer)
                 .arg("COUNT")
                 .arg(want)
                 .arg("BLOCK")
@@ -322,21 +358,44 @@ impl Reader {
     }
 }
 
-/// Runs the start script on freshly delivered entries.
-async fn start(shared: &Shared, entries: Vec<StreamId>) -> Result<Vec<Started>, QueueError> {
+/// A start-type script with its common keys and arguments.
+fn start_invocation(
+    shared: &Shared,
+    script: &'static redis::Script,
+) -> redis::ScriptInvocation<'static> {
     let keys = &shared.queue.keys;
-    let mut inv = scripts::START.prepare_invoke();
+    let mut inv = script.prepare_invoke();
     inv.key(&keys.stream)
         .key(&keys.failed)
         .key(&keys.stats)
         .arg(&keys.job_prefix)
         .arg(&keys.group)
-        .arg(&shared.consumer)
+        .arg(&*shared.consumer)
         .arg(shared.cfg().retention.as_secs().max(1));
+    inv
+}
+
+/// Reads up to `want` new entries without blocking and starts their jobs.
+async fn take(shared: &Shared, want: usize) -> Result<Vec<Started>, QueueError> {
+    let mut inv = start_invocation(shared, &scripts::TAKE);
+    inv.arg(want);
+    started(shared, inv).await
+}
+
+/// Starts the jobs of entries a blocking read or a reclaim delivered.
+async fn start(shared: &Shared, entries: Vec<StreamId>) -> Result<Vec<Started>, QueueError> {
+    let mut inv = start_invocation(shared, &scripts::START);
     for e in &entries {
         let job_id: String = e.get("id").unwrap_or_default();
         inv.arg(&e.id).arg(job_id);
     }
+    started(shared, inv).await
+}
+
+async fn started(
+    shared: &Shared,
+    inv: redis::ScriptInvocation<'static>,
+) -> Result<Vec<Started>, QueueError> {
     let mut conn = shared.queue.conn.clone();
     type Row = (String, String, String, String, u32, u32, u64);
     let rows: Vec<Row> = inv.invoke_async(&mut conn).await?;
@@ -424,7 +483,7 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
         inv.key(&keys.stream)
             .key(&keys.consumers)
             .arg(&keys.group)
-            .arg(&shared.consumer);
+            .arg(&*shared.consumer);
         for entry in shared.held_entries() {
             inv.arg(entry);
         }
@@ -513,7 +572,7 @@ impl<Args> QueueBackend<Args> {
         let concurrency = concurrency.max(1);
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
         let suffix = uuid::Uuid::new_v4().simple().to_string();
-        let consumer = format!("{host}-{}-{}", std::process::id(), &suffix[..8]);
+        let consumer: Arc<str> = format!("{host}-{}-{}", std::process::id(), &suffix[..8]).into();
         Self {
             shared: Arc::new(Shared {
                 queue,
@@ -577,11 +636,18 @@ impl<Args: DeserializeOwned> QueueBackend<Args> {
             }
         };
         let mut meta = MetadataStore::new();
-        if let Ok(carrier) =
-            serde_json::from_str::<std::collections::BTreeMap<String, String>>(&job.meta)
-        {
-            for (k, v) in carrier {
-                let _ = meta.insert(k, v);
+        // Empty when the job was pushed without metadata.
+        if !job.meta.is_empty() {
+            match serde_json::from_str::<std::collections::BTreeMap<String, String>>(&job.meta) {
+                Ok(carrier) => {
+                    for (k, v) in carrier {
+                        let _ = meta.insert(k, v);
+                    }
+                }
+                // The job still runs; only its trace context is lost.
+                Err(e) => {
+                    tracing::warn!(job.id = %job.lease.id, error = %e, "job metadata is not a JSON map of strings; ignoring it")
+                }
             }
         }
         let lease = job.lease;
@@ -723,7 +789,7 @@ async fn leave(shared: &Shared, unstarted: &[Started]) {
         .key(&keys.consumers)
         .arg(&keys.job_prefix)
         .arg(&keys.group)
-        .arg(&shared.consumer);
+        .arg(&*shared.consumer);
     for job in unstarted {
         inv.arg(&job.lease.entry)
             .arg(&job.lease.id)

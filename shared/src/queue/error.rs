@@ -7,6 +7,12 @@ pub enum QueueError {
     /// succeed.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// Redis failed a batched call this request was part of.
+    #[error("redis: {0}")]
+    Batch(std::sync::Arc<redis::RedisError>),
+    /// The queue's background task is gone (the runtime is shutting down).
+    #[error("the queue is shut down")]
+    Closed,
     /// A job with this id already exists; pick another id.
     #[error("a job with id {0:?} already exists")]
     DuplicateId(String),

@@ -77,9 +77,13 @@ impl NewJob {
         self
     }
 
+    /// The metadata as stored: a JSON object, or nothing when empty.
     pub(crate) fn metadata_json(&self) -> String {
+        if self.metadata.is_empty() {
+            return String::new();
+        }
         // A map of strings always serialises.
-        serde_json::to_string(&self.metadata).unwrap_or_else(|_| "{}".into())
+        serde_json::to_string(&self.metadata).unwrap_or_default()
     }
 }
 
@@ -171,7 +175,7 @@ impl JobRecord {
             serde_json::from_str::<serde_json::Value>(&v)
                 .map_err(|e| corrupt(format!("field {name}: {e}")))
         };
-        let metadata = match f.remove("meta") {
+        let metadata = match f.remove("meta").filter(|m| !m.is_empty()) {
             Some(m) => serde_json::from_str(&m).map_err(|e| corrupt(format!("field meta: {e}")))?,
             None => BTreeMap::new(),
         };

@@ -45,6 +45,7 @@
 //! lease was taken over cannot overwrite the newer attempt's outcome.
 
 mod backend;
+mod batch;
 mod error;
 mod job;
 mod scripts;
@@ -56,10 +57,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::{StreamExt, TryStreamExt, stream};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-pub use backend::{JobLease, QueueBackend, QueueLayer, QueueService};
+use backend::Finish;
+use batch::Batcher;
+
+pub use backend::{JobLease, QueueBackend, QueueLayer, QueueService, meta_keys};
 pub use error::QueueError;
 pub use job::{JobRecord, JobStatus, NewJob, QueueStats};
 
+/// Most jobs or outcomes one group-committed script call carries.
+const GROUP_COMMIT_MAX: usize = 256;
 /// How many jobs one push script carries. Bounds the work of one script
 /// call (so Redis stays responsive) while amortising round trips.
 const PUSH_CHUNK: usize = 500;
@@ -157,6 +163,10 @@ pub struct RedisQueue {
     pub(crate) conn: ConnectionManager,
     pub(crate) cfg: Arc<QueueConfig>,
     pub(crate) keys: Arc<Keys>,
+    /// Group-commits concurrent single pushes.
+    pusher: Arc<Batcher<NewJob, bool>>,
+    /// Group-commits the outcomes of jobs finishing together.
+    pub(crate) finisher: Arc<Batcher<Finish, bool>>,
 }
 
 impl std::fmt::Debug for RedisQueue {
@@ -195,11 +205,36 @@ impl RedisQueue {
             )));
         }
         let keys = Arc::new(Keys::new(&cfg));
+        let cfg = Arc::new(cfg);
+        let pusher = {
+            let (conn, keys, cfg) = (conn.clone(), keys.clone(), cfg.clone());
+            Batcher::spawn(GROUP_COMMIT_MAX, move |jobs: Vec<NewJob>| {
+                let (mut conn, keys, cfg) = (conn.clone(), keys.clone(), cfg.clone());
+                async move {
+                    push_script(&keys, &cfg, &jobs)
+                        .invoke_async(&mut conn)
+                        .await
+                }
+            })
+        };
+        let finisher = {
+            let (conn, keys, cfg) = (conn.clone(), keys.clone(), cfg.clone());
+            Batcher::spawn(GROUP_COMMIT_MAX, move |done: Vec<Finish>| {
+                let (mut conn, keys, cfg) = (conn.clone(), keys.clone(), cfg.clone());
+                async move {
+                    backend::finish_script(&keys, &cfg, &done)
+                        .invoke_async(&mut conn)
+                        .await
+                }
+            })
+        };
         let queue = Self {
             client,
             conn,
-            cfg: Arc::new(cfg),
+            cfg,
             keys,
+            pusher: Arc::new(pusher),
+            finisher: Arc::new(finisher),
         };
         queue.ensure_group().await?;
         Ok(queue)
@@ -233,13 +268,14 @@ impl RedisQueue {
         }
     }
 
-    /// Enqueues one job and returns its id.
+    /// Enqueues one job and returns its id. Pushes made at the same moment
+    /// by concurrent callers share one script call.
     pub async fn push(&self, job: NewJob) -> Result<String, QueueError> {
         let id = job.id.clone();
-        let mut added = self.push_batch(vec![job]).await?;
-        match added.pop() {
-            Some(true) => Ok(id),
-            _ => Err(QueueError::DuplicateId(id)),
+        if self.pusher.submit(job).await? {
+            Ok(id)
+        } else {
+            Err(QueueError::DuplicateId(id))
         }
     }
 
@@ -247,30 +283,18 @@ impl RedisQueue {
     /// answer says, per job and in order, whether it was enqueued (`false`:
     /// a job with that id already exists and was left untouched).
     pub async fn push_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<bool>, QueueError> {
-        let default_max = self.cfg.max_attempts;
         let calls = jobs.chunks(PUSH_CHUNK).map(|chunk| {
-            let mut inv = scripts::PUSH.prepare_invoke();
-            inv.key(&self.keys.stream)
-                .key(&self.keys.delayed)
-                .key(&self.keys.stats)
-                .arg(&self.keys.job_prefix);
-            for job in chunk {
-                inv.arg(&job.id)
-                    .arg(&job.payload)
-                    .arg(job.metadata_json())
-                    .arg(job.max_attempts.unwrap_or(default_max))
-                    .arg(job.run_at.map_or(0, epoch_ms));
-            }
+            let inv = push_script(&self.keys, &self.cfg, chunk);
             let mut conn = self.conn.clone();
-            async move { inv.invoke_async::<Vec<i64>>(&mut conn).await }
+            async move { inv.invoke_async::<Vec<bool>>(&mut conn).await }
         });
         // A few chunks in flight keep the connection busy without queueing
         // so much behind one another that later ones hit the reply timeout.
-        let answers: Vec<Vec<i64>> = stream::iter(calls)
+        let answers: Vec<Vec<bool>> = stream::iter(calls)
             .buffered(PUSH_CHUNKS_IN_FLIGHT)
             .try_collect()
             .await?;
-        Ok(answers.into_iter().flatten().map(|v| v == 1).collect())
+        Ok(answers.into_iter().flatten().collect())
     }
 
     /// The job's status, attempts, result or error; `None` when the id is
@@ -330,6 +354,27 @@ impl RedisQueue {
     pub fn backend<Args>(&self, concurrency: usize) -> QueueBackend<Args> {
         QueueBackend::new(self.clone(), concurrency)
     }
+}
+
+/// The push script for `jobs`; it answers, per job, whether it was added.
+fn push_script(
+    keys: &Keys,
+    cfg: &QueueConfig,
+    jobs: &[NewJob],
+) -> redis::ScriptInvocation<'static> {
+    let mut inv = scripts::PUSH.prepare_invoke();
+    inv.key(&keys.stream)
+        .key(&keys.delayed)
+        .key(&keys.stats)
+        .arg(&keys.job_prefix);
+    for job in jobs {
+        inv.arg(&job.id)
+            .arg(&job.payload)
+            .arg(job.metadata_json())
+            .arg(job.max_attempts.unwrap_or(cfg.max_attempts))
+            .arg(job.run_at.map_or(0, epoch_ms));
+    }
+    inv
 }
 
 /// Milliseconds since the Unix epoch (0 for times before it).

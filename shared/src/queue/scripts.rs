@@ -7,20 +7,19 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-macro_rules! timed_script {
-    ($file:literal) => {
-        LazyLock::new(|| Script::new(concat!(include_str!("lua/now.lua"), include_str!($file))))
+macro_rules! script {
+    ($($file:literal),+) => {
+        LazyLock::new(|| Script::new(concat!($(include_str!($file)),+)))
     };
 }
 
-pub(crate) static PUSH: LazyLock<Script> = timed_script!("lua/push.lua");
-pub(crate) static START: LazyLock<Script> = timed_script!("lua/start.lua");
-pub(crate) static FINISH: LazyLock<Script> = timed_script!("lua/finish.lua");
-pub(crate) static PROMOTE: LazyLock<Script> = timed_script!("lua/promote.lua");
-pub(crate) static HEARTBEAT: LazyLock<Script> = timed_script!("lua/heartbeat.lua");
-pub(crate) static REAP: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/reap.lua")));
-pub(crate) static LEAVE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/leave.lua")));
-pub(crate) static STATS: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/stats.lua")));
+pub(crate) static PUSH: LazyLock<Script> = script!("lua/now.lua", "lua/push.lua");
+pub(crate) static START: LazyLock<Script> =
+    script!("lua/now.lua", "lua/start.lua", "lua/start_read.lua");
+pub(crate) static TAKE: LazyLock<Script> = script!("lua/now.lua", "lua/start.lua", "lua/take.lua");
+pub(crate) static FINISH: LazyLock<Script> = script!("lua/now.lua", "lua/finish.lua");
+pub(crate) static PROMOTE: LazyLock<Script> = script!("lua/now.lua", "lua/promote.lua");
+pub(crate) static HEARTBEAT: LazyLock<Script> = script!("lua/now.lua", "lua/heartbeat.lua");
+pub(crate) static REAP: LazyLock<Script> = script!("lua/reap.lua");
+pub(crate) static LEAVE: LazyLock<Script> = script!("lua/leave.lua");
+pub(crate) static STATS: LazyLock<Script> = script!("lua/stats.lua");

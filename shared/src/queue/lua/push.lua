@@ -1,7 +1,7 @@
 -- Enqueue a batch of jobs.
 -- KEYS: 1 stream, 2 delayed, 3 stats
--- ARGV: 1 job key prefix, then 5 per job: id, payload, metadata JSON,
---       max attempts, run-at ms (0 = now)
+-- ARGV: 1 job key prefix, then 5 per job: id, payload, metadata JSON ('' for
+--       none), max attempts, run-at ms (0 = now)
 -- Returns one integer per job: 1 enqueued, 0 refused (the id exists).
 local prefix = ARGV[1]
 local out = {}
@@ -13,11 +13,19 @@ for i = 2, #ARGV, 5 do
     out[#out + 1] = 0
   else
     local run_at = tonumber(ARGV[i + 4])
-    redis.call('HSET', key, 'payload', ARGV[i + 1], 'meta', ARGV[i + 2],
-      'status', 'queued', 'attempts', 0, 'max_attempts', ARGV[i + 3],
-      'enqueued_at', now)
+    -- Fields left out read as their defaults: no metadata, 0 attempts.
+    local fields = { 'payload', ARGV[i + 1], 'status', 'queued',
+      'max_attempts', ARGV[i + 3], 'enqueued_at', now }
+    if ARGV[i + 2] ~= '' then
+      fields[#fields + 1] = 'meta'
+      fields[#fields + 1] = ARGV[i + 2]
+    end
     if run_at > now then
-      redis.call('HSET', key, 'run_at', run_at)
+      fields[#fields + 1] = 'run_at'
+      fields[#fields + 1] = run_at
+    end
+    redis.call('HSET', key, unpack(fields))
+    if run_at > now then
       redis.call('ZADD', KEYS[2], run_at, id)
     else
       redis.call('XADD', KEYS[1], '*', 'id', id)

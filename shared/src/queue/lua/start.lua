@@ -1,45 +1,48 @@
--- Mark the jobs of freshly read (or reclaimed) stream entries as running.
+-- Mark the jobs of delivered stream entries as running (a function, shared
+-- by start_read.lua and take.lua).
 -- KEYS: 1 stream, 2 failed, 3 stats
--- ARGV: 1 job key prefix, 2 group, 3 consumer, 4 retention secs,
---       then pairs: stream entry id, job id
+-- ARGV: 1 job key prefix, 2 group, 3 consumer, 4 retention secs
+-- `entries` is a flat list: stream entry id, job id, ...
 -- Returns 7 values per started job: entry id, job id, payload, metadata,
--- attempt number, max attempts, enqueued-at ms. Entries whose job is gone or finished
--- are dropped; jobs past their attempt budget are failed here.
-local prefix, group, consumer = ARGV[1], ARGV[2], ARGV[3]
-local retention = tonumber(ARGV[4])
-local out = {}
-for i = 5, #ARGV, 2 do
-  local entry, id = ARGV[i], ARGV[i + 1]
-  local key = prefix .. id
-  local j = redis.call('HMGET', key, 'status', 'attempts', 'max_attempts',
-    'payload', 'meta', 'enqueued_at')
-  local status = j[1]
-  if (not status) or status == 'succeeded' or status == 'failed' then
-    redis.call('XACK', KEYS[1], group, entry)
-    redis.call('XDEL', KEYS[1], entry)
-  else
-    local attempt = tonumber(j[2]) + 1
-    local max = tonumber(j[3])
-    if max > 0 and attempt > max then
-      redis.call('HSET', key, 'status', 'failed', 'finished_at', now, 'error',
-        'gave up after ' .. max .. ' attempts: the worker running it stopped ' ..
-        'renewing its lease (crashed or stalled)')
-      redis.call('EXPIRE', key, retention)
+-- attempt number, max attempts, enqueued-at ms. Entries whose job is gone
+-- or finished are dropped; jobs past their attempt budget are failed here.
+local function start(entries)
+  local prefix, group, consumer = ARGV[1], ARGV[2], ARGV[3]
+  local retention = tonumber(ARGV[4])
+  local out = {}
+  for i = 1, #entries, 2 do
+    local entry, id = entries[i], entries[i + 1]
+    local key = prefix .. id
+    local j = redis.call('HMGET', key, 'status', 'attempts', 'max_attempts',
+      'payload', 'meta', 'enqueued_at')
+    local status = j[1]
+    if (not status) or status == 'succeeded' or status == 'failed' then
       redis.call('XACK', KEYS[1], group, entry)
       redis.call('XDEL', KEYS[1], entry)
-      redis.call('ZADD', KEYS[2], now, id)
-      redis.call('HINCRBY', KEYS[3], 'failed', 1)
     else
-      redis.call('HSET', key, 'status', 'running', 'attempts', attempt,
-        'started_at', now, 'worker', consumer)
-      out[#out + 1] = entry
-      out[#out + 1] = id
-      out[#out + 1] = j[4]
-      out[#out + 1] = j[5]
-      out[#out + 1] = attempt
-      out[#out + 1] = max
-      out[#out + 1] = j[6]
+      local attempt = (tonumber(j[2]) or 0) + 1
+      local max = tonumber(j[3])
+      if max > 0 and attempt > max then
+        redis.call('HSET', key, 'status', 'failed', 'finished_at', now, 'error',
+          'gave up after ' .. max .. ' attempts: the worker running it stopped ' ..
+          'renewing its lease (crashed or stalled)')
+        redis.call('EXPIRE', key, retention)
+        redis.call('XACK', KEYS[1], group, entry)
+        redis.call('XDEL', KEYS[1], entry)
+        redis.call('ZADD', KEYS[2], now, id)
+        redis.call('HINCRBY', KEYS[3], 'failed', 1)
+      else
+        redis.call('HSET', key, 'status', 'running', 'attempts', attempt,
+          'started_at', now, 'worker', consumer)
+        out[#out + 1] = entry
+        out[#out + 1] = id
+        out[#out + 1] = j[4]
+        out[#out + 1] = j[5] or ''
+        out[#out + 1] = attempt
+        out[#out + 1] = max
+        out[#out + 1] = j[6]
+      end
     end
   end
+  return out
 end
-return out
