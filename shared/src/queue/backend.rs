@@ -168,45 +168,46 @@ impl Shared {
             "gave up recording the job outcome; it will run again once its lease expires"
         );
     }
+}
 
-    /// What to record for a finished attempt.
-    fn decide<R: Serialize>(&self, lease: &JobLease, res: &Result<R, BoxDynError>) -> Outcome {
-        let err = match res {
-            Ok(value) => {
-                return match serde_json::to_string(value) {
-                    Ok(json) => Outcome::Succeeded(json),
-                    Err(e) => {
-                        Outcome::Failed(format!("the result could not be encoded as JSON: {e}"))
-                    }
-                };
-            }
-            Err(err) => err,
-        };
-        if let Some(abort) = err.downcast_ref::<AbortError>() {
-            return Outcome::Failed(source_text(abort));
+/// What to record for a finished attempt.
+fn decide<R: Serialize>(
+    cfg: &QueueConfig,
+    lease: &JobLease,
+    res: &Result<R, BoxDynError>,
+) -> Outcome {
+    let err = match res {
+        Ok(value) => {
+            return match serde_json::to_string(value) {
+                Ok(json) => Outcome::Succeeded(json),
+                Err(e) => Outcome::Failed(format!("the result could not be encoded as JSON: {e}")),
+            };
         }
-        let (message, delay) = match err.downcast_ref::<RetryAfterError>() {
-            Some(retry) => (source_text(retry), retry.get_duration()),
-            None => (err.to_string(), self.backoff(lease.attempt)),
-        };
-        if lease.max_attempts == 0 || lease.attempt < lease.max_attempts {
-            Outcome::Retry {
-                error: message,
-                at_ms: epoch_ms(SystemTime::now() + delay),
-            }
-        } else {
-            Outcome::Failed(message)
-        }
+        Err(err) => err,
+    };
+    if let Some(abort) = err.downcast_ref::<AbortError>() {
+        return Outcome::Failed(source_text(abort));
     }
+    let (message, delay) = match err.downcast_ref::<RetryAfterError>() {
+        Some(retry) => (source_text(retry), retry.get_duration()),
+        None => (err.to_string(), backoff(cfg, lease.attempt)),
+    };
+    if lease.max_attempts == 0 || lease.attempt < lease.max_attempts {
+        Outcome::Retry {
+            error: message,
+            at_ms: epoch_ms(SystemTime::now() + delay),
+        }
+    } else {
+        Outcome::Failed(message)
+    }
+}
 
-    /// Exponential backoff: `retry_backoff * 2^(attempt-1)`, capped.
-    fn backoff(&self, attempt: u32) -> Duration {
-        let cfg = self.cfg();
-        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(20));
-        cfg.retry_backoff
-            .saturating_mul(factor)
-            .min(cfg.retry_backoff_max)
-    }
+/// Exponential backoff: `retry_backoff * 2^(attempt-1)`, capped.
+fn backoff(cfg: &QueueConfig, attempt: u32) -> Duration {
+    let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(20));
+    cfg.retry_backoff
+        .saturating_mul(factor)
+        .min(cfg.retry_backoff_max)
 }
 
 /// The text of an error's cause (the wrapped error of `AbortError` and
@@ -257,6 +258,7 @@ pub(crate) fn finish_script(
     inv
 }
 
+#[derive(Debug, PartialEq)]
 enum Outcome {
     Succeeded(String),
     Retry { error: String, at_ms: u64 },
@@ -904,12 +906,94 @@ where
         async move {
             let res = fut.await.map_err(Into::into);
             if let Some(lease) = &lease {
-                let outcome = shared.decide(lease, &res);
+                let outcome = decide(shared.cfg(), lease, &res);
                 shared.finish(lease, outcome).await;
             }
             drop(slot);
             res
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(attempt: u32, max_attempts: u32) -> JobLease {
+        JobLease {
+            id: "j".into(),
+            attempt,
+            max_attempts,
+            enqueued_at_ms: 0,
+            entry: "1-0".into(),
+        }
+    }
+
+    fn cfg() -> QueueConfig {
+        let mut cfg = QueueConfig::new("q");
+        cfg.retry_backoff = Duration::from_secs(1);
+        cfg.retry_backoff_max = Duration::from_secs(10);
+        cfg
+    }
+
+    #[test]
+    fn backoff_doubles_per_attempt_up_to_the_ceiling() {
+        let got: Vec<u64> = (1..=6).map(|a| backoff(&cfg(), a).as_secs()).collect();
+        assert_eq!(got, vec![1, 2, 4, 8, 10, 10]);
+        assert_eq!(backoff(&cfg(), u32::MAX), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn success_stores_the_result_as_json() {
+        let res: Result<_, BoxDynError> = Ok(serde_json::json!({ "temp": 3.5 }));
+        assert_eq!(
+            decide(&cfg(), &lease(1, 3), &res),
+            Outcome::Succeeded(r#"{"temp":3.5}"#.into())
+        );
+    }
+
+    #[test]
+    fn errors_retry_until_the_last_attempt() {
+        let res: Result<(), BoxDynError> = Err("timeout".into());
+        match decide(&cfg(), &lease(2, 3), &res) {
+            Outcome::Retry { error, at_ms } => {
+                assert_eq!(error, "timeout");
+                let in_ms = at_ms.saturating_sub(epoch_ms(SystemTime::now()));
+                assert!(
+                    (1500..=2000).contains(&in_ms),
+                    "second retry ~2 s away, got {in_ms} ms"
+                );
+            }
+            other => panic!("expected a retry, got {other:?}"),
+        }
+        assert_eq!(
+            decide(&cfg(), &lease(3, 3), &res),
+            Outcome::Failed("timeout".into())
+        );
+        assert!(
+            matches!(decide(&cfg(), &lease(9, 0), &res), Outcome::Retry { .. }),
+            "0 = no limit"
+        );
+    }
+
+    #[test]
+    fn abort_fails_at_once_and_retry_after_sets_the_delay() {
+        let res: Result<(), BoxDynError> = Err(AbortError::new("unknown place").into());
+        assert_eq!(
+            decide(&cfg(), &lease(1, 3), &res),
+            Outcome::Failed("unknown place".into())
+        );
+
+        let res: Result<(), BoxDynError> =
+            Err(RetryAfterError::new("rate limited", Duration::from_secs(60)).into());
+        match decide(&cfg(), &lease(1, 3), &res) {
+            Outcome::Retry { error, at_ms } => {
+                assert_eq!(error, "rate limited");
+                let in_ms = at_ms.saturating_sub(epoch_ms(SystemTime::now()));
+                assert!((59_000..=60_000).contains(&in_ms), "got {in_ms} ms");
+            }
+            other => panic!("expected a retry, got {other:?}"),
+        }
     }
 }

@@ -223,3 +223,59 @@ pub struct QueueStats {
     /// Attempts that failed and were scheduled again.
     pub retried_total: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash(fields: &[(&str, &str)]) -> BTreeMap<String, String> {
+        fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_finished_record_parses_with_defaults_for_missing_fields() {
+        let rec = JobRecord::from_hash(
+            "j1",
+            hash(&[
+                ("status", "succeeded"),
+                ("payload", r#"{"city":"Oslo"}"#),
+                ("max_attempts", "3"),
+                ("attempts", "1"),
+                ("enqueued_at", "1000"),
+                ("started_at", "1005"),
+                ("finished_at", "1010"),
+                ("result", "42"),
+                ("worker", "host-1-abc"),
+            ]),
+        )
+        .expect("parses");
+        assert_eq!(rec.status, JobStatus::Succeeded);
+        assert_eq!((rec.attempts, rec.max_attempts), (1, 3));
+        assert_eq!(rec.result, Some(serde_json::json!(42)));
+        assert_eq!(rec.payload, serde_json::json!({ "city": "Oslo" }));
+        assert!(rec.metadata.is_empty());
+        assert_eq!(rec.run_at_ms, None);
+        assert_eq!(rec.finished_at_ms, Some(1010));
+    }
+
+    #[test]
+    fn a_malformed_record_is_an_error_naming_the_field() {
+        let err =
+            JobRecord::from_hash("j2", hash(&[("status", "sleeping")])).expect_err("bad status");
+        assert!(err.to_string().contains("sleeping"), "{err}");
+        let err = JobRecord::from_hash("j3", hash(&[("status", "queued"), ("attempts", "many")]))
+            .expect_err("bad number");
+        assert!(err.to_string().contains("attempts"), "{err}");
+    }
+
+    #[test]
+    fn empty_metadata_is_stored_as_nothing() {
+        let job = NewJob::new(&1).expect("encode");
+        assert_eq!(job.metadata_json(), "");
+        let job = job.with_metadata("baggage", "a=1");
+        assert_eq!(job.metadata_json(), r#"{"baggage":"a=1"}"#);
+    }
+}
