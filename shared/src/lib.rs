@@ -3,3 +3,4 @@
 
 pub mod propagation;
 pub mod queue;
+pub mod telemetry;
