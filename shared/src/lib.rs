@@ -1,6 +1,8 @@
 //! Shared parts of the api, worker and weather-stub services: the Redis job
-//! queue (with its apalis backend).
+//! queue (with its apalis backend), telemetry, propagation and HTTP tracing.
 
+pub mod http_server;
 pub mod propagation;
 pub mod queue;
+pub mod shutdown;
 pub mod telemetry;

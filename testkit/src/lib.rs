@@ -1,4 +1,5 @@
-//! Real servers for the project's tests and benchmarks.
+//! Real servers for the project's tests and benchmarks: `redis-server`, a
+//! Zipkin collector stand-in, and the project's own binaries as processes.
 //!
 //! Every server listens on a free loopback port and lives in a temporary
 //! directory of its own, so tests run in parallel and leave nothing behind.
@@ -10,6 +11,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+pub mod process;
+pub mod zipkin;
+
+pub use process::ServiceProcess;
+pub use zipkin::ZipkinCollector;
 
 /// A free TCP port on 127.0.0.1 (the OS picks it; it is released at once
 /// for the server to take).

@@ -17,6 +17,8 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -162,15 +164,28 @@ pub fn init(args: &TelemetryArgs, default_service: &str) -> Result<TelemetryGuar
     let tracer = provider.tracer(service_name.clone());
     opentelemetry::global::set_tracer_provider(provider.clone());
 
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let otel = tracing_opentelemetry::layer().with_tracer(tracer);
-    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    // RUST_LOG filters log lines only: how much is logged must not decide
+    // what is traced. Spans are info level and above.
+    let log_filter =
+        || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(LevelFilter::INFO);
+    let registry = tracing_subscriber::registry().with(otel);
     let installed = match args.log_format {
         LogFormat::Json => registry
-            .with(tracing_subscriber::fmt::layer().event_format(logs::JsonWithTrace))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .event_format(logs::JsonWithTrace)
+                    .with_filter(log_filter()),
+            )
             .try_init(),
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().event_format(logs::TextWithTrace::default()))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .event_format(logs::TextWithTrace::default())
+                    .with_filter(log_filter()),
+            )
             .try_init(),
     };
     installed.map_err(|e| TelemetryError::Subscriber(e.to_string()))?;

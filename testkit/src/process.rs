@@ -1,0 +1,98 @@
+//! The project's binaries run as real processes.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// A service process, killed (by its PID) when dropped.
+#[derive(Debug)]
+pub struct ServiceProcess {
+    name: String,
+    child: Child,
+}
+
+impl ServiceProcess {
+    /// Starts `bin` with `env` added to the environment, and waits until
+    /// `health_url` answers 200.
+    pub async fn start(
+        name: &str,
+        bin: &str,
+        env: &[(&str, String)],
+        health_url: &str,
+    ) -> anyhow::Result<Self> {
+        let mut cmd = Command::new(bin);
+        cmd.stdin(Stdio::null());
+        if std::env::var_os("TESTKIT_QUIET").is_some() {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {name} ({bin})"))?;
+        let mut process = Self {
+            name: name.to_owned(),
+            child,
+        };
+        process
+            .wait_healthy(health_url, Duration::from_secs(20))
+            .await?;
+        Ok(process)
+    }
+
+    async fn wait_healthy(&mut self, url: &str, limit: Duration) -> anyhow::Result<()> {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("{} exited before it was healthy ({status})", self.name);
+            }
+            if let Ok(res) = client.get(url).send().await
+                && res.status().is_success()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{} was not healthy at {url} within {limit:?}", self.name);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Asks the process to stop (SIGTERM) and waits for it, so it flushes
+    /// its spans; kills it after `limit`.
+    pub fn stop(mut self, limit: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                bail!("{} did not stop within {limit:?} of SIGTERM", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

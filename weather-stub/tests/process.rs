@@ -1,0 +1,131 @@
+//! The stub as a real process: its exported spans continue the caller's
+//! trace, and it stops cleanly on SIGTERM.
+
+use std::time::Duration;
+
+use testkit::{ServiceProcess, ZipkinCollector};
+
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER: &str = "00f067aa0ba902b7";
+
+async fn start_stub(zipkin: &ZipkinCollector) -> anyhow::Result<(ServiceProcess, String)> {
+    let port = testkit::free_port()?;
+    let base = format!("http://127.0.0.1:{port}");
+    let stub = ServiceProcess::start(
+        "weather-stub",
+        env!("CARGO_BIN_EXE_weather-stub"),
+        &[
+            ("STUB_LISTEN", format!("127.0.0.1:{port}")),
+            ("OTEL_EXPORTER_ZIPKIN_ENDPOINT", zipkin.endpoint()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50".into()),
+            ("RUST_LOG", "warn".into()),
+        ],
+        &format!("{base}/healthz"),
+    )
+    .await?;
+    Ok((stub, base))
+}
+
+#[tokio::test]
+async fn server_spans_continue_the_callers_trace_and_name_the_service() -> anyhow::Result<()> {
+    let zipkin = ZipkinCollector::start().await?;
+    let (stub, base) = start_stub(&zipkin).await?;
+    let client = reqwest::Client::new();
+
+    let res = client
+        .get(format!("{base}/v1/search?name=Berlin&count=1"))
+        .header("traceparent", format!("00-{TRACE}-{CALLER}-01"))
+        .send()
+        .await?;
+    assert_eq!(res.status(), 200);
+    let res = client
+        .get(format!(
+            "{base}/v1/forecast?latitude=1&longitude=2&current=temperature_2m"
+        ))
+        .header("traceparent", "00-not-a-trace-01")
+        .send()
+        .await?;
+    assert_eq!(
+        res.status(),
+        200,
+        "malformed trace headers never fail a request"
+    );
+
+    let search = zipkin
+        .wait_for(Duration::from_secs(10), "search SERVER span", |spans| {
+            spans
+                .iter()
+                .find(|s| s["name"] == "GET /v1/search")
+                .cloned()
+        })
+        .await?;
+    assert_eq!(search["traceId"], TRACE);
+    assert_eq!(search["parentId"], CALLER);
+    assert_eq!(search["kind"], "SERVER");
+    assert_eq!(search["localEndpoint"]["serviceName"], "weather-stub");
+    assert_eq!(search["tags"]["http.request.method"], "GET");
+    assert_eq!(search["tags"]["http.route"], "/v1/search");
+    assert_eq!(search["tags"]["http.response.status_code"], "200");
+
+    let forecast = zipkin
+        .wait_for(Duration::from_secs(10), "forecast SERVER span", |spans| {
+            spans
+                .iter()
+                .find(|s| s["name"] == "GET /v1/forecast")
+                .cloned()
+        })
+        .await?;
+    assert!(
+        forecast.get("parentId").is_none(),
+        "a new root trace: {forecast}"
+    );
+    assert_ne!(forecast["traceId"], TRACE);
+
+    let status = stub.stop(Duration::from_secs(10))?;
+    assert!(status.success(), "stub exited with {status}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn b3_callers_and_5xx_errors_show_in_the_trace() -> anyhow::Result<()> {
+    let zipkin = ZipkinCollector::start().await?;
+    let port = testkit::free_port()?;
+    let base = format!("http://127.0.0.1:{port}");
+    let stub = ServiceProcess::start(
+        "weather-stub",
+        env!("CARGO_BIN_EXE_weather-stub"),
+        &[
+            ("STUB_LISTEN", format!("127.0.0.1:{port}")),
+            ("STUB_FAIL_RATE", "1".into()),
+            ("OTEL_SERVICE_NAME", "open-meteo-stub".into()),
+            ("OTEL_EXPORTER_ZIPKIN_ENDPOINT", zipkin.endpoint()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50".into()),
+            ("RUST_LOG", "error".into()),
+        ],
+        &format!("{base}/healthz"),
+    )
+    .await?;
+    let res = reqwest::Client::new()
+        .get(format!("{base}/v1/search?name=Oslo"))
+        .header("b3", format!("{TRACE}-{CALLER}-1"))
+        .send()
+        .await?;
+    assert_eq!(res.status(), 503);
+    let span = zipkin
+        .wait_for(Duration::from_secs(10), "failed search span", |spans| {
+            spans
+                .iter()
+                .find(|s| s["name"] == "GET /v1/search")
+                .cloned()
+        })
+        .await?;
+    assert_eq!(
+        (&span["traceId"], &span["parentId"]),
+        (&TRACE.into(), &CALLER.into())
+    );
+    assert_eq!(span["localEndpoint"]["serviceName"], "open-meteo-stub");
+    assert_eq!(span["tags"]["http.response.status_code"], "503");
+    assert_eq!(span["tags"]["otel.status_code"], "ERROR");
+    stub.stop(Duration::from_secs(10))?;
+    Ok(())
+}
