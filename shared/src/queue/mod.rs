@@ -183,9 +183,14 @@ impl RedisQueue {
     /// exists.
     pub async fn connect(url: &str, cfg: QueueConfig) -> Result<Self, QueueError> {
         let client = redis::Client::open(url)?;
+        // Fail fast when Redis is down: the api answers 503 at once, and
+        // workers retry in their own loops.
         let conn = ConnectionManager::new_with_config(
             client.clone(),
-            ConnectionManagerConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT)),
+            ConnectionManagerConfig::new()
+                .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                .set_connection_timeout(Some(Duration::from_secs(1)))
+                .set_number_of_retries(1),
         )
         .await?;
         Self::with_connection(client, conn, cfg).await
@@ -375,6 +380,31 @@ fn push_script(
             .arg(job.run_at.map_or(0, epoch_ms));
     }
     inv
+}
+
+/// Connects to the queue, retrying for up to a minute while Redis starts
+/// (as it may in a fresh Compose stack). Also returns where Redis is, for
+/// span attributes.
+pub async fn connect_with_retry(
+    url: &str,
+    cfg: QueueConfig,
+) -> Result<(RedisQueue, crate::cache::RedisPeer), QueueError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match RedisQueue::connect(url, cfg.clone()).await {
+            Ok(queue) => {
+                let peer = crate::cache::RedisPeer::of(&queue.client);
+                return Ok((queue, peer));
+            }
+            Err(QueueError::Redis(e)) if std::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, retry_in = ?delay, "Redis is not reachable yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch (0 for times before it).

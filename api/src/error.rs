@@ -1,0 +1,84 @@
+//! API errors as RFC 9457 problem details (`application/problem+json`).
+
+use axum::Json;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// What can go wrong serving a request; each variant says what the caller
+/// can do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed (400): fix its syntax.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The body is well-formed but says something unusable (422): fix it.
+    #[error("{0}")]
+    Invalid(String),
+    /// The body is not JSON-typed (415): send `Content-Type: application/json`.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The body is too large (413): send less.
+    #[error("{0}")]
+    TooLarge(String),
+    /// No such resource (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// A dependency is down (503): try again later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A fault of ours (500): the details are logged, not sent.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// A problem-details response.
+pub fn problem(status: StatusCode, detail: &str) -> Response {
+    let body = json!({
+        "type": "about:blank",
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/problem+json")],
+        Json(body),
+    )
+        .into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            Self::Unexpected(e) => {
+                // Logged inside the request span, so it carries the trace id.
+                tracing::error!(error = ?e, "request failed");
+                problem(
+                    status,
+                    "internal error; the trace id in the logs leads to the cause",
+                )
+            }
+            Self::Unavailable(detail) => {
+                tracing::warn!(%detail, "dependency unavailable");
+                problem(status, detail)
+            }
+            other => problem(status, &other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! The HTTP API: validates weather jobs, enqueues them with the caller's
+//! trace context, and reports their status.
+//!
+//! | route | answers |
+//! |---|---|
+//! | `POST /v1/jobs` | `202` `{"id", "status": "queued", "trace_id"}`, `Location: /v1/jobs/{id}` |
+//! | `GET /v1/jobs/{id}` | the job's status, attempts, trace id, result or error; `404` if unknown |
+//! | `GET /healthz` | `200` while the process runs |
+//! | `GET /readyz` | `200` when Redis answers, else `503` |
+//!
+//! Errors are `application/problem+json`. Every request is a SERVER span
+//! (continuing the caller's trace); enqueueing is a PRODUCER span whose
+//! context travels in the job's metadata.
+
+pub mod error;
+mod validate;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use opentelemetry::trace::TraceContextExt;
+use serde_json::{Value, json};
+use shared::cache::RedisPeer;
+use shared::config::QueueArgs;
+use shared::jobs::WeatherJob;
+use shared::propagation::Propagation;
+use shared::queue::{JobRecord, NewJob, QueueError, RedisQueue};
+use shared::telemetry::TelemetryArgs;
+use tokio::net::TcpListener;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+pub use error::ApiError;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The api's settings.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "api",
+    version,
+    about = "Enqueue weather jobs and read their status"
+)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "API_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Redis and the weather queue.
+    #[command(flatten)]
+    pub queue: QueueArgs,
+    /// Tracing and logging.
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The weather queue.
+    pub queue: RedisQueue,
+    /// Propagators (inbound headers, job metadata).
+    pub propagation: Propagation,
+    /// The Redis server, for span attributes.
+    pub redis: RedisPeer,
+}
+
+/// The api's routes.
+pub fn app(state: AppState) -> Router {
+    let propagation = state.propagation.clone();
+    Router::new()
+        .route("/v1/jobs", post(create_job))
+        .route("/v1/jobs/{id}", get(job_status))
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
+        .route("/readyz", get(ready))
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            propagation,
+            shared::http_server::trace_request,
+        ))
+}
+
+/// Serves the api on `listener` until `shutdown` completes.
+pub async fn run(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    tracing::info!(addr = %listener.local_addr()?, queue = %state.queue.config().name, "api listening");
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Turns axum's JSON rejections into precise problems.
+fn rejection(r: JsonRejection) -> ApiError {
+    match r {
+        JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
+            "send the job as JSON with `Content-Type: application/json`".into(),
+        ),
+        JsonRejection::JsonSyntaxError(e) => {
+            ApiError::BadRequest(format!("the body is not valid JSON: {}", e.body_text()))
+        }
+        JsonRejection::JsonDataError(e) => ApiError::Invalid(e.body_text()),
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::TooLarge(format!("the body is larger than {MAX_BODY_BYTES} bytes"))
+        }
+        other => ApiError::BadRequest(other.body_text()),
+    }
+}
+
+async fn create_job(
+    State(state): State<AppState>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(body) = body.map_err(rejection)?;
+    let job: WeatherJob = validate::job(&body).map_err(ApiError::Invalid)?;
+    let queue = &state.queue.config().name;
+    let new_job = NewJob::new(&job).map_err(|e| ApiError::Unexpected(e.into()))?;
+    let id = new_job.id().to_owned();
+
+    let span = tracing::info_span!(
+        "send",
+        otel.name = %format!("send {queue}"),
+        otel.kind = "producer",
+        messaging.system = "redis",
+        messaging.operation.name = "send",
+        messaging.operation.type = "send",
+        messaging.destination.name = %queue,
+        messaging.message.id = %id,
+        server.address = %state.redis.address,
+        server.port = state.redis.port,
+        otel.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    );
+    let trace_id = span.context().span().span_context().trace_id().to_string();
+    async {
+        // The PRODUCER span's context is the parent the worker resumes.
+        let carrier = state
+            .propagation
+            .inject_job(&tracing::Span::current().context());
+        state
+            .queue
+            .push(new_job.with_metadata_map(carrier))
+            .await
+            .map_err(|e| {
+                let span = tracing::Span::current();
+                span.record("otel.status_code", "ERROR");
+                span.record("error.type", "redis");
+                match e {
+                    QueueError::Redis(_) | QueueError::Batch(_) | QueueError::Closed => {
+                        ApiError::Unavailable(format!("the job queue is unavailable: {e}"))
+                    }
+                    other => ApiError::Unexpected(other.into()),
+                }
+            })
+    }
+    .instrument(span)
+    .await?;
+    tracing::info!(job.id = %id, "job queued");
+
+    let location = format!("/v1/jobs/{id}");
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(json!({ "id": id, "status": "queued", "trace_id": trace_id })),
+    )
+        .into_response())
+}
+
+/// Ids this api hands out (and anything else that could be a key part
+/// safely); others cannot exist.
+fn plausible_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// The trace id in a job's `traceparent`.
+fn trace_id_of(record: &JobRecord) -> Option<String> {
+    let tp = record.metadata.get("traceparent")?;
+    tp.split('-').nth(1).map(str::to_owned)
+}
+
+async fn job_status(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let unknown = || {
+        ApiError::NotFound(format!(
+            "no job with id {id:?} (finished jobs are kept for a limited time)"
+        ))
+    };
+    if !plausible_id(&id) {
+        return Err(unknown());
+    }
+    let record = state.queue.status(&id).await.map_err(|e| match e {
+        QueueError::Redis(_) | QueueError::Batch(_) | QueueError::Closed => {
+            ApiError::Unavailable(format!("the job store is unavailable: {e}"))
+        }
+        other => ApiError::Unexpected(other.into()),
+    })?;
+    let record = record.ok_or_else(unknown)?;
+    let mut view = json!({
+        "id": record.id,
+        "status": record.status.as_str(),
+        "attempts": record.attempts,
+        "max_attempts": record.max_attempts,
+        "trace_id": trace_id_of(&record),
+        "job": record.payload,
+        "enqueued_at": rfc3339(record.enqueued_at_ms),
+    });
+    let times = [
+        ("run_at", record.run_at_ms),
+        ("started_at", record.started_at_ms),
+        ("finished_at", record.finished_at_ms),
+    ];
+    for (name, at) in times {
+        if let Some(at) = at {
+            view[name] = rfc3339(at).into();
+        }
+    }
+    if let Some(result) = record.result {
+        view["result"] = result;
+    }
+    if let Some(error) = record.error {
+        view["error"] = error.into();
+    }
+    Ok(Json(view))
+}
+
+async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let mut conn = state.queue.connection();
+    let cmd = redis::cmd("PING");
+    let ping = cmd.query_async::<String>(&mut conn);
+    match tokio::time::timeout(Duration::from_secs(1), ping).await {
+        Ok(Ok(_)) => Ok(Json(json!({ "status": "ready" }))),
+        Ok(Err(e)) => Err(ApiError::Unavailable(format!(
+            "Redis is not answering: {e}"
+        ))),
+        Err(_) => Err(ApiError::Unavailable(
+            "Redis did not answer within 1 s".into(),
+        )),
+    }
+}

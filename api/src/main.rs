@@ -1,0 +1,31 @@
+//! `api`: see the library docs, or `api --help`.
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = api::Config::parse();
+    let telemetry = shared::telemetry::init(&config.telemetry, "api")?;
+    let served = serve(config, telemetry.propagation().clone()).await;
+    telemetry.shutdown().await;
+    served
+}
+
+async fn serve(
+    config: api::Config,
+    propagation: shared::propagation::Propagation,
+) -> anyhow::Result<()> {
+    let (queue, redis) = shared::queue::connect_with_retry(
+        config.queue.redis_url.expose(),
+        config.queue.queue_config(),
+    )
+    .await?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let state = api::AppState {
+        queue,
+        propagation,
+        redis,
+    };
+    api::run(state, listener, shared::shutdown::signal()).await?;
+    Ok(())
+}

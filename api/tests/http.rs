@@ -1,0 +1,261 @@
+//! The api's routes against a real Redis (the app is driven in-process).
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use shared::config::QueueArgs;
+use shared::propagation::Propagation;
+use shared::queue::RedisQueue;
+use testkit::RedisServer;
+use tower::ServiceExt;
+
+struct TestApi {
+    redis: RedisServer,
+    queue: RedisQueue,
+    app: Router,
+}
+
+/// Spans get trace ids as in the binaries (which always install the
+/// OpenTelemetry layer), here without exporting them.
+fn install_tracing() {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt;
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("api-tests"));
+        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer));
+    });
+}
+
+async fn spawn_api() -> TestApi {
+    use clap::Parser;
+    install_tracing();
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        queue: QueueArgs,
+    }
+    let redis = RedisServer::start().await.expect("redis-server");
+    let args = Args::parse_from(["test", "--redis-url", &redis.url()]);
+    let (queue, peer) = shared::queue::connect_with_retry(&redis.url(), args.queue.queue_config())
+        .await
+        .expect("queue");
+    let app = api::app(api::AppState {
+        queue: queue.clone(),
+        propagation: Propagation::default(),
+        redis: peer,
+    });
+    TestApi { redis, queue, app }
+}
+
+struct Answer {
+    status: StatusCode,
+    content_type: String,
+    location: Option<String>,
+    body: Value,
+}
+
+impl TestApi {
+    async fn send(&self, req: Request<Body>) -> Answer {
+        let res = self.app.clone().oneshot(req).await.expect("answer");
+        let status = res.status();
+        let header = |name| {
+            res.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let content_type = header(header::CONTENT_TYPE).unwrap_or_default();
+        let location = header(header::LOCATION);
+        let bytes = res.into_body().collect().await.expect("body").to_bytes();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Answer {
+            status,
+            content_type,
+            location,
+            body,
+        }
+    }
+
+    async fn post_raw(&self, content_type: Option<&str>, body: impl Into<Body>) -> Answer {
+        let mut req = Request::post("/v1/jobs");
+        if let Some(ct) = content_type {
+            req = req.header(header::CONTENT_TYPE, ct);
+        }
+        self.send(req.body(body.into()).expect("request")).await
+    }
+
+    async fn post(&self, body: &str) -> Answer {
+        self.post_raw(Some("application/json"), body.to_owned())
+            .await
+    }
+
+    async fn get(&self, uri: &str) -> Answer {
+        self.send(Request::get(uri).body(Body::empty()).expect("request"))
+            .await
+    }
+
+    async fn enqueued(&self) -> u64 {
+        self.queue.stats().await.expect("stats").enqueued_total
+    }
+}
+
+fn assert_problem(a: &Answer, status: StatusCode, mentions: &str) {
+    assert_eq!(a.status, status, "{}", a.body);
+    assert_eq!(a.content_type, "application/problem+json");
+    assert_eq!(a.body["status"], status.as_u16());
+    assert!(a.body["title"].is_string());
+    let detail = a.body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains(mentions),
+        "detail {detail:?} should mention {mentions:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_valid_job_is_accepted_and_readable() {
+    let api = spawn_api().await;
+    let a = api.post(r#"{"city": "Berlin"}"#).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.body);
+    let id = a.body["id"].as_str().expect("id").to_owned();
+    assert_eq!(a.body["status"], "queued");
+    let trace_id = a.body["trace_id"].as_str().expect("trace id");
+    assert_eq!(trace_id.len(), 32);
+    assert!(trace_id.chars().all(|c| c.is_ascii_hexdigit()));
+    assert_eq!(
+        a.location.as_deref(),
+        Some(format!("/v1/jobs/{id}").as_str())
+    );
+
+    let s = api.get(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(s.status, StatusCode::OK);
+    assert_eq!(s.body["status"], "queued");
+    assert_eq!(s.body["attempts"], 0);
+    assert_eq!(
+        s.body["trace_id"], trace_id,
+        "the job carries the request's trace"
+    );
+    assert_eq!(s.body["job"]["place"]["city"], "Berlin");
+    assert!(s.body.get("result").is_none());
+    assert_eq!(api.enqueued().await, 1);
+
+    let c = api
+        .post(r#"{"latitude": 52.52, "longitude": 13.41, "units": "imperial"}"#)
+        .await;
+    assert_eq!(c.status, StatusCode::ACCEPTED, "{}", c.body);
+    assert_eq!(api.enqueued().await, 2);
+}
+
+#[tokio::test]
+async fn bad_jobs_are_refused_with_problems_and_nothing_is_enqueued() {
+    let api = spawn_api().await;
+    let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
+    let cases: Vec<(&str, StatusCode, &str)> = vec![
+        ("{", StatusCode::BAD_REQUEST, "not valid JSON"),
+        ("", StatusCode::BAD_REQUEST, "not valid JSON"),
+        (
+            "{\"city\": \"Berlin\"} trailing",
+            StatusCode::BAD_REQUEST,
+            "not valid JSON",
+        ),
+        ("[]", unprocessable, "JSON object"),
+        ("null", unprocessable, "JSON object"),
+        ("{}", unprocessable, "missing place"),
+        (r#"{"city": ""}"#, unprocessable, "empty"),
+        (r#"{"city": 42}"#, unprocessable, "must be a string"),
+        (r#"{"city": null}"#, unprocessable, "missing place"),
+        (
+            r#"{"latitude": 100, "longitude": 0}"#,
+            unprocessable,
+            "between -90 and 90",
+        ),
+        (
+            r#"{"latitude": 0, "longitude": 1e400}"#,
+            StatusCode::BAD_REQUEST,
+            "not valid JSON",
+        ),
+        (
+            r#"{"latitude": "north", "longitude": 0}"#,
+            unprocessable,
+            "must be a number",
+        ),
+        (r#"{"latitude": 1}"#, unprocessable, "longitude"),
+        (
+            r#"{"city": "Oslo", "units": "kelvin"}"#,
+            unprocessable,
+            "imperial",
+        ),
+        (
+            r#"{"city": "Oslo", "extra": true}"#,
+            unprocessable,
+            "unknown field",
+        ),
+    ];
+    for (body, status, mentions) in cases {
+        let a = api.post(body).await;
+        assert_problem(&a, status, mentions);
+    }
+    let a = api.post_raw(None, r#"{"city": "Berlin"}"#).await;
+    assert_problem(&a, StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type");
+    let a = api
+        .post_raw(Some("text/plain"), r#"{"city": "Berlin"}"#)
+        .await;
+    assert_problem(&a, StatusCode::UNSUPPORTED_MEDIA_TYPE, "application/json");
+    let huge = format!(r#"{{"city": "{}"}}"#, "x".repeat(70 * 1024));
+    let a = api.post(&huge).await;
+    assert_problem(&a, StatusCode::PAYLOAD_TOO_LARGE, "65536 bytes");
+    assert_eq!(api.enqueued().await, 0, "no bad job may be enqueued");
+}
+
+#[tokio::test]
+async fn unknown_jobs_routes_and_methods_are_4xx() {
+    let api = spawn_api().await;
+    for id in [
+        "0190b1a2-0000-7000-8000-000000000000",
+        "no-such-job",
+        "..%2F..%2Fetc",
+        "%00",
+    ] {
+        let a = api.get(&format!("/v1/jobs/{id}")).await;
+        assert_problem(&a, StatusCode::NOT_FOUND, "no job with id");
+    }
+    let a = api.get(&format!("/v1/jobs/{}", "a".repeat(300))).await;
+    assert_problem(&a, StatusCode::NOT_FOUND, "no job");
+    let a = api.get("/v2/everything").await;
+    assert_problem(&a, StatusCode::NOT_FOUND, "no such endpoint");
+    let a = api
+        .send(
+            Request::delete("/v1/jobs")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(api.enqueued().await, 0);
+}
+
+#[tokio::test]
+async fn health_and_readiness_follow_redis() {
+    let api = spawn_api().await;
+    assert_eq!(api.get("/healthz").await.status, StatusCode::OK);
+    assert_eq!(api.get("/readyz").await.status, StatusCode::OK);
+    let TestApi { redis, queue, app } = api;
+    drop(redis);
+    let api = TestApi {
+        redis: RedisServer::start().await.expect("another redis"),
+        queue,
+        app,
+    };
+    let a = api.get("/readyz").await;
+    assert_problem(&a, StatusCode::SERVICE_UNAVAILABLE, "Redis");
+    assert_eq!(
+        api.get("/healthz").await.status,
+        StatusCode::OK,
+        "alive, just not ready"
+    );
+    let a = api.post(r#"{"city": "Berlin"}"#).await;
+    assert_problem(&a, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+}
