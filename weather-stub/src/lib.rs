@@ -203,6 +203,8 @@ struct ForecastQuery {
     latitude: Option<String>,
     longitude: Option<String>,
     current: Option<String>,
+    temperature_unit: Option<String>,
+    wind_speed_unit: Option<String>,
 }
 
 /// Current-condition variables the stub knows, with their units.
@@ -268,17 +270,47 @@ async fn forecast(
             ),
         );
     }
+    let fahrenheit = match q.temperature_unit.as_deref() {
+        None | Some("celsius") => false,
+        Some("fahrenheit") => true,
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("Invalid temperature_unit {other:?}"),
+            );
+        }
+    };
+    let (wind_factor, wind_unit) = match q.wind_speed_unit.as_deref() {
+        None | Some("kmh") => (1.0, "km/h"),
+        Some("ms") => (1.0 / 3.6, "m/s"),
+        Some("mph") => (1.0 / 1.609_344, "mp/h"),
+        Some("kn") => (1.0 / 1.852, "kn"),
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("Invalid wind_speed_unit {other:?}"),
+            );
+        }
+    };
     if let Some(failure) = misbehave(&b).await {
         return failure;
     }
     let h = fnv(format!("{latitude:.2},{longitude:.2}").as_bytes());
-    let temperature = pick(h, 0, -20.0, 35.0, 1);
+    let round1 = |v: f64| (v * 10.0).round() / 10.0;
+    let celsius = pick(h, 0, -20.0, 35.0, 1);
+    let temperature = |c: f64| {
+        if fahrenheit {
+            round1(c * 9.0 / 5.0 + 32.0)
+        } else {
+            c
+        }
+    };
     let values = |name: &str| -> Value {
         match name {
-            "temperature_2m" => temperature.into(),
-            "apparent_temperature" => (temperature - pick(h, 48, 0.0, 4.0, 1)).into(),
+            "temperature_2m" => temperature(celsius).into(),
+            "apparent_temperature" => temperature(celsius - pick(h, 48, 0.0, 4.0, 1)).into(),
             "relative_humidity_2m" => ((h >> 8) % 101).into(),
-            "wind_speed_10m" => pick(h, 16, 0.0, 60.0, 1).into(),
+            "wind_speed_10m" => round1(pick(h, 16, 0.0, 60.0, 1) * wind_factor).into(),
             "wind_direction_10m" => ((h >> 24) % 360).into(),
             "weather_code" => {
                 WEATHER_CODES[((h >> 32) % WEATHER_CODES.len() as u64) as usize].into()
@@ -293,10 +325,14 @@ async fn forecast(
     current.insert("time".into(), "2026-01-01T12:00".into());
     current.insert("interval".into(), 900.into());
     for name in &wanted {
-        let unit = VARIABLES
-            .iter()
-            .find(|(v, _)| v == name)
-            .map_or("", |(_, u)| u);
+        let unit = match *name {
+            "temperature_2m" | "apparent_temperature" if fahrenheit => "°F",
+            "wind_speed_10m" => wind_unit,
+            _ => VARIABLES
+                .iter()
+                .find(|(v, _)| v == name)
+                .map_or("", |(_, u)| u),
+        };
         units.insert((*name).into(), unit.into());
         current.insert((*name).into(), values(name));
     }
@@ -402,6 +438,16 @@ mod tests {
             again["current"]["temperature_2m"],
             body["current"]["temperature_2m"]
         );
+
+        let (_, f) = get(
+            &app,
+            "/v1/forecast?latitude=52.52&longitude=13.41&current=temperature_2m,wind_speed_10m&temperature_unit=fahrenheit&wind_speed_unit=mph",
+        )
+        .await;
+        let want = ((t * 9.0 / 5.0 + 32.0) * 10.0).round() / 10.0;
+        assert_eq!(f["current"]["temperature_2m"].as_f64(), Some(want));
+        assert_eq!(f["current_units"]["temperature_2m"], "°F");
+        assert_eq!(f["current_units"]["wind_speed_10m"], "mp/h");
     }
 
     #[tokio::test]

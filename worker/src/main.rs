@@ -1,0 +1,28 @@
+//! `worker`: see the library docs, or `worker --help`.
+
+use std::sync::Arc;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = worker::Config::parse();
+    let telemetry = shared::telemetry::init(&config.telemetry, "worker")?;
+    let ran = work(&config, telemetry.propagation().clone()).await;
+    telemetry.shutdown().await;
+    ran
+}
+
+async fn work(
+    config: &worker::Config,
+    propagation: shared::propagation::Propagation,
+) -> anyhow::Result<()> {
+    let (queue, redis) = shared::queue::connect_with_retry(
+        config.queue.redis_url.expose(),
+        config.queue.queue_config(),
+    )
+    .await?;
+    let deps = Arc::new(worker::Deps::new(config, &queue, redis, propagation)?);
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    worker::run(config, queue, deps, listener, shared::shutdown::signal()).await
+}
