@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 pub mod process;
 pub mod zipkin;
 
-pub use process::ServiceProcess;
+pub use process::{ServiceProcess, project_binary};
 pub use zipkin::ZipkinCollector;
 
 /// A free TCP port on 127.0.0.1 (the OS picks it; it is released at once

@@ -96,3 +96,22 @@ impl Drop for ServiceProcess {
         let _ = self.child.wait();
     }
 }
+
+/// The path of one of the workspace's binaries, built beside the running
+/// test (`target/<profile>/<name>`).
+pub fn project_binary(name: &str) -> anyhow::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> → target/<profile>
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("locating the target directory")?;
+    let bin = dir.join(name);
+    if !bin.exists() {
+        bail!(
+            "{} is not built: run `cargo build --workspace --bins` first (scripts/test does)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}

@@ -168,8 +168,12 @@ pub fn init(args: &TelemetryArgs, default_service: &str) -> Result<TelemetryGuar
     // what is traced. Spans are info level and above.
     let log_filter =
         || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // busy/idle times and thread names are noise next to the semantic
+    // attributes; the code location stays (semconv `code.*`).
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)
+        .with_tracked_inactivity(false)
+        .with_threads(false)
         .with_filter(LevelFilter::INFO);
     let registry = tracing_subscriber::registry().with(otel);
     let installed = match args.log_format {
