@@ -215,17 +215,18 @@ pub async fn process(
     if producer_span.is_valid() {
         span.add_link(producer_span);
     }
+    let job_id = lease.id.clone();
     async {
         let span = tracing::Span::current();
         match fetch(&job, &deps).await {
             Ok(result) => {
-                tracing::info!(source = ?result.source, "weather job done");
+                tracing::info!(job.id = %job_id, source = ?result.source, "weather job done");
                 Ok(result)
             }
             Err(e) => {
                 span.record("otel.status_code", "ERROR");
                 span.record("error.type", e.error_type());
-                tracing::warn!(error = %e, "weather job failed");
+                tracing::warn!(job.id = %job_id, attempt = lease.attempt, error = %e, "weather job failed");
                 Err(e.into_apalis())
             }
         }

@@ -9,7 +9,7 @@ use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::fmt::FmtContext;
-use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, Writer};
+use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -91,12 +91,11 @@ where
     }
 }
 
-/// tracing-subscriber's readable format with ` trace_id=… span_id=…`
-/// appended.
-#[derive(Debug, Default)]
-pub struct TextWithTrace {
-    inner: format::Format,
-}
+/// One readable line an event: `timestamp LEVEL target: message k=v …
+/// trace_id=… span_id=…`, without colours, so it reads the same on a
+/// terminal and in a file.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TextWithTrace;
 
 impl<S, N> FormatEvent<S, N> for TextWithTrace
 where
@@ -105,19 +104,27 @@ where
 {
     fn format_event(
         &self,
-        ctx: &FmtContext<'_, S, N>,
+        _ctx: &FmtContext<'_, S, N>,
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let mut line = String::new();
-        self.inner
-            .format_event(ctx, Writer::new(&mut line), event)?;
-        let line = line.trim_end_matches('\n');
-        match current_ids() {
-            Some((trace_id, span_id)) => {
-                writeln!(writer, "{line} trace_id={trace_id} span_id={span_id}")
-            }
-            None => writeln!(writer, "{line}"),
+        SystemTime.format_time(&mut writer)?;
+        let meta = event.metadata();
+        write!(writer, " {:>5} {}:", meta.level(), meta.target())?;
+        let mut fields = Map::new();
+        event.record(&mut JsonVisitor(&mut fields));
+        if let Some(Value::String(message)) = fields.remove("message") {
+            write!(writer, " {message}")?;
         }
+        for (k, v) in fields {
+            match v {
+                Value::String(s) => write!(writer, " {k}={s}")?,
+                other => write!(writer, " {k}={other}")?,
+            }
+        }
+        if let Some((trace_id, span_id)) = current_ids() {
+            write!(writer, " trace_id={trace_id} span_id={span_id}")?;
+        }
+        writeln!(writer)
     }
 }

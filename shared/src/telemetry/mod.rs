@@ -180,6 +180,7 @@ pub fn init(args: &TelemetryArgs, default_service: &str) -> Result<TelemetryGuar
         LogFormat::Json => registry
             .with(
                 tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
                     .event_format(logs::JsonWithTrace)
                     .with_filter(log_filter()),
             )
@@ -187,7 +188,8 @@ pub fn init(args: &TelemetryArgs, default_service: &str) -> Result<TelemetryGuar
         LogFormat::Text => registry
             .with(
                 tracing_subscriber::fmt::layer()
-                    .event_format(logs::TextWithTrace::default())
+                    .with_ansi(false)
+                    .event_format(logs::TextWithTrace)
                     .with_filter(log_filter()),
             )
             .try_init(),
