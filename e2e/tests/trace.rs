@@ -22,6 +22,17 @@ struct Stack {
 
 impl Stack {
     async fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[], &[]).await
+    }
+
+    /// Starts the stack with extra settings for the stub and the workers.
+    async fn start_with(
+        stub_env: &[(&'static str, &str)],
+        worker_env: &[(&'static str, &str)],
+    ) -> anyhow::Result<Self> {
+        let owned = |env: &[(&'static str, &str)]| -> Vec<(&'static str, String)> {
+            env.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
+        };
         let redis = RedisServer::start().await?;
         let zipkin = ZipkinCollector::start().await?;
         let common = |mut extra: Vec<(&'static str, String)>| {
@@ -39,7 +50,13 @@ impl Stack {
         let stub = ServiceProcess::start(
             "weather-stub",
             project_binary("weather-stub")?.to_str().context("path")?,
-            &common(vec![("STUB_LISTEN", format!("127.0.0.1:{stub_port}"))]),
+            &common(
+                [
+                    vec![("STUB_LISTEN", format!("127.0.0.1:{stub_port}"))],
+                    owned(stub_env),
+                ]
+                .concat(),
+            ),
             &format!("{stub_url}healthz"),
         )
         .await?;
@@ -59,12 +76,18 @@ impl Stack {
                 ServiceProcess::start(
                     "worker",
                     project_binary("worker")?.to_str().context("path")?,
-                    &common(vec![
-                        ("WORKER_LISTEN", format!("127.0.0.1:{port}")),
-                        ("GEOCODING_BASE_URL", stub_url.clone()),
-                        ("WEATHER_BASE_URL", stub_url.clone()),
-                        ("JOB_RETRY_BACKOFF_MS", "100".into()),
-                    ]),
+                    &common(
+                        [
+                            vec![
+                                ("WORKER_LISTEN", format!("127.0.0.1:{port}")),
+                                ("GEOCODING_BASE_URL", stub_url.clone()),
+                                ("WEATHER_BASE_URL", stub_url.clone()),
+                                ("JOB_RETRY_BACKOFF_MS", "100".into()),
+                            ],
+                            owned(worker_env),
+                        ]
+                        .concat(),
+                    ),
                     &format!("http://127.0.0.1:{port}/healthz"),
                 )
                 .await?,
@@ -417,5 +440,64 @@ async fn unknown_places_fail_at_once_and_bad_input_harms_nothing() -> anyhow::Re
         .await?;
     let done = stack.wait_done(&id).await?;
     assert_eq!(done["result"]["temperature_unit"], "°F", "{done}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn each_retry_is_its_own_span_linked_to_the_attempt_before() -> anyhow::Result<()> {
+    let stack = Stack::start_with(&[("STUB_FAIL_RATE", "1")], &[("JOB_MAX_ATTEMPTS", "3")]).await?;
+    let (id, trace) = stack.enqueue(r#"{"city": "Paris"}"#, &[]).await?;
+    let done = stack.wait_done(&id).await?;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["attempts"], 3);
+    assert!(
+        done["error"].as_str().unwrap_or_default().contains("503"),
+        "{done}"
+    );
+
+    let attempts = stack
+        .zipkin
+        .wait_for(WAIT, "three CONSUMER spans", |spans| {
+            let mut c: Vec<Value> = spans
+                .iter()
+                .filter(|s| s["traceId"] == trace.as_str() && s["kind"] == "CONSUMER")
+                .cloned()
+                .collect();
+            c.sort_by_key(|s| {
+                s["tags"]["job.attempt"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            });
+            (c.len() == 3).then_some(c)
+        })
+        .await?;
+    let producer = stack
+        .zipkin
+        .trace(&trace)
+        .into_iter()
+        .find(|s| s["kind"] == "PRODUCER")
+        .context("producer span")?;
+    for (i, attempt) in attempts.iter().enumerate() {
+        assert_eq!(attempt["tags"]["job.attempt"], (i + 1).to_string());
+        assert_eq!(
+            attempt["parentId"], producer["id"],
+            "every attempt hangs under the producer"
+        );
+        assert_eq!(attempt["tags"]["otel.status_code"], "ERROR");
+        assert_eq!(attempt["tags"]["error.type"], "503");
+        match i {
+            0 => assert!(attempt["tags"].get("otel.link.1").is_none(), "{attempt}"),
+            _ => assert_eq!(
+                attempt["tags"]["otel.link.1"],
+                format!(
+                    "{trace}-{}",
+                    attempts[i - 1]["id"].as_str().unwrap_or_default()
+                ),
+                "attempt {} links to attempt {i}",
+                i + 1
+            ),
+        }
+    }
     Ok(())
 }

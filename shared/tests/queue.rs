@@ -617,3 +617,43 @@ async fn a_graceful_stop_finishes_running_jobs_and_leaves_the_rest_queued() {
         "{stats:?}"
     );
 }
+
+#[tokio::test]
+async fn a_retried_job_sees_what_its_previous_attempt_carried_over() {
+    let fx = Fixture::new(|c| c.retry_backoff = Duration::from_millis(50)).await;
+    async fn carry(
+        _job: Job,
+        lease: Data<JobLease>,
+        meta: MetadataStore,
+    ) -> Result<String, BoxDynError> {
+        if lease.attempt == 1 {
+            lease.carry_to_next_attempt("previous", "attempt-1");
+            return Err("try again".into());
+        }
+        Ok(format!(
+            "{}+{}",
+            meta.get("previous").unwrap_or("none"),
+            meta.get("tenant").unwrap_or("none")
+        ))
+    }
+    let id = fx
+        .queue
+        .push(
+            NewJob::new(&Job { n: 1 })
+                .expect("encode")
+                .with_metadata("tenant", "acme"),
+        )
+        .await
+        .expect("push");
+    let worker = spawn_worker!(fx.queue, 1, carry);
+    let rec = fx
+        .wait_status(&id, JobStatus::Succeeded, Duration::from_secs(10))
+        .await;
+    worker.stop().await;
+    assert_eq!(rec.attempts, 2);
+    assert_eq!(rec.result, Some(serde_json::json!("attempt-1+acme")));
+    assert_eq!(
+        rec.metadata.get("previous").map(String::as_str),
+        Some("attempt-1")
+    );
+}

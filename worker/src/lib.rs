@@ -7,7 +7,8 @@
 //! `link` trace mode it starts a new trace, linked to the producer. Under
 //! it: the cache lookup (Redis `GET`), on a miss the geocoding and forecast
 //! calls (HTTP CLIENT spans, continued by the weather service), and the
-//! cache write (Redis `SET`).
+//! cache write (Redis `SET`). A retried job's span also links to the span
+//! of the attempt before it.
 
 mod weather_client;
 
@@ -172,6 +173,10 @@ impl JobError {
     }
 }
 
+/// Job metadata key holding the `traceparent` of the previous attempt's
+/// CONSUMER span, so each retry links to the attempt before it.
+pub const PREVIOUS_ATTEMPT: &str = "otel.previous_attempt";
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -215,6 +220,14 @@ pub async fn process(
     if producer_span.is_valid() {
         span.add_link(producer_span);
     }
+    // A retry links to the attempt before it.
+    if let Some(previous) = metadata.get(PREVIOUS_ATTEMPT) {
+        let cx = deps.propagation.extract_job([("traceparent", previous)]);
+        let previous = cx.span().span_context().clone();
+        if previous.is_valid() {
+            span.add_link(previous);
+        }
+    }
     let job_id = lease.id.clone();
     async {
         let span = tracing::Span::current();
@@ -226,6 +239,9 @@ pub async fn process(
             Err(e) => {
                 span.record("otel.status_code", "ERROR");
                 span.record("error.type", e.error_type());
+                if let Some(tp) = deps.propagation.inject_job(&span.context()).remove("traceparent") {
+                    lease.carry_to_next_attempt(PREVIOUS_ATTEMPT, tp);
+                }
                 tracing::warn!(job.id = %job_id, attempt = lease.attempt, error = %e, "weather job failed");
                 Err(e.into_apalis())
             }

@@ -15,7 +15,7 @@
 //! final outcome of every job and records it: success with the result,
 //! a retry after a backoff, or failure for good.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -72,6 +72,27 @@ pub struct JobLease {
     pub enqueued_at_ms: u64,
     /// The stream entry that delivered it.
     entry: String,
+    /// Metadata to merge into the job for its next attempt, if it is
+    /// retried (shared by the clones of this lease).
+    carry: Arc<Mutex<BTreeMap<String, String>>>,
+}
+
+impl JobLease {
+    /// Adds `key = value` to the job's metadata if this attempt fails and
+    /// the job is retried: the next attempt sees it. The worker uses it to
+    /// link each attempt's span to the previous one.
+    pub fn carry_to_next_attempt(&self, key: impl Into<String>, value: impl Into<String>) {
+        if let Ok(mut carry) = self.carry.lock() {
+            carry.insert(key.into(), value.into());
+        }
+    }
+
+    fn carried_json(&self) -> String {
+        match self.carry.lock() {
+            Ok(carry) if !carry.is_empty() => serde_json::to_string(&*carry).unwrap_or_default(),
+            _ => String::new(),
+        }
+    }
 }
 
 /// A job marked running by the start script, not yet handed to the worker.
@@ -143,6 +164,7 @@ impl Shared {
             kind,
             value,
             retry_at_ms,
+            carry: lease.carried_json(),
         };
         let mut delay = Duration::from_millis(50);
         for _ in 0..6 {
@@ -229,6 +251,8 @@ pub(crate) struct Finish {
     /// The result JSON, or the error text.
     value: String,
     retry_at_ms: u64,
+    /// Metadata for the next attempt (JSON object, or empty).
+    carry: String,
 }
 
 /// The finish script for a batch of outcomes; it answers, per outcome,
@@ -253,7 +277,8 @@ pub(crate) fn finish_script(
             .arg(d.attempt)
             .arg(d.kind)
             .arg(&d.value)
-            .arg(d.retry_at_ms);
+            .arg(d.retry_at_ms)
+            .arg(&d.carry);
     }
     inv
 }
@@ -413,6 +438,7 @@ async fn started(
                         max_attempts,
                         enqueued_at_ms,
                         entry,
+                        carry: Arc::default(),
                     },
                     payload,
                     meta,
@@ -927,6 +953,7 @@ mod tests {
             max_attempts,
             enqueued_at_ms: 0,
             entry: "1-0".into(),
+            carry: Arc::default(),
         }
     }
 

@@ -1,8 +1,9 @@
 -- Record the outcomes of a batch of attempts and acknowledge their entries.
 -- KEYS: 1 stream, 2 delayed, 3 failed, 4 stats
--- ARGV: 1 job key prefix, 2 group, 3 retention secs, then 7 per attempt:
+-- ARGV: 1 job key prefix, 2 group, 3 retention secs, then 8 per attempt:
 --       consumer, entry id, job id, attempt, outcome (ok|retry|fail),
---       result JSON or error text, retry-at ms
+--       result JSON or error text, retry-at ms, and a JSON object of
+--       metadata to merge in for the next attempt ('' for none)
 -- Returns one integer per attempt: 1 recorded, or 0 when the attempt is
 -- stale (its lease expired and a newer attempt owns the job, so it must
 -- not overwrite it).
@@ -10,7 +11,7 @@ local prefix, group = ARGV[1], ARGV[2]
 local retention = tonumber(ARGV[3])
 local out = {}
 local counts = { succeeded = 0, retried = 0, failed = 0 }
-for i = 4, #ARGV, 7 do
+for i = 4, #ARGV, 8 do
   local consumer, entry, id, attempt, outcome, value =
     ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   local key = prefix .. id
@@ -27,6 +28,14 @@ for i = 4, #ARGV, 7 do
       counts.succeeded = counts.succeeded + 1
     elseif outcome == 'retry' then
       local retry_at = tonumber(ARGV[i + 6])
+      local carry = ARGV[i + 7]
+      if carry ~= '' then
+        local stored = redis.call('HGET', key, 'meta')
+        local meta = {}
+        if stored and stored ~= '' then meta = cjson.decode(stored) end
+        for k, v in pairs(cjson.decode(carry)) do meta[k] = v end
+        redis.call('HSET', key, 'meta', cjson.encode(meta))
+      end
       redis.call('HSET', key, 'status', 'queued', 'error', value, 'run_at', retry_at)
       redis.call('ZADD', KEYS[2], retry_at, id)
       counts.retried = counts.retried + 1
