@@ -384,6 +384,35 @@ async fn requests_without_or_with_malformed_trace_headers_still_cross_the_queue(
 }
 
 #[tokio::test]
+async fn a_job_from_an_unsampled_request_is_not_traced_in_the_worker() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let unsampled = "99998888777766665555444433332222";
+    let (id, trace) = stack
+        .enqueue(
+            r#"{"city": "Cairo"}"#,
+            &[(
+                "traceparent",
+                &format!("00-{unsampled}-00f067aa0ba902b7-00"),
+            )],
+        )
+        .await?;
+    assert_eq!(trace, unsampled, "the trace id is kept, sampled or not");
+    let done = stack.wait_done(&id).await?;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    // A sampled job afterwards proves export works; by the time its spans
+    // arrive, any from the unsampled job would have too.
+    let (id, sampled) = stack.enqueue(r#"{"city": "Dakar"}"#, &[]).await?;
+    stack.wait_done(&id).await?;
+    stack.job_trace(&sampled, 2).await?;
+    assert!(
+        stack.zipkin.trace(unsampled).is_empty(),
+        "spans of an unsampled trace were exported: {:#?}",
+        stack.zipkin.trace(unsampled)
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn unknown_places_fail_at_once_and_bad_input_harms_nothing() -> anyhow::Result<()> {
     let mut stack = Stack::start().await?;
     let (id, trace) = stack.enqueue(r#"{"city": "Nowhere Special"}"#, &[]).await?;

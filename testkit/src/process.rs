@@ -72,8 +72,9 @@ impl ServiceProcess {
     }
 
     /// Asks the process to stop (SIGTERM) and waits for it, so it flushes
-    /// its spans; kills it after `limit`.
-    pub fn stop(mut self, limit: Duration) -> anyhow::Result<std::process::ExitStatus> {
+    /// its spans; kills it after `limit`. Waits without blocking the
+    /// runtime, which may be serving what the process sends on its way out.
+    pub async fn stop(mut self, limit: Duration) -> anyhow::Result<std::process::ExitStatus> {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let deadline = Instant::now() + limit;
@@ -85,7 +86,7 @@ impl ServiceProcess {
                 let _ = self.child.kill();
                 bail!("{} did not stop within {limit:?} of SIGTERM", self.name);
             }
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }

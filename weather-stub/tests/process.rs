@@ -81,7 +81,7 @@ async fn server_spans_continue_the_callers_trace_and_name_the_service() -> anyho
     );
     assert_ne!(forecast["traceId"], TRACE);
 
-    let status = stub.stop(Duration::from_secs(10))?;
+    let status = stub.stop(Duration::from_secs(10)).await?;
     assert!(status.success(), "stub exited with {status}");
     Ok(())
 }
@@ -126,6 +126,39 @@ async fn b3_callers_and_5xx_errors_show_in_the_trace() -> anyhow::Result<()> {
     assert_eq!(span["localEndpoint"]["serviceName"], "open-meteo-stub");
     assert_eq!(span["tags"]["http.response.status_code"], "503");
     assert_eq!(span["tags"]["otel.status_code"], "ERROR");
-    stub.stop(Duration::from_secs(10))?;
+    stub.stop(Duration::from_secs(10)).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn spans_still_buffered_are_flushed_on_sigterm() -> anyhow::Result<()> {
+    let zipkin = ZipkinCollector::start().await?;
+    let port = testkit::free_port()?;
+    let base = format!("http://127.0.0.1:{port}");
+    let stub = ServiceProcess::start(
+        "weather-stub",
+        env!("CARGO_BIN_EXE_weather-stub"),
+        &[
+            ("STUB_LISTEN", format!("127.0.0.1:{port}")),
+            ("OTEL_EXPORTER_ZIPKIN_ENDPOINT", zipkin.endpoint()),
+            // Nothing is exported on schedule during this test...
+            ("OTEL_BSP_SCHEDULE_DELAY", "600000".into()),
+            ("RUST_LOG", "warn".into()),
+        ],
+        &format!("{base}/healthz"),
+    )
+    .await?;
+    let res = reqwest::get(format!("{base}/v1/search?name=Kyiv")).await?;
+    assert_eq!(res.status(), 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(zipkin.spans().is_empty(), "exported before shutdown");
+    // ...so the span can only arrive through the flush on shutdown.
+    let status = stub.stop(Duration::from_secs(10)).await?;
+    assert!(status.success());
+    assert!(
+        zipkin.spans().iter().any(|s| s["name"] == "GET /v1/search"),
+        "the buffered span was not flushed: {:?}",
+        zipkin.spans()
+    );
     Ok(())
 }
