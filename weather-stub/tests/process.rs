@@ -8,18 +8,27 @@ use testkit::{ServiceProcess, ZipkinCollector};
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER: &str = "00f067aa0ba902b7";
 
-async fn start_stub(zipkin: &ZipkinCollector) -> anyhow::Result<(ServiceProcess, String)> {
+/// Starts the stub exporting to `zipkin`; `env` adds or overrides settings.
+async fn start_stub(
+    zipkin: &ZipkinCollector,
+    env: &[(&str, &str)],
+) -> anyhow::Result<(ServiceProcess, String)> {
     let port = testkit::free_port()?;
     let base = format!("http://127.0.0.1:{port}");
+    let mut settings = vec![
+        ("STUB_LISTEN", format!("127.0.0.1:{port}")),
+        ("OTEL_EXPORTER_ZIPKIN_ENDPOINT", zipkin.endpoint()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "50".into()),
+        ("RUST_LOG", "warn".into()),
+    ];
+    for (k, v) in env {
+        settings.retain(|(name, _)| name != k);
+        settings.push((k, (*v).to_owned()));
+    }
     let stub = ServiceProcess::start(
         "weather-stub",
         env!("CARGO_BIN_EXE_weather-stub"),
-        &[
-            ("STUB_LISTEN", format!("127.0.0.1:{port}")),
-            ("OTEL_EXPORTER_ZIPKIN_ENDPOINT", zipkin.endpoint()),
-            ("OTEL_BSP_SCHEDULE_DELAY", "50".into()),
-            ("RUST_LOG", "warn".into()),
-        ],
+        &settings,
         &format!("{base}/healthz"),
     )
     .await?;
@@ -29,7 +38,7 @@ async fn start_stub(zipkin: &ZipkinCollector) -> anyhow::Result<(ServiceProcess,
 #[tokio::test]
 async fn server_spans_continue_the_callers_trace_and_name_the_service() -> anyhow::Result<()> {
     let zipkin = ZipkinCollector::start().await?;
-    let (stub, base) = start_stub(&zipkin).await?;
+    let (stub, base) = start_stub(&zipkin, &[]).await?;
     let client = reqwest::Client::new();
 
     let res = client
@@ -89,20 +98,13 @@ async fn server_spans_continue_the_callers_trace_and_name_the_service() -> anyho
 #[tokio::test]
 async fn b3_callers_and_5xx_errors_show_in_the_trace() -> anyhow::Result<()> {
     let zipkin = ZipkinCollector::start().await?;
-    let port = testkit::free_port()?;
-    let base = format!("http://127.0.0.1:{port}");
-    let stub = ServiceProcess::start(
-        "weather-stub",
-        env!("CARGO_BIN_EXE_weather-stub"),
+    let (stub, base) = start_stub(
+        &zipkin,
         &[
-            ("STUB_LISTEN", format!("127.0.0.1:{port}")),
-            ("STUB_FAIL_RATE", "1".into()),
-            ("OTEL_SERVICE_NAME", "open-meteo-stub".into()),
-            ("OTEL_EXPORTER_ZIPKIN_ENDPOINT", zipkin.endpoint()),
-            ("OTEL_BSP_SCHEDULE_DELAY", "50".into()),
-            ("RUST_LOG", "error".into()),
+            ("STUB_FAIL_RATE", "1"),
+            ("OTEL_SERVICE_NAME", "open-meteo-stub"),
+            ("RUST_LOG", "error"),
         ],
-        &format!("{base}/healthz"),
     )
     .await?;
     let res = reqwest::Client::new()
@@ -133,21 +135,8 @@ async fn b3_callers_and_5xx_errors_show_in_the_trace() -> anyhow::Result<()> {
 #[tokio::test]
 async fn spans_still_buffered_are_flushed_on_sigterm() -> anyhow::Result<()> {
     let zipkin = ZipkinCollector::start().await?;
-    let port = testkit::free_port()?;
-    let base = format!("http://127.0.0.1:{port}");
-    let stub = ServiceProcess::start(
-        "weather-stub",
-        env!("CARGO_BIN_EXE_weather-stub"),
-        &[
-            ("STUB_LISTEN", format!("127.0.0.1:{port}")),
-            ("OTEL_EXPORTER_ZIPKIN_ENDPOINT", zipkin.endpoint()),
-            // Nothing is exported on schedule during this test...
-            ("OTEL_BSP_SCHEDULE_DELAY", "600000".into()),
-            ("RUST_LOG", "warn".into()),
-        ],
-        &format!("{base}/healthz"),
-    )
-    .await?;
+    // Nothing is exported on schedule during this test...
+    let (stub, base) = start_stub(&zipkin, &[("OTEL_BSP_SCHEDULE_DELAY", "600000")]).await?;
     let res = reqwest::get(format!("{base}/v1/search?name=Kyiv")).await?;
     assert_eq!(res.status(), 200);
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -22,6 +22,13 @@ fn current_ids() -> Option<(String, String)> {
         .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
 }
 
+/// The event's fields, and its message apart.
+fn fields_of(event: &Event<'_>) -> (Option<Value>, Map<String, Value>) {
+    let mut fields = Map::new();
+    event.record(&mut JsonVisitor(&mut fields));
+    (fields.remove("message"), fields)
+}
+
 /// One JSON object a line: `timestamp`, `level`, `target`, `message`, the
 /// event's fields, the names of the enclosing spans, `trace_id`, `span_id`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -73,9 +80,8 @@ where
         line.insert("timestamp".into(), timestamp.into());
         line.insert("level".into(), meta.level().as_str().into());
         line.insert("target".into(), meta.target().into());
-        let mut fields = Map::new();
-        event.record(&mut JsonVisitor(&mut fields));
-        if let Some(message) = fields.remove("message") {
+        let (message, fields) = fields_of(event);
+        if let Some(message) = message {
             line.insert("message".into(), message);
         }
         line.extend(fields);
@@ -111,9 +117,8 @@ where
         SystemTime.format_time(&mut writer)?;
         let meta = event.metadata();
         write!(writer, " {:>5} {}:", meta.level(), meta.target())?;
-        let mut fields = Map::new();
-        event.record(&mut JsonVisitor(&mut fields));
-        if let Some(Value::String(message)) = fields.remove("message") {
+        let (message, fields) = fields_of(event);
+        if let Some(Value::String(message)) = message {
             write!(writer, " {message}")?;
         }
         for (k, v) in fields {
