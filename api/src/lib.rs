@@ -17,6 +17,7 @@ mod validate;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use axum::extract::rejection::JsonRejection;
@@ -29,7 +30,9 @@ use opentelemetry::trace::TraceContextExt;
 use serde_json::{Value, json};
 use shared::cache::RedisPeer;
 use shared::config::QueueArgs;
+use shared::http_server::HttpTelemetry;
 use shared::jobs::WeatherJob;
+use shared::metrics::{Metrics, OutcomeLabels};
 use shared::propagation::Propagation;
 use shared::queue::{JobRecord, NewJob, QueueError, RedisQueue};
 use shared::telemetry::TelemetryArgs;
@@ -70,11 +73,16 @@ pub struct AppState {
     pub propagation: Propagation,
     /// The Redis server, for span attributes.
     pub redis: RedisPeer,
+    /// The process's metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The api's routes.
 pub fn app(state: AppState) -> Router {
-    let propagation = state.propagation.clone();
+    let telemetry = HttpTelemetry {
+        propagation: state.propagation.clone(),
+        metrics: Some(state.metrics.clone()),
+    };
     Router::new()
         .route("/v1/jobs", post(create_job))
         .route("/v1/jobs/{id}", get(job_status))
@@ -83,11 +91,12 @@ pub fn app(state: AppState) -> Router {
             get(|| async { Json(json!({ "status": "ok" })) }),
         )
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(
-            propagation,
+            telemetry,
             shared::http_server::trace_request,
         ))
 }
@@ -146,7 +155,7 @@ async fn create_job(
         error.type = tracing::field::Empty,
     );
     let trace_id = span.context().span().span_context().trace_id().to_string();
-    async {
+    let pushed = async {
         // The PRODUCER span's context is the parent the worker resumes.
         let carrier = state
             .propagation
@@ -168,7 +177,14 @@ async fn create_job(
             })
     }
     .instrument(span)
-    .await?;
+    .await;
+    let sent = OutcomeLabels {
+        messaging_destination_name: queue.clone(),
+        outcome: if pushed.is_ok() { "success" } else { "failure" }.into(),
+        error_type: if pushed.is_ok() { "" } else { "redis" }.into(),
+    };
+    Metrics::count(&state.metrics.jobs_sent, &sent);
+    pushed?;
     tracing::info!(job.id = %id, "job queued");
 
     let location = format!("/v1/jobs/{id}");
@@ -259,4 +275,16 @@ async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
             "Redis did not answer within 1 s".into(),
         )),
     }
+}
+
+/// Prometheus metrics, with the queue gauges read from Redis now.
+async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    match state.queue.stats().await {
+        Ok(stats) => state.metrics.set_queue(&state.queue.config().name, &stats),
+        // Still serve the rest: a scrape must not fail with Redis.
+        Err(e) => tracing::warn!(error = %e, "cannot read queue stats for /metrics"),
+    }
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (content_type, body) = shared::metrics::render(&state.metrics, accept);
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }

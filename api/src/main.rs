@@ -25,6 +25,7 @@ async fn serve(
         queue,
         propagation,
         redis,
+        metrics: std::sync::Arc::new(shared::metrics::Metrics::new()),
     };
     api::run(state, listener, shared::shutdown::signal()).await?;
     Ok(())

@@ -47,6 +47,7 @@ async fn spawn_api() -> TestApi {
         queue: queue.clone(),
         propagation: Propagation::default(),
         redis: peer,
+        metrics: std::sync::Arc::new(shared::metrics::Metrics::new()),
     });
     TestApi { redis, queue, app }
 }

@@ -14,6 +14,7 @@ struct Stack {
     zipkin: ZipkinCollector,
     api: ServiceProcess,
     workers: Vec<ServiceProcess>,
+    worker_urls: Vec<String>,
     stub: ServiceProcess,
     api_url: String,
     http: reqwest::Client,
@@ -70,8 +71,10 @@ impl Stack {
         )
         .await?;
         let mut workers = Vec::new();
+        let mut worker_urls = Vec::new();
         for _ in 0..2 {
             let port = free_port()?;
+            worker_urls.push(format!("http://127.0.0.1:{port}"));
             workers.push(
                 ServiceProcess::start(
                     "worker",
@@ -97,6 +100,7 @@ impl Stack {
             zipkin,
             api,
             workers,
+            worker_urls,
             stub,
             api_url,
             http: reqwest::Client::new(),
@@ -153,6 +157,24 @@ impl Stack {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+
+    /// A `/metrics` page, as Prometheus asks for it (OpenMetrics).
+    async fn scrape(&self, base: &str) -> anyhow::Result<String> {
+        let res = self
+            .http
+            .get(format!("{base}/metrics"))
+            .header(
+                "accept",
+                "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+            )
+            .send()
+            .await?;
+        let ct = res.headers()["content-type"].to_str()?.to_owned();
+        if !ct.starts_with("application/openmetrics-text") {
+            bail!("{base}/metrics answered {ct}");
+        }
+        Ok(res.text().await?)
     }
 
     /// Waits until the trace holds every span a job leaves; answers them.
@@ -527,6 +549,125 @@ async fn each_retry_is_its_own_span_linked_to_the_attempt_before() -> anyhow::Re
                 i + 1
             ),
         }
+    }
+    Ok(())
+}
+
+/// The sum of a metric's samples whose line contains every `filters` part.
+fn sum(page: &str, metric: &str, filters: &[&str]) -> f64 {
+    page.lines()
+        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
+        .filter(|l| filters.iter().all(|f| l.contains(f)))
+        .filter_map(|l| {
+            let value = l.split(" # ").next()?;
+            value.rsplit(' ').next()?.parse::<f64>().ok()
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn metrics_add_up_and_their_exemplars_lead_to_real_traces() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    // Riga first, finished before it is asked again: one cache hit.
+    for city in ["Riga", "Tallinn", "Vilnius", "Riga", "Nowhere"] {
+        let (id, _) = stack
+            .enqueue(&json!({ "city": city }).to_string(), &[])
+            .await?;
+        stack.wait_done(&id).await?;
+    }
+    let api = stack.scrape(&stack.api_url).await?;
+    assert_eq!(
+        sum(
+            &api,
+            "messaging_client_sent_messages_total",
+            &[r#"outcome="success""#]
+        ),
+        5.0,
+        "{api}"
+    );
+    assert_eq!(
+        sum(
+            &api,
+            "http_server_request_duration_seconds_count",
+            &[r#"http_route="/v1/jobs""#, "202"]
+        ),
+        5.0
+    );
+    assert!(
+        api.contains(r#"jobs_queue_depth{messaging_destination_name="weather"} 0"#),
+        "{api}"
+    );
+    assert!(
+        api.contains(r#"jobs_live_workers{messaging_destination_name="weather"} 2"#),
+        "{api}"
+    );
+    assert!(
+        api.contains(r#"jobs_failed{messaging_destination_name="weather"} 1"#),
+        "{api}"
+    );
+
+    let mut pages = Vec::new();
+    for url in &stack.worker_urls {
+        pages.push(stack.scrape(url).await?);
+    }
+    let total =
+        |metric: &str, filters: &[&str]| pages.iter().map(|p| sum(p, metric, filters)).sum::<f64>();
+    assert_eq!(
+        total(
+            "messaging_client_consumed_messages_total",
+            &[r#"outcome="success""#]
+        ),
+        4.0
+    );
+    assert_eq!(
+        total(
+            "messaging_client_consumed_messages_total",
+            &[r#"error_type="unknown_place""#]
+        ),
+        1.0
+    );
+    assert_eq!(total("messaging_process_duration_seconds_count", &[]), 5.0);
+    assert_eq!(total("jobs_queue_wait_duration_seconds_count", &[]), 5.0);
+    assert_eq!(
+        total("weather_cache_requests_total", &[r#"result="hit""#]),
+        1.0,
+        "Riga twice"
+    );
+    assert_eq!(
+        total("weather_cache_requests_total", &[r#"result="miss""#]),
+        4.0
+    );
+    assert!(
+        total(
+            "http_client_request_duration_seconds_count",
+            &[r#"outcome="success""#]
+        ) >= 6.0
+    );
+
+    // Every exemplar names a trace the collector received.
+    let exemplars: Vec<String> = pages
+        .iter()
+        .chain([&api])
+        .flat_map(|p| p.lines())
+        .filter_map(|l| l.split(r#"# {trace_id=""#).nth(1))
+        .filter_map(|rest| rest.split('"').next())
+        .map(str::to_owned)
+        .collect();
+    assert!(exemplars.len() >= 5, "too few exemplars: {exemplars:?}");
+    for trace_id in exemplars {
+        stack
+            .zipkin
+            .wait_for(
+                WAIT,
+                &format!("a span of exemplar trace {trace_id}"),
+                |spans| {
+                    spans
+                        .iter()
+                        .find(|s| s["traceId"] == trace_id.as_str())
+                        .cloned()
+                },
+            )
+            .await?;
     }
     Ok(())
 }

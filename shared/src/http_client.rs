@@ -2,7 +2,8 @@
 //! injected into the request headers (with the workspace's propagators:
 //! `reqwest-tracing` lags behind the opentelemetry version used here).
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use reqwest::Url;
 use serde::de::DeserializeOwned;
@@ -10,6 +11,7 @@ use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::metrics::{HttpClientLabels, Metrics, exemplar_of};
 use crate::propagation::Propagation;
 
 /// Why a request failed, and whether trying again may help.
@@ -72,14 +74,21 @@ impl HttpError {
 pub struct TracedClient {
     client: reqwest::Client,
     propagation: Propagation,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl TracedClient {
-    /// A client with a per-request `timeout`.
-    pub fn new(propagation: Propagation, timeout: Duration) -> Result<Self, reqwest::Error> {
+    /// A client with a per-request `timeout`, recording request durations
+    /// in `metrics` if given.
+    pub fn new(
+        propagation: Propagation,
+        timeout: Duration,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<Self, reqwest::Error> {
         Ok(Self {
             client: reqwest::Client::builder().timeout(timeout).build()?,
             propagation,
+            metrics,
         })
     }
 
@@ -105,6 +114,7 @@ impl TracedClient {
         );
         let peer = peer_service.to_owned();
         async {
+            let started = Instant::now();
             let span = tracing::Span::current();
             let mut headers = reqwest::header::HeaderMap::new();
             self.propagation.inject_http(&span.context(), &mut headers);
@@ -112,6 +122,22 @@ impl TracedClient {
             if let Err(e) = &result {
                 span.record("otel.status_code", "ERROR");
                 span.record("error.type", e.error_type());
+            }
+            if let Some(metrics) = &self.metrics {
+                let labels = HttpClientLabels {
+                    peer_service: peer.clone(),
+                    outcome: if result.is_ok() { "success" } else { "failure" }.into(),
+                    error_type: result
+                        .as_ref()
+                        .err()
+                        .map(HttpError::error_type)
+                        .unwrap_or_default(),
+                };
+                metrics.http_client_duration.get_or_create(&labels).observe(
+                    started.elapsed().as_secs_f64(),
+                    exemplar_of(&span),
+                    None,
+                );
             }
             result
         }

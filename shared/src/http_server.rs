@@ -5,6 +5,9 @@
 //! only for 5xx answers. The parent comes from the request headers through
 //! [`Propagation`]; headers that are missing or malformed start a new trace.
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -12,16 +15,29 @@ use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::metrics::{HttpServerLabels, Metrics, exemplar_of};
 use crate::propagation::Propagation;
 
+/// What the middleware needs: the propagators, and the metrics to record
+/// request durations in (none for services without metrics).
+#[derive(Debug, Clone)]
+pub struct HttpTelemetry {
+    /// Reads the caller's trace context.
+    pub propagation: Propagation,
+    /// `http_server_request_duration_seconds`, if the service has metrics.
+    pub metrics: Option<Arc<Metrics>>,
+}
+
 /// axum middleware: wrap with
-/// `axum::middleware::from_fn_with_state(propagation, trace_request)`,
+/// `axum::middleware::from_fn_with_state(telemetry, trace_request)`,
 /// added with `Router::layer` so unmatched requests are traced too.
 pub async fn trace_request(
-    State(propagation): State<Propagation>,
+    State(telemetry): State<HttpTelemetry>,
     request: Request,
     next: Next,
 ) -> Response {
+    let started = Instant::now();
+    let propagation = &telemetry.propagation;
     let method = request.method().as_str().to_owned();
     let route = request
         .extensions()
@@ -52,6 +68,18 @@ pub async fn trace_request(
     span.record("http.response.status_code", status.as_u16());
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
+    }
+    if let Some(metrics) = &telemetry.metrics {
+        let labels = HttpServerLabels {
+            http_request_method: method,
+            http_route: route.unwrap_or_default(),
+            http_response_status_code: status.as_u16(),
+        };
+        metrics.http_server_duration.get_or_create(&labels).observe(
+            started.elapsed().as_secs_f64(),
+            exemplar_of(&span),
+            None,
+        );
     }
     response
 }

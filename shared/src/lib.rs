@@ -6,6 +6,7 @@ pub mod config;
 pub mod http_client;
 pub mod http_server;
 pub mod jobs;
+pub mod metrics;
 pub mod propagation;
 pub mod queue;
 pub mod shutdown;

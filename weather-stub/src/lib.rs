@@ -83,7 +83,10 @@ pub fn app(config: &Config, propagation: Propagation) -> Router {
         )
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(axum::middleware::from_fn_with_state(
-            propagation,
+            shared::http_server::HttpTelemetry {
+                propagation,
+                metrics: None,
+            },
             shared::http_server::trace_request,
         ))
 }

@@ -15,7 +15,7 @@ mod weather_client;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use apalis::layers::WorkerBuilderExt;
 use apalis_core::error::{AbortError, BoxDynError};
@@ -32,6 +32,7 @@ use shared::cache::{RedisPeer, WeatherCache};
 use shared::config::QueueArgs;
 use shared::http_client::{HttpError, TracedClient};
 use shared::jobs::{Place, Source, WeatherJob, WeatherResult};
+use shared::metrics::{CacheLabels, Metrics, OutcomeLabels, QueueLabels};
 use shared::propagation::Propagation;
 use shared::queue::{JobLease, RedisQueue};
 use shared::telemetry::TelemetryArgs;
@@ -111,6 +112,8 @@ pub struct Deps {
     pub queue_name: String,
     /// The Redis server, for span attributes.
     pub redis: RedisPeer,
+    /// The process's metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Deps {
@@ -121,9 +124,11 @@ impl Deps {
         redis: RedisPeer,
         propagation: Propagation,
     ) -> anyhow::Result<Self> {
+        let metrics = Arc::new(Metrics::new());
         let http = TracedClient::new(
             propagation.clone(),
             Duration::from_millis(config.http_timeout_ms),
+            Some(metrics.clone()),
         )?;
         let weather =
             WeatherClient::new(http, &config.geocoding_base_url, &config.weather_base_url)
@@ -141,6 +146,7 @@ impl Deps {
             trace_mode: config.trace_mode,
             queue_name: queue.config().name.clone(),
             redis,
+            metrics,
         })
     }
 }
@@ -231,7 +237,21 @@ pub async fn process(
     let job_id = lease.id.clone();
     async {
         let span = tracing::Span::current();
-        match fetch(&job, &deps).await {
+        let started = Instant::now();
+        let waited = Duration::from_millis(now_ms().saturating_sub(lease.enqueued_at_ms));
+        let queue = QueueLabels {
+            messaging_destination_name: deps.queue_name.clone(),
+        };
+        Metrics::observe(&deps.metrics.queue_wait, &queue, waited);
+        let result = fetch(&job, &deps).await;
+        let outcome = OutcomeLabels {
+            messaging_destination_name: deps.queue_name.clone(),
+            outcome: if result.is_ok() { "success" } else { "failure" }.into(),
+            error_type: result.as_ref().err().map(JobError::error_type).unwrap_or_default(),
+        };
+        Metrics::count(&deps.metrics.jobs_processed, &outcome);
+        Metrics::observe(&deps.metrics.process_duration, &outcome, started.elapsed());
+        match result {
             Ok(result) => {
                 tracing::info!(job.id = %job_id, source = ?result.source, "weather job done");
                 Ok(result)
@@ -258,11 +278,23 @@ async fn fetch(job: &WeatherJob, deps: &Deps) -> Result<WeatherResult, JobError>
     match deps.cache.get(&key).await {
         Ok(Some(mut cached)) => {
             tracing::Span::current().record("weather.cache.hit", true);
+            Metrics::count(
+                &deps.metrics.cache_requests,
+                &CacheLabels {
+                    result: "hit".into(),
+                },
+            );
             cached.source = Source::Cache;
             return Ok(cached);
         }
         Ok(None) => {
             tracing::Span::current().record("weather.cache.hit", false);
+            Metrics::count(
+                &deps.metrics.cache_requests,
+                &CacheLabels {
+                    result: "miss".into(),
+                },
+            );
         }
         // The cache is an optimisation: without it, ask upstream.
         Err(e) => tracing::warn!(error = %e, "cache lookup failed"),
@@ -307,12 +339,28 @@ async fn fetch(job: &WeatherJob, deps: &Deps) -> Result<WeatherResult, JobError>
     Ok(result)
 }
 
-/// The health endpoint's routes.
-pub fn health_app() -> Router {
-    Router::new().route(
-        "/healthz",
-        get(|| async { Json(json!({ "status": "ok" })) }),
-    )
+/// The worker's own HTTP routes: `/healthz`, and `/metrics` with the
+/// queue gauges read from Redis at each scrape.
+pub fn health_app(queue: RedisQueue, metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
+        .route(
+            "/metrics",
+            get(move |headers: axum::http::HeaderMap| async move {
+                match queue.stats().await {
+                    Ok(stats) => metrics.set_queue(&queue.config().name, &stats),
+                    Err(e) => tracing::warn!(error = %e, "cannot read queue stats for /metrics"),
+                }
+                let accept = headers
+                    .get(axum::http::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok());
+                let (content_type, body) = shared::metrics::render(&metrics, accept);
+                ([(axum::http::header::CONTENT_TYPE, content_type)], body)
+            }),
+        )
 }
 
 /// Runs the worker (and its health endpoint on `listener`) until
@@ -325,6 +373,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let backend = queue.backend::<WeatherJob>(config.concurrency as usize);
+    let (queue_for_http, metrics) = (queue.clone(), deps.metrics.clone());
     tracing::info!(
         addr = %listener.local_addr()?,
         queue = %deps.queue_name,
@@ -339,7 +388,7 @@ pub async fn run(
         .build(process);
     let (stop_health, health_stopped) = tokio::sync::oneshot::channel::<()>();
     let health = tokio::spawn(async move {
-        axum::serve(listener, health_app())
+        axum::serve(listener, health_app(queue_for_http, metrics))
             .with_graceful_shutdown(async {
                 let _ = health_stopped.await;
             })

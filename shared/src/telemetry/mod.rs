@@ -202,6 +202,39 @@ pub fn init(args: &TelemetryArgs, default_service: &str) -> Result<TelemetryGuar
     })
 }
 
+/// Counts the spans an exporter fails to deliver
+/// ([`crate::metrics::SPANS_DROPPED`]).
+#[derive(Debug)]
+struct Counting<E>(E);
+
+impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanExporter
+    for Counting<E>
+{
+    async fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        let n = batch.len() as u64;
+        let result = self.0.export(batch).await;
+        if result.is_err() {
+            crate::metrics::SPANS_DROPPED.inc_by(n);
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.0.set_resource(resource);
+    }
+}
+
 /// The tracer provider with the chosen exporter behind a batch processor.
 pub fn provider(
     args: &TelemetryArgs,
@@ -225,7 +258,7 @@ pub fn provider(
             let exporter =
                 zipkin::ZipkinExporter::new(&args.zipkin_endpoint, service_name).map_err(failed)?;
             builder.with_span_processor(
-                BatchSpanProcessor::builder(exporter)
+                BatchSpanProcessor::builder(Counting(exporter))
                     .with_batch_config(batch())
                     .build(),
             )
@@ -239,7 +272,7 @@ pub fn provider(
                 .build()
                 .map_err(|e| failed(e.to_string()))?;
             builder.with_span_processor(
-                BatchSpanProcessor::builder(exporter)
+                BatchSpanProcessor::builder(Counting(exporter))
                     .with_batch_config(batch())
                     .build(),
             )
