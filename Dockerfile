@@ -1,0 +1,24 @@
+# One image holding the api, worker and weather-stub binaries.
+# Build stage: compile in release mode with the locked dependencies.
+ARG RUST_VERSION=1.95
+ARG DEBIAN_RELEASE=bookworm
+FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS build
+WORKDIR /src
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bins -p api -p worker -p weather-stub \
+ && mkdir -p /out \
+ && cp target/release/api target/release/worker target/release/weather-stub /out/
+
+# Runtime stage: a slim Debian, CA certificates for the public weather API,
+# curl for health checks, and a user without privileges.
+FROM debian:${DEBIAN_RELEASE}-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates curl \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin app
+COPY --from=build /out/ /usr/local/bin/
+USER app
+ENV LOG_FORMAT=json
+CMD ["api"]
