@@ -42,7 +42,8 @@ impl Stack {
                 ("OTEL_TRACES_EXPORTER", "zipkin".into()),
                 ("OTEL_EXPORTER_ZIPKIN_ENDPOINT", zipkin.endpoint()),
                 ("OTEL_BSP_SCHEDULE_DELAY", "50".into()),
-                ("RUST_LOG", "warn".into()),
+                ("LOG_FORMAT", "json".into()),
+                ("RUST_LOG", "info".into()),
             ]);
             extra
         };
@@ -669,5 +670,199 @@ async fn metrics_add_up_and_their_exemplars_lead_to_real_traces() -> anyhow::Res
             )
             .await?;
     }
+    Ok(())
+}
+
+/// The JSON log lines of a process that mention `job_id`.
+fn job_log_lines(logs: &str, job_id: &str) -> Vec<Value> {
+    logs.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["job.id"] == job_id)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_json_logs_of_a_job_share_its_trace_id_across_api_and_worker() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let trace = "abcdef0123456789abcdef0123456789";
+    let (id, _) = stack
+        .enqueue(
+            r#"{"city": "Lisbon"}"#,
+            &[("traceparent", &format!("00-{trace}-00f067aa0ba902b7-01"))],
+        )
+        .await?;
+    stack.wait_done(&id).await?;
+
+    let api_lines = job_log_lines(&stack.api.logs(), &id);
+    let queued = api_lines
+        .iter()
+        .find(|l| l["message"] == "job queued")
+        .with_context(|| {
+            format!(
+                "no 'job queued' line for {id} in the api logs:\n{}",
+                stack.api.logs()
+            )
+        })?;
+    assert_eq!(queued["trace_id"], trace);
+    assert_eq!(queued["level"], "INFO");
+    assert!(
+        queued["timestamp"].is_string()
+            && queued["target"] == "api"
+            && queued["span_id"].is_string()
+    );
+
+    let worker_lines: Vec<Value> = stack
+        .workers
+        .iter()
+        .flat_map(|w| job_log_lines(&w.logs(), &id))
+        .collect();
+    let done = worker_lines
+        .iter()
+        .find(|l| l["message"] == "weather job done")
+        .context("no 'weather job done' line for the job in the workers' logs")?;
+    assert_eq!(
+        done["trace_id"], trace,
+        "api and worker lines share the trace id"
+    );
+    assert_ne!(done["span_id"], queued["span_id"]);
+    Ok(())
+}
+
+/// Answers a PromQL query's single value, or None while there is none.
+async fn prom_value(
+    http: &reqwest::Client,
+    prom: &str,
+    query: &str,
+) -> anyhow::Result<Option<f64>> {
+    let res: Value = http
+        .get(format!("{prom}/api/v1/query"))
+        .query(&[("query", query)])
+        .send()
+        .await?
+        .json()
+        .await?;
+    let value = res["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok());
+    Ok(value)
+}
+
+#[tokio::test]
+async fn prometheus_scrapes_counters_histograms_and_exemplars_that_lead_to_traces()
+-> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let port = free_port()?;
+    let dir = std::env::temp_dir().join(format!("e2e-prometheus-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let target = |url: &str| format!("\"{}\"", url.trim_start_matches("http://"));
+    let workers: Vec<String> = stack.worker_urls.iter().map(|u| target(u)).collect();
+    let config = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: api\n    static_configs:\n      - targets: [{}]\n  - job_name: worker\n    static_configs:\n      - targets: [{}]\n",
+        target(&stack.api_url),
+        workers.join(", ")
+    );
+    let config_path = dir.join("prometheus.yml");
+    std::fs::write(&config_path, config)?;
+    let prom = format!("http://127.0.0.1:{port}");
+    let prometheus = ServiceProcess::start_with_args(
+        "prometheus",
+        "prometheus",
+        &[
+            format!("--config.file={}", config_path.display()),
+            format!("--storage.tsdb.path={}", dir.join("data").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            "--enable-feature=exemplar-storage".into(),
+        ],
+        &[],
+        &format!("{prom}/-/ready"),
+    )
+    .await
+    .context("prometheus (Debian: apt-get install -y prometheus)")?;
+
+    let cities = ["Bern", "Sofia", "Minsk", "Bern", "Nowhere"];
+    for city in cities {
+        let (id, _) = stack
+            .enqueue(&json!({ "city": city }).to_string(), &[])
+            .await?;
+        stack.wait_done(&id).await?;
+    }
+    let jobs = cities.len() as f64;
+    let queries = [
+        ("sum(messaging_client_sent_messages_total)", jobs),
+        ("sum(messaging_client_consumed_messages_total)", jobs),
+        (
+            r#"sum(messaging_client_consumed_messages_total{outcome="failure", error_type="unknown_place"})"#,
+            1.0,
+        ),
+        ("sum(messaging_process_duration_seconds_count)", jobs),
+        ("sum(jobs_queue_wait_duration_seconds_count)", jobs),
+        (r#"sum(weather_cache_requests_total{result="hit"})"#, 1.0),
+        (
+            r#"max(jobs_live_workers{messaging_destination_name="weather"})"#,
+            2.0,
+        ),
+    ];
+    let deadline = std::time::Instant::now() + WAIT;
+    for (query, want) in queries {
+        loop {
+            let got = prom_value(&stack.http, &prom, query).await?;
+            if got == Some(want) {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("Prometheus answers {got:?} to {query}, not {want}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    // Exemplars, through Prometheus's own API.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let mut trace_ids: Vec<String> = Vec::new();
+    for query in [
+        "messaging_process_duration_seconds_bucket",
+        "http_server_request_duration_seconds_bucket",
+    ] {
+        let res: Value = stack
+            .http
+            .get(format!("{prom}/api/v1/query_exemplars"))
+            .query(&[
+                ("query", query),
+                ("start", &(now - 300).to_string()),
+                ("end", &(now + 60).to_string()),
+            ])
+            .send()
+            .await?
+            .json()
+            .await?;
+        let found: Vec<String> = res["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|series| series["exemplars"].as_array().cloned().unwrap_or_default())
+            .filter_map(|e| e["labels"]["trace_id"].as_str().map(str::to_owned))
+            .collect();
+        assert!(!found.is_empty(), "no exemplars for {query}: {res}");
+        trace_ids.extend(found);
+    }
+    for trace_id in trace_ids {
+        stack
+            .zipkin
+            .wait_for(
+                WAIT,
+                &format!("a span of exemplar trace {trace_id}"),
+                |spans| {
+                    spans
+                        .iter()
+                        .find(|s| s["traceId"] == trace_id.as_str())
+                        .cloned()
+                },
+            )
+            .await?;
+    }
+    drop(prometheus);
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -5,11 +5,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-/// A service process, killed (by its PID) when dropped.
+/// A service process, killed (by its PID) when dropped. Its standard
+/// output and error go to a log file of its own ([`Self::logs`]).
 #[derive(Debug)]
 pub struct ServiceProcess {
     name: String,
     child: Child,
+    log: std::path::PathBuf,
 }
 
 impl ServiceProcess {
@@ -21,25 +23,55 @@ impl ServiceProcess {
         env: &[(&str, String)],
         health_url: &str,
     ) -> anyhow::Result<Self> {
+        Self::start_with_args(name, bin, &[], env, health_url).await
+    }
+
+    /// [`Self::start`], with command-line arguments.
+    pub async fn start_with_args(
+        name: &str,
+        bin: &str,
+        args: &[String],
+        env: &[(&str, String)],
+        health_url: &str,
+    ) -> anyhow::Result<Self> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let log =
+            std::env::temp_dir().join(format!("testkit-{}-{name}-{n}.log", std::process::id()));
+        let out =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let mut cmd = Command::new(bin);
-        cmd.stdin(Stdio::null());
-        if std::env::var_os("TESTKIT_QUIET").is_some() {
-            cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        }
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out);
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {name} ({bin})"))?;
+        let child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                bail!("{bin} was not found: install it (see scripts/test for how)")
+            }
+            Err(e) => return Err(e).with_context(|| format!("starting {name} ({bin})")),
+        };
         let mut process = Self {
             name: name.to_owned(),
             child,
+            log,
         };
-        process
+        if let Err(e) = process
             .wait_healthy(health_url, Duration::from_secs(20))
-            .await?;
+            .await
+        {
+            bail!("{e}\n--- {} output ---\n{}", process.name, process.logs());
+        }
         Ok(process)
+    }
+
+    /// Everything the process has written so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     async fn wait_healthy(&mut self, url: &str, limit: Duration) -> anyhow::Result<()> {
@@ -95,6 +127,7 @@ impl Drop for ServiceProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
