@@ -151,3 +151,65 @@ async fn spans_still_buffered_are_flushed_on_sigterm() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn otlp_export_posts_protobuf_to_the_collector_endpoint() -> anyhow::Result<()> {
+    use std::sync::{Arc, Mutex};
+    type Seen = Arc<Mutex<Vec<(String, String, usize)>>>;
+    // An OTLP/HTTP receiver stand-in: records path, content type and size.
+    let seen: Seen = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/v1/traces",
+            axum::routing::post(
+                |axum::extract::State(seen): axum::extract::State<Seen>,
+                 headers: axum::http::HeaderMap,
+                 body: axum::body::Bytes| async move {
+                    let ct = headers
+                        .get("content-type")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    if let Ok(mut s) = seen.lock() {
+                        s.push(("/v1/traces".into(), ct, body.len()));
+                    }
+                    axum::http::StatusCode::OK
+                },
+            ),
+        )
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let collector = format!("http://{}", listener.local_addr()?);
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let zipkin = ZipkinCollector::start().await?;
+    let (stub, base) = start_stub(
+        &zipkin,
+        &[
+            ("OTEL_TRACES_EXPORTER", "otlp"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector),
+        ],
+    )
+    .await?;
+    assert_eq!(
+        reqwest::get(format!("{base}/v1/search?name=Oslo"))
+            .await?
+            .status(),
+        200
+    );
+    stub.stop(Duration::from_secs(10)).await?;
+    server.abort();
+
+    let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    assert!(!seen.is_empty(), "nothing reached the OTLP endpoint");
+    for (path, ct, len) in &seen {
+        assert_eq!(path, "/v1/traces");
+        assert_eq!(ct, "application/x-protobuf");
+        assert!(*len > 0);
+    }
+    assert!(
+        zipkin.spans().is_empty(),
+        "with otlp, nothing goes to Zipkin directly"
+    );
+    Ok(())
+}
