@@ -279,12 +279,7 @@ async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
 
 /// Prometheus metrics, with the queue gauges read from Redis now.
 async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
-    match state.queue.stats().await {
-        Ok(stats) => state.metrics.set_queue(&state.queue.config().name, &stats),
-        // Still serve the rest: a scrape must not fail with Redis.
-        Err(e) => tracing::warn!(error = %e, "cannot read queue stats for /metrics"),
-    }
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let (content_type, body) = shared::metrics::render(&state.metrics, accept);
+    let (content_type, body) = shared::metrics::scrape(&state.metrics, &state.queue, accept).await;
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }

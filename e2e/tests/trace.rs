@@ -160,6 +160,25 @@ impl Stack {
         }
     }
 
+    /// Waits until the collector holds a span of each of these traces.
+    async fn assert_traces_received(&self, trace_ids: &[String]) -> anyhow::Result<()> {
+        for trace_id in trace_ids {
+            self.zipkin
+                .wait_for(
+                    WAIT,
+                    &format!("a span of exemplar trace {trace_id}"),
+                    |spans| {
+                        spans
+                            .iter()
+                            .find(|s| s["traceId"] == trace_id.as_str())
+                            .cloned()
+                    },
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
     /// A `/metrics` page, as Prometheus asks for it (OpenMetrics).
     async fn scrape(&self, base: &str) -> anyhow::Result<String> {
         let res = self
@@ -655,21 +674,7 @@ async fn metrics_add_up_and_their_exemplars_lead_to_real_traces() -> anyhow::Res
         .map(str::to_owned)
         .collect();
     assert!(exemplars.len() >= 5, "too few exemplars: {exemplars:?}");
-    for trace_id in exemplars {
-        stack
-            .zipkin
-            .wait_for(
-                WAIT,
-                &format!("a span of exemplar trace {trace_id}"),
-                |spans| {
-                    spans
-                        .iter()
-                        .find(|s| s["traceId"] == trace_id.as_str())
-                        .cloned()
-                },
-            )
-            .await?;
-    }
+    stack.assert_traces_received(&exemplars).await?;
     Ok(())
 }
 
@@ -847,21 +852,7 @@ async fn prometheus_scrapes_counters_histograms_and_exemplars_that_lead_to_trace
         assert!(!found.is_empty(), "no exemplars for {query}: {res}");
         trace_ids.extend(found);
     }
-    for trace_id in trace_ids {
-        stack
-            .zipkin
-            .wait_for(
-                WAIT,
-                &format!("a span of exemplar trace {trace_id}"),
-                |spans| {
-                    spans
-                        .iter()
-                        .find(|s| s["traceId"] == trace_id.as_str())
-                        .cloned()
-                },
-            )
-            .await?;
-    }
+    stack.assert_traces_received(&trace_ids).await?;
     drop(prometheus);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

@@ -306,6 +306,21 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
 /// Content type of [`Metrics::prometheus_text`].
 pub const PROMETHEUS_TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// A `/metrics` page: refreshes the queue gauges from Redis, then renders
+/// for the request's `Accept` header. Redis being down costs only the
+/// gauges' freshness, never the scrape.
+pub async fn scrape(
+    metrics: &Metrics,
+    queue: &crate::queue::RedisQueue,
+    accept: Option<&str>,
+) -> (&'static str, String) {
+    match queue.stats().await {
+        Ok(stats) => metrics.set_queue(&queue.config().name, &stats),
+        Err(e) => tracing::warn!(error = %e, "cannot read queue stats for /metrics"),
+    }
+    render(metrics, accept)
+}
+
 /// The `/metrics` answer for a request's `Accept` header: OpenMetrics (with
 /// exemplars) when the scraper asks for it, the classic text otherwise.
 pub fn render(metrics: &Metrics, accept: Option<&str>) -> (&'static str, String) {

@@ -350,14 +350,10 @@ pub fn health_app(queue: RedisQueue, metrics: Arc<Metrics>) -> Router {
         .route(
             "/metrics",
             get(move |headers: axum::http::HeaderMap| async move {
-                match queue.stats().await {
-                    Ok(stats) => metrics.set_queue(&queue.config().name, &stats),
-                    Err(e) => tracing::warn!(error = %e, "cannot read queue stats for /metrics"),
-                }
                 let accept = headers
                     .get(axum::http::header::ACCEPT)
                     .and_then(|v| v.to_str().ok());
-                let (content_type, body) = shared::metrics::render(&metrics, accept);
+                let (content_type, body) = shared::metrics::scrape(&metrics, &queue, accept).await;
                 ([(axum::http::header::CONTENT_TYPE, content_type)], body)
             }),
         )
