@@ -358,8 +358,10 @@ async fn delayed_jobs_run_no_earlier_than_asked() {
             at.duration_since(run.at)
         );
         let late = run.at.duration_since(at).unwrap_or_default();
+        // Promotion looks every 250 ms; the bound leaves room for a loaded
+        // machine (the 100k-job test runs beside this one).
         assert!(
-            late < Duration::from_secs(1),
+            late < Duration::from_secs(3),
             "job {} ran {late:?} late",
             run.n
         );
