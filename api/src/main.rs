@@ -15,11 +15,7 @@ async fn serve(
     config: api::Config,
     propagation: shared::propagation::Propagation,
 ) -> anyhow::Result<()> {
-    let (queue, redis) = shared::queue::connect_with_retry(
-        config.queue.redis_url.expose(),
-        config.queue.queue_config(),
-    )
-    .await?;
+    let (queue, redis) = config.queue.connect().await?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let state = api::AppState {
         queue,

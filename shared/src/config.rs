@@ -74,6 +74,14 @@ pub struct QueueArgs {
 }
 
 impl QueueArgs {
+    /// Connects to the queue these flags describe (retrying while Redis
+    /// starts); also answers where Redis is, for span attributes.
+    pub async fn connect(
+        &self,
+    ) -> Result<(crate::queue::RedisQueue, crate::cache::RedisPeer), crate::queue::QueueError> {
+        crate::queue::connect_with_retry(self.redis_url.expose(), self.queue_config()).await
+    }
+
     /// The queue settings these flags describe.
     pub fn queue_config(&self) -> QueueConfig {
         let mut cfg = QueueConfig::new(&self.queue_name);

@@ -151,25 +151,20 @@ impl TracedClient {
         headers: reqwest::header::HeaderMap,
         peer: &str,
     ) -> Result<T, HttpError> {
+        let transport = |source| HttpError::Transport {
+            peer: peer.to_owned(),
+            source,
+        };
         let response = self
             .client
             .get(url)
             .headers(headers)
             .send()
             .await
-            .map_err(|source| HttpError::Transport {
-                peer: peer.to_owned(),
-                source,
-            })?;
+            .map_err(transport)?;
         let status = response.status();
         tracing::Span::current().record("http.response.status_code", status.as_u16());
-        let body = response
-            .bytes()
-            .await
-            .map_err(|source| HttpError::Transport {
-                peer: peer.to_owned(),
-                source,
-            })?;
+        let body = response.bytes().await.map_err(transport)?;
         if !status.is_success() {
             // Open-Meteo explains its errors as {"error": true, "reason": "..."}.
             let reason = serde_json::from_slice::<serde_json::Value>(&body)

@@ -17,11 +17,7 @@ async fn work(
     config: &worker::Config,
     propagation: shared::propagation::Propagation,
 ) -> anyhow::Result<()> {
-    let (queue, redis) = shared::queue::connect_with_retry(
-        config.queue.redis_url.expose(),
-        config.queue.queue_config(),
-    )
-    .await?;
+    let (queue, redis) = config.queue.connect().await?;
     let deps = Arc::new(worker::Deps::new(config, &queue, redis, propagation)?);
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     worker::run(config, queue, deps, listener, shared::shutdown::signal()).await
