@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use redis_job_queue::QueueError;
 use serde_json::json;
 
 /// What can go wrong serving a request; each variant says what the caller
@@ -60,6 +61,18 @@ pub fn problem(status: StatusCode, detail: &str) -> Response {
         Json(body),
     )
         .into_response()
+}
+
+impl From<QueueError> for ApiError {
+    /// Redis being down or slow is a 503 the caller can retry; anything
+    /// else is our fault.
+    fn from(e: QueueError) -> Self {
+        if e.is_unavailable() {
+            Self::Unavailable(format!("the job queue is unavailable: {e}"))
+        } else {
+            Self::Unexpected(e.into())
+        }
+    }
 }
 
 impl IntoResponse for ApiError {

@@ -26,19 +26,17 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use opentelemetry::trace::TraceContextExt;
+use redis_job_queue::{JobRecord, NewJob, RedisQueue};
 use serde_json::{Value, json};
-use shared::cache::RedisPeer;
-use shared::config::QueueArgs;
-use shared::http_server::HttpTelemetry;
-use shared::jobs::WeatherJob;
-use shared::metrics::{Metrics, OutcomeLabels};
-use shared::propagation::Propagation;
-use shared::queue::{JobRecord, NewJob, QueueError, RedisQueue};
-use shared::telemetry::TelemetryArgs;
+use telemetry::TelemetryArgs;
+use telemetry::attributes::JOB_ID;
+use telemetry::http_server::HttpTelemetry;
+use telemetry::messaging::TracedProducer;
+use telemetry::metrics::Metrics;
+use telemetry::propagation::Propagation;
 use tokio::net::TcpListener;
-use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+use weather_jobs::WeatherJob;
+use weather_jobs::settings::QueueArgs;
 
 pub use error::ApiError;
 
@@ -67,14 +65,29 @@ pub struct Config {
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// The weather queue.
+    /// The weather queue, to read job status.
     pub queue: RedisQueue,
+    /// Pushes jobs onto it inside PRODUCER spans.
+    pub producer: TracedProducer,
     /// Propagators (inbound headers, job metadata).
     pub propagation: Propagation,
-    /// The Redis server, for span attributes.
-    pub redis: RedisPeer,
     /// The process's metrics.
     pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    /// The state of an api enqueueing onto `queue`.
+    pub fn new(queue: RedisQueue, propagation: Propagation) -> Self {
+        let metrics = Arc::new(Metrics::new());
+        let producer =
+            TracedProducer::new(queue.clone(), propagation.clone()).with_metrics(metrics.clone());
+        Self {
+            queue,
+            producer,
+            propagation,
+            metrics,
+        }
+    }
 }
 
 /// The api's routes.
@@ -83,21 +96,18 @@ pub fn app(state: AppState) -> Router {
         propagation: state.propagation.clone(),
         metrics: Some(state.metrics.clone()),
     };
+    let ops = telemetry::messaging::metrics_routes(state.metrics.clone(), state.queue.clone());
     Router::new()
         .route("/v1/jobs", post(create_job))
         .route("/v1/jobs/{id}", get(job_status))
-        .route(
-            "/healthz",
-            get(|| async { Json(json!({ "status": "ok" })) }),
-        )
         .route("/readyz", get(ready))
-        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+        .merge(ops)
         .layer(axum::middleware::from_fn_with_state(
             telemetry,
-            shared::http_server::trace_request,
+            telemetry::http_server::trace_request,
         ))
 }
 
@@ -136,62 +146,14 @@ async fn create_job(
 ) -> Result<Response, ApiError> {
     let Json(body) = body.map_err(rejection)?;
     let job: WeatherJob = validate::job(&body).map_err(ApiError::Invalid)?;
-    let queue = &state.queue.config().name;
-    let new_job = NewJob::new(&job).map_err(|e| ApiError::Unexpected(e.into()))?;
-    let id = new_job.id().to_owned();
+    let sent = state.producer.send(NewJob::new(&job)?).await?;
+    tracing::info!({ JOB_ID } = %sent.id, "job queued");
 
-    let span = tracing::info_span!(
-        "send",
-        otel.name = %format!("send {queue}"),
-        otel.kind = "producer",
-        messaging.system = "redis",
-        messaging.operation.name = "send",
-        messaging.operation.type = "send",
-        messaging.destination.name = %queue,
-        messaging.message.id = %id,
-        server.address = %state.redis.address,
-        server.port = state.redis.port,
-        otel.status_code = tracing::field::Empty,
-        error.type = tracing::field::Empty,
-    );
-    let trace_id = span.context().span().span_context().trace_id().to_string();
-    let pushed = async {
-        // The PRODUCER span's context is the parent the worker resumes.
-        let carrier = state
-            .propagation
-            .inject_job(&tracing::Span::current().context());
-        state
-            .queue
-            .push(new_job.with_metadata_map(carrier))
-            .await
-            .map_err(|e| {
-                let span = tracing::Span::current();
-                span.record("otel.status_code", "ERROR");
-                span.record("error.type", "redis");
-                match e {
-                    QueueError::Redis(_) | QueueError::Batch(_) | QueueError::Closed => {
-                        ApiError::Unavailable(format!("the job queue is unavailable: {e}"))
-                    }
-                    other => ApiError::Unexpected(other.into()),
-                }
-            })
-    }
-    .instrument(span)
-    .await;
-    let sent = OutcomeLabels {
-        messaging_destination_name: queue.clone(),
-        outcome: if pushed.is_ok() { "success" } else { "failure" }.into(),
-        error_type: if pushed.is_ok() { "" } else { "redis" }.into(),
-    };
-    Metrics::count(&state.metrics.jobs_sent, &sent);
-    pushed?;
-    tracing::info!(job.id = %id, "job queued");
-
-    let location = format!("/v1/jobs/{id}");
+    let location = format!("/v1/jobs/{}", sent.id);
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],
-        Json(json!({ "id": id, "status": "queued", "trace_id": trace_id })),
+        Json(json!({ "id": sent.id, "status": "queued", "trace_id": sent.trace_id })),
     )
         .into_response())
 }
@@ -227,13 +189,7 @@ async fn job_status(
     if !plausible_id(&id) {
         return Err(unknown());
     }
-    let record = state.queue.status(&id).await.map_err(|e| match e {
-        QueueError::Redis(_) | QueueError::Batch(_) | QueueError::Closed => {
-            ApiError::Unavailable(format!("the job store is unavailable: {e}"))
-        }
-        other => ApiError::Unexpected(other.into()),
-    })?;
-    let record = record.ok_or_else(unknown)?;
+    let record = state.queue.status(&id).await?.ok_or_else(unknown)?;
     let mut view = json!({
         "id": record.id,
         "status": record.status.as_str(),
@@ -263,23 +219,10 @@ async fn job_status(
 }
 
 async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let mut conn = state.queue.connection();
-    let cmd = redis::cmd("PING");
-    let ping = cmd.query_async::<String>(&mut conn);
-    match tokio::time::timeout(Duration::from_secs(1), ping).await {
-        Ok(Ok(_)) => Ok(Json(json!({ "status": "ready" }))),
-        Ok(Err(e)) => Err(ApiError::Unavailable(format!(
+    match state.queue.ping(Duration::from_secs(1)).await {
+        Ok(()) => Ok(Json(json!({ "status": "ready" }))),
+        Err(e) => Err(ApiError::Unavailable(format!(
             "Redis is not answering: {e}"
         ))),
-        Err(_) => Err(ApiError::Unavailable(
-            "Redis did not answer within 1 s".into(),
-        )),
     }
-}
-
-/// Prometheus metrics, with the queue gauges read from Redis now.
-async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let (content_type, body) = shared::metrics::scrape(&state.metrics, &state.queue, accept).await;
-    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }

@@ -5,7 +5,7 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = api::Config::parse();
-    let telemetry = shared::telemetry::init(&config.telemetry, "api")?;
+    let telemetry = telemetry::init(&config.telemetry, "api")?;
     let served = serve(config, telemetry.propagation().clone()).await;
     telemetry.shutdown().await;
     served
@@ -13,16 +13,11 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(
     config: api::Config,
-    propagation: shared::propagation::Propagation,
+    propagation: telemetry::propagation::Propagation,
 ) -> anyhow::Result<()> {
-    let (queue, redis) = config.queue.connect().await?;
+    let queue = config.queue.connect().await?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    let state = api::AppState {
-        queue,
-        propagation,
-        redis,
-        metrics: std::sync::Arc::new(shared::metrics::Metrics::new()),
-    };
-    api::run(state, listener, shared::shutdown::signal()).await?;
+    let state = api::AppState::new(queue, propagation);
+    api::run(state, listener, telemetry::shutdown::signal()).await?;
     Ok(())
 }

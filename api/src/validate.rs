@@ -4,7 +4,7 @@
 //! each with an optional `"units": "metric" | "imperial"`.
 
 use serde_json::{Map, Value};
-use shared::jobs::{Place, Units, WeatherJob};
+use weather_jobs::{Place, Units, WeatherJob};
 
 /// Longest place name accepted (the longest real ones are under 100).
 const MAX_CITY_CHARS: usize = 200;

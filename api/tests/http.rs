@@ -4,12 +4,12 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
+use redis_job_queue::RedisQueue;
 use serde_json::Value;
-use shared::config::QueueArgs;
-use shared::propagation::Propagation;
-use shared::queue::RedisQueue;
+use telemetry::propagation::Propagation;
 use testkit::RedisServer;
 use tower::ServiceExt;
+use weather_jobs::settings::QueueArgs;
 
 struct TestApi {
     redis: RedisServer,
@@ -40,15 +40,8 @@ async fn spawn_api() -> TestApi {
     }
     let redis = RedisServer::start().await.expect("redis-server");
     let args = Args::parse_from(["test", "--redis-url", &redis.url()]);
-    let (queue, peer) = shared::queue::connect_with_retry(&redis.url(), args.queue.queue_config())
-        .await
-        .expect("queue");
-    let app = api::app(api::AppState {
-        queue: queue.clone(),
-        propagation: Propagation::default(),
-        redis: peer,
-        metrics: std::sync::Arc::new(shared::metrics::Metrics::new()),
-    });
+    let queue = args.queue.connect().await.expect("queue");
+    let app = api::app(api::AppState::new(queue.clone(), Propagation::default()));
     TestApi { redis, queue, app }
 }
 

@@ -26,8 +26,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use shared::propagation::Propagation;
-use shared::telemetry::TelemetryArgs;
+use telemetry::TelemetryArgs;
+use telemetry::propagation::Propagation;
 use tokio::net::TcpListener;
 
 /// The stub's settings.
@@ -77,17 +77,14 @@ pub fn app(config: &Config, propagation: Propagation) -> Router {
         .route("/v1/search", get(search))
         .route("/v1/forecast", get(forecast))
         .with_state(behaviour)
-        .route(
-            "/healthz",
-            get(|| async { Json(json!({ "status": "ok" })) }),
-        )
+        .route("/healthz", get(telemetry::http_server::healthz))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(axum::middleware::from_fn_with_state(
-            shared::http_server::HttpTelemetry {
+            telemetry::http_server::HttpTelemetry {
                 propagation,
                 metrics: None,
             },
-            shared::http_server::trace_request,
+            telemetry::http_server::trace_request,
         ))
 }
 

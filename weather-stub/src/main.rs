@@ -6,10 +6,11 @@ use weather_stub::Config;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    let telemetry = shared::telemetry::init(&config.telemetry, "weather-stub")?;
+    let telemetry = telemetry::init(&config.telemetry, "weather-stub")?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let propagation = telemetry.propagation().clone();
-    let served = weather_stub::run(config, listener, propagation, shared::shutdown::signal()).await;
+    let served =
+        weather_stub::run(config, listener, propagation, telemetry::shutdown::signal()).await;
     telemetry.shutdown().await;
     Ok(served?)
 }

@@ -10,47 +10,36 @@
 //! cache write (Redis `SET`). A retried job's span also links to the span
 //! of the attempt before it.
 
+mod cache;
 mod weather_client;
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use apalis::layers::WorkerBuilderExt;
 use apalis_core::error::{AbortError, BoxDynError};
 use apalis_core::task::data::Data;
-use apalis_core::task::metadata::MetadataStore;
 use apalis_core::worker::builder::WorkerBuilder;
-use axum::routing::get;
-use axum::{Json, Router};
-use clap::ValueEnum;
-use opentelemetry::trace::TraceContextExt;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use redis_job_queue::{JobLease, RedisQueue};
 use reqwest::Url;
-use serde_json::json;
-use shared::cache::{RedisPeer, WeatherCache};
-use shared::config::QueueArgs;
-use shared::http_client::{HttpError, TracedClient};
-use shared::jobs::{Place, Source, WeatherJob, WeatherResult};
-use shared::metrics::{CacheLabels, Metrics, OutcomeLabels, QueueLabels};
-use shared::propagation::Propagation;
-use shared::queue::{JobLease, RedisQueue};
-use shared::telemetry::TelemetryArgs;
+use telemetry::TelemetryArgs;
+use telemetry::attributes::{JOB_ATTEMPT, JOB_ID, WEATHER_CACHE_HIT};
+use telemetry::http_client::{HttpError, TracedClient};
+use telemetry::messaging::{ConsumerTracing, TraceMode};
+use telemetry::metrics::Metrics;
+use telemetry::propagation::Propagation;
 use tokio::net::TcpListener;
-use tracing::Instrument;
-use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use weather_jobs::settings::QueueArgs;
+use weather_jobs::{Place, Source, WeatherJob, WeatherResult};
 
+pub use cache::WeatherCache;
 pub use weather_client::WeatherClient;
-
-/// How a job's CONSUMER span relates to the PRODUCER span that sent it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TraceMode {
-    /// Child of the producer (one tree per job, Celery-style), plus a link.
-    Parent,
-    /// A new trace per job, linked to the producer (fan-out, scheduled work).
-    Link,
-}
 
 /// The worker's settings.
 #[derive(Debug, Clone, clap::Parser)]
@@ -97,23 +86,26 @@ pub struct Config {
     pub telemetry: TelemetryArgs,
 }
 
+/// Cache lookup labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct CacheLabels {
+    /// `hit` or `miss`.
+    pub result: String,
+}
+
 /// What every job needs.
 #[derive(Debug)]
 pub struct Deps {
-    /// Propagators (job metadata).
+    /// Propagators (job metadata, outbound HTTP).
     pub propagation: Propagation,
     /// The weather cache.
     pub cache: WeatherCache,
     /// The weather service.
     pub weather: WeatherClient,
-    /// Span relation to the producer.
-    pub trace_mode: TraceMode,
-    /// Queue name, for span names and attributes.
-    pub queue_name: String,
-    /// The Redis server, for span attributes.
-    pub redis: RedisPeer,
     /// The process's metrics.
     pub metrics: Arc<Metrics>,
+    /// `weather_cache_requests_total`, in [`Self::metrics`].
+    pub cache_requests: Family<CacheLabels, Counter>,
 }
 
 impl Deps {
@@ -121,10 +113,16 @@ impl Deps {
     pub fn new(
         config: &Config,
         queue: &RedisQueue,
-        redis: RedisPeer,
         propagation: Propagation,
     ) -> anyhow::Result<Self> {
-        let metrics = Arc::new(Metrics::new());
+        let cache_requests = Family::<CacheLabels, Counter>::default();
+        let metrics = Arc::new(Metrics::with(|registry| {
+            registry.register(
+                "weather_cache_requests",
+                "Weather cache lookups, by hit or miss",
+                cache_requests.clone(),
+            );
+        }));
         let http = TracedClient::new(
             propagation.clone(),
             Duration::from_millis(config.http_timeout_ms),
@@ -135,7 +133,7 @@ impl Deps {
                 .map_err(anyhow::Error::msg)?;
         let cache = WeatherCache::new(
             queue.connection(),
-            redis.clone(),
+            queue.server().clone(),
             format!("{}:cache:weather", config.queue.queue_key_prefix),
             Duration::from_secs(config.cache_ttl_secs),
         );
@@ -143,11 +141,18 @@ impl Deps {
             propagation,
             cache,
             weather,
-            trace_mode: config.trace_mode,
-            queue_name: queue.config().name.clone(),
-            redis,
             metrics,
+            cache_requests,
         })
+    }
+
+    fn count_cache(&self, result: &str) {
+        Metrics::count(
+            &self.cache_requests,
+            &CacheLabels {
+                result: result.into(),
+            },
+        );
     }
 }
 
@@ -170,6 +175,12 @@ impl JobError {
         }
     }
 
+    /// The `error.type` of a job's error, if it is one of ours (for the
+    /// consumer span and the metrics).
+    fn classify(e: &(dyn std::error::Error + 'static)) -> Option<Cow<'static, str>> {
+        e.downcast_ref::<Self>().map(|e| e.error_type().into())
+    }
+
     /// apalis error: abort (no retry) or plain (retried with backoff).
     fn into_apalis(self) -> BoxDynError {
         match &self {
@@ -179,96 +190,22 @@ impl JobError {
     }
 }
 
-/// Job metadata key holding the `traceparent` of the previous attempt's
-/// CONSUMER span, so each retry links to the attempt before it.
-pub const PREVIOUS_ATTEMPT: &str = "otel.previous_attempt";
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Runs one weather job inside its CONSUMER span.
+/// Runs one weather job; [`ConsumerTracing`] has opened its span.
 pub async fn process(
     job: WeatherJob,
     lease: Data<JobLease>,
-    metadata: MetadataStore,
     deps: Data<Arc<Deps>>,
 ) -> Result<WeatherResult, BoxDynError> {
-    let producer = deps
-        .propagation
-        .extract_job(metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    let producer_span = producer.span().span_context().clone();
-    let queue = &deps.queue_name;
-    let span = tracing::info_span!(
-        "process",
-        otel.name = %format!("process {queue}"),
-        otel.kind = "consumer",
-        messaging.system = "redis",
-        messaging.operation.name = "process",
-        messaging.operation.type = "process",
-        messaging.destination.name = %queue,
-        messaging.consumer.group.name = "workers",
-        messaging.message.id = %lease.id,
-        server.address = %deps.redis.address,
-        server.port = deps.redis.port,
-        job.id = %lease.id,
-        job.attempt = lease.attempt,
-        job.queue_wait_ms = now_ms().saturating_sub(lease.enqueued_at_ms),
-        weather.cache.hit = Empty,
-        otel.status_code = Empty,
-        error.type = Empty,
-    );
-    if deps.trace_mode == TraceMode::Parent {
-        let _ = span.set_parent(producer);
-    }
-    if producer_span.is_valid() {
-        span.add_link(producer_span);
-    }
-    // A retry links to the attempt before it.
-    if let Some(previous) = metadata.get(PREVIOUS_ATTEMPT) {
-        let cx = deps.propagation.extract_job([("traceparent", previous)]);
-        let previous = cx.span().span_context().clone();
-        if previous.is_valid() {
-            span.add_link(previous);
+    match fetch(&job, &deps).await {
+        Ok(result) => {
+            tracing::info!({ JOB_ID } = %lease.id, source = ?result.source, "weather job done");
+            Ok(result)
+        }
+        Err(e) => {
+            tracing::warn!({ JOB_ID } = %lease.id, { JOB_ATTEMPT } = lease.attempt, error = %e, "weather job failed");
+            Err(e.into_apalis())
         }
     }
-    let job_id = lease.id.clone();
-    async {
-        let span = tracing::Span::current();
-        let started = Instant::now();
-        let waited = Duration::from_millis(now_ms().saturating_sub(lease.enqueued_at_ms));
-        let queue = QueueLabels {
-            messaging_destination_name: deps.queue_name.clone(),
-        };
-        Metrics::observe(&deps.metrics.queue_wait, &queue, waited);
-        let result = fetch(&job, &deps).await;
-        let outcome = OutcomeLabels {
-            messaging_destination_name: deps.queue_name.clone(),
-            outcome: if result.is_ok() { "success" } else { "failure" }.into(),
-            error_type: result.as_ref().err().map(JobError::error_type).unwrap_or_default(),
-        };
-        Metrics::count(&deps.metrics.jobs_processed, &outcome);
-        Metrics::observe(&deps.metrics.process_duration, &outcome, started.elapsed());
-        match result {
-            Ok(result) => {
-                tracing::info!(job.id = %job_id, source = ?result.source, "weather job done");
-                Ok(result)
-            }
-            Err(e) => {
-                span.record("otel.status_code", "ERROR");
-                span.record("error.type", e.error_type());
-                if let Some(tp) = deps.propagation.inject_job(&span.context()).remove("traceparent") {
-                    lease.carry_to_next_attempt(PREVIOUS_ATTEMPT, tp);
-                }
-                tracing::warn!(job.id = %job_id, attempt = lease.attempt, error = %e, "weather job failed");
-                Err(e.into_apalis())
-            }
-        }
-    }
-    .instrument(span)
-    .await
 }
 
 /// The weather for the job: from the cache, or from the weather service
@@ -277,24 +214,14 @@ async fn fetch(job: &WeatherJob, deps: &Deps) -> Result<WeatherResult, JobError>
     let key = format!("{}:{}", job.place.cache_key(), job.units.as_str());
     match deps.cache.get(&key).await {
         Ok(Some(mut cached)) => {
-            tracing::Span::current().record("weather.cache.hit", true);
-            Metrics::count(
-                &deps.metrics.cache_requests,
-                &CacheLabels {
-                    result: "hit".into(),
-                },
-            );
+            tracing::Span::current().set_attribute(WEATHER_CACHE_HIT, true);
+            deps.count_cache("hit");
             cached.source = Source::Cache;
             return Ok(cached);
         }
         Ok(None) => {
-            tracing::Span::current().record("weather.cache.hit", false);
-            Metrics::count(
-                &deps.metrics.cache_requests,
-                &CacheLabels {
-                    result: "miss".into(),
-                },
-            );
+            tracing::Span::current().set_attribute(WEATHER_CACHE_HIT, false);
+            deps.count_cache("miss");
         }
         // The cache is an optimisation: without it, ask upstream.
         Err(e) => tracing::warn!(error = %e, "cache lookup failed"),
@@ -339,27 +266,7 @@ async fn fetch(job: &WeatherJob, deps: &Deps) -> Result<WeatherResult, JobError>
     Ok(result)
 }
 
-/// The worker's own HTTP routes: `/healthz`, and `/metrics` with the
-/// queue gauges read from Redis at each scrape.
-pub fn health_app(queue: RedisQueue, metrics: Arc<Metrics>) -> Router {
-    Router::new()
-        .route(
-            "/healthz",
-            get(|| async { Json(json!({ "status": "ok" })) }),
-        )
-        .route(
-            "/metrics",
-            get(move |headers: axum::http::HeaderMap| async move {
-                let accept = headers
-                    .get(axum::http::header::ACCEPT)
-                    .and_then(|v| v.to_str().ok());
-                let (content_type, body) = shared::metrics::scrape(&metrics, &queue, accept).await;
-                ([(axum::http::header::CONTENT_TYPE, content_type)], body)
-            }),
-        )
-}
-
-/// Runs the worker (and its health endpoint on `listener`) until
+/// Runs the worker (and its `/healthz` and `/metrics` on `listener`) until
 /// `shutdown` completes; running jobs finish first.
 pub async fn run(
     config: &Config,
@@ -369,24 +276,29 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let backend = queue.backend::<WeatherJob>(config.concurrency as usize);
-    let (queue_for_http, metrics) = (queue.clone(), deps.metrics.clone());
     tracing::info!(
         addr = %listener.local_addr()?,
-        queue = %deps.queue_name,
+        queue = %queue.config().name,
         consumer = backend.consumer(),
         concurrency = config.concurrency,
         "worker started"
     );
+    let tracing = ConsumerTracing::new(&queue, deps.propagation.clone())
+        .mode(config.trace_mode)
+        .metrics(deps.metrics.clone())
+        .error_type(JobError::classify);
+    let routes = telemetry::messaging::metrics_routes(deps.metrics.clone(), queue);
     let worker = WorkerBuilder::new(backend.consumer().to_owned())
         .backend(backend)
+        .layer(tracing)
         .catch_panic()
         .data(deps)
         .build(process);
-    let (stop_health, health_stopped) = tokio::sync::oneshot::channel::<()>();
-    let health = tokio::spawn(async move {
-        axum::serve(listener, health_app(queue_for_http, metrics))
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http = tokio::spawn(async move {
+        axum::serve(listener, routes)
             .with_graceful_shutdown(async {
-                let _ = health_stopped.await;
+                let _ = http_stopped.await;
             })
             .await
     });
@@ -396,8 +308,8 @@ pub async fn run(
             Ok::<(), std::io::Error>(())
         })
         .await;
-    let _ = stop_health.send(());
-    let _ = health.await;
+    let _ = stop_http.send(());
+    let _ = http.await;
     ran?;
     Ok(())
 }

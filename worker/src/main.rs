@@ -7,7 +7,7 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = worker::Config::parse();
-    let telemetry = shared::telemetry::init(&config.telemetry, "worker")?;
+    let telemetry = telemetry::init(&config.telemetry, "worker")?;
     let ran = work(&config, telemetry.propagation().clone()).await;
     telemetry.shutdown().await;
     ran
@@ -15,10 +15,10 @@ async fn main() -> anyhow::Result<()> {
 
 async fn work(
     config: &worker::Config,
-    propagation: shared::propagation::Propagation,
+    propagation: telemetry::propagation::Propagation,
 ) -> anyhow::Result<()> {
-    let (queue, redis) = config.queue.connect().await?;
-    let deps = Arc::new(worker::Deps::new(config, &queue, redis, propagation)?);
+    let queue = config.queue.connect().await?;
+    let deps = Arc::new(worker::Deps::new(config, &queue, propagation)?);
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    worker::run(config, queue, deps, listener, shared::shutdown::signal()).await
+    worker::run(config, queue, deps, listener, telemetry::shutdown::signal()).await
 }

@@ -3,8 +3,8 @@
 
 use reqwest::Url;
 use serde::Deserialize;
-use shared::http_client::{HttpError, TracedClient};
-use shared::jobs::Units;
+use telemetry::http_client::{HttpError, TracedClient};
+use weather_jobs::Units;
 
 /// `peer.service` of weather-service calls in traces.
 pub const PEER_SERVICE: &str = "weather-service";

@@ -1,0 +1,110 @@
+//! The backend's middleware: records each job's outcome and frees its
+//! capacity slot.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use apalis_core::error::BoxDynError;
+use apalis_core::task::Task;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use serde::Serialize;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::Shared;
+use super::outcome::decide;
+use crate::JobLease;
+
+/// Middleware that records each job's outcome in the queue. apalis installs
+/// it outside the user's middleware, so it sees the final result.
+#[derive(Clone)]
+pub struct QueueLayer {
+    pub(super) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for QueueLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueLayer")
+            .field("consumer", &self.shared.consumer)
+            .finish()
+    }
+}
+
+impl<S> Layer<S> for QueueLayer {
+    type Service = QueueService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        QueueService {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The service made by [`QueueLayer`].
+#[derive(Clone)]
+pub struct QueueService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> std::fmt::Debug for QueueService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueService")
+            .field("consumer", &self.shared.consumer)
+            .finish()
+    }
+}
+
+/// Frees the job's capacity slot however its future ends (completion,
+/// panic unwinding, or the worker being dropped).
+struct Slot {
+    shared: Arc<Shared>,
+    entry: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.shared.release(&self.entry);
+        self.shared.active.fetch_sub(1, Ordering::SeqCst);
+        self.shared.waker.wake();
+    }
+}
+
+impl<S, Args, Res> Service<Task<Args>> for QueueService<S>
+where
+    S: Service<Task<Args>, Response = Res>,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxDynError>,
+    Res: Serialize + Send + 'static,
+{
+    type Response = Res;
+    type Error = BoxDynError;
+    type Future = BoxFuture<'static, Result<Res, BoxDynError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, task: Task<Args>) -> Self::Future {
+        let lease = task.data().get::<JobLease>().cloned();
+        let shared = self.shared.clone();
+        let slot = lease.as_ref().map(|l| Slot {
+            shared: shared.clone(),
+            entry: l.entry.clone(),
+        });
+        let fut = self.inner.call(task);
+        async move {
+            let res = fut.await.map_err(Into::into);
+            if let Some(lease) = &lease {
+                let outcome = decide(shared.cfg(), lease, &res);
+                shared.finish(lease, outcome).await;
+            }
+            drop(slot);
+            res
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,111 @@
+//! The work beside the reads: the heartbeat (liveness, lease renewal,
+//! housekeeping), the promoter of delayed jobs, and leaving the group.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Shared, Started};
+use crate::scripts;
+use crate::time::now_ms;
+
+/// Consumers silent for this many leases are forgotten once idle.
+const DEAD_AFTER_LEASES: u32 = 3;
+
+/// Heartbeat loop: marks the consumer live, renews its leases and, about
+/// once a lease, forgets dead consumers and trims the failed index.
+pub(super) async fn heartbeat(shared: Arc<Shared>) {
+    let cfg = shared.cfg().clone();
+    let keys = shared.queue.keys.clone();
+    let every = (cfg.lease / 3).max(Duration::from_millis(50));
+    let mut last_reap = Instant::now();
+    loop {
+        let mut conn = shared.queue.conn.clone();
+        let mut inv = scripts::HEARTBEAT.prepare_invoke();
+        inv.key(&keys.stream)
+            .key(&keys.consumers)
+            .arg(&keys.group)
+            .arg(&*shared.consumer);
+        for entry in shared.held_entries() {
+            inv.arg(entry);
+        }
+        if let Err(e) = inv.invoke_async::<i64>(&mut conn).await {
+            tracing::warn!(error = %e, "queue heartbeat failed");
+        }
+        if last_reap.elapsed() >= cfg.lease {
+            last_reap = Instant::now();
+            let now = now_ms();
+            let res: redis::RedisResult<i64> = scripts::REAP
+                .key(&keys.stream)
+                .key(&keys.consumers)
+                .key(&keys.failed)
+                .arg(&keys.group)
+                .arg(now.saturating_sub((cfg.lease * DEAD_AFTER_LEASES).as_millis() as u64))
+                .arg(20)
+                .arg(now.saturating_sub(cfg.retention.as_millis() as u64))
+                .invoke_async(&mut conn)
+                .await;
+            match res {
+                Ok(n) if n > 0 => tracing::info!(count = n, "forgot dead queue consumers"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "queue housekeeping failed"),
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Promoter loop: moves due delayed jobs onto the stream in bounded
+/// chunks, sleeping until the next one is due (at most `promote_interval`).
+pub(super) async fn promote(shared: Arc<Shared>) {
+    let cfg = shared.cfg().clone();
+    let keys = shared.queue.keys.clone();
+    loop {
+        let mut conn = shared.queue.conn.clone();
+        let res: redis::RedisResult<(u64, i64, i64)> = scripts::PROMOTE
+            .key(&keys.delayed)
+            .key(&keys.stream)
+            .arg(cfg.promote_batch.max(1))
+            .invoke_async(&mut conn)
+            .await;
+        let pause = match res {
+            Ok((moved, _, _)) if moved as usize >= cfg.promote_batch.max(1) => Duration::ZERO,
+            Ok((_, next_due, now)) if next_due >= 0 => {
+                Duration::from_millis(next_due.saturating_sub(now).max(1) as u64)
+                    .min(cfg.promote_interval)
+            }
+            Ok(_) => cfg.promote_interval,
+            Err(e) => {
+                tracing::warn!(error = %e, "promoting delayed jobs failed");
+                cfg.promote_interval.max(Duration::from_secs(1))
+            }
+        };
+        if pause.is_zero() {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(pause).await;
+        }
+    }
+}
+
+/// Gives back jobs taken but never started and deregisters the consumer.
+pub(super) async fn leave(shared: &Shared, unstarted: &[Started]) {
+    let keys = &shared.queue.keys;
+    let mut inv = scripts::LEAVE.prepare_invoke();
+    inv.key(&keys.stream)
+        .key(&keys.consumers)
+        .arg(&keys.job_prefix)
+        .arg(&keys.group)
+        .arg(&*shared.consumer);
+    for job in unstarted {
+        inv.arg(&job.lease.entry)
+            .arg(&job.lease.id)
+            .arg(job.lease.attempt);
+    }
+    let mut conn = shared.queue.conn.clone();
+    if let Err(e) = inv.invoke_async::<i64>(&mut conn).await {
+        tracing::warn!(
+            error = %e,
+            "could not hand back unstarted jobs; they run again once their lease expires"
+        );
+    }
+}

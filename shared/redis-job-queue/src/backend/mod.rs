@@ -1,0 +1,357 @@
+//! The apalis backend: feeds one worker with jobs and records their outcomes.
+//!
+//! A [`QueueBackend`] owns one *consumer* of the queue's group, named
+//! uniquely per backend. It keeps at most `concurrency` jobs taken at once:
+//! each read asks Redis for exactly the free capacity, so a job is never
+//! held by a worker that cannot start it. The blocking read runs on a
+//! connection of its own (a blocked connection answers nothing else);
+//! everything else shares the queue's multiplexed connection.
+//!
+//! Two background loops run beside each backend: the heartbeat (marks the
+//! consumer live, renews the leases of its jobs, forgets dead consumers)
+//! and the promoter (moves due delayed jobs onto the stream).
+//!
+//! [`QueueLayer`], installed by apalis as the backend's middleware, sees the
+//! final outcome of every job and records it: success with the result,
+//! a retry after a backoff, or failure for good.
+
+mod layer;
+mod loops;
+mod outcome;
+mod reader;
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use apalis_core::backend::finalize::Ephemeral;
+use apalis_core::backend::{Backend, BackendConfig};
+use apalis_core::task::Task;
+use apalis_core::task::builder::TaskBuilder;
+use apalis_core::task::metadata::MetadataStore;
+use apalis_core::task::task_id::TaskId;
+use apalis_core::worker::context::WorkerContext;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use futures::task::AtomicWaker;
+use serde::de::DeserializeOwned;
+use tokio::task::JoinHandle;
+
+use crate::{JobLease, QueueConfig, QueueError, RedisQueue, meta_keys};
+
+pub use layer::{QueueLayer, QueueService};
+use outcome::Outcome;
+pub(crate) use outcome::{Finish, finish_script};
+use reader::{Reader, fetch};
+
+/// Most jobs one read asks for, whatever the free capacity.
+const MAX_FETCH: usize = 100;
+
+/// A job marked running by the start script, not yet handed to the worker.
+#[derive(Debug)]
+struct Started {
+    lease: JobLease,
+    payload: String,
+    meta: String,
+}
+
+/// State shared by the backend, its middleware and its background loops.
+struct Shared {
+    queue: RedisQueue,
+    /// This backend's consumer name in the group, unique per backend.
+    consumer: Arc<str>,
+    concurrency: usize,
+    fetch_batch: usize,
+    /// Jobs handed to the worker and not finished.
+    active: AtomicUsize,
+    /// Stream entries this consumer holds (handed out or buffered): the
+    /// heartbeat renews their leases.
+    held: Mutex<HashSet<String>>,
+    /// Woken when capacity frees up.
+    waker: AtomicWaker,
+    stopping: AtomicBool,
+    /// `CLIENT ID` of the blocking-read connection (0: none), so shutdown
+    /// can cut a blocked read short.
+    reader_id: AtomicI64,
+}
+
+impl Shared {
+    fn cfg(&self) -> &QueueConfig {
+        &self.queue.cfg
+    }
+
+    fn hold(&self, entry: &str) {
+        if let Ok(mut held) = self.held.lock() {
+            held.insert(entry.to_owned());
+        }
+    }
+
+    fn release(&self, entry: &str) {
+        if let Ok(mut held) = self.held.lock() {
+            held.remove(entry);
+        }
+    }
+
+    fn held_entries(&self) -> Vec<String> {
+        self.held
+            .lock()
+            .map(|h| h.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// The apalis backend of a [`RedisQueue`]: see the module docs.
+pub struct QueueBackend<Args> {
+    shared: Arc<Shared>,
+    buffer: VecDeque<Started>,
+    reader: Option<Reader>,
+    fetching: Option<BoxFuture<'static, (Option<Reader>, Vec<Started>)>>,
+    loops: Vec<JoinHandle<()>>,
+    closing: Option<BoxFuture<'static, ()>>,
+    _args: PhantomData<fn() -> Args>,
+}
+
+impl<Args> std::fmt::Debug for QueueBackend<Args> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueBackend")
+            .field("queue", &self.shared.cfg().name)
+            .field("consumer", &self.shared.consumer)
+            .field("concurrency", &self.shared.concurrency)
+            .finish()
+    }
+}
+
+impl<Args> QueueBackend<Args> {
+    pub(crate) fn new(queue: RedisQueue, concurrency: usize) -> Self {
+        let concurrency = concurrency.max(1);
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let consumer: Arc<str> = format!("{host}-{}-{}", std::process::id(), &suffix[..8]).into();
+        Self {
+            shared: Arc::new(Shared {
+                queue,
+                consumer,
+                concurrency,
+                fetch_batch: concurrency.min(MAX_FETCH),
+                active: AtomicUsize::new(0),
+                held: Mutex::new(HashSet::new()),
+                waker: AtomicWaker::new(),
+                stopping: AtomicBool::new(false),
+                reader_id: AtomicI64::new(0),
+            }),
+            buffer: VecDeque::new(),
+            reader: None,
+            fetching: None,
+            loops: Vec::new(),
+            closing: None,
+            _args: PhantomData,
+        }
+    }
+
+    /// This backend's consumer name in the queue's group.
+    pub fn consumer(&self) -> &str {
+        &self.shared.consumer
+    }
+
+    fn start_loops(&mut self) {
+        if self.loops.is_empty() {
+            self.loops
+                .push(tokio::spawn(loops::heartbeat(self.shared.clone())));
+            self.loops
+                .push(tokio::spawn(loops::promote(self.shared.clone())));
+        }
+    }
+
+    fn stop_loops(&mut self) {
+        for handle in self.loops.drain(..) {
+            handle.abort();
+        }
+    }
+}
+
+impl<Args: DeserializeOwned> QueueBackend<Args> {
+    /// Turns a started job into an apalis task. A payload that does not
+    /// decode can never succeed: the job is failed at once, not retried.
+    fn to_task(&self, job: Started) -> Option<Task<Args>> {
+        let args = match serde_json::from_str::<Args>(&job.payload) {
+            Ok(args) => args,
+            Err(e) => {
+                let shared = self.shared.clone();
+                let error = format!(
+                    "the job's arguments do not decode as {}: {e}",
+                    std::any::type_name::<Args>()
+                );
+                tracing::error!(job.id = %job.lease.id, %error, "dropping undecodable job");
+                tokio::spawn(async move {
+                    shared.finish(&job.lease, Outcome::Failed(error)).await;
+                    shared.release(&job.lease.entry);
+                });
+                return None;
+            }
+        };
+        let mut meta = MetadataStore::new();
+        // Empty when the job was pushed without metadata.
+        if !job.meta.is_empty() {
+            match serde_json::from_str::<BTreeMap<String, String>>(&job.meta) {
+                Ok(carrier) => {
+                    for (k, v) in carrier {
+                        let _ = meta.insert(k, v);
+                    }
+                }
+                // The job still runs; only its trace context is lost.
+                Err(e) => {
+                    tracing::warn!(job.id = %job.lease.id, error = %e, "job metadata is not a JSON map of strings; ignoring it")
+                }
+            }
+        }
+        let lease = job.lease;
+        let _ = meta.insert(meta_keys::ATTEMPT, lease.attempt.to_string());
+        let _ = meta.insert(meta_keys::ENQUEUED_AT_MS, lease.enqueued_at_ms.to_string());
+        Some(
+            TaskBuilder::new(args)
+                .task_id(TaskId::from_string(lease.id.clone()))
+                // apalis counts the attempt up when the task starts.
+                .attempt(lease.attempt.saturating_sub(1) as usize)
+                .max_attempts(lease.max_attempts as usize)
+                .with_metadata(meta)
+                .data(lease)
+                .build(),
+        )
+    }
+}
+
+impl<Args> Drop for QueueBackend<Args> {
+    fn drop(&mut self) {
+        // Without a clean close the jobs held stay pending and are
+        // reclaimed by another worker once their lease runs out.
+        self.stop_loops();
+    }
+}
+
+impl<Args: DeserializeOwned + Send + 'static> Backend for QueueBackend<Args> {
+    type Task = Task<Args>;
+    type Error = QueueError;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut Context<'_>,
+        _worker: &WorkerContext,
+    ) -> Poll<Result<(), Self::Error>> {
+        self.start_loops();
+        let shared = &self.shared;
+        if shared.active.load(Ordering::SeqCst) < shared.concurrency {
+            return Poll::Ready(Ok(()));
+        }
+        shared.waker.register(cx.waker());
+        // Re-check: a job may have finished between the load and register.
+        if shared.active.load(Ordering::SeqCst) < shared.concurrency {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        _worker: &WorkerContext,
+    ) -> Poll<Option<Result<Self::Task, Self::Error>>> {
+        loop {
+            if let Some(job) = self.buffer.pop_front() {
+                if let Some(task) = self.to_task(job) {
+                    self.shared.active.fetch_add(1, Ordering::SeqCst);
+                    return Poll::Ready(Some(Ok(task)));
+                }
+                continue;
+            }
+            if self.fetching.is_none() {
+                let free = self
+                    .shared
+                    .concurrency
+                    .saturating_sub(self.shared.active.load(Ordering::SeqCst));
+                if free == 0 {
+                    self.shared.waker.register(cx.waker());
+                    return Poll::Pending;
+                }
+                let want = free.min(self.shared.fetch_batch);
+                self.fetching = Some(fetch(self.shared.clone(), self.reader.take(), want).boxed());
+            }
+            let Some(fetching) = self.fetching.as_mut() else {
+                return Poll::Pending;
+            };
+            match fetching.poll_unpin(cx) {
+                Poll::Ready((reader, jobs)) => {
+                    self.reader = reader;
+                    self.fetching = None;
+                    self.buffer.extend(jobs);
+                    if self.buffer.is_empty() {
+                        // Only when stopping: nothing more will come.
+                        return Poll::Pending;
+                    }
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn poll_close(
+        &mut self,
+        cx: &mut Context<'_>,
+        _worker: &WorkerContext,
+    ) -> Poll<Result<(), Self::Error>> {
+        if self.closing.is_none() {
+            self.shared.stopping.store(true, Ordering::SeqCst);
+            self.stop_loops();
+            let fetching = self.fetching.take();
+            let mut unstarted: Vec<Started> = self.buffer.drain(..).collect();
+            let shared = self.shared.clone();
+            self.closing = Some(
+                async move {
+                    if let Some(fetching) = fetching {
+                        // Cut the blocked read short rather than wait it out.
+                        let id = shared.reader_id.load(Ordering::SeqCst);
+                        if id != 0 {
+                            let mut conn = shared.queue.conn.clone();
+                            let _: redis::RedisResult<i64> = redis::cmd("CLIENT")
+                                .arg("UNBLOCK")
+                                .arg(id)
+                                .query_async(&mut conn)
+                                .await;
+                        }
+                        let limit = shared.cfg().block_timeout + Duration::from_secs(1);
+                        if let Ok((_, jobs)) = tokio::time::timeout(limit, fetching).await {
+                            unstarted.extend(jobs);
+                        }
+                    }
+                    loops::leave(&shared, &unstarted).await;
+                }
+                .boxed(),
+            );
+        }
+        match self.closing.as_mut() {
+            Some(closing) => closing.poll_unpin(cx).map(Ok),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl<Args> BackendConfig for QueueBackend<Args> {
+    type Args = Args;
+    type Id = String;
+    type Kind = Ephemeral;
+    type Config = QueueConfig;
+    type Layer = QueueLayer;
+
+    fn config(&self) -> &Self::Config {
+        self.shared.cfg()
+    }
+
+    fn middleware(&mut self, _worker: &mut WorkerContext) -> Self::Layer {
+        QueueLayer {
+            shared: self.shared.clone(),
+        }
+    }
+}

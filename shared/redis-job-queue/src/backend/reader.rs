@@ -1,0 +1,225 @@
+//! Reading: the blocking read of new jobs, the non-blocking read-and-start
+//! while there is a backlog, and the reclaim of jobs whose lease ran out.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use redis::AsyncConnectionConfig;
+use redis::aio::MultiplexedConnection;
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+
+use super::{Shared, Started};
+use crate::{JobLease, QueueError, scripts};
+
+/// Longest pause between two reads while Redis is unreachable.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The blocking-read connection and the reclaim cursor.
+pub(super) struct Reader {
+    conn: MultiplexedConnection,
+    claim_cursor: String,
+    next_claim: Instant,
+}
+
+impl Reader {
+    async fn connect(shared: &Shared) -> Result<Self, QueueError> {
+        let cfg = shared.cfg();
+        // The read blocks for up to `block_timeout`; the client must wait
+        // longer than that before calling the server unresponsive.
+        let conn_cfg = AsyncConnectionConfig::new()
+            .set_response_timeout(Some(cfg.block_timeout + Duration::from_secs(5)));
+        let mut conn = shared
+            .queue
+            .client
+            .get_multiplexed_async_connection_with_config(&conn_cfg)
+            .await?;
+        let id: i64 = redis::cmd("CLIENT")
+            .arg("ID")
+            .query_async(&mut conn)
+            .await?;
+        shared.reader_id.store(id, Ordering::SeqCst);
+        Ok(Self {
+            conn,
+            claim_cursor: "0-0".into(),
+            next_claim: Instant::now(),
+        })
+    }
+
+    /// One read: reclaims expired leases when due, otherwise waits for new
+    /// entries; then marks what it got as running.
+    async fn read(&mut self, shared: &Shared, want: usize) -> Result<Vec<Started>, QueueError> {
+        let q = &shared.queue;
+        let keys = &q.keys;
+        let mut entries = Vec::new();
+        if Instant::now() >= self.next_claim {
+            let mut conn = q.conn.clone();
+            let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+                .arg(&keys.stream)
+                .arg(&keys.group)
+                .arg(&*shared.consumer)
+                .arg(shared.cfg().lease.as_millis() as u64)
+                .arg(&self.claim_cursor)
+                .arg("COUNT")
+                .arg(want)
+                .query_async(&mut conn)
+                .await?;
+            if !reply.claimed.is_empty() {
+                tracing::info!(
+                    count = reply.claimed.len(),
+                    consumer = %shared.consumer,
+                    "reclaimed jobs whose lease expired"
+                );
+            }
+            entries = reply.claimed;
+            self.claim_cursor = reply.next_stream_id;
+            if self.claim_cursor == "0-0" {
+                // Scanned every pending entry: look again in half a lease.
+                self.next_claim = Instant::now() + shared.cfg().lease / 2;
+            }
+        }
+        if entries.is_empty() {
+            // While there is a backlog, read and start in one round trip.
+            let started = take(shared, want).await?;
+            if !started.is_empty() {
+                return Ok(started);
+            }
+            let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(&keys.group)
+                .arg(&*shared.consumer)
+                .arg("COUNT")
+                .arg(want)
+                .arg("BLOCK")
+                .arg(shared.cfg().block_timeout.as_millis().max(1) as u64)
+                .arg("STREAMS")
+                .arg(&keys.stream)
+                .arg(">")
+                .query_async(&mut self.conn)
+                .await?;
+            entries = reply
+                .into_iter()
+                .flat_map(|r| r.keys)
+                .flat_map(|k| k.ids)
+                .collect();
+        }
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        start(shared, entries).await
+    }
+}
+
+/// A start-type script with its common keys and arguments.
+fn start_invocation(
+    shared: &Shared,
+    script: &'static redis::Script,
+) -> redis::ScriptInvocation<'static> {
+    let keys = &shared.queue.keys;
+    let mut inv = script.prepare_invoke();
+    inv.key(&keys.stream)
+        .key(&keys.failed)
+        .key(&keys.stats)
+        .arg(&keys.job_prefix)
+        .arg(&keys.group)
+        .arg(&*shared.consumer)
+        .arg(shared.cfg().retention.as_secs().max(1));
+    inv
+}
+
+/// Reads up to `want` new entries without blocking and starts their jobs.
+async fn take(shared: &Shared, want: usize) -> Result<Vec<Started>, QueueError> {
+    let mut inv = start_invocation(shared, &scripts::TAKE);
+    inv.arg(want);
+    started(shared, inv).await
+}
+
+/// Starts the jobs of entries a blocking read or a reclaim delivered.
+async fn start(shared: &Shared, entries: Vec<StreamId>) -> Result<Vec<Started>, QueueError> {
+    let mut inv = start_invocation(shared, &scripts::START);
+    for e in &entries {
+        let job_id: String = e.get("id").unwrap_or_default();
+        inv.arg(&e.id).arg(job_id);
+    }
+    started(shared, inv).await
+}
+
+async fn started(
+    shared: &Shared,
+    inv: redis::ScriptInvocation<'static>,
+) -> Result<Vec<Started>, QueueError> {
+    let mut conn = shared.queue.conn.clone();
+    type Row = (String, String, String, String, u32, u32, u64);
+    let rows: Vec<Row> = inv.invoke_async(&mut conn).await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(entry, id, payload, meta, attempt, max_attempts, enqueued_at_ms)| {
+                shared.hold(&entry);
+                Started {
+                    lease: JobLease::new(entry, id, attempt, max_attempts, enqueued_at_ms),
+                    payload,
+                    meta,
+                }
+            },
+        )
+        .collect())
+}
+
+/// Reads until it has at least one job, riding out Redis outages with a
+/// capped backoff. Ends early, with no jobs, once the backend is stopping.
+pub(super) async fn fetch(
+    shared: Arc<Shared>,
+    mut reader: Option<Reader>,
+    want: usize,
+) -> (Option<Reader>, Vec<Started>) {
+    let delays = || {
+        ExponentialBuilder::new()
+            .with_min_delay(Duration::from_millis(50))
+            .with_max_delay(MAX_BACKOFF)
+            .without_max_times()
+            .build()
+    };
+    let mut backoff = delays();
+    loop {
+        if shared.stopping.load(Ordering::SeqCst) {
+            return (reader, Vec::new());
+        }
+        let mut r = match reader.take() {
+            Some(r) => r,
+            None => match Reader::connect(&shared).await {
+                Ok(r) => r,
+                Err(e) => {
+                    let delay = backoff.next().unwrap_or(MAX_BACKOFF);
+                    tracing::warn!(error = %e, retry_in = ?delay, "cannot open the queue reader connection");
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+            },
+        };
+        match r.read(&shared, want).await {
+            Ok(jobs) => {
+                reader = Some(r);
+                backoff = delays();
+                if !jobs.is_empty() {
+                    return (reader, jobs);
+                }
+            }
+            Err(QueueError::Redis(e)) if e.code() == Some("NOGROUP") => {
+                // The stream was deleted (FLUSHALL, say): make it again.
+                reader = Some(r);
+                if let Err(e) = shared.queue.ensure_group().await {
+                    tracing::warn!(error = %e, "cannot recreate the queue's consumer group");
+                    tokio::time::sleep(backoff.next().unwrap_or(MAX_BACKOFF)).await;
+                }
+            }
+            Err(e) => {
+                // Drop the connection: it may be broken; reconnect next turn.
+                let delay = backoff.next().unwrap_or(MAX_BACKOFF);
+                tracing::warn!(error = %e, retry_in = ?delay, "reading the queue failed");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! The settings of one queue.
+
+use std::time::Duration;
+
+/// Settings of one queue, shared by producers and workers.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// Queue name, also the `messaging.destination.name` of its spans.
+    pub name: String,
+    /// Prefix of every Redis key, so several deployments can share a server.
+    pub key_prefix: String,
+    /// How long a worker may hold a job without renewing its lease before
+    /// another worker may take the job over. Workers renew every third of it.
+    pub lease: Duration,
+    /// How long finished jobs (status and result) are kept.
+    pub retention: Duration,
+    /// Attempts a job gets before it is failed for good (counting runs cut
+    /// short by a crashed worker). A job pushed with its own value keeps it.
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubled on each further attempt.
+    pub retry_backoff: Duration,
+    /// Ceiling of the retry delay.
+    pub retry_backoff_max: Duration,
+    /// Longest a worker's read waits on Redis before it looks for expired
+    /// leases to reclaim. New jobs wake it at once whatever this is.
+    pub block_timeout: Duration,
+    /// Most delayed jobs promoted by one script call.
+    pub promote_batch: usize,
+    /// Longest a worker sleeps between two looks at the delayed set; it
+    /// sleeps less when the next delayed job is due sooner.
+    pub promote_interval: Duration,
+}
+
+impl QueueConfig {
+    /// Settings with the defaults for a queue named `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            key_prefix: "jobs".into(),
+            lease: Duration::from_secs(30),
+            retention: Duration::from_secs(3600),
+            max_attempts: 3,
+            retry_backoff: Duration::from_secs(1),
+            retry_backoff_max: Duration::from_secs(300),
+            block_timeout: Duration::from_secs(2),
+            promote_batch: 500,
+            promote_interval: Duration::from_millis(250),
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! Errors of the queue.
+
+/// What can go wrong talking to the queue.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// Redis could not be reached or refused a command; retrying later may
+    /// succeed.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Redis failed a batched call this request was part of.
+    #[error("redis: {0}")]
+    Batch(std::sync::Arc<redis::RedisError>),
+    /// Redis did not answer in time.
+    #[error("redis did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    /// The queue's background task is gone (the runtime is shutting down).
+    #[error("the queue is shut down")]
+    Closed,
+    /// A job with this id already exists; pick another id.
+    #[error("a job with id {0:?} already exists")]
+    DuplicateId(String),
+    /// A job's arguments could not be encoded as JSON.
+    #[error("job arguments could not be encoded: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// A stored job record is not in the expected shape (written by an
+    /// incompatible version, or edited by hand).
+    #[error("job {id} has a malformed record: {reason}")]
+    Corrupt {
+        /// The job's id.
+        id: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The queue settings are unusable.
+    #[error("invalid queue settings: {0}")]
+    Config(String),
+}
+
+impl QueueError {
+    /// Whether the queue itself is unreachable (Redis down, slow or shut
+    /// down), so that the same call may succeed later; the other errors are
+    /// about the call or the data.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Self::Redis(_) | Self::Batch(_) | Self::Timeout(_) | Self::Closed
+        )
+    }
+}

@@ -1,0 +1,286 @@
+//! What goes into the queue and what can be read back out of it.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use super::QueueError;
+
+/// A job about to be pushed: its id, JSON arguments and metadata.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub(crate) id: String,
+    pub(crate) payload: String,
+    pub(crate) metadata: BTreeMap<String, String>,
+    pub(crate) run_at: Option<SystemTime>,
+    pub(crate) max_attempts: Option<u32>,
+}
+
+impl NewJob {
+    /// A job carrying `args` as JSON, with a fresh time-ordered id.
+    pub fn new<T: Serialize>(args: &T) -> Result<Self, QueueError> {
+        let payload = serde_json::to_string(args).map_err(QueueError::Encode)?;
+        Ok(Self {
+            id: uuid::Uuid::now_v7().to_string(),
+            payload,
+            metadata: BTreeMap::new(),
+            run_at: None,
+            max_attempts: None,
+        })
+    }
+
+    /// The job's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Uses `id` instead of a generated id. Pushing a second job with the
+    /// same id is refused while the first one's record exists.
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = id.into();
+        self
+    }
+
+    /// Adds one metadata entry (a trace carrier header, say). Metadata
+    /// travels with the job and is handed to the worker unchanged.
+    pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Adds many metadata entries.
+    pub fn with_metadata_map<K, V>(mut self, entries: impl IntoIterator<Item = (K, V)>) -> Self
+    where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        self.metadata
+            .extend(entries.into_iter().map(|(k, v)| (k.into(), v.into())));
+        self
+    }
+
+    /// Runs the job no earlier than `at`.
+    pub fn run_at(mut self, at: SystemTime) -> Self {
+        self.run_at = Some(at);
+        self
+    }
+
+    /// Runs the job no earlier than `delay` from now.
+    pub fn run_after(self, delay: Duration) -> Self {
+        self.run_at(SystemTime::now() + delay)
+    }
+
+    /// Gives this job its own attempt budget instead of the queue's.
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = Some(attempts);
+        self
+    }
+
+    /// The metadata as stored: a JSON object, or nothing when empty.
+    pub(crate) fn metadata_json(&self) -> String {
+        if self.metadata.is_empty() {
+            return String::new();
+        }
+        // A map of strings always serialises.
+        serde_json::to_string(&self.metadata).unwrap_or_default()
+    }
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Waiting for a worker (or for its run time, or for a retry).
+    Queued,
+    /// A worker is running it.
+    Running,
+    /// Done; the result is stored.
+    Succeeded,
+    /// Given up on; the error is stored.
+    Failed,
+}
+
+impl JobStatus {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => Self::Queued,
+            "running" => Self::Running,
+            "succeeded" => Self::Succeeded,
+            "failed" => Self::Failed,
+            _ => return None,
+        })
+    }
+
+    /// The status as stored and shown (`queued`, `running`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// Everything the queue knows about one job. Times are milliseconds since
+/// the Unix epoch, on the Redis server's clock.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobRecord {
+    /// The job's id.
+    pub id: String,
+    /// Where the job is.
+    pub status: JobStatus,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// The job's arguments.
+    pub payload: serde_json::Value,
+    /// Metadata pushed with the job (trace carrier and the like).
+    pub metadata: BTreeMap<String, String>,
+    /// When it was pushed.
+    pub enqueued_at_ms: u64,
+    /// When it may (next) run, for delayed jobs and retries.
+    pub run_at_ms: Option<u64>,
+    /// When its latest attempt started.
+    pub started_at_ms: Option<u64>,
+    /// When it succeeded or failed for good.
+    pub finished_at_ms: Option<u64>,
+    /// Consumer that ran (or runs) its latest attempt.
+    pub worker: Option<String>,
+    /// The handler's result, once succeeded.
+    pub result: Option<serde_json::Value>,
+    /// The latest error: final once failed, the last attempt's while queued
+    /// for a retry.
+    pub error: Option<String>,
+}
+
+impl JobRecord {
+    /// Whether the job is done for good (succeeded or failed).
+    pub fn is_finished(&self) -> bool {
+        matches!(self.status, JobStatus::Succeeded | JobStatus::Failed)
+    }
+
+    pub(crate) fn from_hash(id: &str, mut f: BTreeMap<String, String>) -> Result<Self, QueueError> {
+        let corrupt = |reason: String| QueueError::Corrupt {
+            id: id.to_owned(),
+            reason,
+        };
+        let status = f.get("status").map(String::as_str).unwrap_or_default();
+        let status = JobStatus::parse(status)
+            .ok_or_else(|| corrupt(format!("unknown status {status:?}")))?;
+        let num = |f: &BTreeMap<String, String>, name: &str| -> Result<Option<u64>, QueueError> {
+            f.get(name)
+                .map(|v| v.parse::<u64>())
+                .transpose()
+                .map_err(|e| corrupt(format!("field {name}: {e}")))
+        };
+        let json = |v: String, name: &str| {
+            serde_json::from_str::<serde_json::Value>(&v)
+                .map_err(|e| corrupt(format!("field {name}: {e}")))
+        };
+        let metadata = match f.remove("meta").filter(|m| !m.is_empty()) {
+            Some(m) => serde_json::from_str(&m).map_err(|e| corrupt(format!("field meta: {e}")))?,
+            None => BTreeMap::new(),
+        };
+        Ok(Self {
+            id: id.to_owned(),
+            status,
+            attempts: num(&f, "attempts")?.unwrap_or(0) as u32,
+            max_attempts: num(&f, "max_attempts")?.unwrap_or(0) as u32,
+            enqueued_at_ms: num(&f, "enqueued_at")?.unwrap_or(0),
+            run_at_ms: num(&f, "run_at")?,
+            started_at_ms: num(&f, "started_at")?,
+            finished_at_ms: num(&f, "finished_at")?,
+            payload: f
+                .remove("payload")
+                .map(|p| json(p, "payload"))
+                .transpose()?
+                .unwrap_or_default(),
+            result: f.remove("result").map(|r| json(r, "result")).transpose()?,
+            error: f.remove("error"),
+            worker: f.remove("worker"),
+            metadata,
+        })
+    }
+}
+
+/// A snapshot of one queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct QueueStats {
+    /// Runnable jobs no worker has taken yet (the queue depth).
+    pub waiting: u64,
+    /// Jobs taken by a worker and not finished.
+    pub in_flight: u64,
+    /// Jobs waiting for their run time or for a retry.
+    pub delayed: u64,
+    /// Jobs failed for good within the retention window.
+    pub failed: u64,
+    /// Consumers whose heartbeat is younger than the lease.
+    pub live_consumers: u64,
+    /// Jobs ever pushed.
+    pub enqueued_total: u64,
+    /// Jobs ever succeeded.
+    pub succeeded_total: u64,
+    /// Jobs ever failed for good.
+    pub failed_total: u64,
+    /// Attempts that failed and were scheduled again.
+    pub retried_total: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash(fields: &[(&str, &str)]) -> BTreeMap<String, String> {
+        fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_finished_record_parses_with_defaults_for_missing_fields() {
+        let rec = JobRecord::from_hash(
+            "j1",
+            hash(&[
+                ("status", "succeeded"),
+                ("payload", r#"{"city":"Oslo"}"#),
+                ("max_attempts", "3"),
+                ("attempts", "1"),
+                ("enqueued_at", "1000"),
+                ("started_at", "1005"),
+                ("finished_at", "1010"),
+                ("result", "42"),
+                ("worker", "host-1-abc"),
+            ]),
+        )
+        .expect("parses");
+        assert_eq!(rec.status, JobStatus::Succeeded);
+        assert_eq!((rec.attempts, rec.max_attempts), (1, 3));
+        assert_eq!(rec.result, Some(serde_json::json!(42)));
+        assert_eq!(rec.payload, serde_json::json!({ "city": "Oslo" }));
+        assert!(rec.metadata.is_empty());
+        assert_eq!(rec.run_at_ms, None);
+        assert_eq!(rec.finished_at_ms, Some(1010));
+    }
+
+    #[test]
+    fn a_malformed_record_is_an_error_naming_the_field() {
+        let err =
+            JobRecord::from_hash("j2", hash(&[("status", "sleeping")])).expect_err("bad status");
+        assert!(err.to_string().contains("sleeping"), "{err}");
+        let err = JobRecord::from_hash("j3", hash(&[("status", "queued"), ("attempts", "many")]))
+            .expect_err("bad number");
+        assert!(err.to_string().contains("attempts"), "{err}");
+    }
+
+    #[test]
+    fn empty_metadata_is_stored_as_nothing() {
+        let job = NewJob::new(&1).expect("encode");
+        assert_eq!(job.metadata_json(), "");
+        let job = job.with_metadata("baggage", "a=1");
+        assert_eq!(job.metadata_json(), r#"{"baggage":"a=1"}"#);
+    }
+}

@@ -1,0 +1,79 @@
+//! Which job and which attempt a task is.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::time::now_ms;
+
+/// Metadata keys the backend adds to every task it hands out, beside the
+/// metadata pushed with the job.
+pub mod meta_keys {
+    /// The attempt number, from 1.
+    pub const ATTEMPT: &str = "job.attempt";
+    /// When the job was pushed, in ms since the Unix epoch (server clock).
+    pub const ENQUEUED_AT_MS: &str = "job.enqueued_at_ms";
+}
+
+/// Which job and which attempt a task is: attached to every task the
+/// backend hands out (read it with `task.data().get::<JobLease>()`, or take
+/// `Data<JobLease>` in a handler).
+#[derive(Debug, Clone)]
+pub struct JobLease {
+    /// The job's id.
+    pub id: String,
+    /// This attempt's number, from 1.
+    pub attempt: u32,
+    /// Attempts allowed (0: no limit).
+    pub max_attempts: u32,
+    /// When the job was pushed, in ms since the Unix epoch.
+    pub enqueued_at_ms: u64,
+    /// The stream entry that delivered it.
+    pub(crate) entry: String,
+    /// Metadata to merge into the job for its next attempt, if it is
+    /// retried (shared by the clones of this lease).
+    pub(crate) carry: Arc<Mutex<BTreeMap<String, String>>>,
+}
+
+impl JobLease {
+    pub(crate) fn new(
+        entry: String,
+        id: String,
+        attempt: u32,
+        max_attempts: u32,
+        enqueued_at_ms: u64,
+    ) -> Self {
+        Self {
+            id,
+            attempt,
+            max_attempts,
+            enqueued_at_ms,
+            entry,
+            carry: Arc::default(),
+        }
+    }
+
+    /// How long the job has been in the queue since it was pushed (across
+    /// every attempt so far), by this host's clock against the Redis
+    /// server's enqueue time.
+    pub fn queue_wait(&self) -> Duration {
+        Duration::from_millis(now_ms().saturating_sub(self.enqueued_at_ms))
+    }
+
+    /// Adds `key = value` to the job's metadata if this attempt fails and
+    /// the job is retried: the next attempt sees it. Tracing uses it to
+    /// link each attempt's span to the previous one.
+    pub fn carry_to_next_attempt(&self, key: impl Into<String>, value: impl Into<String>) {
+        if let Ok(mut carry) = self.carry.lock() {
+            carry.insert(key.into(), value.into());
+        }
+    }
+
+    /// What to carry over, as the finish script takes it (JSON, or empty).
+    pub(crate) fn carried_json(&self) -> String {
+        match self.carry.lock() {
+            Ok(carry) if !carry.is_empty() => serde_json::to_string(&*carry).unwrap_or_default(),
+            _ => String::new(),
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! [`RedisQueue`]: the handle producers and workers share.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use futures::{StreamExt, TryStreamExt, stream};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::backend::{self, Finish, QueueBackend};
+use crate::batch::Batcher;
+use crate::job::{JobRecord, NewJob, QueueStats};
+use crate::time::{epoch_ms, now_ms};
+use crate::{QueueConfig, QueueError, scripts};
+
+/// Most jobs or outcomes one group-committed script call carries.
+const GROUP_COMMIT_MAX: usize = 256;
+/// How many jobs one push script carries. Bounds the work of one script
+/// call (so Redis stays responsive) while amortising round trips.
+const PUSH_CHUNK: usize = 500;
+/// Push chunks sent before the first answer is awaited.
+const PUSH_CHUNKS_IN_FLIGHT: usize = 4;
+/// How long a command may wait for its reply before the connection is
+/// considered broken (a 500-job script takes a few milliseconds).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The name of every queue's consumer group
+/// (`messaging.consumer.group.name`).
+pub(crate) const CONSUMER_GROUP: &str = "workers";
+
+/// Where a Redis server is: the `server.address` and `server.port` of the
+/// spans of its clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAddress {
+    /// Host name or IP address (a socket path for Unix sockets).
+    pub address: String,
+    /// Port (0 for Unix sockets).
+    pub port: u16,
+}
+
+impl ServerAddress {
+    fn of(client: &redis::Client) -> Self {
+        match client.get_connection_info().addr() {
+            redis::ConnectionAddr::Tcp(host, port)
+            | redis::ConnectionAddr::TcpTls { host, port, .. } => Self {
+                address: host.clone(),
+                port: *port,
+            },
+            other => Self {
+                address: format!("{other}"),
+                port: 0,
+            },
+        }
+    }
+}
+
+/// Redis keys of one queue.
+#[derive(Debug)]
+pub(crate) struct Keys {
+    pub(crate) stream: String,
+    pub(crate) delayed: String,
+    pub(crate) failed: String,
+    pub(crate) consumers: String,
+    pub(crate) stats: String,
+    /// Prefix of the job hashes; the job id is appended.
+    pub(crate) job_prefix: String,
+    pub(crate) group: String,
+}
+
+impl Keys {
+    fn new(cfg: &QueueConfig) -> Self {
+        let base = format!("{}:{{{}}}", cfg.key_prefix, cfg.name);
+        Self {
+            stream: format!("{base}:stream"),
+            delayed: format!("{base}:delayed"),
+            failed: format!("{base}:failed"),
+            consumers: format!("{base}:consumers"),
+            stats: format!("{base}:stats"),
+            job_prefix: format!("{base}:job:"),
+            group: CONSUMER_GROUP.into(),
+        }
+    }
+
+    pub(crate) fn job(&self, id: &str) -> String {
+        format!("{}{id}", self.job_prefix)
+    }
+}
+
+/// A handle on one queue: push jobs, read their status, read queue stats,
+/// and make apalis backends for workers. Cheap to clone; clones share one
+/// multiplexed connection.
+#[derive(Clone)]
+pub struct RedisQueue {
+    pub(crate) client: redis::Client,
+    pub(crate) conn: ConnectionManager,
+    pub(crate) cfg: Arc<QueueConfig>,
+    pub(crate) keys: Arc<Keys>,
+    server: Arc<ServerAddress>,
+    /// Group-commits concurrent single pushes.
+    pusher: Arc<Batcher<NewJob, bool>>,
+    /// Group-commits the outcomes of jobs finishing together.
+    pub(crate) finisher: Arc<Batcher<Finish, bool>>,
+}
+
+impl std::fmt::Debug for RedisQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisQueue")
+            .field("queue", &self.cfg.name)
+            .field("keys", &self.keys.stream)
+            .finish()
+    }
+}
+
+impl RedisQueue {
+    /// Connects to Redis at `url` and makes sure the queue's consumer group
+    /// exists.
+    pub async fn connect(url: &str, cfg: QueueConfig) -> Result<Self, QueueError> {
+        let client = redis::Client::open(url)?;
+        // Fail fast when Redis is down: the api answers 503 at once, and
+        // workers retry in their own loops.
+        let conn = ConnectionManager::new_with_config(
+            client.clone(),
+            ConnectionManagerConfig::new()
+                .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                .set_connection_timeout(Some(Duration::from_secs(1)))
+                .set_number_of_retries(1),
+        )
+        .await?;
+        Self::with_connection(client, conn, cfg).await
+    }
+
+    /// Uses an existing connection (one connection manager can serve the
+    /// queue and a cache). `client` opens the workers' blocking connections.
+    pub async fn with_connection(
+        client: redis::Client,
+        conn: ConnectionManager,
+        cfg: QueueConfig,
+    ) -> Result<Self, QueueError> {
+        if cfg.name.is_empty() || cfg.name.contains(['{', '}']) {
+            return Err(QueueError::Config(format!(
+                "queue name {:?} must be non-empty and free of braces",
+                cfg.name
+            )));
+        }
+        let keys = Arc::new(Keys::new(&cfg));
+        let cfg = Arc::new(cfg);
+        let pusher = {
+            let (conn, keys, cfg) = (conn.clone(), keys.clone(), cfg.clone());
+            Batcher::spawn(GROUP_COMMIT_MAX, move |jobs: Vec<NewJob>| {
+                let (mut conn, keys, cfg) = (conn.clone(), keys.clone(), cfg.clone());
+                async move {
+                    push_script(&keys, &cfg, &jobs)
+                        .invoke_async(&mut conn)
+                        .await
+                }
+            })
+        };
+        let finisher = {
+            let (conn, keys, cfg) = (conn.clone(), keys.clone(), cfg.clone());
+            Batcher::spawn(GROUP_COMMIT_MAX, move |done: Vec<Finish>| {
+                let (mut conn, keys, cfg) = (conn.clone(), keys.clone(), cfg.clone());
+                async move {
+                    backend::finish_script(&keys, &cfg, &done)
+                        .invoke_async(&mut conn)
+                        .await
+                }
+            })
+        };
+        let queue = Self {
+            server: Arc::new(ServerAddress::of(&client)),
+            client,
+            conn,
+            cfg,
+            keys,
+            pusher: Arc::new(pusher),
+            finisher: Arc::new(finisher),
+        };
+        queue.ensure_group().await?;
+        Ok(queue)
+    }
+
+    /// The queue's settings.
+    pub fn config(&self) -> &QueueConfig {
+        &self.cfg
+    }
+
+    /// The shared connection, for other users of the same Redis.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Where the queue's Redis server is.
+    pub fn server(&self) -> &ServerAddress {
+        &self.server
+    }
+
+    /// The consumer group workers read the queue through.
+    pub fn consumer_group(&self) -> &str {
+        &self.keys.group
+    }
+
+    /// Whether Redis answers `PING` within `limit`.
+    pub async fn ping(&self, limit: Duration) -> Result<(), QueueError> {
+        let mut conn = self.conn.clone();
+        let cmd = redis::cmd("PING");
+        match tokio::time::timeout(limit, cmd.query_async::<String>(&mut conn)).await {
+            Ok(answer) => answer.map(drop).map_err(QueueError::from),
+            Err(_) => Err(QueueError::Timeout(limit)),
+        }
+    }
+
+    /// Creates the stream and its group if missing. Reading from id `0`
+    /// means entries added before the group existed are still delivered.
+    pub(crate) async fn ensure_group(&self) -> Result<(), QueueError> {
+        let mut conn = self.conn.clone();
+        let res: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&self.keys.stream)
+            .arg(&self.keys.group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut conn)
+            .await;
+        match res {
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            other => Ok(other?),
+        }
+    }
+
+    /// Enqueues one job and returns its id. Pushes made at the same moment
+    /// by concurrent callers share one script call.
+    pub async fn push(&self, job: NewJob) -> Result<String, QueueError> {
+        let id = job.id.clone();
+        if self.pusher.submit(job).await? {
+            Ok(id)
+        } else {
+            Err(QueueError::DuplicateId(id))
+        }
+    }
+
+    /// Enqueues many jobs; chunks go out pipelined on one connection. The
+    /// answer says, per job and in order, whether it was enqueued (`false`:
+    /// a job with that id already exists and was left untouched).
+    pub async fn push_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<bool>, QueueError> {
+        let calls = jobs.chunks(PUSH_CHUNK).map(|chunk| {
+            let inv = push_script(&self.keys, &self.cfg, chunk);
+            let mut conn = self.conn.clone();
+            async move { inv.invoke_async::<Vec<bool>>(&mut conn).await }
+        });
+        // A few chunks in flight keep the connection busy without queueing
+        // so much behind one another that later ones hit the reply timeout.
+        let answers: Vec<Vec<bool>> = stream::iter(calls)
+            .buffered(PUSH_CHUNKS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        Ok(answers.into_iter().flatten().collect())
+    }
+
+    /// The job's status, attempts, result or error; `None` when the id is
+    /// unknown or its record has expired.
+    pub async fn status(&self, id: &str) -> Result<Option<JobRecord>, QueueError> {
+        let mut conn = self.conn.clone();
+        let fields: BTreeMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.keys.job(id))
+            .query_async(&mut conn)
+            .await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        JobRecord::from_hash(id, fields).map(Some)
+    }
+
+    /// One consistent snapshot of the queue.
+    pub async fn stats(&self) -> Result<QueueStats, QueueError> {
+        let now = now_ms();
+        let retained_after = now.saturating_sub(self.cfg.retention.as_millis() as u64);
+        let live_after = now.saturating_sub(self.cfg.lease.as_millis() as u64);
+        let mut conn = self.conn.clone();
+        let (len, pending, delayed, failed, consumers, counters): (
+            u64,
+            u64,
+            u64,
+            u64,
+            u64,
+            BTreeMap<String, u64>,
+        ) = scripts::STATS
+            .key(&self.keys.stream)
+            .key(&self.keys.delayed)
+            .key(&self.keys.failed)
+            .key(&self.keys.stats)
+            .key(&self.keys.consumers)
+            .arg(&self.keys.group)
+            .arg(retained_after)
+            .arg(live_after)
+            .invoke_async(&mut conn)
+            .await?;
+        let count = |name: &str| counters.get(name).copied().unwrap_or(0);
+        Ok(QueueStats {
+            waiting: len.saturating_sub(pending),
+            in_flight: pending,
+            delayed,
+            failed,
+            live_consumers: consumers,
+            enqueued_total: count("enqueued"),
+            succeeded_total: count("succeeded"),
+            failed_total: count("failed"),
+            retried_total: count("retried"),
+        })
+    }
+
+    /// An apalis backend that runs at most `concurrency` jobs of this queue
+    /// at once, under a consumer name unique to this backend.
+    pub fn backend<Args>(&self, concurrency: usize) -> QueueBackend<Args> {
+        QueueBackend::new(self.clone(), concurrency)
+    }
+}
+
+/// The push script for `jobs`; it answers, per job, whether it was added.
+fn push_script(
+    keys: &Keys,
+    cfg: &QueueConfig,
+    jobs: &[NewJob],
+) -> redis::ScriptInvocation<'static> {
+    let mut inv = scripts::PUSH.prepare_invoke();
+    inv.key(&keys.stream)
+        .key(&keys.delayed)
+        .key(&keys.stats)
+        .arg(&keys.job_prefix);
+    for job in jobs {
+        inv.arg(&job.id)
+            .arg(&job.payload)
+            .arg(job.metadata_json())
+            .arg(job.max_attempts.unwrap_or(cfg.max_attempts))
+            .arg(job.run_at.map_or(0, epoch_ms));
+    }
+    inv
+}
+
+/// Connects to the queue, retrying for up to a minute while Redis starts
+/// (as it may in a fresh Compose stack).
+pub async fn connect_with_retry(url: &str, cfg: QueueConfig) -> Result<RedisQueue, QueueError> {
+    let connect = || RedisQueue::connect(url, cfg.clone());
+    connect
+        .retry(
+            ExponentialBuilder::new()
+                .with_min_delay(Duration::from_millis(100))
+                .with_max_delay(Duration::from_secs(5))
+                .without_max_times()
+                .with_total_delay(Some(Duration::from_secs(60))),
+        )
+        .when(|e| matches!(e, QueueError::Redis(_)))
+        .notify(
+            |e, delay| tracing::warn!(error = %e, retry_in = ?delay, "Redis is not reachable yet"),
+        )
+        .await
+}

@@ -1,0 +1,661 @@
+//! The Redis queue and its apalis backend, against a real `redis-server`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use apalis_core::error::{AbortError, BoxDynError, WorkerError};
+use apalis_core::task::data::Data;
+use apalis_core::task::metadata::MetadataStore;
+use apalis_core::worker::builder::WorkerBuilder;
+use redis_job_queue::{JobLease, JobStatus, NewJob, QueueConfig, RedisQueue};
+use serde::{Deserialize, Serialize};
+use testkit::RedisServer;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Job {
+    n: u64,
+}
+
+/// One Redis and one queue per test, so tests run in parallel.
+struct Fixture {
+    redis: RedisServer,
+    queue: RedisQueue,
+}
+
+impl Fixture {
+    async fn new(tune: impl FnOnce(&mut QueueConfig)) -> Fixture {
+        let redis = RedisServer::start().await.expect("start redis-server");
+        let mut cfg = QueueConfig::new("test");
+        cfg.block_timeout = Duration::from_millis(200);
+        tune(&mut cfg);
+        let queue = RedisQueue::connect(&redis.url(), cfg)
+            .await
+            .expect("connect to the queue");
+        Fixture { redis, queue }
+    }
+
+    async fn push(&self, n: u64) -> String {
+        self.queue
+            .push(NewJob::new(&Job { n }).expect("encode"))
+            .await
+            .expect("push")
+    }
+
+    async fn wait_status(
+        &self,
+        id: &str,
+        want: JobStatus,
+        limit: Duration,
+    ) -> redis_job_queue::JobRecord {
+        let deadline = Instant::now() + limit;
+        loop {
+            let rec = self.queue.status(id).await.expect("status");
+            if let Some(rec) = rec.as_ref().filter(|r| r.status == want) {
+                return rec.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} did not reach {want:?} within {limit:?}; last seen: {rec:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn redis_conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.redis.url())
+            .expect("client")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect")
+    }
+}
+
+/// A worker running in the background.
+struct Running {
+    stop: oneshot::Sender<()>,
+    handle: JoinHandle<Result<(), WorkerError>>,
+}
+
+impl Running {
+    /// Graceful stop: in-flight jobs finish, unstarted ones are handed back.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.handle
+            .await
+            .expect("worker task")
+            .expect("worker ended cleanly");
+    }
+
+    /// Simulates a crash: the worker vanishes without telling Redis.
+    fn kill(self) {
+        self.handle.abort();
+    }
+}
+
+macro_rules! spawn_worker {
+    ($queue:expr, $concurrency:expr, $handler:expr) => {
+        spawn_worker!($queue, $concurrency, $handler, ())
+    };
+    ($queue:expr, $concurrency:expr, $handler:expr, $data:expr) => {{
+        let worker = WorkerBuilder::new("test-worker")
+            .backend($queue.backend::<Job>($concurrency))
+            .data($data)
+            .build($handler);
+        let (stop, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(worker.run_until(async move {
+            let _ = rx.await;
+            Ok::<(), std::io::Error>(())
+        }));
+        Running { stop, handle }
+    }};
+}
+
+/// What handlers saw, shared with the test.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<Run>>>);
+
+#[derive(Clone, Debug)]
+struct Run {
+    id: String,
+    n: u64,
+    attempt: u32,
+    at: SystemTime,
+    metadata: BTreeMap<String, String>,
+}
+
+impl Seen {
+    fn record(&self, job: &Job, lease: &JobLease, meta: &MetadataStore) {
+        let run = Run {
+            id: lease.id.clone(),
+            n: job.n,
+            attempt: lease.attempt,
+            at: SystemTime::now(),
+            metadata: meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        };
+        self.0.lock().expect("lock").push(run);
+    }
+
+    fn runs(&self) -> Vec<Run> {
+        self.0.lock().expect("lock").clone()
+    }
+}
+
+async fn record_and_double(
+    job: Job,
+    lease: Data<JobLease>,
+    meta: MetadataStore,
+    seen: Data<Seen>,
+) -> Result<u64, BoxDynError> {
+    seen.record(&job, &lease, &meta);
+    Ok(job.n * 2)
+}
+
+#[tokio::test]
+async fn pushed_jobs_run_once_and_store_their_results() {
+    let fx = Fixture::new(|_| {}).await;
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        ids.push(fx.push(n).await);
+    }
+    let seen = Seen::default();
+    let worker = spawn_worker!(fx.queue, 4, record_and_double, seen.clone());
+
+    for (n, id) in ids.iter().enumerate() {
+        let rec = fx
+            .wait_status(id, JobStatus::Succeeded, Duration::from_secs(10))
+            .await;
+        assert_eq!(rec.result, Some(serde_json::json!(n as u64 * 2)));
+        assert_eq!(rec.attempts, 1);
+        assert_eq!(rec.payload, serde_json::json!({ "n": n }));
+        assert!(rec.error.is_none());
+        assert!(rec.finished_at_ms >= rec.started_at_ms);
+    }
+    let stats = fx.queue.stats().await.expect("stats");
+    assert_eq!((stats.waiting, stats.in_flight), (0, 0), "{stats:?}");
+    assert_eq!(stats.enqueued_total, 20);
+    assert_eq!(stats.succeeded_total, 20);
+    let mut ran: Vec<String> = seen.runs().into_iter().map(|r| r.id).collect();
+    ran.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(ran, want, "each job ran exactly once");
+    worker.stop().await;
+    assert_eq!(fx.queue.stats().await.expect("stats").live_consumers, 0);
+}
+
+#[tokio::test]
+async fn metadata_travels_with_the_job() {
+    let fx = Fixture::new(|_| {}).await;
+    let carrier = [
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+        ("tracestate", "vendor=opaque,other=1"),
+        ("baggage", "user.id=42,tenant=acme%20corp"),
+    ];
+    let job = NewJob::new(&Job { n: 7 })
+        .expect("encode")
+        .with_metadata_map(carrier);
+    let id = fx.queue.push(job).await.expect("push");
+    let before = fx.queue.status(&id).await.expect("status").expect("record");
+    let seen = Seen::default();
+    let worker = spawn_worker!(fx.queue, 1, record_and_double, seen.clone());
+    fx.wait_status(&id, JobStatus::Succeeded, Duration::from_secs(10))
+        .await;
+    worker.stop().await;
+
+    let runs = seen.runs();
+    assert_eq!(runs.len(), 1);
+    let meta = &runs[0].metadata;
+    for (k, v) in carrier {
+        assert_eq!(meta.get(k).map(String::as_str), Some(v), "metadata key {k}");
+    }
+    assert_eq!(meta.get("job.attempt").map(String::as_str), Some("1"));
+    assert_eq!(
+        meta.get("job.enqueued_at_ms"),
+        Some(&before.enqueued_at_ms.to_string())
+    );
+    assert_eq!(
+        before.metadata.len(),
+        3,
+        "the stored record keeps the carrier too"
+    );
+}
+
+#[tokio::test]
+async fn a_killed_workers_job_is_reclaimed_by_another_after_the_lease() {
+    let fx = Fixture::new(|c| c.lease = Duration::from_secs(1)).await;
+    let id = fx.push(1).await;
+
+    // The first worker takes the job and hangs in it, then dies.
+    async fn hang(_job: Job) -> Result<u64, BoxDynError> {
+        std::future::pending::<()>().await;
+        Ok(0)
+    }
+    let doomed = spawn_worker!(fx.queue, 1, hang);
+    let running = fx
+        .wait_status(&id, JobStatus::Running, Duration::from_secs(10))
+        .await;
+    let doomed_consumer = running.worker.clone().expect("worker recorded");
+    doomed.kill();
+
+    let seen = Seen::default();
+    let rescuer = spawn_worker!(fx.queue, 1, record_and_double, seen.clone());
+    let done = fx
+        .wait_status(&id, JobStatus::Succeeded, Duration::from_secs(15))
+        .await;
+    let first = running.started_at_ms.expect("first attempt started");
+    let second = done.started_at_ms.expect("second attempt started");
+    // The lease runs from delivery, which can precede the recorded start
+    // by a round trip: allow 10 ms of that.
+    assert!(
+        second + 10 >= first + 1000,
+        "reclaimed {} ms after the first start, before the 1 s lease ran out",
+        second - first
+    );
+    assert_eq!(done.attempts, 2);
+    assert_ne!(done.worker.as_deref(), Some(doomed_consumer.as_str()));
+    let runs = seen.runs();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].attempt, 2, "the handler sees the second attempt");
+    rescuer.stop().await;
+}
+
+#[tokio::test]
+async fn a_backlog_of_100k_jobs_drains_with_none_lost_or_run_twice() {
+    const JOBS: u64 = 100_000;
+    let fx = Fixture::new(|_| {}).await;
+    let jobs: Vec<NewJob> = (0..JOBS)
+        .map(|n| NewJob::new(&Job { n }).expect("encode"))
+        .collect();
+    let pushed: HashSet<String> = jobs.iter().map(|j| j.id().to_owned()).collect();
+    let added = fx.queue.push_batch(jobs).await.expect("push batch");
+    assert!(added.iter().all(|a| *a));
+    assert_eq!(fx.queue.stats().await.expect("stats").waiting, JOBS);
+
+    #[derive(Clone, Default)]
+    struct Counts(Arc<Mutex<HashMap<String, u32>>>);
+    async fn count(
+        _job: Job,
+        lease: Data<JobLease>,
+        counts: Data<Counts>,
+    ) -> Result<(), BoxDynError> {
+        let counts: &Counts = &counts;
+        *counts
+            .0
+            .lock()
+            .expect("lock")
+            .entry(lease.id.clone())
+            .or_default() += 1;
+        Ok(())
+    }
+    let counts = Counts::default();
+    let a = spawn_worker!(fx.queue, 64, count, counts.clone());
+    let b = spawn_worker!(fx.queue, 64, count, counts.clone());
+
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let stats = fx.queue.stats().await.expect("stats");
+        if stats.succeeded_total == JOBS && stats.in_flight == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "backlog not drained: {stats:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    a.stop().await;
+    b.stop().await;
+
+    let counts = counts.0.lock().expect("lock").clone();
+    let twice: Vec<_> = counts.iter().filter(|(_, c)| **c != 1).collect();
+    assert!(
+        twice.is_empty(),
+        "jobs run more than once: {:?}",
+        &twice[..twice.len().min(5)]
+    );
+    let ran: HashSet<String> = counts.into_keys().collect();
+    assert_eq!(ran.len() as u64, JOBS);
+    assert!(ran == pushed, "the ids run are not the ids pushed");
+    let stats = fx.queue.stats().await.expect("stats");
+    assert_eq!(
+        (stats.waiting, stats.in_flight, stats.failed),
+        (0, 0, 0),
+        "{stats:?}"
+    );
+}
+
+#[tokio::test]
+async fn delayed_jobs_run_no_earlier_than_asked() {
+    let fx = Fixture::new(|_| {}).await;
+    let seen = Seen::default();
+    let worker = spawn_worker!(fx.queue, 4, record_and_double, seen.clone());
+    let mut wanted = HashMap::new();
+    for (n, delay_ms) in [(1u64, 1500u64), (2, 600), (3, 0)] {
+        let at = SystemTime::now() + Duration::from_millis(delay_ms);
+        let id = fx
+            .queue
+            .push(NewJob::new(&Job { n }).expect("encode").run_at(at))
+            .await
+            .expect("push");
+        wanted.insert(id, at);
+    }
+    let stats = fx.queue.stats().await.expect("stats");
+    assert_eq!(stats.delayed, 2, "two jobs wait for their time: {stats:?}");
+    for id in wanted.keys() {
+        fx.wait_status(id, JobStatus::Succeeded, Duration::from_secs(10))
+            .await;
+    }
+    worker.stop().await;
+    for run in seen.runs() {
+        let at = wanted[&run.id];
+        assert!(
+            run.at >= at,
+            "job {} ran {:?} early",
+            run.n,
+            at.duration_since(run.at)
+        );
+        let late = run.at.duration_since(at).unwrap_or_default();
+        // Promotion looks every 250 ms; the bound leaves room for a loaded
+        // machine (the 100k-job test runs beside this one).
+        assert!(
+            late < Duration::from_secs(3),
+            "job {} ran {late:?} late",
+            run.n
+        );
+    }
+    let order: Vec<u64> = seen.runs().iter().map(|r| r.n).collect();
+    assert_eq!(order, vec![3, 2, 1]);
+}
+
+#[tokio::test]
+async fn failures_retry_with_backoff_then_fail_for_good() {
+    let fx = Fixture::new(|c| {
+        c.max_attempts = 3;
+        c.retry_backoff = Duration::from_millis(100);
+    })
+    .await;
+    // n = 0: fails once then succeeds; n = 1: always fails; n = 2: aborts.
+    async fn flaky(job: Job, lease: Data<JobLease>) -> Result<u64, BoxDynError> {
+        match (job.n, lease.attempt) {
+            (0, 1) => Err("upstream timed out".into()),
+            (0, _) => Ok(10),
+            (1, a) => Err(format!("still broken (attempt {a})").into()),
+            _ => Err(AbortError::new("unknown place \"Atlantis\"").into()),
+        }
+    }
+    let recovers = fx.push(0).await;
+    let broken = fx.push(1).await;
+    let aborted = fx.push(2).await;
+    let worker = spawn_worker!(fx.queue, 2, flaky);
+
+    let rec = fx
+        .wait_status(&recovers, JobStatus::Succeeded, Duration::from_secs(10))
+        .await;
+    assert_eq!((rec.attempts, rec.result), (2, Some(serde_json::json!(10))));
+    assert!(rec.error.is_none(), "a success clears the earlier error");
+
+    let rec = fx
+        .wait_status(&broken, JobStatus::Failed, Duration::from_secs(10))
+        .await;
+    assert_eq!(rec.attempts, 3);
+    assert_eq!(rec.error.as_deref(), Some("still broken (attempt 3)"));
+
+    let rec = fx
+        .wait_status(&aborted, JobStatus::Failed, Duration::from_secs(10))
+        .await;
+    assert_eq!(rec.attempts, 1, "an aborted job is not retried");
+    assert_eq!(rec.error.as_deref(), Some("unknown place \"Atlantis\""));
+    worker.stop().await;
+
+    let stats = fx.queue.stats().await.expect("stats");
+    assert_eq!(stats.failed, 2, "{stats:?}");
+    assert_eq!(stats.failed_total, 2);
+    assert_eq!(stats.retried_total, 3, "one retry for n=0, two for n=1");
+    assert_eq!(stats.succeeded_total, 1);
+}
+
+#[tokio::test]
+async fn status_and_results_expire_after_the_retention() {
+    let fx = Fixture::new(|c| {
+        c.retention = Duration::from_secs(1);
+        c.max_attempts = 1;
+    })
+    .await;
+    async fn half_fail(job: Job) -> Result<u64, BoxDynError> {
+        if job.n.is_multiple_of(2) {
+            Ok(job.n)
+        } else {
+            Err("odd".into())
+        }
+    }
+    let ids = [fx.push(0).await, fx.push(1).await];
+    let worker = spawn_worker!(fx.queue, 2, half_fail);
+    fx.wait_status(&ids[0], JobStatus::Succeeded, Duration::from_secs(10))
+        .await;
+    fx.wait_status(&ids[1], JobStatus::Failed, Duration::from_secs(10))
+        .await;
+    worker.stop().await;
+
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    for id in &ids {
+        assert_eq!(
+            fx.queue.status(id).await.expect("status"),
+            None,
+            "job {id} outlived the retention"
+        );
+    }
+    let mut conn = fx.redis_conn().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    let job_keys: Vec<&String> = keys.iter().filter(|k| k.contains(":job:")).collect();
+    assert!(job_keys.is_empty(), "job records left: {job_keys:?}");
+    let stream_len: u64 = redis::cmd("XLEN")
+        .arg("jobs:{test}:stream")
+        .query_async(&mut conn)
+        .await
+        .expect("xlen");
+    assert_eq!(
+        stream_len, 0,
+        "finished entries are deleted from the stream"
+    );
+    assert_eq!(
+        fx.queue.stats().await.expect("stats").failed,
+        0,
+        "the failed index honours the retention"
+    );
+}
+
+#[tokio::test]
+async fn stats_match_what_is_in_the_queue() {
+    let fx = Fixture::new(|c| c.max_attempts = 1).await;
+    let release = Arc::new(tokio::sync::Notify::new());
+    async fn gated(job: Job, gate: Data<Arc<tokio::sync::Notify>>) -> Result<u64, BoxDynError> {
+        gate.notified().await;
+        if job.n == 0 {
+            Err("boom".into())
+        } else {
+            Ok(job.n)
+        }
+    }
+    for n in 0..5 {
+        fx.push(n).await;
+    }
+    for n in 5..8 {
+        let job = NewJob::new(&Job { n })
+            .expect("encode")
+            .run_after(Duration::from_secs(3600));
+        fx.queue.push(job).await.expect("push");
+    }
+    let worker = spawn_worker!(fx.queue, 2, gated, release.clone());
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stats = loop {
+        let s = fx.queue.stats().await.expect("stats");
+        if s.in_flight == 2 && s.live_consumers == 1 {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "worker never took 2 jobs: {s:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(stats.waiting, 3, "{stats:?}");
+    assert_eq!(stats.delayed, 3, "{stats:?}");
+    assert_eq!(stats.failed, 0, "{stats:?}");
+    assert_eq!(stats.enqueued_total, 8, "{stats:?}");
+
+    // Let all five immediate jobs through; job 0 fails.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stats = loop {
+        release.notify_waiters();
+        let s = fx.queue.stats().await.expect("stats");
+        if s.succeeded_total + s.failed_total == 5 {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "jobs did not finish: {s:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        (stats.waiting, stats.in_flight, stats.delayed),
+        (0, 0, 3),
+        "{stats:?}"
+    );
+    assert_eq!((stats.failed, stats.succeeded_total), (1, 4), "{stats:?}");
+    worker.stop().await;
+    assert_eq!(fx.queue.stats().await.expect("stats").live_consumers, 0);
+}
+
+#[tokio::test]
+async fn a_duplicate_id_is_refused_and_the_first_job_kept() {
+    let fx = Fixture::new(|_| {}).await;
+    let first = NewJob::new(&Job { n: 1 })
+        .expect("encode")
+        .with_id("order-42");
+    fx.queue.push(first).await.expect("first push");
+    let second = NewJob::new(&Job { n: 2 })
+        .expect("encode")
+        .with_id("order-42");
+    let err = fx
+        .queue
+        .push(second)
+        .await
+        .expect_err("second push must be refused");
+    assert!(err.to_string().contains("order-42"), "{err}");
+    let rec = fx
+        .queue
+        .status("order-42")
+        .await
+        .expect("status")
+        .expect("record");
+    assert_eq!(rec.payload, serde_json::json!({ "n": 1 }));
+    assert_eq!(fx.queue.stats().await.expect("stats").waiting, 1);
+}
+
+#[tokio::test]
+async fn an_undecodable_payload_fails_the_job_without_stopping_the_worker() {
+    let fx = Fixture::new(|_| {}).await;
+    let bad = fx
+        .queue
+        .push(NewJob::new(&serde_json::json!({ "wrong": true })).expect("encode"))
+        .await
+        .expect("push");
+    let good = fx.push(3).await;
+    let seen = Seen::default();
+    let worker = spawn_worker!(fx.queue, 1, record_and_double, seen.clone());
+    let rec = fx
+        .wait_status(&bad, JobStatus::Failed, Duration::from_secs(10))
+        .await;
+    assert!(
+        rec.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("do not decode"),
+        "{rec:?}"
+    );
+    fx.wait_status(&good, JobStatus::Succeeded, Duration::from_secs(10))
+        .await;
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_graceful_stop_finishes_running_jobs_and_leaves_the_rest_queued() {
+    let fx = Fixture::new(|_| {}).await;
+    let gate = Arc::new(tokio::sync::Notify::new());
+    async fn gated(job: Job, gate: Data<Arc<tokio::sync::Notify>>) -> Result<u64, BoxDynError> {
+        gate.notified().await;
+        Ok(job.n)
+    }
+    let worker = spawn_worker!(fx.queue, 1, gated, gate.clone());
+    let first = fx.push(1).await;
+    fx.wait_status(&first, JobStatus::Running, Duration::from_secs(10))
+        .await;
+    let second = fx.push(2).await;
+    // Stop while the first job runs; let it finish.
+    let stopping = tokio::spawn(worker.stop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    gate.notify_waiters();
+    stopping.await.expect("stop");
+    fx.wait_status(&first, JobStatus::Succeeded, Duration::from_secs(5))
+        .await;
+    let rec = fx
+        .queue
+        .status(&second)
+        .await
+        .expect("status")
+        .expect("record");
+    assert_eq!(
+        (rec.status, rec.attempts),
+        (JobStatus::Queued, 0),
+        "{rec:?}"
+    );
+    let stats = fx.queue.stats().await.expect("stats");
+    assert_eq!(
+        (stats.waiting, stats.in_flight, stats.live_consumers),
+        (1, 0, 0),
+        "{stats:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_retried_job_sees_what_its_previous_attempt_carried_over() {
+    let fx = Fixture::new(|c| c.retry_backoff = Duration::from_millis(50)).await;
+    async fn carry(
+        _job: Job,
+        lease: Data<JobLease>,
+        meta: MetadataStore,
+    ) -> Result<String, BoxDynError> {
+        if lease.attempt == 1 {
+            lease.carry_to_next_attempt("previous", "attempt-1");
+            return Err("try again".into());
+        }
+        Ok(format!(
+            "{}+{}",
+            meta.get("previous").unwrap_or("none"),
+            meta.get("tenant").unwrap_or("none")
+        ))
+    }
+    let id = fx
+        .queue
+        .push(
+            NewJob::new(&Job { n: 1 })
+                .expect("encode")
+                .with_metadata("tenant", "acme"),
+        )
+        .await
+        .expect("push");
+    let worker = spawn_worker!(fx.queue, 1, carry);
+    let rec = fx
+        .wait_status(&id, JobStatus::Succeeded, Duration::from_secs(10))
+        .await;
+    worker.stop().await;
+    assert_eq!(rec.attempts, 2);
+    assert_eq!(rec.result, Some(serde_json::json!("attempt-1+acme")));
+    assert_eq!(
+        rec.metadata.get("previous").map(String::as_str),
+        Some("attempt-1")
+    );
+}

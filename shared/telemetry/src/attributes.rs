@@ -1,0 +1,36 @@
+//! Every attribute name the project's spans and logs use, in one place.
+//!
+//! Names the OpenTelemetry semantic conventions define come from the
+//! `opentelemetry-semantic-conventions` crate (messaging is still marked
+//! experimental there). Our own namespaces, `job.*` and `weather.*`, are for
+//! what the conventions have no name for.
+//!
+//! In `tracing` macros a constant is written in braces:
+//! `tracing::info_span!("send", { MESSAGING_SYSTEM } = "redis")`.
+
+pub use opentelemetry_semantic_conventions::attribute::{
+    DB_OPERATION_NAME, DB_QUERY_TEXT, DB_SYSTEM_NAME, ERROR_TYPE, HTTP_REQUEST_METHOD,
+    HTTP_RESPONSE_STATUS_CODE, HTTP_ROUTE, MESSAGING_BATCH_MESSAGE_COUNT,
+    MESSAGING_CONSUMER_GROUP_NAME, MESSAGING_DESTINATION_NAME, MESSAGING_MESSAGE_ID,
+    MESSAGING_OPERATION_NAME, MESSAGING_OPERATION_TYPE, MESSAGING_SYSTEM, OTEL_SCOPE_NAME,
+    OTEL_STATUS_CODE, SERVER_ADDRESS, SERVER_PORT, URL_FULL, URL_PATH, URL_SCHEME,
+};
+pub use opentelemetry_semantic_conventions::resource::SERVICE_NAME;
+
+/// The remote service a CLIENT span calls (`weather-service`), which
+/// Zipkin shows as the span's remote endpoint. The conventions have renamed
+/// it `service.peer.name`; Zipkin's tooling and Jaeger still read
+/// `peer.service`, so it keeps that name here.
+pub const PEER_SERVICE: &str = "peer.service";
+
+/// The job's id (also `messaging.message.id` on messaging spans); log lines
+/// about a job carry it too.
+pub const JOB_ID: &str = "job.id";
+/// The attempt number of a job, from 1.
+pub const JOB_ATTEMPT: &str = "job.attempt";
+/// How long the job waited in the queue before this attempt started, in
+/// milliseconds.
+pub const JOB_QUEUE_WAIT_MS: &str = "job.queue_wait_ms";
+/// Whether the weather cache had the answer (on the cache lookup span and
+/// on the job's span).
+pub const WEATHER_CACHE_HIT: &str = "weather.cache.hit";

@@ -1,0 +1,178 @@
+//! Outbound HTTP with a CLIENT span per request and the trace context
+//! injected into the request headers (with the workspace's propagators:
+//! `reqwest-tracing` lags behind the opentelemetry version used here).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::Url;
+use serde::de::DeserializeOwned;
+use tracing::Instrument;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::attributes::{
+    ERROR_TYPE, HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE, PEER_SERVICE, SERVER_ADDRESS,
+    SERVER_PORT, URL_FULL,
+};
+use crate::metrics::{HttpClientLabels, Metrics};
+use crate::propagation::Propagation;
+
+/// Why a request failed, and whether trying again may help.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The server answered with an error status.
+    #[error("{peer} answered {status}: {reason}")]
+    Status {
+        /// Who answered.
+        peer: String,
+        /// The status.
+        status: reqwest::StatusCode,
+        /// The reason the server gave, if any.
+        reason: String,
+    },
+    /// No answer: connection refused, reset, or timed out.
+    #[error("{peer} could not be reached: {source}")]
+    Transport {
+        /// Who was asked.
+        peer: String,
+        /// What happened.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The answer was not the JSON expected.
+    #[error("{peer} sent an unexpected answer: {reason}")]
+    Decode {
+        /// Who answered.
+        peer: String,
+        /// What did not fit.
+        reason: String,
+    },
+}
+
+impl HttpError {
+    /// Server errors, rate limiting and transport failures may pass.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Status { status, .. } => {
+                status.is_server_error() || *status == reqwest::StatusCode::TOO_MANY_REQUESTS
+            }
+            Self::Transport { .. } => true,
+            Self::Decode { .. } => false,
+        }
+    }
+
+    /// Low-cardinality `error.type`.
+    pub fn error_type(&self) -> String {
+        match self {
+            Self::Status { status, .. } => status.as_u16().to_string(),
+            Self::Transport { source, .. } if source.is_timeout() => "timeout".into(),
+            Self::Transport { .. } => "transport".into(),
+            Self::Decode { .. } => "decode".into(),
+        }
+    }
+}
+
+/// One shared HTTP client (connection pooling) that traces and propagates.
+#[derive(Debug, Clone)]
+pub struct TracedClient {
+    client: reqwest::Client,
+    propagation: Propagation,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl TracedClient {
+    /// A client with a per-request `timeout`, recording request durations
+    /// in `metrics` if given.
+    pub fn new(
+        propagation: Propagation,
+        timeout: Duration,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<Self, reqwest::Error> {
+        Ok(Self {
+            client: reqwest::Client::builder().timeout(timeout).build()?,
+            propagation,
+            metrics,
+        })
+    }
+
+    /// `GET url` as JSON. `peer_service` names the remote service in the
+    /// trace (`peer.service`).
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        url: Url,
+        peer_service: &str,
+    ) -> Result<T, HttpError> {
+        let span = tracing::info_span!(
+            "http client",
+            otel.name = "GET",
+            otel.kind = "client",
+            { HTTP_REQUEST_METHOD } = "GET",
+            { URL_FULL } = %url,
+            { SERVER_ADDRESS } = url.host_str().unwrap_or_default(),
+            { SERVER_PORT } = url.port_or_known_default().unwrap_or_default(),
+            { PEER_SERVICE } = peer_service,
+            { HTTP_RESPONSE_STATUS_CODE } = Empty,
+            otel.status_code = Empty,
+            { ERROR_TYPE } = Empty,
+        );
+        let peer = peer_service.to_owned();
+        async {
+            let started = Instant::now();
+            let span = tracing::Span::current();
+            let mut headers = reqwest::header::HeaderMap::new();
+            self.propagation.inject_http(&span.context(), &mut headers);
+            let result = self.send(url, headers, &peer).await;
+            let error_type = result.as_ref().err().map(HttpError::error_type);
+            if let Some(error_type) = &error_type {
+                span.record("otel.status_code", "ERROR");
+                span.record(ERROR_TYPE, error_type);
+            }
+            if let Some(metrics) = &self.metrics {
+                let labels = HttpClientLabels::new(&peer, error_type.as_deref());
+                Metrics::observe(&metrics.http_client_duration, &labels, started.elapsed());
+            }
+            result
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        url: Url,
+        headers: reqwest::header::HeaderMap,
+        peer: &str,
+    ) -> Result<T, HttpError> {
+        let transport = |source| HttpError::Transport {
+            peer: peer.to_owned(),
+            source,
+        };
+        let response = self
+            .client
+            .get(url)
+            .headers(headers)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status();
+        tracing::Span::current().record(HTTP_RESPONSE_STATUS_CODE, status.as_u16());
+        let body = response.bytes().await.map_err(transport)?;
+        if !status.is_success() {
+            // Open-Meteo explains its errors as {"error": true, "reason": "..."}.
+            let reason = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("reason").and_then(|r| r.as_str()).map(str::to_owned))
+                .unwrap_or_default();
+            return Err(HttpError::Status {
+                peer: peer.to_owned(),
+                status,
+                reason,
+            });
+        }
+        serde_json::from_slice(&body).map_err(|e| HttpError::Decode {
+            peer: peer.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+}

@@ -1,0 +1,96 @@
+//! SERVER spans for axum services, continuing the caller's trace.
+//!
+//! Span name `{method} {route}` (just `{method}` when no route matched),
+//! attributes from the OpenTelemetry HTTP server conventions, status ERROR
+//! only for 5xx answers. The parent comes from the request headers through
+//! [`Propagation`]; headers that are missing or malformed start a new trace.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use serde_json::{Value, json};
+use tracing::Instrument;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::attributes::{
+    HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE, HTTP_ROUTE, URL_PATH, URL_SCHEME,
+};
+use crate::metrics::{HttpServerLabels, Metrics};
+use crate::propagation::Propagation;
+
+/// `GET /healthz`: `200 {"status": "ok"}` while the process runs.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// What the middleware needs: the propagators, and the metrics to record
+/// request durations in (none for services without metrics).
+#[derive(Debug, Clone)]
+pub struct HttpTelemetry {
+    /// Reads the caller's trace context.
+    pub propagation: Propagation,
+    /// `http_server_request_duration_seconds`, if the service has metrics.
+    pub metrics: Option<Arc<Metrics>>,
+}
+
+/// axum middleware: wrap with
+/// `axum::middleware::from_fn_with_state(telemetry, trace_request)`,
+/// added with `Router::layer` so unmatched requests are traced too.
+pub async fn trace_request(
+    State(telemetry): State<HttpTelemetry>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let propagation = &telemetry.propagation;
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    let name = match &route {
+        Some(route) => format!("{method} {route}"),
+        None => method.clone(),
+    };
+    let span = tracing::info_span!(
+        "http request",
+        otel.name = %name,
+        otel.kind = "server",
+        { HTTP_REQUEST_METHOD } = %method,
+        { HTTP_ROUTE } = Empty,
+        { URL_PATH } = %request.uri().path(),
+        { URL_SCHEME } = "http",
+        { HTTP_RESPONSE_STATUS_CODE } = Empty,
+        otel.status_code = Empty,
+    );
+    if let Some(route) = &route {
+        span.record(HTTP_ROUTE, route.as_str());
+    }
+    // An empty context (no or malformed headers) makes this a root span.
+    let _ = span.set_parent(propagation.extract_http(request.headers()));
+    let response = next.run(request).instrument(span.clone()).await;
+    let status = response.status();
+    span.record(HTTP_RESPONSE_STATUS_CODE, status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    if let Some(metrics) = &telemetry.metrics {
+        let labels = HttpServerLabels {
+            http_request_method: method,
+            http_route: route.unwrap_or_default(),
+            http_response_status_code: status.as_u16(),
+        };
+        Metrics::observe_in(
+            &span,
+            &metrics.http_server_duration,
+            &labels,
+            started.elapsed(),
+        );
+    }
+    response
+}

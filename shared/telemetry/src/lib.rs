@@ -1,0 +1,299 @@
+//! Tracing for every service of the project, chosen once from the
+//! standard `OTEL_*` settings.
+//!
+//! - [`init`] installs the trace exporter ([`zipkin`] v2 JSON, OTLP, the
+//!   console, or none), the propagators ([`propagation`]: W3C and B3) and the
+//!   log format ([`logs`]: text or JSON lines with `trace_id` and
+//!   `span_id`). It returns a [`TelemetryGuard`];
+//!   [`TelemetryGuard::shutdown`] flushes the spans still buffered, and a
+//!   guard dropped on an early return flushes too.
+//! - [`http_server`] and [`http_client`]: SERVER spans that continue the
+//!   caller's trace, CLIENT spans that propagate it.
+//! - [`metrics`]: a Prometheus registry whose histograms carry the trace id
+//!   as an exemplar.
+//! - `messaging` (feature `queue`): tracing across a `redis-job-queue`
+//!   queue: a PRODUCER span whose context travels in each job, and an
+//!   apalis layer that resumes it in a CONSUMER span.
+//! - [`attributes`]: every attribute name used, and [`shutdown`]: the
+//!   signal services stop on.
+//!
+//! Export is batched on the SDK's own thread and never blocks or fails
+//! application work: a Zipkin that is down costs only the spans it missed.
+
+pub mod attributes;
+pub mod http_client;
+pub mod http_server;
+pub mod logs;
+#[cfg(feature = "queue")]
+pub mod messaging;
+pub mod metrics;
+pub mod propagation;
+pub mod shutdown;
+pub mod zipkin;
+
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::propagation::Propagation;
+
+/// Where spans go (`OTEL_TRACES_EXPORTER`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TracesExporter {
+    /// Zipkin v2 JSON over HTTP.
+    Zipkin,
+    /// OTLP over HTTP (protobuf), e.g. to an OpenTelemetry Collector.
+    Otlp,
+    /// Printed to standard output.
+    Console,
+    /// Not exported (trace ids are still made and propagated).
+    None,
+}
+
+/// Log line format (`LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Readable lines for a terminal.
+    Text,
+    /// One JSON object a line, with `trace_id` and `span_id`.
+    Json,
+}
+
+/// Telemetry settings, as flags with the standard environment variables as
+/// fallbacks. Every binary flattens these into its own settings.
+#[derive(Debug, Clone, Args)]
+pub struct TelemetryArgs {
+    /// Service name in traces [default: the binary's name].
+    #[arg(long, env = "OTEL_SERVICE_NAME")]
+    pub service_name: Option<String>,
+    /// Where spans go.
+    #[arg(
+        long,
+        env = "OTEL_TRACES_EXPORTER",
+        value_enum,
+        default_value = "zipkin"
+    )]
+    pub traces_exporter: TracesExporter,
+    /// Zipkin v2 spans endpoint.
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_ZIPKIN_ENDPOINT",
+        default_value = "http://localhost:9411/api/v2/spans"
+    )]
+    pub zipkin_endpoint: String,
+    /// OTLP/HTTP base endpoint (`/v1/traces` is appended).
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT",
+        default_value = "http://localhost:4318"
+    )]
+    pub otlp_endpoint: String,
+    /// Propagation formats read from inbound HTTP, comma-separated:
+    /// tracecontext, baggage, b3, b3multi, none [default: all four; W3C
+    /// written]. Naming b3 or b3multi also writes it on outbound HTTP.
+    #[arg(long, env = "OTEL_PROPAGATORS")]
+    pub propagators: Option<String>,
+    /// Longest time a finished span waits before export, in milliseconds.
+    #[arg(long, env = "OTEL_BSP_SCHEDULE_DELAY", default_value_t = 5000)]
+    pub bsp_schedule_delay: u64,
+    /// Log format; the level filter is `RUST_LOG` (default `info`).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// Keeps the tracer provider alive; flush it with [`Self::shutdown`].
+#[derive(Debug)]
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+    propagation: Propagation,
+}
+
+impl TelemetryGuard {
+    /// The propagators chosen by `OTEL_PROPAGATORS`.
+    pub fn propagation(&self) -> &Propagation {
+        &self.propagation
+    }
+
+    /// Flushes buffered spans and stops the exporter. Runs the (blocking)
+    /// SDK shutdown off the async threads, so the export it triggers can
+    /// still use the runtime.
+    pub async fn shutdown(mut self) {
+        if let Some(provider) = self.provider.take() {
+            let done = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+            if let Ok(Err(e)) = done {
+                eprintln!("telemetry: flushing spans on shutdown failed: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for TelemetryGuard {
+    /// A guard dropped without [`Self::shutdown`] (an early `?` in `main`,
+    /// say) still flushes, from a thread of its own.
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            let _ = std::thread::spawn(move || provider.shutdown()).join();
+        }
+    }
+}
+
+/// Why telemetry could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// `OTEL_PROPAGATORS` names an unknown format.
+    #[error("{0}")]
+    Propagators(String),
+    /// The exporter could not be built.
+    #[error("cannot start the {exporter:?} trace exporter: {reason}")]
+    Exporter {
+        /// The exporter asked for.
+        exporter: TracesExporter,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A global logger was already installed.
+    #[error("cannot install the log subscriber: {0}")]
+    Subscriber(String),
+}
+
+/// Installs tracing (exporter, propagators) and logging for this process.
+/// `default_service` names the service unless `OTEL_SERVICE_NAME` does.
+/// Must run inside a tokio runtime.
+pub fn init(args: &TelemetryArgs, default_service: &str) -> Result<TelemetryGuard, TelemetryError> {
+    let propagation = Propagation::from_setting(args.propagators.as_deref())
+        .map_err(TelemetryError::Propagators)?;
+    let service_name = args
+        .service_name
+        .clone()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| default_service.to_owned());
+    let provider = provider(args, &service_name)?;
+    let tracer = provider.tracer(service_name.clone());
+    opentelemetry::global::set_tracer_provider(provider.clone());
+
+    // RUST_LOG filters log lines only: how much is logged must not decide
+    // what is traced. Spans are info level and above.
+    let log_filter =
+        || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // busy/idle times and thread names are noise next to the semantic
+    // attributes; the code location stays (semconv `code.*`).
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_tracked_inactivity(false)
+        .with_threads(false)
+        .with_filter(LevelFilter::INFO);
+    let registry = tracing_subscriber::registry().with(otel);
+    let installed = match args.log_format {
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .event_format(logs::JsonWithTrace)
+                    .with_filter(log_filter()),
+            )
+            .try_init(),
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .event_format(logs::TextWithTrace)
+                    .with_filter(log_filter()),
+            )
+            .try_init(),
+    };
+    installed.map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
+    Ok(TelemetryGuard {
+        provider: Some(provider),
+        propagation,
+    })
+}
+
+/// Counts the spans an exporter fails to deliver
+/// ([`crate::metrics::SPANS_DROPPED`]).
+#[derive(Debug)]
+struct Counting<E>(E);
+
+impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanExporter
+    for Counting<E>
+{
+    async fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        let n = batch.len() as u64;
+        let result = self.0.export(batch).await;
+        if result.is_err() {
+            crate::metrics::SPANS_DROPPED.inc_by(n);
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.0.set_resource(resource);
+    }
+}
+
+/// The tracer provider with the chosen exporter behind a batch processor.
+fn provider(args: &TelemetryArgs, service_name: &str) -> Result<SdkTracerProvider, TelemetryError> {
+    let resource = Resource::builder()
+        .with_service_name(service_name.to_owned())
+        .build();
+    let builder = SdkTracerProvider::builder().with_resource(resource);
+    let batch = || {
+        BatchConfigBuilder::default()
+            .with_scheduled_delay(Duration::from_millis(args.bsp_schedule_delay))
+            .build()
+    };
+    let failed = |reason: String| TelemetryError::Exporter {
+        exporter: args.traces_exporter,
+        reason,
+    };
+    let builder = match args.traces_exporter {
+        TracesExporter::Zipkin => {
+            let exporter =
+                zipkin::ZipkinExporter::new(&args.zipkin_endpoint, service_name).map_err(failed)?;
+            builder.with_span_processor(
+                BatchSpanProcessor::builder(Counting(exporter))
+                    .with_batch_config(batch())
+                    .build(),
+            )
+        }
+        TracesExporter::Otlp => {
+            use opentelemetry_otlp::WithExportConfig;
+            let endpoint = format!("{}/v1/traces", args.otlp_endpoint.trim_end_matches('/'));
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_endpoint(endpoint)
+                .build()
+                .map_err(|e| failed(e.to_string()))?;
+            builder.with_span_processor(
+                BatchSpanProcessor::builder(Counting(exporter))
+                    .with_batch_config(batch())
+                    .build(),
+            )
+        }
+        TracesExporter::Console => builder.with_span_processor(
+            BatchSpanProcessor::builder(opentelemetry_stdout::SpanExporter::default())
+                .with_batch_config(batch())
+                .build(),
+        ),
+        TracesExporter::None => builder,
+    };
+    Ok(builder.build())
+}

@@ -1,0 +1,268 @@
+//! The consumer side: an apalis layer that runs each attempt of a job in a
+//! CONSUMER span resuming the producer's trace.
+
+use std::borrow::Cow;
+use std::error::Error;
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use apalis_core::error::BoxDynError;
+use apalis_core::task::Task;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use opentelemetry::trace::TraceContextExt;
+use redis_job_queue::{JobLease, RedisQueue, ServerAddress};
+use tower_layer::Layer;
+use tower_service::Service;
+use tracing::Instrument;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use super::{MESSAGING_SYSTEM_REDIS, PREVIOUS_ATTEMPT};
+use crate::attributes::{
+    ERROR_TYPE, JOB_ATTEMPT, JOB_ID, JOB_QUEUE_WAIT_MS, MESSAGING_CONSUMER_GROUP_NAME,
+    MESSAGING_DESTINATION_NAME, MESSAGING_MESSAGE_ID, MESSAGING_OPERATION_NAME,
+    MESSAGING_OPERATION_TYPE, MESSAGING_SYSTEM, SERVER_ADDRESS, SERVER_PORT,
+};
+use crate::metrics::{Metrics, OutcomeLabels, QueueLabels};
+use crate::propagation::Propagation;
+
+/// How a job's CONSUMER span relates to the PRODUCER span that sent it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum TraceMode {
+    /// Child of the producer (one tree per job, Celery-style), plus a link.
+    #[default]
+    Parent,
+    /// A new trace per job, linked to the producer (fan-out, scheduled work).
+    Link,
+}
+
+/// Names the low-cardinality `error.type` of a failed attempt, given the
+/// error the handler returned; `None` when it does not know the error.
+type ErrorTyper = dyn Fn(&(dyn Error + 'static)) -> Option<Cow<'static, str>> + Send + Sync;
+
+/// What every traced attempt shares.
+#[derive(Clone)]
+struct Settings {
+    propagation: Propagation,
+    mode: TraceMode,
+    queue: String,
+    group: String,
+    server: ServerAddress,
+    metrics: Option<Arc<Metrics>>,
+    error_type: Arc<ErrorTyper>,
+}
+
+/// An apalis layer that runs every attempt of a job from a
+/// `redis-job-queue` backend inside a CONSUMER span `process {queue}`:
+///
+/// - its parent is the producer's span, read from the job's metadata, and
+///   it links to it ([`TraceMode::Parent`]); or it starts a new trace that
+///   only links to it ([`TraceMode::Link`]). A job sent without a trace
+///   context starts a new trace; an unsampled one stays unsampled;
+/// - a retry also links to the span of the attempt before it;
+/// - it carries the messaging attributes, `job.id`, `job.attempt` and
+///   `job.queue_wait_ms` from its start; a failure sets status ERROR and
+///   `error.type`;
+/// - with metrics, it observes the queue wait, counts the attempt by
+///   outcome and observes its duration, with the trace as exemplar.
+///
+/// Add it with `WorkerBuilder::layer` before other layers (such as
+/// `catch_panic`), so that it sees what they make of the handler's result.
+/// Tasks that do not come from a `redis-job-queue` backend (no
+/// `JobLease`) pass through untraced.
+#[derive(Clone)]
+pub struct ConsumerTracing {
+    settings: Arc<Settings>,
+}
+
+impl fmt::Debug for ConsumerTracing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConsumerTracing")
+            .field("queue", &self.settings.queue)
+            .field("mode", &self.settings.mode)
+            .finish()
+    }
+}
+
+impl ConsumerTracing {
+    /// Traces the jobs of `queue`, reading their trace context with
+    /// `propagation`, in [`TraceMode::Parent`] and without metrics.
+    pub fn new(queue: &RedisQueue, propagation: Propagation) -> Self {
+        Self {
+            settings: Arc::new(Settings {
+                propagation,
+                mode: TraceMode::Parent,
+                queue: queue.config().name.clone(),
+                group: queue.consumer_group().to_owned(),
+                server: queue.server().clone(),
+                metrics: None,
+                error_type: Arc::new(|_| None),
+            }),
+        }
+    }
+
+    fn set(mut self, change: impl FnOnce(&mut Settings)) -> Self {
+        change(Arc::make_mut(&mut self.settings));
+        self
+    }
+
+    /// How each job's span relates to its producer's.
+    pub fn mode(self, mode: TraceMode) -> Self {
+        self.set(|s| s.mode = mode)
+    }
+
+    /// Feeds the messaging metrics in `metrics`.
+    pub fn metrics(self, metrics: Arc<Metrics>) -> Self {
+        self.set(|s| s.metrics = Some(metrics))
+    }
+
+    /// Names the `error.type` of failed attempts. `classify` gets each
+    /// error in the chain the handler returned (the error itself, then its
+    /// sources, so errors wrapped in `AbortError` are found too); the first
+    /// name it gives wins. Errors it names none for are `_OTHER`, as the
+    /// conventions say.
+    pub fn error_type<F>(self, classify: F) -> Self
+    where
+        F: Fn(&(dyn Error + 'static)) -> Option<Cow<'static, str>> + Send + Sync + 'static,
+    {
+        self.set(|s| s.error_type = Arc::new(classify))
+    }
+}
+
+impl<S> Layer<S> for ConsumerTracing {
+    type Service = TracedConsumer<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TracedConsumer {
+            inner,
+            settings: self.settings.clone(),
+        }
+    }
+}
+
+/// The service made by [`ConsumerTracing`].
+#[derive(Clone)]
+pub struct TracedConsumer<S> {
+    inner: S,
+    settings: Arc<Settings>,
+}
+
+impl<S> fmt::Debug for TracedConsumer<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TracedConsumer")
+            .field("queue", &self.settings.queue)
+            .finish()
+    }
+}
+
+impl<S, Args, Res> Service<Task<Args>> for TracedConsumer<S>
+where
+    S: Service<Task<Args>, Response = Res>,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxDynError>,
+    Res: Send + 'static,
+{
+    type Response = Res;
+    type Error = BoxDynError;
+    type Future = BoxFuture<'static, Result<Res, BoxDynError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, task: Task<Args>) -> Self::Future {
+        let Some(lease) = task.data().get::<JobLease>().cloned() else {
+            return self.inner.call(task).map(|r| r.map_err(Into::into)).boxed();
+        };
+        let settings = self.settings.clone();
+        let span = settings.span(&task, &lease);
+        let fut = span.in_scope(|| self.inner.call(task));
+        async move {
+            let started = Instant::now();
+            let queue = QueueLabels {
+                messaging_destination_name: settings.queue.clone(),
+            };
+            if let Some(metrics) = &settings.metrics {
+                Metrics::observe(&metrics.queue_wait, &queue, lease.queue_wait());
+            }
+            let result = fut.await.map_err(Into::into);
+            let error_type = result.as_ref().err().map(|e| settings.classify(e.as_ref()));
+            if let Some(error_type) = &error_type {
+                let span = tracing::Span::current();
+                span.record("otel.status_code", "ERROR");
+                span.record(ERROR_TYPE, error_type.as_ref());
+                // The next attempt, if any, links to this one.
+                if let Some(tp) = settings
+                    .propagation
+                    .inject_job(&span.context())
+                    .remove("traceparent")
+                {
+                    lease.carry_to_next_attempt(PREVIOUS_ATTEMPT, tp);
+                }
+            }
+            if let Some(metrics) = &settings.metrics {
+                let outcome = OutcomeLabels::new(&settings.queue, error_type.as_deref());
+                Metrics::count(&metrics.jobs_processed, &outcome);
+                Metrics::observe(&metrics.process_duration, &outcome, started.elapsed());
+            }
+            result
+        }
+        .instrument(span)
+        .boxed()
+    }
+}
+
+impl Settings {
+    /// The CONSUMER span of one attempt, every attribute set at its start,
+    /// with its parent and links.
+    fn span<Args>(&self, task: &Task<Args>, lease: &JobLease) -> tracing::Span {
+        let metadata = task.metadata();
+        let producer = self
+            .propagation
+            .extract_job(metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let producer_span = producer.span().span_context().clone();
+        let queue = &self.queue;
+        let span = tracing::info_span!(
+            "process",
+            otel.name = %format!("process {queue}"),
+            otel.kind = "consumer",
+            { MESSAGING_SYSTEM } = MESSAGING_SYSTEM_REDIS,
+            { MESSAGING_OPERATION_NAME } = "process",
+            { MESSAGING_OPERATION_TYPE } = "process",
+            { MESSAGING_DESTINATION_NAME } = %queue,
+            { MESSAGING_CONSUMER_GROUP_NAME } = %self.group,
+            { MESSAGING_MESSAGE_ID } = %lease.id,
+            { SERVER_ADDRESS } = %self.server.address,
+            { SERVER_PORT } = self.server.port,
+            { JOB_ID } = %lease.id,
+            { JOB_ATTEMPT } = lease.attempt,
+            { JOB_QUEUE_WAIT_MS } = lease.queue_wait().as_millis() as u64,
+            otel.status_code = Empty,
+            { ERROR_TYPE } = Empty,
+        );
+        if self.mode == TraceMode::Parent {
+            let _ = span.set_parent(producer);
+        }
+        if producer_span.is_valid() {
+            span.add_link(producer_span);
+        }
+        if let Some(previous) = metadata.get(PREVIOUS_ATTEMPT) {
+            let cx = self.propagation.extract_job([("traceparent", previous)]);
+            let previous = cx.span().span_context().clone();
+            if previous.is_valid() {
+                span.add_link(previous);
+            }
+        }
+        span
+    }
+
+    /// The `error.type` of a failed attempt's error.
+    fn classify(&self, error: &(dyn Error + 'static)) -> Cow<'static, str> {
+        std::iter::successors(Some(error), |&e| e.source())
+            .find_map(|e| (self.error_type)(e))
+            .unwrap_or(Cow::Borrowed("_OTHER"))
+    }
+}

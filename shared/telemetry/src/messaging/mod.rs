@@ -1,0 +1,136 @@
+//! Tracing across a `redis-job-queue` queue, as reusable parts (the
+//! Celery-style pattern, OpenTelemetry messaging conventions):
+//!
+//! - **Producer side**: [`TracedProducer`] pushes jobs inside a PRODUCER
+//!   span `send {queue}` and writes that span's context (W3C `traceparent`,
+//!   `tracestate`, `baggage`) into each job's metadata.
+//! - **Consumer side**: [`ConsumerTracing`], an apalis (tower) layer, runs
+//!   each attempt inside a CONSUMER span `process {queue}` that resumes the
+//!   producer as its parent (plus a link) or, in [`TraceMode::Link`], only
+//!   links to it; links each retry to the attempt before it; records the
+//!   attempt, the queue wait, the outcome and `error.type`; and feeds the
+//!   messaging metrics.
+//!
+//! ```no_run
+//! # use std::sync::Arc;
+//! # use apalis_core::worker::builder::WorkerBuilder;
+//! # use redis_job_queue::{NewJob, RedisQueue};
+//! # use telemetry::messaging::{ConsumerTracing, TracedProducer};
+//! # async fn f(queue: RedisQueue, propagation: telemetry::propagation::Propagation) -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn handler(n: u32) -> Result<u32, apalis_core::error::BoxDynError> { Ok(n) }
+//! let producer = TracedProducer::new(queue.clone(), propagation.clone());
+//! let sent = producer.send(NewJob::new(&7u32)?).await?; // sent.trace_id: the caller's trace
+//!
+//! WorkerBuilder::new("worker")
+//!     .backend(queue.backend::<u32>(8))
+//!     .layer(ConsumerTracing::new(&queue, propagation))
+//!     .build(handler)
+//!     .run()
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! `messaging.system` is `redis`: the conventions have no value for a
+//! Redis Streams queue, and naming the broker makes Zipkin's dependency
+//! graph draw producer → redis → consumer.
+
+mod consumer;
+mod producer;
+
+use std::sync::Arc;
+
+use axum::Router;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use redis_job_queue::{QueueError, QueueStats, RedisQueue};
+
+use crate::metrics::{Metrics, QueueLabels};
+
+pub use consumer::{ConsumerTracing, TraceMode, TracedConsumer};
+pub use producer::{Sent, SentBatch, TracedProducer};
+
+/// `messaging.system` of the queue's spans.
+pub const MESSAGING_SYSTEM_REDIS: &str = "redis";
+
+/// Job metadata key holding the `traceparent` of the previous attempt's
+/// CONSUMER span, so each retry links to the attempt before it.
+pub const PREVIOUS_ATTEMPT: &str = "otel.previous_attempt";
+
+/// A low-cardinality `error.type` for a queue error.
+fn queue_error_type(e: &QueueError) -> &'static str {
+    match e {
+        QueueError::Redis(_) | QueueError::Batch(_) => "redis",
+        QueueError::Timeout(_) => "timeout",
+        QueueError::Closed => "closed",
+        QueueError::DuplicateId(_) => "duplicate_id",
+        QueueError::Encode(_) => "encode",
+        QueueError::Corrupt { .. } => "corrupt",
+        QueueError::Config(_) => "config",
+    }
+}
+
+impl Metrics {
+    /// Sets the queue gauges from a fresh snapshot of queue `queue`.
+    pub fn set_queue(&self, queue: &str, stats: &QueueStats) {
+        let labels = QueueLabels {
+            messaging_destination_name: queue.to_owned(),
+        };
+        let set = |family: &Family<QueueLabels, Gauge>, v: u64| {
+            family
+                .get_or_create(&labels)
+                .set(i64::try_from(v).unwrap_or(i64::MAX));
+        };
+        set(&self.queue_depth, stats.waiting);
+        set(&self.in_flight, stats.in_flight);
+        set(&self.delayed, stats.delayed);
+        set(&self.failed, stats.failed);
+        set(&self.live_workers, stats.live_consumers);
+    }
+}
+
+/// `GET /healthz` and `GET /metrics` of a service using `queue`: each
+/// scrape reads the queue gauges from Redis first. Redis being down costs
+/// only the gauges' freshness, never the scrape.
+pub fn metrics_routes(metrics: Arc<Metrics>, queue: RedisQueue) -> Router {
+    crate::metrics::routes(metrics, move |metrics: Arc<Metrics>| {
+        let queue = queue.clone();
+        async move {
+            match queue.stats().await {
+                Ok(stats) => metrics.set_queue(&queue.config().name, &stats),
+                Err(e) => tracing::warn!(error = %e, "cannot read queue stats for /metrics"),
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_gauges_follow_the_stats() {
+        let m = Metrics::new();
+        let stats = QueueStats {
+            waiting: 7,
+            in_flight: 2,
+            delayed: 1,
+            failed: 3,
+            live_consumers: 2,
+            enqueued_total: 0,
+            succeeded_total: 0,
+            failed_total: 0,
+            retried_total: 0,
+        };
+        m.set_queue("weather", &stats);
+        let text = m.openmetrics();
+        for line in [
+            r#"jobs_queue_depth{messaging_destination_name="weather"} 7"#,
+            r#"jobs_in_flight{messaging_destination_name="weather"} 2"#,
+            r#"jobs_delayed{messaging_destination_name="weather"} 1"#,
+            r#"jobs_failed{messaging_destination_name="weather"} 3"#,
+            r#"jobs_live_workers{messaging_destination_name="weather"} 2"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
+}

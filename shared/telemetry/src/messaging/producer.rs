@@ -1,0 +1,174 @@
+//! The producer side: push jobs inside a PRODUCER span, its context
+//! injected into each job's metadata.
+
+use std::sync::Arc;
+
+use opentelemetry::trace::TraceContextExt;
+use redis_job_queue::{NewJob, QueueError, RedisQueue};
+use tracing::Instrument;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use super::{MESSAGING_SYSTEM_REDIS, queue_error_type};
+use crate::attributes::{
+    ERROR_TYPE, MESSAGING_BATCH_MESSAGE_COUNT, MESSAGING_DESTINATION_NAME, MESSAGING_MESSAGE_ID,
+    MESSAGING_OPERATION_NAME, MESSAGING_OPERATION_TYPE, MESSAGING_SYSTEM, SERVER_ADDRESS,
+    SERVER_PORT,
+};
+use crate::metrics::{Metrics, OutcomeLabels};
+use crate::propagation::Propagation;
+
+/// A job pushed by [`TracedProducer::send`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// The job's id.
+    pub id: String,
+    /// The trace the job continues (32 hex digits), sampled or not.
+    pub trace_id: String,
+}
+
+/// Jobs pushed by [`TracedProducer::send_batch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentBatch {
+    /// Per job and in order, whether it was enqueued (`false`: a job with
+    /// that id already exists and was left untouched).
+    pub enqueued: Vec<bool>,
+    /// The trace every job of the batch continues.
+    pub trace_id: String,
+}
+
+/// Pushes jobs onto a queue inside PRODUCER spans (`send {queue}`, child
+/// of the current span), with the span's context in each job's metadata so
+/// the worker resumes the trace. Counts what it sends in
+/// `messaging_client_sent_messages_total` when given metrics. Cheap to
+/// clone.
+#[derive(Debug, Clone)]
+pub struct TracedProducer {
+    queue: RedisQueue,
+    propagation: Propagation,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl TracedProducer {
+    /// A producer for `queue`, writing job metadata with `propagation`.
+    pub fn new(queue: RedisQueue, propagation: Propagation) -> Self {
+        Self {
+            queue,
+            propagation,
+            metrics: None,
+        }
+    }
+
+    /// Counts sent jobs in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Pushes one job inside a PRODUCER span whose `messaging.message.id`
+    /// is the job's id.
+    pub async fn send(&self, job: NewJob) -> Result<Sent, QueueError> {
+        let id = job.id().to_owned();
+        let span = self.span(Some(&id), None);
+        let trace_id = trace_id(&span);
+        let pushed = async {
+            let job = job.with_metadata_map(self.carrier());
+            let pushed = self.queue.push(job).await;
+            self.outcome(pushed.as_ref().err(), 1);
+            pushed
+        }
+        .instrument(span)
+        .await?;
+        Ok(Sent {
+            id: pushed,
+            trace_id,
+        })
+    }
+
+    /// Pushes many jobs inside one PRODUCER span carrying
+    /// `messaging.batch.message_count`; every job gets its context.
+    pub async fn send_batch(&self, jobs: Vec<NewJob>) -> Result<SentBatch, QueueError> {
+        let span = self.span(None, Some(jobs.len()));
+        let trace_id = trace_id(&span);
+        let enqueued = async {
+            let carrier = self.carrier();
+            let count = jobs.len() as u64;
+            let jobs = jobs
+                .into_iter()
+                .map(|job| job.with_metadata_map(carrier.clone()))
+                .collect();
+            let pushed = self.queue.push_batch(jobs).await;
+            match &pushed {
+                Ok(enqueued) => {
+                    let sent = enqueued.iter().filter(|e| **e).count() as u64;
+                    self.outcome(None, sent);
+                    // Refused ids are not an error of the call, only of
+                    // those jobs.
+                    let duplicate = QueueError::DuplicateId(String::new());
+                    self.count(Some(&duplicate), count - sent);
+                }
+                Err(e) => self.outcome(Some(e), count),
+            }
+            pushed
+        }
+        .instrument(span)
+        .await?;
+        Ok(SentBatch { enqueued, trace_id })
+    }
+
+    /// The PRODUCER span, with every messaging attribute set at its start
+    /// so samplers can use them.
+    fn span(&self, message_id: Option<&str>, batch: Option<usize>) -> tracing::Span {
+        let queue = &self.queue.config().name;
+        let server = self.queue.server();
+        let span = tracing::info_span!(
+            "send",
+            otel.name = %format!("send {queue}"),
+            otel.kind = "producer",
+            { MESSAGING_SYSTEM } = MESSAGING_SYSTEM_REDIS,
+            { MESSAGING_OPERATION_NAME } = "send",
+            { MESSAGING_OPERATION_TYPE } = "send",
+            { MESSAGING_DESTINATION_NAME } = %queue,
+            { MESSAGING_MESSAGE_ID } = message_id,
+            { MESSAGING_BATCH_MESSAGE_COUNT } = batch,
+            { SERVER_ADDRESS } = %server.address,
+            { SERVER_PORT } = server.port,
+            otel.status_code = Empty,
+            { ERROR_TYPE } = Empty,
+        );
+        span
+    }
+
+    /// The current (PRODUCER) span's context, as job metadata.
+    fn carrier(&self) -> std::collections::BTreeMap<String, String> {
+        self.propagation
+            .inject_job(&tracing::Span::current().context())
+    }
+
+    /// Records the outcome of a call that pushed `n` jobs: on the current
+    /// span when it failed, and in the metrics.
+    fn outcome(&self, error: Option<&QueueError>, n: u64) {
+        if let Some(e) = error {
+            let span = tracing::Span::current();
+            span.record("otel.status_code", "ERROR");
+            span.record(ERROR_TYPE, queue_error_type(e));
+        }
+        self.count(error, n);
+    }
+
+    /// Counts `n` jobs sent, or not sent because of `error`.
+    fn count(&self, error: Option<&QueueError>, n: u64) {
+        let Some(metrics) = &self.metrics else {
+            return;
+        };
+        if n > 0 {
+            let labels = OutcomeLabels::new(&self.queue.config().name, error.map(queue_error_type));
+            metrics.jobs_sent.get_or_create(&labels).inc_by(n);
+        }
+    }
+}
+
+/// The trace id of `span` (valid whether or not it is sampled).
+fn trace_id(span: &tracing::Span) -> String {
+    span.context().span().span_context().trace_id().to_string()
+}

@@ -1,0 +1,119 @@
+//! The weather cache in Redis, with a CLIENT span per command.
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis_job_queue::ServerAddress;
+use telemetry::attributes::{
+    DB_OPERATION_NAME, DB_QUERY_TEXT, DB_SYSTEM_NAME, ERROR_TYPE, SERVER_ADDRESS, SERVER_PORT,
+    WEATHER_CACHE_HIT,
+};
+use tracing::Instrument;
+use tracing::field::Empty;
+use weather_jobs::WeatherResult;
+
+/// A CLIENT span for one Redis command, per the database conventions
+/// (`db.query.text` carries no values).
+fn redis_span(
+    server: &ServerAddress,
+    operation: &'static str,
+    query: &'static str,
+) -> tracing::Span {
+    tracing::info_span!(
+        "redis",
+        otel.name = operation,
+        otel.kind = "client",
+        { DB_SYSTEM_NAME } = "redis",
+        { DB_OPERATION_NAME } = operation,
+        { DB_QUERY_TEXT } = query,
+        { SERVER_ADDRESS } = %server.address,
+        { SERVER_PORT } = server.port,
+        { WEATHER_CACHE_HIT } = Empty,
+        otel.status_code = Empty,
+        { ERROR_TYPE } = Empty,
+    )
+}
+
+fn failed(span: &tracing::Span, e: &redis::RedisError) {
+    span.record("otel.status_code", "ERROR");
+    span.record(ERROR_TYPE, e.code().unwrap_or("redis_error"));
+}
+
+/// Weather results cached by place and units, with a TTL.
+#[derive(Clone)]
+pub struct WeatherCache {
+    conn: ConnectionManager,
+    server: ServerAddress,
+    prefix: String,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for WeatherCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeatherCache")
+            .field("prefix", &self.prefix)
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+impl WeatherCache {
+    /// A cache on `conn` (to `server`) whose entries live `ttl`.
+    pub fn new(
+        conn: ConnectionManager,
+        server: ServerAddress,
+        prefix: impl Into<String>,
+        ttl: Duration,
+    ) -> Self {
+        Self {
+            conn,
+            server,
+            prefix: prefix.into(),
+            ttl,
+        }
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}:{key}", self.prefix)
+    }
+
+    /// The cached result under `key`. An entry that no longer decodes
+    /// (written by another version) counts as a miss.
+    pub async fn get(&self, key: &str) -> Result<Option<WeatherResult>, redis::RedisError> {
+        let span = redis_span(&self.server, "GET", "GET ?");
+        let mut conn = self.conn.clone();
+        let key = self.key(key);
+        async {
+            let raw: Option<String> = redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .inspect_err(|e| failed(&tracing::Span::current(), e))?;
+            let hit = raw.and_then(|r| serde_json::from_str::<WeatherResult>(&r).ok());
+            tracing::Span::current().record(WEATHER_CACHE_HIT, hit.is_some());
+            Ok(hit)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Stores `value` under `key` for the TTL.
+    pub async fn set(&self, key: &str, value: &WeatherResult) -> Result<(), redis::RedisError> {
+        let span = redis_span(&self.server, "SET", "SET ? ? EX ?");
+        let mut conn = self.conn.clone();
+        let key = self.key(key);
+        let json = serde_json::to_string(value).unwrap_or_default();
+        async {
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(json)
+                .arg("EX")
+                .arg(self.ttl.as_secs().max(1))
+                .query_async::<()>(&mut conn)
+                .await
+                .inspect_err(|e| failed(&tracing::Span::current(), e))
+        }
+        .instrument(span)
+        .await
+    }
+}
