@@ -1,1 +1,12 @@
-//! End-to-end tests live in `tests/`; this crate has no code of its own.
+//! The end-to-end test harness: the api, two workers and the weather stub
+//! as processes on a real Redis ([`Stack`]), the trace tree a job must
+//! leave ([`assert_job_tree`]), and readers of what else the services show
+//! (metrics pages, a real Prometheus, JSON logs).
+
+mod observe;
+mod stack;
+mod tree;
+
+pub use observe::{Prometheus, job_log_lines, prom_value, sum};
+pub use stack::{Stack, WAIT};
+pub use tree::{SEARCH_AND_FORECAST, assert_job_tree, one, service};

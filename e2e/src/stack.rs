@@ -1,0 +1,240 @@
+//! The whole system as processes, for one test.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+use testkit::{RedisServer, ServiceProcess, ZipkinCollector, free_port, project_binary};
+
+/// How long a job, a trace or a metric may take to appear.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Redis, the weather stub, the api and two workers, as processes, with
+/// a Zipkin collector stand-in receiving their spans.
+pub struct Stack {
+    /// Receives every span the services export.
+    pub zipkin: ZipkinCollector,
+    /// The api process.
+    pub api: ServiceProcess,
+    /// The worker processes.
+    pub workers: Vec<ServiceProcess>,
+    /// Base URLs of the workers' `/healthz` and `/metrics`.
+    pub worker_urls: Vec<String>,
+    /// The weather stub process.
+    pub stub: ServiceProcess,
+    /// Base URL of the api.
+    pub api_url: String,
+    /// A client for the tests' requests.
+    pub http: reqwest::Client,
+    _redis: RedisServer,
+}
+
+impl Stack {
+    /// Starts the stack with the default settings.
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[], &[]).await
+    }
+
+    /// Starts the stack with extra settings for the stub and the workers.
+    pub async fn start_with(
+        stub_env: &[(&'static str, &str)],
+        worker_env: &[(&'static str, &str)],
+    ) -> anyhow::Result<Self> {
+        let owned = |env: &[(&'static str, &str)]| -> Vec<(&'static str, String)> {
+            env.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
+        };
+        let redis = RedisServer::start().await?;
+        let zipkin = ZipkinCollector::start().await?;
+        let common = |mut extra: Vec<(&'static str, String)>| {
+            extra.extend([
+                ("REDIS_URL", redis.url()),
+                ("OTEL_TRACES_EXPORTER", "zipkin".into()),
+                ("OTEL_EXPORTER_ZIPKIN_ENDPOINT", zipkin.endpoint()),
+                ("OTEL_BSP_SCHEDULE_DELAY", "50".into()),
+                ("LOG_FORMAT", "json".into()),
+                ("RUST_LOG", "info".into()),
+            ]);
+            extra
+        };
+        let stub_port = free_port()?;
+        let stub_url = format!("http://127.0.0.1:{stub_port}/");
+        let stub = ServiceProcess::start(
+            "weather-stub",
+            project_binary("weather-stub")?.to_str().context("path")?,
+            &common(
+                [
+                    vec![("STUB_LISTEN", format!("127.0.0.1:{stub_port}"))],
+                    owned(stub_env),
+                ]
+                .concat(),
+            ),
+            &format!("{stub_url}healthz"),
+        )
+        .await?;
+        let api_port = free_port()?;
+        let api_url = format!("http://127.0.0.1:{api_port}");
+        let api = ServiceProcess::start(
+            "api",
+            project_binary("api")?.to_str().context("path")?,
+            &common(vec![("API_LISTEN", format!("127.0.0.1:{api_port}"))]),
+            &format!("{api_url}/readyz"),
+        )
+        .await?;
+        let mut workers = Vec::new();
+        let mut worker_urls = Vec::new();
+        for _ in 0..2 {
+            let port = free_port()?;
+            worker_urls.push(format!("http://127.0.0.1:{port}"));
+            workers.push(
+                ServiceProcess::start(
+                    "worker",
+                    project_binary("worker")?.to_str().context("path")?,
+                    &common(
+                        [
+                            vec![
+                                ("WORKER_LISTEN", format!("127.0.0.1:{port}")),
+                                ("GEOCODING_BASE_URL", stub_url.clone()),
+                                ("WEATHER_BASE_URL", stub_url.clone()),
+                                ("JOB_RETRY_BACKOFF_MS", "100".into()),
+                            ],
+                            owned(worker_env),
+                        ]
+                        .concat(),
+                    ),
+                    &format!("http://127.0.0.1:{port}/healthz"),
+                )
+                .await?,
+            );
+        }
+        Ok(Self {
+            zipkin,
+            api,
+            workers,
+            worker_urls,
+            stub,
+            api_url,
+            http: reqwest::Client::new(),
+            _redis: redis,
+        })
+    }
+
+    /// Posts a job; answers the status and body.
+    pub async fn post(&self, body: &str, headers: &[(&str, &str)]) -> anyhow::Result<(u16, Value)> {
+        let mut req = self
+            .http
+            .post(format!("{}/v1/jobs", self.api_url))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let res = req.send().await?;
+        let status = res.status().as_u16();
+        let body = res.json::<Value>().await.unwrap_or(Value::Null);
+        Ok((status, body))
+    }
+
+    /// Enqueues a job that must be accepted; answers its id and trace id.
+    pub async fn enqueue(
+        &self,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<(String, String)> {
+        let (status, answer) = self.post(body, headers).await?;
+        if status != 202 {
+            bail!("job {body} was answered {status}: {answer}");
+        }
+        let field = |f: &str| answer[f].as_str().map(str::to_owned).context(f.to_owned());
+        Ok((field("id")?, field("trace_id")?))
+    }
+
+    /// Waits until the job has finished; answers its status document.
+    pub async fn wait_done(&self, id: &str) -> anyhow::Result<Value> {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let doc: Value = self
+                .http
+                .get(format!("{}/v1/jobs/{id}", self.api_url))
+                .send()
+                .await?
+                .json()
+                .await?;
+            if doc["status"] == "succeeded" || doc["status"] == "failed" {
+                return Ok(doc);
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("job {id} not finished within {WAIT:?}: {doc}");
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until the collector holds a span of each of these traces.
+    pub async fn assert_traces_received(&self, trace_ids: &[String]) -> anyhow::Result<()> {
+        for trace_id in trace_ids {
+            self.zipkin
+                .wait_for(
+                    WAIT,
+                    &format!("a span of exemplar trace {trace_id}"),
+                    |spans| {
+                        spans
+                            .iter()
+                            .find(|s| s["traceId"] == trace_id.as_str())
+                            .cloned()
+                    },
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A `/metrics` page, as Prometheus asks for it (OpenMetrics).
+    pub async fn scrape(&self, base: &str) -> anyhow::Result<String> {
+        let res = self
+            .http
+            .get(format!("{base}/metrics"))
+            .header(
+                "accept",
+                "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+            )
+            .send()
+            .await?;
+        let ct = res.headers()["content-type"].to_str()?.to_owned();
+        if !ct.starts_with("application/openmetrics-text") {
+            bail!("{base}/metrics answered {ct}");
+        }
+        Ok(res.text().await?)
+    }
+
+    /// Waits until the trace holds every span a job leaves; answers them.
+    pub async fn job_trace(
+        &self,
+        trace_id: &str,
+        upstream_calls: usize,
+    ) -> anyhow::Result<Vec<Value>> {
+        let want_redis = if upstream_calls > 0 { 2 } else { 1 };
+        self.zipkin
+            .wait_for(WAIT, &format!("complete trace {trace_id}"), |spans| {
+                let trace: Vec<Value> = spans
+                    .iter()
+                    .filter(|s| s["traceId"] == trace_id)
+                    .cloned()
+                    .collect();
+                let count = |service: &str, kind: &str| {
+                    trace
+                        .iter()
+                        .filter(|s| {
+                            s["localEndpoint"]["serviceName"] == service && s["kind"] == kind
+                        })
+                        .count()
+                };
+                let complete = count("api", "SERVER") >= 1
+                    && count("api", "PRODUCER") == 1
+                    && count("worker", "CONSUMER") == 1
+                    && count("worker", "CLIENT") == want_redis + upstream_calls
+                    && count("weather-stub", "SERVER") == upstream_calls;
+                complete.then_some(trace)
+            })
+            .await
+    }
+}
