@@ -14,21 +14,20 @@
 //! of them into `503`s, so slowness and errors can be seen in traces.
 //! Requests are SERVER spans continuing the caller's trace.
 
+mod open_meteo;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::Router;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
 use telemetry::TelemetryArgs;
 use telemetry::propagation::Propagation;
 use tokio::net::TcpListener;
+
+use open_meteo::{Behaviour, error};
 
 /// The stub's settings.
 #[derive(Debug, Clone, clap::Parser)]
@@ -61,22 +60,13 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Behaviour {
-    latency: Duration,
-    fail_rate: f64,
-}
-
 /// The stub's routes, traced with `propagation`.
 pub fn app(config: &Config, propagation: Propagation) -> Router {
     let behaviour = Behaviour {
         latency: Duration::from_millis(config.latency_ms),
         fail_rate: config.fail_rate,
     };
-    Router::new()
-        .route("/v1/search", get(search))
-        .route("/v1/forecast", get(forecast))
-        .with_state(behaviour)
+    open_meteo::routes(behaviour)
         .route("/healthz", get(telemetry::http_server::healthz))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(axum::middleware::from_fn_with_state(
@@ -106,258 +96,14 @@ pub async fn run(
         .await
 }
 
-/// Open-Meteo's error shape.
-fn error(status: StatusCode, reason: impl Into<String>) -> Response {
-    (
-        status,
-        Json(json!({ "error": true, "reason": reason.into() })),
-    )
-        .into_response()
-}
-
-/// Applies the configured latency and failure rate.
-async fn misbehave(b: &Behaviour) -> Option<Response> {
-    if !b.latency.is_zero() {
-        tokio::time::sleep(b.latency).await;
-    }
-    (b.fail_rate > 0.0 && fastrand::f64() < b.fail_rate).then(|| {
-        tracing::warn!(fail_rate = b.fail_rate, "injecting a failure");
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("injected failure (STUB_FAIL_RATE={})", b.fail_rate),
-        )
-    })
-}
-
-/// FNV-1a: a stable hash, so answers do not change between runs.
-fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
-/// A number in `lo..hi` taken from bits of `h`, rounded to `places`.
-fn pick(h: u64, shift: u32, lo: f64, hi: f64, places: i32) -> f64 {
-    let unit = ((h >> shift) & 0xffff) as f64 / 65536.0;
-    let scale = 10f64.powi(places);
-    ((lo + unit * (hi - lo)) * scale).round() / scale
-}
-
-#[derive(Debug, Deserialize)]
-struct SearchQuery {
-    name: Option<String>,
-    count: Option<String>,
-}
-
-async fn search(
-    State(b): State<Behaviour>,
-    query: Result<Query<SearchQuery>, QueryRejection>,
-) -> Response {
-    let q = match query {
-        Ok(Query(q)) => q,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
-    };
-    let name = q.name.unwrap_or_default();
-    let name = name.trim();
-    if name.is_empty() {
-        return error(StatusCode::BAD_REQUEST, "Parameter 'name' is required");
-    }
-    if let Some(count) = q.count {
-        match count.parse::<u32>() {
-            Ok(1..=100) => {}
-            _ => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "Parameter 'count' must be between 1 and 100",
-                );
-            }
-        }
-    }
-    if let Some(failure) = misbehave(&b).await {
-        return failure;
-    }
-    if name.to_ascii_lowercase().starts_with("nowhere") {
-        return Json(json!({ "generationtime_ms": 0.1 })).into_response();
-    }
-    let h = fnv(name.to_lowercase().as_bytes());
-    Json(json!({
-        "results": [{
-            "id": h % 10_000_000,
-            "name": name,
-            "latitude": pick(h, 0, -60.0, 70.0, 5),
-            "longitude": pick(h, 16, -180.0, 180.0, 5),
-            "elevation": pick(h, 32, 0.0, 2500.0, 0),
-            "feature_code": "PPL",
-            "country_code": "ZZ",
-            "country": "Stubland",
-            "timezone": "UTC",
-            "population": (h >> 40) % 5_000_000,
-        }],
-        "generationtime_ms": 0.1,
-    }))
-    .into_response()
-}
-
-#[derive(Debug, Deserialize)]
-struct ForecastQuery {
-    latitude: Option<String>,
-    longitude: Option<String>,
-    current: Option<String>,
-    temperature_unit: Option<String>,
-    wind_speed_unit: Option<String>,
-}
-
-/// Current-condition variables the stub knows, with their units.
-const VARIABLES: &[(&str, &str)] = &[
-    ("temperature_2m", "°C"),
-    ("apparent_temperature", "°C"),
-    ("relative_humidity_2m", "%"),
-    ("wind_speed_10m", "km/h"),
-    ("wind_direction_10m", "°"),
-    ("weather_code", "wmo code"),
-    ("is_day", ""),
-];
-const WEATHER_CODES: &[u64] = &[0, 1, 2, 3, 45, 51, 61, 63, 71, 80, 95];
-
-/// A coordinate parameter, or why it is unusable.
-fn coordinate(value: Option<&str>, name: &str, limit: f64) -> Result<f64, String> {
-    let value = value.unwrap_or_default();
-    if value.is_empty() {
-        return Err(format!("Parameter '{name}' is required"));
-    }
-    let v: f64 = value
-        .parse()
-        .map_err(|_| format!("Parameter '{name}' must be a number, got {value:?}"))?;
-    if !v.is_finite() || v.abs() > limit {
-        return Err(format!(
-            "Parameter '{name}' must be in range of -{limit} to {limit}. Given: {v}."
-        ));
-    }
-    Ok(v)
-}
-
-async fn forecast(
-    State(b): State<Behaviour>,
-    query: Result<Query<ForecastQuery>, QueryRejection>,
-) -> Response {
-    let q = match query {
-        Ok(Query(q)) => q,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
-    };
-    let coordinates = coordinate(q.latitude.as_deref(), "latitude", 90.0).and_then(|lat| {
-        coordinate(q.longitude.as_deref(), "longitude", 180.0).map(|lon| (lat, lon))
-    });
-    let (latitude, longitude) = match coordinates {
-        Ok(c) => c,
-        Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
-    };
-    let wanted: Vec<&str> = q
-        .current
-        .as_deref()
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .collect();
-    if let Some(bad) = wanted
-        .iter()
-        .find(|w| !VARIABLES.iter().any(|(v, _)| v == *w))
-    {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "Cannot initialize WeatherVariable from invalid String value {bad} for key current"
-            ),
-        );
-    }
-    let fahrenheit = match q.temperature_unit.as_deref() {
-        None | Some("celsius") => false,
-        Some("fahrenheit") => true,
-        Some(other) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("Invalid temperature_unit {other:?}"),
-            );
-        }
-    };
-    let (wind_factor, wind_unit) = match q.wind_speed_unit.as_deref() {
-        None | Some("kmh") => (1.0, "km/h"),
-        Some("ms") => (1.0 / 3.6, "m/s"),
-        Some("mph") => (1.0 / 1.609_344, "mp/h"),
-        Some("kn") => (1.0 / 1.852, "kn"),
-        Some(other) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("Invalid wind_speed_unit {other:?}"),
-            );
-        }
-    };
-    if let Some(failure) = misbehave(&b).await {
-        return failure;
-    }
-    let h = fnv(format!("{latitude:.2},{longitude:.2}").as_bytes());
-    let round1 = |v: f64| (v * 10.0).round() / 10.0;
-    let celsius = pick(h, 0, -20.0, 35.0, 1);
-    let temperature = |c: f64| {
-        if fahrenheit {
-            round1(c * 9.0 / 5.0 + 32.0)
-        } else {
-            c
-        }
-    };
-    let values = |name: &str| -> Value {
-        match name {
-            "temperature_2m" => temperature(celsius).into(),
-            "apparent_temperature" => temperature(celsius - pick(h, 48, 0.0, 4.0, 1)).into(),
-            "relative_humidity_2m" => ((h >> 8) % 101).into(),
-            "wind_speed_10m" => round1(pick(h, 16, 0.0, 60.0, 1) * wind_factor).into(),
-            "wind_direction_10m" => ((h >> 24) % 360).into(),
-            "weather_code" => {
-                WEATHER_CODES[((h >> 32) % WEATHER_CODES.len() as u64) as usize].into()
-            }
-            _ => ((h >> 40) % 2).into(),
-        }
-    };
-    let mut units = serde_json::Map::new();
-    let mut current = serde_json::Map::new();
-    units.insert("time".into(), "iso8601".into());
-    units.insert("interval".into(), "seconds".into());
-    current.insert("time".into(), "2026-01-01T12:00".into());
-    current.insert("interval".into(), 900.into());
-    for name in &wanted {
-        let unit = match *name {
-            "temperature_2m" | "apparent_temperature" if fahrenheit => "°F",
-            "wind_speed_10m" => wind_unit,
-            _ => VARIABLES
-                .iter()
-                .find(|(v, _)| v == name)
-                .map_or("", |(_, u)| u),
-        };
-        units.insert((*name).into(), unit.into());
-        current.insert((*name).into(), values(name));
-    }
-    let mut body = json!({
-        "latitude": latitude,
-        "longitude": longitude,
-        "generationtime_ms": 0.1,
-        "utc_offset_seconds": 0,
-        "timezone": "GMT",
-        "timezone_abbreviation": "GMT",
-        "elevation": pick(h, 32, 0.0, 2500.0, 0),
-    });
-    if !wanted.is_empty() {
-        body["current_units"] = Value::Object(units);
-        body["current"] = Value::Object(current);
-    }
-    Json(body).into_response()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::body::Body;
     use axum::http::Request;
     use http_body_util::BodyExt;
+    use open_meteo::WEATHER_CODES;
+    use serde_json::Value;
     use tower::ServiceExt;
 
     fn config(latency_ms: u64, fail_rate: f64) -> Config {
