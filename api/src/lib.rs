@@ -7,10 +7,11 @@
 //! | `GET /v1/jobs/{id}` | the job's status, attempts, trace id, result or error; `404` if unknown |
 //! | `GET /healthz` | `200` while the process runs |
 //! | `GET /readyz` | `200` when Redis answers, else `503` |
+//! | `GET /metrics` | Prometheus metrics (OpenMetrics with exemplars when asked) |
 //!
 //! Errors are `application/problem+json`. Every request is a SERVER span
-//! (continuing the caller's trace); enqueueing is a PRODUCER span whose
-//! context travels in the job's metadata.
+//! (continuing the caller's trace); enqueueing is a PRODUCER span
+//! ([`TracedProducer`]) whose context travels in the job's metadata.
 
 pub mod error;
 mod validate;

@@ -2,13 +2,14 @@
 //! each job's trace, fetches the weather through a Redis cache, and records
 //! the result for the api.
 //!
-//! Each job is a CONSUMER span `process {queue}` whose parent is the api's
-//! PRODUCER span (from the job's metadata) and which also links to it; in
-//! `link` trace mode it starts a new trace, linked to the producer. Under
-//! it: the cache lookup (Redis `GET`), on a miss the geocoding and forecast
-//! calls (HTTP CLIENT spans, continued by the weather service), and the
-//! cache write (Redis `SET`). A retried job's span also links to the span
-//! of the attempt before it.
+//! Each job runs in a CONSUMER span `process {queue}` opened by the
+//! `telemetry` crate's [`ConsumerTracing`] layer: its parent is the api's
+//! PRODUCER span (from the job's metadata) and it also links to it; in
+//! `link` trace mode it starts a new trace, linked to the producer; a retry
+//! also links to the attempt before it. Under it, [`process`] makes the
+//! cache lookup (Redis `GET`), on a miss the geocoding and forecast calls
+//! (HTTP CLIENT spans, continued by the weather service), and the cache
+//! write (Redis `SET`).
 
 mod cache;
 mod weather_client;

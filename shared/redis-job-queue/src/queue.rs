@@ -127,12 +127,12 @@ impl RedisQueue {
                 .set_number_of_retries(1),
         )
         .await?;
-        Self::with_connection(client, conn, cfg).await
+        Self::open(client, conn, cfg).await
     }
 
-    /// Uses an existing connection (one connection manager can serve the
-    /// queue and a cache). `client` opens the workers' blocking connections.
-    pub async fn with_connection(
+    /// The handle on `conn`; `client` opens the workers' blocking
+    /// connections.
+    async fn open(
         client: redis::Client,
         conn: ConnectionManager,
         cfg: QueueConfig,

@@ -135,7 +135,13 @@ async fn jobs_resume_their_producers_trace_as_parent_or_link_and_retries_link_ba
     let tracing_layer = ConsumerTracing::new(&parent, propagation.clone())
         .metrics(metrics.clone())
         .error_type(|e| e.downcast_ref::<Flaky>().map(|_| "flaky".into()));
-    drain(&parent, tracing_layer, std::slice::from_ref(&sent.id), flaky).await?;
+    drain(
+        &parent,
+        tracing_layer,
+        std::slice::from_ref(&sent.id),
+        flaky,
+    )
+    .await?;
     let record = parent.status(&sent.id).await?.expect("record");
     assert_eq!(record.status, JobStatus::Succeeded);
     assert_eq!(record.result, Some(serde_json::json!(42)));

@@ -33,7 +33,7 @@ pub struct TraceExemplar {
 
 /// The exemplar for `span`, if it is sampled (an unsampled trace cannot be
 /// looked up).
-pub fn exemplar_of(span: &tracing::Span) -> Option<TraceExemplar> {
+fn exemplar_of(span: &tracing::Span) -> Option<TraceExemplar> {
     let cx = span.context();
     let span = cx.span();
     let sc = span.span_context();
@@ -279,7 +279,7 @@ impl Metrics {
 
     /// The metrics in the classic Prometheus text format: OpenMetrics
     /// without exemplars and the `# EOF` marker, which that format lacks.
-    pub fn prometheus_text(&self) -> String {
+    fn prometheus_text(&self) -> String {
         self.openmetrics()
             .lines()
             .filter(|l| *l != "# EOF")
@@ -296,14 +296,13 @@ impl Metrics {
 }
 
 /// Content type of [`Metrics::openmetrics`].
-pub const OPENMETRICS_CONTENT_TYPE: &str =
-    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// Content type of [`Metrics::prometheus_text`].
-pub const PROMETHEUS_TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+const PROMETHEUS_TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The `/metrics` answer for a request's `Accept` header: OpenMetrics (with
 /// exemplars) when the scraper asks for it, the classic text otherwise.
-pub fn render(metrics: &Metrics, accept: Option<&str>) -> (&'static str, String) {
+fn render(metrics: &Metrics, accept: Option<&str>) -> (&'static str, String) {
     if accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
         (OPENMETRICS_CONTENT_TYPE, metrics.openmetrics())
     } else {

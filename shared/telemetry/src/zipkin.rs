@@ -35,7 +35,7 @@ use crate::attributes::{
 /// One span in Zipkin v2 JSON.
 #[derive(Debug, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct ZipkinSpan {
+struct ZipkinSpan {
     trace_id: String,
     id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -95,7 +95,7 @@ fn value_json(v: &Value) -> serde_json::Value {
 }
 
 /// The Zipkin form of `span`, from service `service`.
-pub fn to_zipkin(span: &SpanData, service: &str) -> ZipkinSpan {
+fn to_zipkin(span: &SpanData, service: &str) -> ZipkinSpan {
     let sc = &span.span_context;
     let kind = match span.span_kind {
         SpanKind::Server => Some("SERVER"),

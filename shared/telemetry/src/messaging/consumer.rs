@@ -182,10 +182,10 @@ where
         let fut = span.in_scope(|| self.inner.call(task));
         async move {
             let started = Instant::now();
-            let queue = QueueLabels {
-                messaging_destination_name: settings.queue.clone(),
-            };
             if let Some(metrics) = &settings.metrics {
+                let queue = QueueLabels {
+                    messaging_destination_name: settings.queue.clone(),
+                };
                 Metrics::observe(&metrics.queue_wait, &queue, lease.queue_wait());
             }
             let result = fut.await.map_err(Into::into);

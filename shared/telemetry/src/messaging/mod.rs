@@ -56,13 +56,16 @@ pub const MESSAGING_SYSTEM_REDIS: &str = "redis";
 /// CONSUMER span, so each retry links to the attempt before it.
 pub const PREVIOUS_ATTEMPT: &str = "otel.previous_attempt";
 
+/// `error.type` of a job refused because its id is taken.
+const DUPLICATE_ID: &str = "duplicate_id";
+
 /// A low-cardinality `error.type` for a queue error.
 fn queue_error_type(e: &QueueError) -> &'static str {
     match e {
         QueueError::Redis(_) | QueueError::Batch(_) => "redis",
         QueueError::Timeout(_) => "timeout",
         QueueError::Closed => "closed",
-        QueueError::DuplicateId(_) => "duplicate_id",
+        QueueError::DuplicateId(_) => DUPLICATE_ID,
         QueueError::Encode(_) => "encode",
         QueueError::Corrupt { .. } => "corrupt",
         QueueError::Config(_) => "config",
@@ -71,7 +74,7 @@ fn queue_error_type(e: &QueueError) -> &'static str {
 
 impl Metrics {
     /// Sets the queue gauges from a fresh snapshot of queue `queue`.
-    pub fn set_queue(&self, queue: &str, stats: &QueueStats) {
+    fn set_queue(&self, queue: &str, stats: &QueueStats) {
         let labels = QueueLabels {
             messaging_destination_name: queue.to_owned(),
         };

@@ -9,7 +9,7 @@ use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::{MESSAGING_SYSTEM_REDIS, queue_error_type};
+use super::{DUPLICATE_ID, MESSAGING_SYSTEM_REDIS, queue_error_type};
 use crate::attributes::{
     ERROR_TYPE, MESSAGING_BATCH_MESSAGE_COUNT, MESSAGING_DESTINATION_NAME, MESSAGING_MESSAGE_ID,
     MESSAGING_OPERATION_NAME, MESSAGING_OPERATION_TYPE, MESSAGING_SYSTEM, SERVER_ADDRESS,
@@ -104,8 +104,7 @@ impl TracedProducer {
                     self.outcome(None, sent);
                     // Refused ids are not an error of the call, only of
                     // those jobs.
-                    let duplicate = QueueError::DuplicateId(String::new());
-                    self.count(Some(&duplicate), count - sent);
+                    self.count(Some(DUPLICATE_ID), count - sent);
                 }
                 Err(e) => self.outcome(Some(e), count),
             }
@@ -121,7 +120,7 @@ impl TracedProducer {
     fn span(&self, message_id: Option<&str>, batch: Option<usize>) -> tracing::Span {
         let queue = &self.queue.config().name;
         let server = self.queue.server();
-        let span = tracing::info_span!(
+        tracing::info_span!(
             "send",
             otel.name = %format!("send {queue}"),
             otel.kind = "producer",
@@ -135,8 +134,7 @@ impl TracedProducer {
             { SERVER_PORT } = server.port,
             otel.status_code = Empty,
             { ERROR_TYPE } = Empty,
-        );
-        span
+        )
     }
 
     /// The current (PRODUCER) span's context, as job metadata.
@@ -148,21 +146,21 @@ impl TracedProducer {
     /// Records the outcome of a call that pushed `n` jobs: on the current
     /// span when it failed, and in the metrics.
     fn outcome(&self, error: Option<&QueueError>, n: u64) {
-        if let Some(e) = error {
+        let error_type = error.map(queue_error_type);
+        if let Some(error_type) = error_type {
             let span = tracing::Span::current();
             span.record("otel.status_code", "ERROR");
-            span.record(ERROR_TYPE, queue_error_type(e));
+            span.record(ERROR_TYPE, error_type);
         }
-        self.count(error, n);
+        self.count(error_type, n);
     }
 
-    /// Counts `n` jobs sent, or not sent because of `error`.
-    fn count(&self, error: Option<&QueueError>, n: u64) {
-        let Some(metrics) = &self.metrics else {
-            return;
-        };
-        if n > 0 {
-            let labels = OutcomeLabels::new(&self.queue.config().name, error.map(queue_error_type));
+    /// Counts `n` jobs sent, or not sent for `error_type`.
+    fn count(&self, error_type: Option<&str>, n: u64) {
+        if let Some(metrics) = &self.metrics
+            && n > 0
+        {
+            let labels = OutcomeLabels::new(&self.queue.config().name, error_type);
             metrics.jobs_sent.get_or_create(&labels).inc_by(n);
         }
     }

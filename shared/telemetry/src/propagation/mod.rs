@@ -26,7 +26,7 @@ use b3::{B3Encoding, B3Propagator};
 
 /// A propagation format of `OTEL_PROPAGATORS`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+enum Format {
     /// W3C `traceparent` / `tracestate`.
     TraceContext,
     /// W3C `baggage`.
@@ -157,11 +157,6 @@ impl Propagation {
                 Box::new(BaggagePropagator::new()),
             ])),
         }
-    }
-
-    /// The formats read from inbound HTTP.
-    pub fn formats(&self) -> &[Format] {
-        &self.formats
     }
 
     /// The remote context carried by inbound HTTP headers (empty when none
@@ -336,7 +331,7 @@ mod tests {
         assert_eq!(
             Propagation::from_setting(Some(" "))
                 .expect("empty")
-                .formats()
+                .formats
                 .len(),
             4
         );
