@@ -8,7 +8,7 @@
 //! - **Outbound HTTP** always writes W3C trace context and baggage, plus B3
 //!   (single or multi) when `OTEL_PROPAGATORS` names it.
 //!
-//! W3C comes from the OpenTelemetry SDK; B3 is implemented here ([`b3`]).
+//! W3C comes from the OpenTelemetry SDK; B3 is implemented here (`b3.rs`).
 
 mod b3;
 
