@@ -29,7 +29,7 @@ use prometheus_client::metrics::family::Family;
 use redis_job_queue::{JobLease, RedisQueue};
 use reqwest::Url;
 use telemetry::TelemetryArgs;
-use telemetry::attributes::{JOB_ATTEMPT, JOB_ID, WEATHER_CACHE_HIT};
+use telemetry::attributes::{JOB_ID, WEATHER_CACHE_HIT};
 use telemetry::http_client::{HttpError, TracedClient};
 use telemetry::messaging::{ConsumerTracing, TraceMode};
 use telemetry::metrics::Metrics;
@@ -203,7 +203,7 @@ pub async fn process(
             Ok(result)
         }
         Err(e) => {
-            tracing::warn!({ JOB_ID } = %lease.id, { JOB_ATTEMPT } = lease.attempt, error = %e, "weather job failed");
+            tracing::warn!({ JOB_ID } = %lease.id, attempt = lease.attempt, error = %e, "weather job failed");
             Err(e.into_apalis())
         }
     }
