@@ -1,10 +1,9 @@
 //! API errors as RFC 9457 problem details (`application/problem+json`).
 
-use axum::Json;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use redis_job_queue::QueueError;
-use serde_json::json;
+use telemetry::http_server::problem;
 
 /// What can go wrong serving a request; each variant says what the caller
 /// can do about it.
@@ -45,22 +44,6 @@ impl ApiError {
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
-}
-
-/// A problem-details response.
-pub fn problem(status: StatusCode, detail: &str) -> Response {
-    let body = json!({
-        "type": "about:blank",
-        "title": status.canonical_reason().unwrap_or("Error"),
-        "status": status.as_u16(),
-        "detail": detail,
-    });
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/problem+json")],
-        Json(body),
-    )
-        .into_response()
 }
 
 impl From<QueueError> for ApiError {

@@ -64,6 +64,10 @@ pub fn assert_job_tree(spans: &[Value], job_id: &str, caller: Option<&str>, upst
         "and links to it"
     );
     assert_eq!(consumer["tags"]["messaging.message.id"], job_id);
+    assert_eq!(
+        consumer["remoteEndpoint"]["serviceName"], "redis",
+        "the broker, for Zipkin's redis → worker link"
+    );
     assert_eq!(consumer["tags"]["job.attempt"], "1");
     assert!(consumer["tags"]["job.queue_wait_ms"].is_string());
 

@@ -213,3 +213,36 @@ async fn otlp_export_posts_protobuf_to_the_collector_endpoint() -> anyhow::Resul
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn health_checks_leave_no_spans() -> anyhow::Result<()> {
+    let zipkin = ZipkinCollector::start().await?;
+    // Starting waits on /healthz already; ask a few more times.
+    let (_stub, base) = start_stub(&zipkin, &[]).await?;
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        let res = client
+            .get(format!("{base}/healthz"))
+            .header("traceparent", format!("00-{TRACE}-{CALLER}-01"))
+            .send()
+            .await?;
+        assert_eq!(res.status(), 200);
+    }
+    // Once a later request's span has arrived, any health check's would have.
+    client
+        .get(format!("{base}/v1/search?name=Oslo"))
+        .send()
+        .await?;
+    zipkin
+        .wait_for(Duration::from_secs(10), "search SERVER span", |spans| {
+            spans.iter().find(|s| s["name"] == "GET /v1/search").cloned()
+        })
+        .await?;
+    let health: Vec<_> = zipkin
+        .spans()
+        .into_iter()
+        .filter(|s| s["tags"]["url.path"] == "/healthz" || s["traceId"] == TRACE)
+        .collect();
+    assert!(health.is_empty(), "health checks were traced: {health:#?}");
+    Ok(())
+}

@@ -4,14 +4,16 @@
 //! attributes from the OpenTelemetry HTTP server conventions, status ERROR
 //! only for 5xx answers. The parent comes from the request headers through
 //! [`Propagation`]; headers that are missing or malformed start a new trace.
+//! Health checks and scrapes are not traced ([`UNTRACED_PATHS`]).
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tracing::Instrument;
 use tracing::field::Empty;
@@ -22,6 +24,23 @@ use crate::attributes::{
 };
 use crate::metrics::{HttpServerLabels, Metrics};
 use crate::propagation::Propagation;
+
+/// An RFC 9457 problem-details response (`application/problem+json`)
+/// whose `detail` says what went wrong.
+pub fn problem(status: StatusCode, detail: &str) -> Response {
+    let body = json!({
+        "type": "about:blank",
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/problem+json")],
+        Json(body),
+    )
+        .into_response()
+}
 
 /// `GET /healthz`: `200 {"status": "ok"}` while the process runs.
 pub async fn healthz() -> Json<Value> {
@@ -38,14 +57,23 @@ pub struct HttpTelemetry {
     pub metrics: Option<Arc<Metrics>>,
 }
 
+/// Paths of health checks and scrapes: polled every few seconds, they
+/// would bury the traces worth seeing under roots of their own, so they
+/// are neither traced nor measured.
+pub const UNTRACED_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
+
 /// axum middleware: wrap with
 /// `axum::middleware::from_fn_with_state(telemetry, trace_request)`,
 /// added with `Router::layer` so unmatched requests are traced too.
+/// Requests for [`UNTRACED_PATHS`] pass through untouched.
 pub async fn trace_request(
     State(telemetry): State<HttpTelemetry>,
     request: Request,
     next: Next,
 ) -> Response {
+    if UNTRACED_PATHS.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
     let started = Instant::now();
     let propagation = &telemetry.propagation;
     let method = request.method().as_str().to_owned();

@@ -8,7 +8,8 @@
 //! Mapping (<https://zipkin.io/zipkin-api/#/default/post_spans>):
 //! - kind: SERVER, CLIENT, PRODUCER, CONSUMER; internal spans have none;
 //! - `localEndpoint.serviceName`: the resource's `service.name`;
-//! - `remoteEndpoint` for CLIENT and PRODUCER spans: `serviceName` from
+//! - `remoteEndpoint` for CLIENT, PRODUCER and CONSUMER spans (the server
+//!   or the broker): `serviceName` from
 //!   `peer.service`, else `db.system.name`, else `messaging.system`; `ipv4`
 //!   or `ipv6` and `port` from `server.address` / `server.port`;
 //! - attributes become tags; status ERROR adds the `error` tag (Zipkin's
@@ -105,7 +106,12 @@ fn to_zipkin(span: &SpanData, service: &str) -> ZipkinSpan {
         SpanKind::Internal => None,
     };
     let attrs = &span.attributes;
-    let remote_endpoint = matches!(span.span_kind, SpanKind::Client | SpanKind::Producer)
+    // Zipkin's dependency linker needs the broker on both messaging sides
+    // to draw producer → broker → consumer.
+    let remote_endpoint = matches!(
+        span.span_kind,
+        SpanKind::Client | SpanKind::Producer | SpanKind::Consumer
+    )
         .then(|| remote_endpoint(attrs))
         .flatten();
 
@@ -416,6 +422,24 @@ mod tests {
             })
         );
         assert_eq!(got["annotations"][1]["value"], "cache miss");
+    }
+
+    #[test]
+    fn consumer_spans_name_their_broker() {
+        let s = span(
+            SpanKind::Consumer,
+            1,
+            vec![
+                KeyValue::new("messaging.system", "redis"),
+                KeyValue::new("server.address", "127.0.0.1"),
+                KeyValue::new("server.port", 6379i64),
+            ],
+        );
+        let got = serde_json::to_value(to_zipkin(&s, "worker")).expect("json");
+        assert_eq!(
+            got["remoteEndpoint"],
+            json!({ "serviceName": "redis", "ipv4": "127.0.0.1", "port": 6379 })
+        );
     }
 
     #[test]
