@@ -1,5 +1,6 @@
 //! Real servers for the project's tests and benchmarks: `redis-server`, a
-//! Zipkin collector stand-in, and the project's own binaries as processes.
+//! Zipkin collector stand-in, and the project's own binaries (the console
+//! among them) as processes.
 //!
 //! Every server listens on a free loopback port and lives in a temporary
 //! directory of its own, so tests run in parallel and leave nothing behind.
@@ -12,9 +13,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+pub mod console;
 pub mod process;
 pub mod zipkin;
 
+pub use console::Console;
 pub use process::{ServiceProcess, project_binary};
 pub use zipkin::ZipkinCollector;
 

@@ -235,7 +235,10 @@ async fn health_checks_leave_no_spans() -> anyhow::Result<()> {
         .await?;
     zipkin
         .wait_for(Duration::from_secs(10), "search SERVER span", |spans| {
-            spans.iter().find(|s| s["name"] == "GET /v1/search").cloned()
+            spans
+                .iter()
+                .find(|s| s["name"] == "GET /v1/search")
+                .cloned()
         })
         .await?;
     let health: Vec<_> = zipkin

@@ -8,8 +8,9 @@ use std::hash::{BuildHasher, RandomState};
 
 use hashbrown::HashTable;
 
-/// A string in the [`Interner`]; [`Sym::NONE`] stands for an absent one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A string in the [`Interner`]; [`Sym::NONE`] (the default) stands for
+/// an absent one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct Sym(u32);
 
 impl Sym {
@@ -58,10 +59,7 @@ impl Interner {
         }
         let hash = self.hasher.hash_one(text);
         let slots = &mut self.slots;
-        if let Some(&i) = self
-            .index
-            .find(hash, |&i| *slots[i as usize].text == *text)
-        {
+        if let Some(&i) = self.index.find(hash, |&i| *slots[i as usize].text == *text) {
             slots[i as usize].refs += 1;
             return Sym(i);
         }
@@ -80,9 +78,8 @@ impl Interner {
             }
         };
         let hasher = &self.hasher;
-        self.index.insert_unique(hash, i, |&j| {
-            hasher.hash_one(&*slots[j as usize].text)
-        });
+        self.index
+            .insert_unique(hash, i, |&j| hasher.hash_one(&*slots[j as usize].text));
         Sym(i)
     }
 

@@ -38,12 +38,14 @@ impl Links {
         let mut out: Vec<DependencyLink> = self
             .counts
             .into_iter()
-            .map(|((parent, child), (call_count, error_count))| DependencyLink {
-                parent: strings.get(parent).to_owned(),
-                child: strings.get(child).to_owned(),
-                call_count,
-                error_count,
-            })
+            .map(
+                |((parent, child), (call_count, error_count))| DependencyLink {
+                    parent: strings.get(parent).to_owned(),
+                    child: strings.get(child).to_owned(),
+                    call_count,
+                    error_count,
+                },
+            )
             .collect();
         out.sort_by(|a, b| (&a.parent, &a.child).cmp(&(&b.parent, &b.child)));
         out

@@ -148,16 +148,17 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("stats", &self.stats()).finish()
+        f.debug_struct("Store")
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 
-fn count<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u32>, key: K) {
-    *map.entry(key).or_insert(0) += 1;
-}
-
-fn uncount<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u32>, key: K) {
-    if let Some(n) = map.get_mut(&key) {
+/// Counts `key` up (`add`) or down, forgetting it at zero.
+fn tally<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u32>, key: K, add: bool) {
+    if add {
+        *map.entry(key).or_insert(0) += 1;
+    } else if let Some(n) = map.get_mut(&key) {
         *n -= 1;
         if *n == 0 {
             map.remove(&key);
@@ -189,10 +190,7 @@ impl Inner {
             service: self.intern_lower(e.service_name.as_deref()),
             ipv4: ipv4.map_or(Sym::NONE, |a| self.strings.intern(a)),
             ipv6: ipv6.map_or(Sym::NONE, |a| self.strings.intern(a)),
-            port: e
-                .port
-                .and_then(|p| u16::try_from(p).ok())
-                .unwrap_or(0),
+            port: e.port.and_then(|p| u16::try_from(p).ok()).unwrap_or(0),
         }
     }
 
@@ -247,17 +245,16 @@ impl Inner {
 
     /// Counts `span` in the indexes (or uncounts it).
     fn index(&mut self, span: &SpanRec, add: bool) {
-        let change = if add { count } else { uncount };
         let service = span.local.service;
         if !service.is_none() {
-            change(&mut self.services, service);
+            tally(&mut self.services, service, add);
             if !span.name.is_none() {
-                change(&mut self.names, (service, span.name));
+                tally(&mut self.names, (service, span.name), add);
             }
         }
         for &(k, v) in span.tags.iter() {
             if self.autocomplete_keys.contains(&k) {
-                change(&mut self.autocomplete, (k, v));
+                tally(&mut self.autocomplete, (k, v), add);
             }
         }
     }

@@ -96,18 +96,18 @@ pub struct EndpointIn<'a> {
 #[derive(Debug, Deserialize)]
 pub struct AnnotationIn<'a> {
     pub(crate) timestamp: u64,
-        #[serde(borrow)]
-        pub(crate) value: Text<'a>,
+    #[serde(borrow)]
+    pub(crate) value: Text<'a>,
 }
 
 /// A span as posted. Unknown fields are ignored, as Zipkin does.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SpanIn<'a> {
-        #[serde(borrow)]
-        pub(crate) trace_id: Text<'a>,
-        #[serde(borrow)]
-        pub(crate) id: Text<'a>,
+    #[serde(borrow)]
+    pub(crate) trace_id: Text<'a>,
+    #[serde(borrow)]
+    pub(crate) id: Text<'a>,
     #[serde(borrow, default)]
     pub(crate) parent_id: Option<Text<'a>>,
     #[serde(borrow, default)]

@@ -195,9 +195,7 @@ impl Matcher {
         self.terms.iter().all(|term| {
             spans.iter().any(|s| match *term {
                 Term::Tag(k, v) => s.tag(k) == Some(v),
-                Term::Word(w) => {
-                    s.annotations.iter().any(|(_, a)| *a == w) || s.tag(w).is_some()
-                }
+                Term::Word(w) => s.annotations.iter().any(|(_, a)| *a == w) || s.tag(w).is_some(),
             })
         })
     }

@@ -112,8 +112,8 @@ fn to_zipkin(span: &SpanData, service: &str) -> ZipkinSpan {
         span.span_kind,
         SpanKind::Client | SpanKind::Producer | SpanKind::Consumer
     )
-        .then(|| remote_endpoint(attrs))
-        .flatten();
+    .then(|| remote_endpoint(attrs))
+    .flatten();
 
     let mut tags: BTreeMap<String, String> = attrs
         .iter()

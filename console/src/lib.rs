@@ -1,0 +1,160 @@
+//! The console: an embedded trace store that speaks Zipkin's v2 API, so
+//! every service's default Zipkin endpoint (`localhost:9411`) already
+//! points at it, and no Docker or Zipkin is needed to see a trace.
+//!
+//! | route | answers |
+//! |---|---|
+//! | `POST /api/v2/spans` | `202`: Zipkin v2 JSON spans, gzip or not, stored |
+//! | `GET /api/v2/services`, `/spans?serviceName=` | service names; span names of a service |
+//! | `GET /api/v2/traces?…` | traces matching `serviceName`, `spanName`, `annotationQuery`, `minDuration`, `maxDuration`, `endTs`, `lookback`, `limit` |
+//! | `GET /api/v2/trace/{traceId}`, `/traceMany?traceIds=` | one trace; several |
+//! | `GET /api/v2/dependencies?endTs=&lookback=` | the service graph, by Zipkin's linking rules |
+//! | `GET /api/v2/autocompleteKeys`, `/autocompleteValues?key=` | tag keys and their values, for search |
+//! | `GET /healthz`, `/metrics` | health; Prometheus metrics of the store |
+//!
+//! The store keeps at most `CONSOLE_MAX_SPANS` spans, evicting the oldest
+//! traces first. Errors are `application/problem+json`. The console traces
+//! none of its own routes: its spans would land in itself.
+
+mod api;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use telemetry::TelemetryArgs;
+use telemetry::metrics::Metrics;
+use tokio::net::TcpListener;
+
+pub use store::Store;
+
+/// The console's settings.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "console",
+    version,
+    about = "A Zipkin-compatible trace store and a console for jobs and their traces"
+)]
+pub struct Config {
+    /// Address to listen on (Zipkin's port, so services find it unchanged).
+    #[arg(long, env = "CONSOLE_LISTEN", default_value = "0.0.0.0:9411")]
+    pub listen: SocketAddr,
+    /// Most spans kept in memory; the oldest traces are evicted first.
+    #[arg(long, env = "CONSOLE_MAX_SPANS", default_value_t = 500_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_spans: u64,
+    /// Longest window a query looks back over, in milliseconds (also the
+    /// default `lookback`).
+    #[arg(long, env = "QUERY_LOOKBACK", default_value_t = 86_400_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub query_lookback: u64,
+    /// Tag keys whose values are offered for autocompletion in searches,
+    /// comma-separated.
+    #[arg(
+        long,
+        env = "AUTOCOMPLETE_KEYS",
+        value_delimiter = ',',
+        default_value = "messaging.destination.name,http.route,error.type"
+    )]
+    pub autocomplete_keys: Vec<String>,
+    /// Logging (the console exports no spans of its own).
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+/// The store's metrics.
+#[derive(Debug, Clone, Default)]
+pub struct StoreMetrics {
+    /// `console_spans_received_total`.
+    pub received: Counter,
+    /// `console_spans_evicted_total`.
+    pub evicted_spans: Counter,
+    /// `console_traces_evicted_total`.
+    pub evicted_traces: Counter,
+    /// `console_spans_stored`.
+    pub spans: Gauge,
+    /// `console_traces_stored`.
+    pub traces: Gauge,
+}
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The trace store.
+    pub store: Arc<Store>,
+    /// Its metrics.
+    pub metrics: StoreMetrics,
+    /// Longest lookback of a query, ms.
+    pub query_lookback: u64,
+}
+
+impl AppState {
+    /// An empty store with the settings of `config`.
+    pub fn new(config: &Config) -> Self {
+        Self {
+            store: Arc::new(Store::new(
+                usize::try_from(config.max_spans).unwrap_or(usize::MAX),
+                &config.autocomplete_keys,
+            )),
+            metrics: StoreMetrics::default(),
+            query_lookback: config.query_lookback,
+        }
+    }
+}
+
+/// The console's routes.
+pub fn app(state: AppState) -> Router {
+    let m = state.metrics.clone();
+    let metrics = Arc::new(Metrics::with(|r| {
+        r.register(
+            "console_spans_received",
+            "Spans received on /api/v2/spans",
+            m.received.clone(),
+        );
+        r.register(
+            "console_spans_evicted",
+            "Spans evicted to keep the store within CONSOLE_MAX_SPANS",
+            m.evicted_spans.clone(),
+        );
+        r.register(
+            "console_traces_evicted",
+            "Traces evicted to keep the store within CONSOLE_MAX_SPANS",
+            m.evicted_traces.clone(),
+        );
+        r.register(
+            "console_spans_stored",
+            "Spans in the store",
+            m.spans.clone(),
+        );
+        r.register(
+            "console_traces_stored",
+            "Traces in the store",
+            m.traces.clone(),
+        );
+    }));
+    let store = state.store.clone();
+    let ops = telemetry::metrics::routes(metrics, move |_| {
+        let (store, m) = (store.clone(), m.clone());
+        async move {
+            let stats = store.stats();
+            m.spans.set(i64::try_from(stats.spans).unwrap_or(i64::MAX));
+            m.traces
+                .set(i64::try_from(stats.traces).unwrap_or(i64::MAX));
+        }
+    });
+    api::routes(state).merge(ops)
+}
+
+/// Serves the console on `listener` until `shutdown` completes.
+pub async fn run(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    tracing::info!(addr = %listener.local_addr()?, "console listening");
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,107 @@
+//! The project's `console` (the embedded Zipkin-compatible trace store) as
+//! a process, with typed helpers for its API.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+use crate::{ServiceProcess, free_port};
+
+/// A running console, killed when dropped.
+#[derive(Debug)]
+pub struct Console {
+    process: ServiceProcess,
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Console {
+    /// Starts the console binary `bin` on a free loopback port with `env`
+    /// added, and waits until it is healthy.
+    pub async fn start(bin: &str, env: &[(&str, String)]) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let url = format!("http://127.0.0.1:{port}");
+        let mut settings = vec![
+            ("CONSOLE_LISTEN", format!("127.0.0.1:{port}")),
+            ("OTEL_TRACES_EXPORTER", "none".to_owned()),
+            ("RUST_LOG", "warn".to_owned()),
+        ];
+        settings.extend(env.iter().map(|(k, v)| (*k, v.clone())));
+        let process =
+            ServiceProcess::start("console", bin, &settings, &format!("{url}/healthz")).await?;
+        Ok(Self {
+            process,
+            url,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// Its base URL (`http://127.0.0.1:{port}`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The endpoint to give `OTEL_EXPORTER_ZIPKIN_ENDPOINT`.
+    pub fn endpoint(&self) -> String {
+        format!("{}/api/v2/spans", self.url)
+    }
+
+    /// The process.
+    pub fn process(&mut self) -> &mut ServiceProcess {
+        &mut self.process
+    }
+
+    /// Posts `spans` (a JSON list); answers the status.
+    pub async fn post_spans(&self, spans: &Value) -> anyhow::Result<u16> {
+        let res = self
+            .http
+            .post(self.endpoint())
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(spans)?)
+            .send()
+            .await?;
+        Ok(res.status().as_u16())
+    }
+
+    /// `GET {path}` (from the base URL); answers the status and JSON body
+    /// (`Null` when the body is not JSON).
+    pub async fn get(&self, path: &str) -> anyhow::Result<(u16, Value)> {
+        let res = self.http.get(format!("{}{path}", self.url)).send().await?;
+        let status = res.status().as_u16();
+        Ok((status, res.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// `GET {path}`, which must answer 200; answers the JSON body.
+    pub async fn get_ok(&self, path: &str) -> anyhow::Result<Value> {
+        let (status, body) = self.get(path).await?;
+        if status != 200 {
+            bail!("GET {path} answered {status}: {body}");
+        }
+        Ok(body)
+    }
+
+    /// Waits until trace `id` holds spans that `complete` accepts;
+    /// answers them.
+    pub async fn wait_trace(
+        &self,
+        id: &str,
+        limit: Duration,
+        complete: impl Fn(&[Value]) -> bool,
+    ) -> anyhow::Result<Vec<Value>> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let (status, body) = self.get(&format!("/api/v2/trace/{id}")).await?;
+            if status == 200 {
+                let spans = body.as_array().context("a trace is a list")?.clone();
+                if complete(&spans) {
+                    return Ok(spans);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("trace {id} not complete within {limit:?}; last answer {status}: {body}");
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
