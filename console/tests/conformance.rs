@@ -1,0 +1,98 @@
+//! The console against Zipkin's own OpenAPI file (`zipkin2-api.yaml`):
+//! schemathesis (from PyPI) calls every operation with generated input on
+//! a live console holding spans; no answer may be a 5xx, and every answer
+//! must match the file's schemas. `tests/conformance/schemathesis.toml`
+//! holds the settings and the one documented exception.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use serde_json::json;
+use testkit::Console;
+
+/// Where Zipkin's OpenAPI file is: `ZIPKIN_API_SPEC`, or the external
+/// contracts folder beside the project (`../shared/specs/`).
+fn spec() -> anyhow::Result<PathBuf> {
+    if let Ok(path) = std::env::var("ZIPKIN_API_SPEC") {
+        return Ok(PathBuf::from(path));
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("the console sits in the workspace")?;
+    let path = workspace.join("../shared/specs/zipkin2-api.yaml");
+    if !path.exists() {
+        bail!(
+            "Zipkin's OpenAPI file is not at {}: set ZIPKIN_API_SPEC to a copy of \
+             https://zipkin.io/zipkin-api/zipkin2-api.yaml",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+#[tokio::test]
+async fn the_console_conforms_to_zipkins_openapi_file() -> anyhow::Result<()> {
+    let spec = spec()?;
+    let console = Console::start(env!("CARGO_BIN_EXE_console"), &[]).await?;
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let spans = json!([
+        {
+            "traceId": trace, "id": "0000000000000001", "name": "post /v1/jobs", "kind": "SERVER",
+            "timestamp": now_ms * 1000 - 5_000, "duration": 4_000,
+            "localEndpoint": { "serviceName": "api", "ipv4": "127.0.0.1", "port": 8080 },
+            "tags": { "http.route": "/v1/jobs", "error.type": "none" },
+            "annotations": [{ "timestamp": now_ms * 1000 - 4_000, "value": "job queued" }]
+        },
+        {
+            "traceId": trace, "id": "0000000000000002", "parentId": "0000000000000001",
+            "name": "send weather", "kind": "PRODUCER", "timestamp": now_ms * 1000 - 4_500,
+            "duration": 300, "localEndpoint": { "serviceName": "api" },
+            "remoteEndpoint": { "serviceName": "redis", "ipv6": "::1", "port": 6379 }
+        },
+        {
+            "traceId": "00f067aa0ba902b7", "id": "0000000000000003", "name": "invoice",
+            "timestamp": now_ms * 1000 - 3_000, "duration": 10, "debug": true, "shared": true,
+            "localEndpoint": { "serviceName": "billing" }
+        }
+    ]);
+    assert_eq!(console.post_spans(&spans).await?, 202);
+
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance");
+    let url = format!("{}/api/v2", console.url());
+    let spec_arg = spec.to_str().context("spec path")?.to_owned();
+    let config = dir.join("schemathesis.toml");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("schemathesis")
+            .arg("--config-file")
+            .arg(&config)
+            .args(["run", &spec_arg, "--url", &url, "--seed", "1", "--no-color"])
+            .env("PYTHONPATH", &dir)
+            .env("SCHEMATHESIS_HOOKS", "hooks")
+            .env("CONSOLE_TRACE_ID", trace)
+            .env("CONSOLE_TRACE_IDS", format!("{trace},00f067aa0ba902b7"))
+            .env("CONSOLE_END_TS", now_ms.to_string())
+            .output()
+    })
+    .await?;
+    let out = match out {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "schemathesis is missing: install it with `pip install schemathesis` (scripts/test does)"
+        ),
+        Err(e) => return Err(e).context("running schemathesis"),
+    };
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "schemathesis found problems:\n{report}");
+    assert!(
+        report.contains("Tested: 9"),
+        "every operation of the file must be tested:\n{report}"
+    );
+    Ok(())
+}
