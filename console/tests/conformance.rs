@@ -89,7 +89,10 @@ async fn the_console_conforms_to_zipkins_openapi_file() -> anyhow::Result<()> {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "schemathesis found problems:\n{report}");
+    assert!(
+        out.status.success(),
+        "schemathesis found problems:\n{report}"
+    );
     assert!(
         report.contains("Tested: 9"),
         "every operation of the file must be tested:\n{report}"

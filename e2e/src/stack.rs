@@ -40,16 +40,31 @@ impl Stack {
         stub_env: &[(&'static str, &str)],
         worker_env: &[(&'static str, &str)],
     ) -> anyhow::Result<Self> {
+        Self::launch(stub_env, worker_env, None).await
+    }
+
+    /// Starts the stack exporting its spans to `endpoint` (a console's or
+    /// a Zipkin's `/api/v2/spans`) instead of the collector stand-in.
+    pub async fn start_exporting_to(endpoint: String) -> anyhow::Result<Self> {
+        Self::launch(&[], &[], Some(endpoint)).await
+    }
+
+    async fn launch(
+        stub_env: &[(&'static str, &str)],
+        worker_env: &[(&'static str, &str)],
+        endpoint: Option<String>,
+    ) -> anyhow::Result<Self> {
         let owned = |env: &[(&'static str, &str)]| -> Vec<(&'static str, String)> {
             env.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
         };
         let redis = RedisServer::start().await?;
         let zipkin = ZipkinCollector::start().await?;
+        let endpoint = endpoint.unwrap_or_else(|| zipkin.endpoint());
         let common = |mut extra: Vec<(&'static str, String)>| {
             extra.extend([
                 ("REDIS_URL", redis.url()),
                 ("OTEL_TRACES_EXPORTER", "zipkin".into()),
-                ("OTEL_EXPORTER_ZIPKIN_ENDPOINT", zipkin.endpoint()),
+                ("OTEL_EXPORTER_ZIPKIN_ENDPOINT", endpoint.clone()),
                 ("OTEL_BSP_SCHEDULE_DELAY", "50".into()),
                 ("LOG_FORMAT", "json".into()),
                 ("RUST_LOG", "info".into()),
