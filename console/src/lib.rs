@@ -12,12 +12,16 @@
 //! | `GET /api/v2/autocompleteKeys`, `/autocompleteValues?key=` | tag keys and their values, for search |
 //! | `GET /healthz`, `/metrics` | health; Prometheus metrics of the store |
 //!
+//! `console trace ID` prints a trace, or a job's, as an indented tree.
+//!
 //! The store keeps at most `CONSOLE_MAX_SPANS` spans, evicting the oldest
 //! traces first. Errors are `application/problem+json`. The console traces
 //! none of its own routes: its spans would land in itself.
 
 mod api;
+pub mod cli;
 pub mod store;
+pub mod tree;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -62,6 +66,17 @@ pub struct Config {
     /// Logging (the console exports no spans of its own).
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+    /// Without a command, the console serves.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What the console can do besides serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Print a trace (or a job's) as an indented tree: service, span, kind,
+    /// duration, errors. Reads from this console or from any Zipkin.
+    Trace(cli::TraceArgs),
 }
 
 /// The store's metrics.

@@ -5,6 +5,10 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = console::Config::parse();
+    if let Some(console::Command::Trace(args)) = &config.command {
+        print!("{}", console::cli::trace_tree(args).await?);
+        return Ok(());
+    }
     let telemetry = telemetry::init(&config.telemetry, "console")?;
     let served = serve(&config).await;
     telemetry.shutdown().await;

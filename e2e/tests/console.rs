@@ -59,5 +59,48 @@ async fn a_jobs_trace_and_the_service_map_come_back_from_the_console() -> anyhow
         ]),
         "api → redis → worker → weather-stub, and the cache"
     );
+
+    // The same trace in the terminal, found from the job's id.
+    let out = std::process::Command::new(&bin)
+        .args([
+            "trace",
+            &id,
+            "--from",
+            console.url(),
+            "--api-url",
+            &stack.api_url,
+        ])
+        .output()?;
+    let tree = String::from_utf8(out.stdout)?;
+    assert!(
+        out.status.success(),
+        "{tree}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{tree}");
+    let lines: Vec<&str> = tree.lines().collect();
+    assert!(
+        lines[0].starts_with(&format!("trace {trace}: 9 spans, 3 services,")),
+        "{tree}"
+    );
+    assert!(
+        lines[1].starts_with("api  post /v1/jobs  SERVER  "),
+        "{tree}"
+    );
+    assert!(
+        lines[2].starts_with("└─ api  send weather  PRODUCER → redis  "),
+        "{tree}"
+    );
+    assert!(
+        lines[3].starts_with("   └─ worker  process weather  CONSUMER → redis  ")
+            && lines[3].contains("(waited "),
+        "{tree}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("│  └─ weather-stub  get /v1/search  SERVER")),
+        "{tree}"
+    );
     Ok(())
 }

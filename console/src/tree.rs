@@ -1,0 +1,204 @@
+//! A trace as an indented tree for the terminal: service, span, kind,
+//! duration and errors, children under their parent by start time.
+//!
+//! ```text
+//! trace 4bf92f3577b34da6a3ce929d0e0e4736: 9 spans, 3 services, 14.2 ms
+//! api  post /v1/jobs  SERVER  4.2 ms
+//! └─ api  send weather  PRODUCER → redis  0.9 ms
+//!    └─ worker  process weather  CONSUMER → redis  9.8 ms  (waited 2 ms)
+//!       ├─ worker  get  CLIENT → redis  0.3 ms
+//! ```
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt::Write;
+
+use crate::store::model::{Kind, Span};
+
+fn kind(k: Option<Kind>) -> &'static str {
+    match k {
+        Some(Kind::Server) => "SERVER",
+        Some(Kind::Client) => "CLIENT",
+        Some(Kind::Producer) => "PRODUCER",
+        Some(Kind::Consumer) => "CONSUMER",
+        None => "LOCAL",
+    }
+}
+
+fn millis(us: u64) -> String {
+    if us >= 100_000 {
+        format!("{:.0} ms", us as f64 / 1000.0)
+    } else {
+        format!("{:.1} ms", us as f64 / 1000.0)
+    }
+}
+
+/// One span's line, without the tree drawing.
+fn line(s: &Span) -> String {
+    let service = s
+        .local_endpoint
+        .as_ref()
+        .and_then(|e| e.service_name.as_deref())
+        .unwrap_or("?");
+    let mut out = format!(
+        "{service}  {}  {}",
+        s.name.as_deref().unwrap_or("?"),
+        kind(s.kind)
+    );
+    if let Some(remote) = s
+        .remote_endpoint
+        .as_ref()
+        .and_then(|e| e.service_name.as_deref())
+    {
+        write!(out, " → {remote}").unwrap_or_default();
+    }
+    match s.duration {
+        Some(d) => write!(out, "  {}", millis(d)).unwrap_or_default(),
+        None => out.push_str("  (unfinished)"),
+    }
+    if let Some(wait) = s.tags.get("job.queue_wait_ms") {
+        write!(out, "  (waited {wait} ms)").unwrap_or_default();
+    }
+    if let Some(attempt) = s.tags.get("job.attempt").filter(|a| *a != "1") {
+        write!(out, "  attempt {attempt}").unwrap_or_default();
+    }
+    if let Some(error) = s.tags.get("error") {
+        let what = s.tags.get("error.type").unwrap_or(error).replace('\n', " ");
+        write!(out, "  ERROR {what}").unwrap_or_default();
+    }
+    out
+}
+
+/// Renders `spans` (one trace) as a tree. Spans whose parent is not in the
+/// trace start trees of their own.
+pub fn render(spans: &[Span]) -> String {
+    let mut out = String::new();
+    let Some(first) = spans.first() else {
+        return "no spans\n".into();
+    };
+    let services: BTreeSet<&str> = spans
+        .iter()
+        .filter_map(|s| s.local_endpoint.as_ref()?.service_name.as_deref())
+        .collect();
+    let start = spans.iter().filter_map(|s| s.timestamp).min().unwrap_or(0);
+    let end = spans
+        .iter()
+        .filter_map(|s| Some(s.timestamp? + s.duration.unwrap_or(0)))
+        .max()
+        .unwrap_or(start);
+    let _ = writeln!(
+        out,
+        "trace {}: {} spans, {} services, {}",
+        first.trace_id,
+        spans.len(),
+        services.len(),
+        millis(end.saturating_sub(start))
+    );
+    let ids: HashSet<&str> = spans.iter().map(|s| s.id.as_str()).collect();
+    let mut children: HashMap<Option<&str>, Vec<&Span>> = HashMap::new();
+    for s in spans {
+        let parent = s
+            .parent_id
+            .as_deref()
+            .filter(|p| ids.contains(p) && *p != s.id);
+        children.entry(parent).or_default().push(s);
+    }
+    for list in children.values_mut() {
+        list.sort_by_key(|s| (s.timestamp, s.id.clone()));
+    }
+    let mut seen = HashSet::new();
+    for root in children.get(&None).cloned().unwrap_or_default() {
+        let _ = writeln!(out, "{}", line(root));
+        draw(root, "", &children, &mut seen, &mut out);
+    }
+    out
+}
+
+fn draw<'a>(
+    parent: &'a Span,
+    prefix: &str,
+    children: &HashMap<Option<&'a str>, Vec<&'a Span>>,
+    seen: &mut HashSet<&'a str>,
+    out: &mut String,
+) {
+    // Posted ids may form a cycle: draw each span once.
+    if !seen.insert(parent.id.as_str()) {
+        return;
+    }
+    let Some(kids) = children.get(&Some(parent.id.as_str())) else {
+        return;
+    };
+    for (i, kid) in kids.iter().enumerate() {
+        let last = i + 1 == kids.len();
+        let (branch, indent) = if last {
+            ("└─ ", "   ")
+        } else {
+            ("├─ ", "│  ")
+        };
+        let _ = writeln!(out, "{prefix}{branch}{}", line(kid));
+        draw(kid, &format!("{prefix}{indent}"), children, seen, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::model::Endpoint;
+
+    fn span(id: u64, parent: Option<u64>, service: &str, name: &str, k: Option<Kind>) -> Span {
+        Span {
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            parent_id: parent.map(|p| format!("{p:016x}")),
+            id: format!("{id:016x}"),
+            kind: k,
+            name: Some(name.into()),
+            timestamp: Some(1_000_000 + id * 1000),
+            duration: Some(2_500 - id * 100),
+            debug: None,
+            shared: None,
+            local_endpoint: Some(Endpoint {
+                service_name: Some(service.into()),
+                ..Endpoint::default()
+            }),
+            remote_endpoint: None,
+            annotations: Vec::new(),
+            tags: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_trace_draws_as_a_tree_with_kinds_durations_and_errors() {
+        let mut consumer = span(
+            3,
+            Some(2),
+            "worker",
+            "process weather",
+            Some(Kind::Consumer),
+        );
+        consumer.tags.insert("job.queue_wait_ms".into(), "2".into());
+        consumer.tags.insert("job.attempt".into(), "2".into());
+        consumer.tags.insert("error".into(), "true".into());
+        consumer.tags.insert("error.type".into(), "503".into());
+        consumer.remote_endpoint = Some(Endpoint {
+            service_name: Some("redis".into()),
+            ..Endpoint::default()
+        });
+        let spans = vec![
+            span(5, Some(3), "worker", "set", Some(Kind::Client)),
+            consumer,
+            span(1, None, "api", "post /v1/jobs", Some(Kind::Server)),
+            span(4, Some(3), "worker", "get", Some(Kind::Client)),
+            span(2, Some(1), "api", "send weather", Some(Kind::Producer)),
+            span(9, Some(77), "billing", "orphan", None),
+        ];
+        assert_eq!(
+            render(&spans),
+            "trace 4bf92f3577b34da6a3ce929d0e0e4736: 6 spans, 3 services, 9.6 ms\n\
+             api  post /v1/jobs  SERVER  2.4 ms\n\
+             └─ api  send weather  PRODUCER  2.3 ms\n\
+             \x20  └─ worker  process weather  CONSUMER → redis  2.2 ms  (waited 2 ms)  attempt 2  ERROR 503\n\
+             \x20     ├─ worker  get  CLIENT  2.1 ms\n\
+             \x20     └─ worker  set  CLIENT  2.0 ms\n\
+             billing  orphan  LOCAL  1.6 ms\n"
+        );
+    }
+}
