@@ -1,8 +1,8 @@
 # One image holding the api, worker and weather-stub binaries.
 # Build stage: compile in release mode with the locked dependencies.
-ARG RUST_VERSION=1.95
+ARG BUILD_RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
-FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS build
+FROM rust:${BUILD_RUST_VERSION}-${DEBIAN_RELEASE} AS build
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

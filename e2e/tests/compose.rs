@@ -14,9 +14,14 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// `docker-compose config`: the file with anchors merged and `.env` applied.
-fn resolved_compose() -> Yaml {
-    let out = match Command::new("docker-compose")
+/// `docker-compose config` of the base file with `extra` files on top:
+/// anchors merged and `.env` applied.
+fn resolved_compose_with(extra: &[&str]) -> Yaml {
+    let mut cmd = Command::new("docker-compose");
+    for file in std::iter::once(&"docker-compose.yml").chain(extra) {
+        cmd.args(["-f", file]);
+    }
+    let out = match cmd
         .arg("config")
         .current_dir(workspace_root())
         .output()
@@ -39,9 +44,21 @@ fn resolved_compose() -> Yaml {
         .remove(0)
 }
 
+fn resolved_compose() -> Yaml {
+    resolved_compose_with(&[])
+}
+
 #[test]
 fn every_variable_compose_sets_is_a_setting_of_its_binary() {
-    let compose = resolved_compose();
+    for compose in [
+        resolved_compose(),
+        resolved_compose_with(&["docker-compose.collector.yml"]),
+    ] {
+        check_settings(&compose);
+    }
+}
+
+fn check_settings(compose: &Yaml) {
     for (service, binary) in [
         ("api", "api"),
         ("worker", "worker"),
@@ -96,4 +113,72 @@ fn workers_can_be_scaled() {
             "{service} has no healthcheck"
         );
     }
+}
+
+#[test]
+fn each_service_builds_its_own_image_tag() {
+    let compose = resolved_compose();
+    let mut tags = Vec::new();
+    for service in ["api", "worker", "weather-stub"] {
+        let svc = &compose["services"][service];
+        assert!(!svc["build"].is_badvalue(), "{service} is built here");
+        let image = svc["image"].as_str().expect("an image tag").to_owned();
+        assert!(!tags.contains(&image), "{service} shares the tag {image}");
+        tags.push(image);
+        let args = &svc["build"]["args"];
+        assert!(
+            args["RUST_VERSION"].is_badvalue() && !args["BUILD_RUST_VERSION"].is_badvalue(),
+            "RUST_VERSION is set by rust images and devcontainers: {service} must not read it"
+        );
+    }
+}
+
+#[test]
+fn with_the_collector_file_every_service_sends_otlp_after_it_starts() {
+    let base = resolved_compose();
+    assert!(base["services"]["otel-collector"].is_badvalue());
+    for service in ["api", "worker", "weather-stub"] {
+        assert_eq!(
+            base["services"][service]["environment"]["OTEL_TRACES_EXPORTER"].as_str(),
+            Some("zipkin"),
+            "without the Collector, {service} sends to Zipkin"
+        );
+    }
+    let merged = resolved_compose_with(&["docker-compose.collector.yml"]);
+    for service in ["api", "worker", "weather-stub"] {
+        let svc = &merged["services"][service];
+        assert_eq!(svc["environment"]["OTEL_TRACES_EXPORTER"].as_str(), Some("otlp"));
+        assert!(
+            !svc["depends_on"]["otel-collector"].is_badvalue(),
+            "{service} must start after the Collector"
+        );
+    }
+}
+
+#[test]
+fn grafana_shows_ratios_as_percentages() {
+    let path = workspace_root().join("grafana/dashboards/traced-jobs.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("dashboard")).expect("JSON");
+    let mut ratios = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let legend = target["legendFormat"].as_str().unwrap_or_default();
+            if !legend.contains("ratio") {
+                continue;
+            }
+            ratios += 1;
+            let unit = panel["fieldConfig"]["overrides"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|o| o["matcher"]["options"] == legend)
+                .flat_map(|o| o["properties"].as_array().cloned().unwrap_or_default())
+                .find(|p| p["id"] == "unit")
+                .map(|p| p["value"].clone())
+                .unwrap_or_else(|| panel["fieldConfig"]["defaults"]["unit"].clone());
+            assert_eq!(unit, "percentunit", "{legend:?} in {:?}", panel["title"]);
+        }
+    }
+    assert!(ratios > 0, "the cache hit ratio panel is gone");
 }
