@@ -1,4 +1,4 @@
-# One image holding the api, worker and weather-stub binaries.
+# One image holding the api, worker, weather-stub and console binaries.
 # Build stage: compile in release mode with the locked dependencies.
 ARG BUILD_RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
@@ -7,9 +7,9 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bins -p api -p worker -p weather-stub \
+    cargo build --release --locked --bins -p api -p worker -p weather-stub -p console \
  && mkdir -p /out \
- && cp target/release/api target/release/worker target/release/weather-stub /out/
+ && cp target/release/api target/release/worker target/release/weather-stub target/release/console /out/
 
 # Runtime stage: a slim Debian, CA certificates for the public weather API,
 # curl for health checks, and a user without privileges.
