@@ -21,11 +21,7 @@ fn resolved_compose_with(extra: &[&str]) -> Yaml {
     for file in std::iter::once(&"docker-compose.yml").chain(extra) {
         cmd.args(["-f", file]);
     }
-    let out = match cmd
-        .arg("config")
-        .current_dir(workspace_root())
-        .output()
-    {
+    let out = match cmd.arg("config").current_dir(workspace_root()).output() {
         Ok(out) => out,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
             "docker-compose is missing: install it (Debian: apt-get install -y docker-compose); \
@@ -147,7 +143,10 @@ fn with_the_collector_file_every_service_sends_otlp_after_it_starts() {
     let merged = resolved_compose_with(&["docker-compose.collector.yml"]);
     for service in ["api", "worker", "weather-stub"] {
         let svc = &merged["services"][service];
-        assert_eq!(svc["environment"]["OTEL_TRACES_EXPORTER"].as_str(), Some("otlp"));
+        assert_eq!(
+            svc["environment"]["OTEL_TRACES_EXPORTER"].as_str(),
+            Some("otlp")
+        );
         assert!(
             !svc["depends_on"]["otel-collector"].is_badvalue(),
             "{service} must start after the Collector"
