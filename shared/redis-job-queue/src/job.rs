@@ -206,6 +206,19 @@ impl JobRecord {
     }
 }
 
+/// One consumer of a queue (a worker's backend), as the queue sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConsumerInfo {
+    /// Its name in the group (`{host}-{pid}-{random}`).
+    pub name: String,
+    /// Milliseconds since its last heartbeat (Redis clock against ours).
+    pub heartbeat_age_ms: u64,
+    /// Whether it heart-beat within the lease.
+    pub live: bool,
+    /// Jobs it holds (running, or taken and about to run).
+    pub in_flight: u64,
+}
+
 /// A snapshot of one queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct QueueStats {

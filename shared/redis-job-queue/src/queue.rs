@@ -10,7 +10,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::backend::{self, Finish, QueueBackend};
 use crate::batch::Batcher;
-use crate::job::{JobRecord, NewJob, QueueStats};
+use crate::job::{ConsumerInfo, JobRecord, NewJob, QueueStats};
 use crate::time::{epoch_ms, now_ms};
 use crate::{QueueConfig, QueueError, scripts};
 
@@ -307,6 +307,71 @@ impl RedisQueue {
             failed_total: count("failed"),
             retried_total: count("retried"),
         })
+    }
+
+    /// The consumers (worker backends) the queue knows, live or not, by
+    /// name: when each last heart-beat and how many jobs each holds.
+    pub async fn consumers(&self) -> Result<Vec<ConsumerInfo>, QueueError> {
+        let mut conn = self.conn.clone();
+        let beats: Vec<(String, u64)> = redis::cmd("ZRANGE")
+            .arg(&self.keys.consumers)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await?;
+        let info: redis::RedisResult<redis::streams::StreamInfoConsumersReply> =
+            redis::cmd("XINFO")
+                .arg("CONSUMERS")
+                .arg(&self.keys.stream)
+                .arg(&self.keys.group)
+                .query_async(&mut conn)
+                .await;
+        // No group yet (nothing read the queue): nobody holds anything.
+        let held: BTreeMap<String, u64> = info
+            .map(|i| {
+                i.consumers
+                    .into_iter()
+                    .map(|c| (c.name, c.pending as u64))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let now = now_ms();
+        let live_after = now.saturating_sub(self.cfg.lease.as_millis() as u64);
+        Ok(beats
+            .into_iter()
+            .map(|(name, beat)| ConsumerInfo {
+                in_flight: held.get(&name).copied().unwrap_or(0),
+                heartbeat_age_ms: now.saturating_sub(beat),
+                live: beat > live_after,
+                name,
+            })
+            .collect())
+    }
+
+    /// The latest jobs failed for good (at most `limit`, newest first)
+    /// whose records are still kept.
+    pub async fn failed_jobs(&self, limit: usize) -> Result<Vec<JobRecord>, QueueError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = redis::cmd("ZREVRANGE")
+            .arg(&self.keys.failed)
+            .arg(0)
+            .arg(limit - 1)
+            .query_async(&mut conn)
+            .await?;
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HGETALL").arg(self.keys.job(id));
+        }
+        let hashes: Vec<BTreeMap<String, String>> = pipe.query_async(&mut conn).await?;
+        ids.iter()
+            .zip(hashes)
+            .filter(|(_, fields)| !fields.is_empty())
+            .map(|(id, fields)| JobRecord::from_hash(id, fields))
+            .collect()
     }
 
     /// An apalis backend that runs at most `concurrency` jobs of this queue

@@ -507,6 +507,11 @@ async fn stats_match_what_is_in_the_queue() {
     assert_eq!(stats.delayed, 3, "{stats:?}");
     assert_eq!(stats.failed, 0, "{stats:?}");
     assert_eq!(stats.enqueued_total, 8, "{stats:?}");
+    let consumers = fx.queue.consumers().await.expect("consumers");
+    assert_eq!(consumers.len(), 1, "{consumers:?}");
+    assert!(consumers[0].live, "{consumers:?}");
+    assert_eq!(consumers[0].in_flight, 2, "the two running jobs");
+    assert!(consumers[0].heartbeat_age_ms < 30_000, "{consumers:?}");
 
     // Let all five immediate jobs through; job 0 fails.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -525,8 +530,20 @@ async fn stats_match_what_is_in_the_queue() {
         "{stats:?}"
     );
     assert_eq!((stats.failed, stats.succeeded_total), (1, 4), "{stats:?}");
+    let failed = fx.queue.failed_jobs(10).await.expect("failed jobs");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].payload, serde_json::json!({ "n": 0 }));
+    assert_eq!(failed[0].error.as_deref(), Some("boom"));
+    assert_eq!(
+        fx.queue.consumers().await.expect("consumers")[0].in_flight,
+        0
+    );
     worker.stop().await;
     assert_eq!(fx.queue.stats().await.expect("stats").live_consumers, 0);
+    assert!(
+        fx.queue.consumers().await.expect("consumers").is_empty(),
+        "a consumer that stopped leaves the list"
+    );
 }
 
 #[tokio::test]
