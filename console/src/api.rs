@@ -99,9 +99,12 @@ pub(crate) fn routes(state: AppState) -> Router {
         // Unknown encodings reach the handler, which names them.
         .layer(RequestDecompressionLayer::new().pass_through_unaccepted(true))
         .with_state(state);
-    Router::new()
-        .nest("/api/v2", api)
-        .fallback(|| async { ConsoleError::NotFound("no such endpoint".into()) })
+    Router::new().nest("/api/v2", api).merge(fallback())
+}
+
+/// Problems for paths no route serves.
+pub(crate) fn fallback() -> Router {
+    Router::new().fallback(|| async { ConsoleError::NotFound("no such endpoint".into()) })
 }
 
 /// Whether a `Content-Type` is JSON (or absent, which Zipkin reads as JSON).

@@ -22,6 +22,7 @@ mod api;
 pub mod cli;
 pub mod store;
 pub mod tree;
+mod ui;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,6 +34,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use telemetry::TelemetryArgs;
 use telemetry::metrics::Metrics;
 use tokio::net::TcpListener;
+use weather_jobs::settings::QueueArgs;
 
 pub use store::Store;
 
@@ -63,6 +65,19 @@ pub struct Config {
         default_value = "messaging.destination.name,http.route,error.type"
     )]
     pub autocomplete_keys: Vec<String>,
+    /// Read traces from this Zipkin (or console) instead of storing them;
+    /// the console then serves no `/api/v2` of its own.
+    #[arg(long, env = "CONSOLE_ZIPKIN_URL")]
+    pub zipkin_url: Option<String>,
+    /// Zipkin's web UI, for an "open in Zipkin" link on each trace.
+    #[arg(long, env = "ZIPKIN_UI_URL")]
+    pub zipkin_ui_url: Option<String>,
+    /// The api, where the console's page submits jobs.
+    #[arg(long, env = "API_URL", default_value = "http://localhost:8080")]
+    pub api_url: String,
+    /// Redis and the weather queue, for the queue, worker and job pages.
+    #[command(flatten)]
+    pub queue: QueueArgs,
     /// Logging (the console exports no spans of its own).
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
@@ -95,26 +110,55 @@ pub struct StoreMetrics {
 }
 
 /// What the handlers share.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AppState {
-    /// The trace store.
+    /// The trace store (empty and unserved when traces are read from a
+    /// Zipkin).
     pub store: Arc<Store>,
     /// Its metrics.
     pub metrics: StoreMetrics,
     /// Longest lookback of a query, ms.
     pub query_lookback: u64,
+    /// Whether the store serves `/api/v2` (not when a Zipkin does).
+    pub serve_store: bool,
+    ui: Arc<ui::UiState>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("store", &self.store)
+            .field("serve_store", &self.serve_store)
+            .finish()
+    }
 }
 
 impl AppState {
-    /// An empty store with the settings of `config`.
+    /// An empty store with the settings of `config`, and the pages'
+    /// background work (connecting to Redis, sampling the queue) started.
+    /// Must run inside a tokio runtime.
     pub fn new(config: &Config) -> Self {
+        let store = Arc::new(Store::new(
+            usize::try_from(config.max_spans).unwrap_or(usize::MAX),
+            &config.autocomplete_keys,
+        ));
+        let source = match &config.zipkin_url {
+            Some(url) => ui::source::TraceSource::Zipkin(url.clone()),
+            None => ui::source::TraceSource::Embedded(store.clone()),
+        };
+        let ui = ui::start(
+            source,
+            config.queue.redis_url.expose().to_owned(),
+            config.queue.queue_config(),
+            config.api_url.clone(),
+            config.zipkin_ui_url.clone(),
+        );
         Self {
-            store: Arc::new(Store::new(
-                usize::try_from(config.max_spans).unwrap_or(usize::MAX),
-                &config.autocomplete_keys,
-            )),
+            store,
             metrics: StoreMetrics::default(),
             query_lookback: config.query_lookback,
+            serve_store: config.zipkin_url.is_none(),
+            ui,
         }
     }
 }
@@ -159,7 +203,13 @@ pub fn app(state: AppState) -> Router {
                 .set(i64::try_from(stats.traces).unwrap_or(i64::MAX));
         }
     });
-    api::routes(state).merge(ops)
+    let pages = ui::routes(state.ui.clone());
+    let api = if state.serve_store {
+        api::routes(state)
+    } else {
+        api::fallback()
+    };
+    api.merge(ops).merge(pages)
 }
 
 /// Serves the console on `listener` until `shutdown` completes.

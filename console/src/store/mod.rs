@@ -510,6 +510,31 @@ impl Store {
         links.into_list(&inner.strings)
     }
 
+    /// How long the CONSUMER spans of queue `queue` lasted (µs), for those
+    /// that started in `[from_us, to_us)`.
+    pub fn consumer_durations(&self, queue: &str, from_us: u64, to_us: u64) -> Vec<u64> {
+        let inner = self.read();
+        let (Some(key), Some(value)) = (
+            inner.strings.lookup("messaging.destination.name"),
+            inner.strings.lookup(queue),
+        ) else {
+            return Vec::new();
+        };
+        inner
+            .traces
+            .values()
+            .flat_map(|t| t.spans.iter())
+            .filter(|s| {
+                s.kind == Some(Kind::Consumer)
+                    && s.timestamp >= from_us
+                    && s.timestamp < to_us
+                    && s.duration > 0
+                    && s.tag(key) == Some(value)
+            })
+            .map(|s| s.duration)
+            .collect()
+    }
+
     /// The tag keys offered for autocompletion.
     pub fn autocomplete_keys(&self) -> Vec<String> {
         let inner = self.read();

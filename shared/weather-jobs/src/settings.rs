@@ -16,7 +16,7 @@ pub struct RedisUrl(String);
 
 impl RedisUrl {
     /// The URL itself, to connect with.
-    fn expose(&self) -> &str {
+    pub fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -82,7 +82,7 @@ impl QueueArgs {
     }
 
     /// The queue settings these flags describe.
-    fn queue_config(&self) -> QueueConfig {
+    pub fn queue_config(&self) -> QueueConfig {
         let mut cfg = QueueConfig::new(&self.queue_name);
         cfg.key_prefix.clone_from(&self.queue_key_prefix);
         cfg.lease = Duration::from_secs(self.job_lease_secs);

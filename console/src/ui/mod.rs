@@ -1,0 +1,140 @@
+//! The web console: submit jobs and watch them live, each job's trace as a
+//! waterfall, the queues, the workers, the failed jobs and the service
+//! map. Server-rendered HTML (maud, which escapes every value), a little
+//! plain JavaScript for live updates, SVG for charts and the map; the
+//! assets are compiled into the binary, so it works offline.
+
+mod charts;
+mod pages;
+pub(crate) mod source;
+mod waterfall;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use redis_job_queue::{QueueConfig, RedisQueue};
+
+use source::TraceSource;
+
+/// One reading of the queue, for the charts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Sample {
+    /// Epoch ms.
+    pub at_ms: u64,
+    /// Jobs finished per second since the reading before.
+    pub per_second: f64,
+    /// Processing time of the attempts that ended since then, ms.
+    pub p50_ms: Option<f64>,
+    /// Ditto.
+    pub p99_ms: Option<f64>,
+}
+
+/// Readings kept: ten minutes at one every ten seconds.
+const SAMPLES: usize = 60;
+/// Time between readings.
+const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+
+/// What the pages share.
+pub(crate) struct UiState {
+    pub source: TraceSource,
+    queue: RwLock<Option<RedisQueue>>,
+    pub queue_name: String,
+    pub api_url: String,
+    pub zipkin_ui: Option<String>,
+    pub http: reqwest::Client,
+    pub samples: Mutex<VecDeque<Sample>>,
+}
+
+impl UiState {
+    /// The queue, once connected.
+    pub(crate) fn queue(&self) -> Option<RedisQueue> {
+        self.queue.read().ok().and_then(|q| q.clone())
+    }
+}
+
+/// Starts the UI's background work (connecting to Redis, sampling the
+/// queue) and answers its state.
+pub(crate) fn start(
+    source: TraceSource,
+    redis_url: String,
+    queue: QueueConfig,
+    api_url: String,
+    zipkin_ui: Option<String>,
+) -> Arc<UiState> {
+    let state = Arc::new(UiState {
+        source,
+        queue: RwLock::new(None),
+        queue_name: queue.name.clone(),
+        api_url: api_url.trim_end_matches('/').to_owned(),
+        zipkin_ui,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default(),
+        samples: Mutex::new(VecDeque::with_capacity(SAMPLES)),
+    });
+    let s = state.clone();
+    tokio::spawn(async move {
+        // Redis may start after the console, or never (a console used as a
+        // trace store only): keep trying, quietly after the first warning.
+        let mut warned = false;
+        let connected = loop {
+            match RedisQueue::connect(&redis_url, queue.clone()).await {
+                Ok(q) => break q,
+                Err(e) => {
+                    if !warned {
+                        tracing::warn!(error = %e, "the queue is not reachable yet; the queue pages wait for it");
+                        warned = true;
+                    }
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            }
+        };
+        if let Ok(mut q) = s.queue.write() {
+            *q = Some(connected.clone());
+        }
+        charts::sample(s, connected).await;
+    });
+    state
+}
+
+const CSS: &str = include_str!("assets/app.css");
+const JS: &str = include_str!("assets/app.js");
+
+/// The console's pages and their data endpoints.
+pub(crate) fn routes(state: Arc<UiState>) -> Router {
+    Router::new()
+        .route("/", get(pages::submit))
+        .route("/jobs/{id}", get(pages::job))
+        .route("/queues", get(pages::queues))
+        .route("/workers", get(pages::workers))
+        .route("/failed", get(pages::failed))
+        .route("/map", get(pages::map))
+        .route("/ui/jobs", post(pages::create_job))
+        .route("/ui/jobs/{id}/events", get(pages::job_events))
+        .route("/ui/jobs/{id}/trace", get(pages::job_trace))
+        .route("/ui/fragment/{page}", get(pages::fragment))
+        .route("/ui/spans", post(pages::browser_spans))
+        .route(
+            "/static/app.css",
+            get(|| async {
+                ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS).into_response()
+            }),
+        )
+        .route(
+            "/static/app.js",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                    JS,
+                )
+                    .into_response()
+            }),
+        )
+        .with_state(state)
+}

@@ -1,0 +1,565 @@
+//! The console's pages, and the endpoints their scripts call.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::Stream;
+use maud::{DOCTYPE, Markup, html};
+use redis_job_queue::{JobRecord, RedisQueue};
+use serde_json::{Value, json};
+use telemetry::http_server::problem;
+
+use super::UiState;
+use super::charts::sparkline;
+use super::waterfall::{self, colours, millis};
+use crate::store::model::DependencyLink;
+
+type Ui = State<Arc<UiState>>;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The frame of every page: navigation, title, the page's content.
+fn page(title: &str, here: &str, body: Markup) -> Response {
+    let nav = [
+        ("/", "Submit"),
+        ("/queues", "Queues"),
+        ("/workers", "Workers"),
+        ("/failed", "Failed jobs"),
+        ("/map", "Service map"),
+    ];
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · traced-jobs console" }
+                link rel="stylesheet" href="/static/app.css";
+                script src="/static/app.js" defer {}
+            }
+            body {
+                a.skip href="#main" { "Skip to content" }
+                header {
+                    span.brand { "traced-jobs" }
+                    nav aria-label="Console" {
+                        @for (href, name) in nav {
+                            @if href == here {
+                                a href=(href) aria-current="page" { (name) }
+                            } @else {
+                                a href=(href) { (name) }
+                            }
+                        }
+                    }
+                }
+                main #main { h1 { (title) } (body) }
+            }
+        }
+    }
+    .into_response()
+}
+
+/// A page saying the queue cannot be read (yet).
+fn no_queue(title: &str, here: &str) -> Response {
+    let mut res = page(
+        title,
+        here,
+        html! { p.notice role="status" { "The queue is not reachable yet (is Redis running?). This page fills in once it is." } },
+    );
+    *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    res
+}
+
+fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// The trace id in a job's `traceparent`.
+fn trace_id_of(record: &JobRecord) -> Option<&str> {
+    record.metadata.get("traceparent")?.split('-').nth(1)
+}
+
+// ---- Submit -------------------------------------------------------------
+
+pub(crate) async fn submit() -> Response {
+    page(
+        "Submit jobs",
+        "/",
+        html! {
+            form #submit {
+                p {
+                    label for="places" { "Places, one a line: a city, or latitude, longitude" }
+                    textarea #places name="places" rows="4" required { "Berlin\nOslo\n52.52, 13.41" }
+                }
+                p {
+                    label for="units" { "Units" }
+                    select #units name="units" {
+                        option value="metric" { "metric (°C, km/h)" }
+                        option value="imperial" { "imperial (°F, mph)" }
+                    }
+                }
+                button type="submit" { "Submit" }
+            }
+            p.hint { "Each job's trace starts here, in your browser: the page sends a " code { "traceparent" } " with the job and records its own span." }
+            table #jobs aria-live="polite" {
+                caption { "Jobs submitted from this page" }
+                thead { tr { th scope="col" { "Place" } th scope="col" { "Job" } th scope="col" { "Status" } th scope="col" { "Attempts" } th scope="col" { "Trace" } } }
+                tbody {}
+            }
+        },
+    )
+}
+
+/// Forwards a job to the api with the browser's `traceparent`, so the
+/// api's span continues the browser's trace.
+pub(crate) async fn create_job(State(ui): Ui, headers: HeaderMap, body: Bytes) -> Response {
+    let mut req = ui
+        .http
+        .post(format!("{}/v1/jobs", ui.api_url))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body);
+    for name in ["traceparent", "tracestate", "baggage"] {
+        if let Some(v) = headers.get(name) {
+            req = req.header(name, v);
+        }
+    }
+    match req.send().await {
+        Ok(res) => {
+            let status =
+                StatusCode::from_u16(res.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            let ct = res
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("application/json")
+                .to_owned();
+            let body = res.bytes().await.unwrap_or_default();
+            (status, [(header::CONTENT_TYPE, ct)], body).into_response()
+        }
+        Err(e) => problem(
+            StatusCode::BAD_GATEWAY,
+            &format!("the api at {} could not be reached: {e}", ui.api_url),
+        ),
+    }
+}
+
+/// Spans the page records (its own span of each submission).
+pub(crate) async fn browser_spans(State(ui): Ui, body: Bytes) -> Response {
+    match ui.source.ingest(&ui.http, &body).await {
+        Ok(()) => StatusCode::ACCEPTED.into_response(),
+        Err(e) => problem(StatusCode::BAD_REQUEST, &e),
+    }
+}
+
+fn status_json(r: &JobRecord) -> Value {
+    json!({
+        "id": r.id,
+        "status": r.status.as_str(),
+        "attempts": r.attempts,
+        "max_attempts": r.max_attempts,
+        "error": r.error,
+        "trace_id": trace_id_of(r),
+    })
+}
+
+/// Server-sent events with a job's status: one now, one at every change,
+/// and the stream ends once the job is done.
+pub(crate) async fn job_events(
+    State(ui): Ui,
+    Path(id): Path<String>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let stream = async_stream(ui, id);
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+fn async_stream(ui: Arc<UiState>, id: String) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures::stream::unfold(
+        (ui, id, None::<Value>, false, 0u32),
+        |(ui, id, last, done, polls)| async move {
+            if done || polls > 2_400 {
+                return None;
+            }
+            let mut polls = polls;
+            loop {
+                if polls > 0 {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                polls += 1;
+                let record = match ui.queue() {
+                    Some(q) => q.status(&id).await.ok().flatten(),
+                    None => None,
+                };
+                let now = match &record {
+                    Some(r) => status_json(r),
+                    None => json!({ "id": id, "status": "unknown" }),
+                };
+                let finished = record.as_ref().is_some_and(JobRecord::is_finished);
+                if last.as_ref() != Some(&now) || polls > 2_400 {
+                    let event = Event::default().event("status").data(now.to_string());
+                    return Some((Ok(event), (ui, id, Some(now), finished, polls)));
+                }
+            }
+        },
+    )
+}
+
+// ---- Job ----------------------------------------------------------------
+
+async fn lookup(ui: &UiState, id: &str) -> Result<Option<JobRecord>, Response> {
+    let Some(queue) = ui.queue() else {
+        return Err(no_queue("Job", ""));
+    };
+    if id.is_empty()
+        || id.len() > 128
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Ok(None);
+    }
+    queue.status(id).await.map_err(|e| {
+        problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("the job queue is unavailable: {e}"),
+        )
+    })
+}
+
+pub(crate) async fn job(State(ui): Ui, Path(id): Path<String>) -> Response {
+    let record = match lookup(&ui, &id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            let mut res = page(
+                "Job not found",
+                "",
+                html! { p { "No job with id " code { (id) } " (finished jobs are kept for a limited time)." } },
+            );
+            *res.status_mut() = StatusCode::NOT_FOUND;
+            return res;
+        }
+        Err(res) => return res,
+    };
+    let trace = match trace_id_of(&record) {
+        Some(t) => ui.source.trace(&ui.http, t).await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let waited = record
+        .started_at_ms
+        .map(|s| s.saturating_sub(record.enqueued_at_ms));
+    let ran = record
+        .finished_at_ms
+        .zip(record.started_at_ms)
+        .map(|(f, s)| f.saturating_sub(s));
+    let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default();
+    page(
+        &format!("Job {}", record.id),
+        "",
+        html! {
+            section aria-labelledby="job-h" {
+                h2 #job-h { "The job" }
+                dl.job {
+                    dt { "Status" } dd { span class=(format!("status status-{}", record.status.as_str())) #status { (record.status.as_str()) } }
+                    @if let Some(error) = &record.error { dt { "Error" } dd.err { (error) } }
+                    dt { "Attempts" } dd { (record.attempts) " of " (record.max_attempts) }
+                    dt { "Queued at" } dd { (rfc3339(record.enqueued_at_ms)) }
+                    @if let Some(w) = waited { dt { "Waited" } dd { (millis(w * 1000)) } }
+                    @if let Some(r) = ran { dt { "Ran" } dd { (millis(r * 1000)) } }
+                    @if let Some(w) = &record.worker { dt { "Worker" } dd { code { (w) } } }
+                    dt { "Payload" } dd { code { (record.payload.to_string()) } }
+                }
+            }
+            section aria-labelledby="trace-h" {
+                h2 #trace-h { "Its trace" }
+                div #trace data-refresh=(format!("/ui/jobs/{}/trace", record.id)) data-live=(if record.is_finished() { "settle" } else { "live" }) {
+                    (waterfall::render(&trace, ui.zipkin_ui.as_deref()))
+                }
+            }
+            @if let Some(result) = &record.result {
+                section aria-labelledby="result-h" {
+                    h2 #result-h { "Its result" }
+                    pre { (pretty(result)) }
+                }
+            }
+        },
+    )
+}
+
+/// The waterfall of a job's trace, for the job page to refresh.
+pub(crate) async fn job_trace(State(ui): Ui, Path(id): Path<String>) -> Response {
+    let record = match lookup(&ui, &id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return problem(StatusCode::NOT_FOUND, "no such job"),
+        Err(res) => return res,
+    };
+    let trace = match trace_id_of(&record) {
+        Some(t) => match ui.source.trace(&ui.http, t).await {
+            Ok(spans) => spans,
+            Err(e) => return problem(StatusCode::BAD_GATEWAY, &e),
+        },
+        None => Vec::new(),
+    };
+    let mut res = waterfall::render(&trace, ui.zipkin_ui.as_deref()).into_response();
+    res.headers_mut().insert(
+        "x-job-finished",
+        if record.is_finished() {
+            "true"
+        } else {
+            "false"
+        }
+        .parse()
+        .unwrap_or(header::HeaderValue::from_static("false")),
+    );
+    res
+}
+
+// ---- Queues, workers, failed jobs, map --------------------------------
+
+async fn queues_body(ui: &UiState, queue: &RedisQueue) -> Markup {
+    let stats = match queue.stats().await {
+        Ok(s) => s,
+        Err(e) => {
+            return html! { p.notice role="status" { "The queue could not be read: " (e.to_string()) } };
+        }
+    };
+    let samples: Vec<_> = ui
+        .samples
+        .lock()
+        .map(|s| s.iter().copied().collect())
+        .unwrap_or_default();
+    let rate: Vec<Option<f64>> = samples.iter().map(|s| Some(s.per_second)).collect();
+    let p50: Vec<Option<f64>> = samples.iter().map(|s| s.p50_ms).collect();
+    let p99: Vec<Option<f64>> = samples.iter().map(|s| s.p99_ms).collect();
+    html! {
+        table.stats {
+            caption { "Queue " code { (queue.config().name) } }
+            thead { tr { th scope="col" { "Waiting" } th scope="col" { "In flight" } th scope="col" { "Delayed" } th scope="col" { "Failed" } th scope="col" { "Live workers" } } }
+            tbody { tr {
+                td data-label="Waiting" { (stats.waiting) }
+                td data-label="In flight" { (stats.in_flight) }
+                td data-label="Delayed" { (stats.delayed) }
+                td data-label="Failed" { (stats.failed) }
+                td data-label="Live workers" { (stats.live_consumers) }
+            } }
+        }
+        p { (stats.enqueued_total) " jobs enqueued, " (stats.succeeded_total) " succeeded, " (stats.failed_total) " failed, " (stats.retried_total) " attempts retried, since the queue began." }
+        div.charts {
+            (sparkline("Jobs finished per second", "/s", &[("rate", "#1f6feb", rate)]))
+            (sparkline("Processing time", "ms", &[("p50", "#1a7f37", p50), ("p99", "#cf222e", p99)]))
+        }
+    }
+}
+
+async fn workers_body(queue: &RedisQueue) -> Markup {
+    match queue.consumers().await {
+        Err(e) => {
+            html! { p.notice role="status" { "The workers could not be read: " (e.to_string()) } }
+        }
+        Ok(list) if list.is_empty() => html! { p { "No worker has joined the queue." } },
+        Ok(list) => html! {
+            table.workers {
+                caption { "Consumers of the queue's group" }
+                thead { tr { th scope="col" { "Worker" } th scope="col" { "Heartbeat" } th scope="col" { "Jobs in flight" } th scope="col" { "State" } } }
+                tbody {
+                    @for c in &list {
+                        tr {
+                            td data-label="Worker" { code { (c.name) } }
+                            td data-label="Heartbeat" { (format!("{:.1} s ago", c.heartbeat_age_ms as f64 / 1000.0)) }
+                            td data-label="Jobs in flight" { (c.in_flight) }
+                            td data-label="State" { @if c.live { "live" } @else { span.err { "silent" } } }
+                        }
+                    }
+                }
+            }
+        },
+    }
+}
+
+async fn failed_body(queue: &RedisQueue) -> Markup {
+    match queue.failed_jobs(50).await {
+        Err(e) => {
+            html! { p.notice role="status" { "The failed jobs could not be read: " (e.to_string()) } }
+        }
+        Ok(list) if list.is_empty() => html! { p { "No job has failed (within the retention)." } },
+        Ok(list) => html! {
+            table.failed {
+                caption { "The latest 50 jobs failed for good" }
+                thead { tr { th scope="col" { "Job" } th scope="col" { "Failed at" } th scope="col" { "Attempts" } th scope="col" { "Error" } th scope="col" { "Trace" } } }
+                tbody {
+                    @for r in &list {
+                        tr {
+                            td data-label="Job" { a href=(format!("/jobs/{}", r.id)) { code { (r.id) } } }
+                            td data-label="Failed at" { (r.finished_at_ms.map(rfc3339).unwrap_or_default()) }
+                            td data-label="Attempts" { (r.attempts) }
+                            td.err data-label="Error" { (r.error.as_deref().unwrap_or("")) }
+                            td data-label="Trace" {
+                                @if let Some(t) = trace_id_of(r) { a href=(format!("/jobs/{}#trace-h", r.id)) { code { (t) } } }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    }
+}
+
+/// The service map: services in columns by how far they are from a
+/// caller, edges with their call counts (and errors).
+fn map_svg(links: &[DependencyLink]) -> Markup {
+    if links.is_empty() {
+        return html! { p { "No calls between services in the last hour yet." } };
+    }
+    let mut nodes: Vec<&str> = links
+        .iter()
+        .flat_map(|l| [l.parent.as_str(), l.child.as_str()])
+        .collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    // Column of a node: the longest chain of callers before it (bounded,
+    // since the graph may have cycles: worker → redis → worker).
+    let mut column: std::collections::HashMap<&str, usize> =
+        nodes.iter().map(|n| (*n, 0)).collect();
+    for _ in 0..nodes.len() {
+        for l in links {
+            let next = column[l.parent.as_str()] + 1;
+            if next < nodes.len() && column[l.child.as_str()] < next && l.parent != l.child {
+                let seen_back = links
+                    .iter()
+                    .any(|b| b.parent == l.child && b.child == l.parent)
+                    && column[l.child.as_str()] > 0;
+                if !seen_back {
+                    column.insert(l.child.as_str(), next);
+                }
+            }
+        }
+    }
+    let mut rows: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+    let mut at: std::collections::HashMap<&str, (f64, f64)> = std::collections::HashMap::new();
+    const COL: f64 = 260.0;
+    const ROW: f64 = 130.0;
+    for n in &nodes {
+        let c = column[n];
+        let r = rows.entry(c).or_insert(0);
+        at.insert(n, (90.0 + c as f64 * COL, 50.0 + *r as f64 * ROW));
+        *r += 1;
+    }
+    let colour = colours(&nodes);
+    let width = 180.0 + (column.values().max().copied().unwrap_or(0) as f64) * COL;
+    let height = 150.0 + (rows.values().max().copied().unwrap_or(1) as f64 - 1.0) * ROW;
+    let label = |l: &DependencyLink| {
+        let calls = if l.call_count == 1 { "call" } else { "calls" };
+        match l.error_count {
+            0 => format!("{} {calls}", l.call_count),
+            e => format!("{} {calls}, {e} failed", l.call_count),
+        }
+    };
+    let description: Vec<String> = links
+        .iter()
+        .map(|l| format!("{} calls {} ({})", l.parent, l.child, label(l)))
+        .collect();
+    html! {
+        svg.map viewBox=(format!("0 0 {width} {height}")) role="img" aria-label=(format!("Service map: {}", description.join("; "))) {
+            defs {
+                marker #arrow viewBox="0 0 10 10" refX="10" refY="5" markerWidth="8" markerHeight="8" orient="auto-start-reverse" {
+                    path d="M 0 0 L 10 5 L 0 10 z" fill="#57606a" {}
+                }
+            }
+            @for l in links {
+                @let (x1, y1) = at[l.parent.as_str()];
+                @let (x2, y2) = at[l.child.as_str()];
+                @let stroke = if l.error_count > 0 { "#cf222e" } else { "#57606a" };
+                @if x2 > x1 {
+                    // Forward: from the caller's right side to the callee's left.
+                    path.edge d=(format!("M {:.0} {:.0} L {:.0} {:.0}", x1 + 70.0, y1, x2 - 72.0, y2))
+                        fill="none" stroke=(stroke) stroke-width="2" marker-end="url(#arrow)" {}
+                    text.count x=(format!("{:.0}", (x1 + x2) / 2.0)) y=(format!("{:.0}", (y1 + y2) / 2.0 - 10.0)) text-anchor="middle" { (label(l)) }
+                } @else {
+                    // Back (a worker calling the broker it reads from): a
+                    // curve below both boxes.
+                    @let mx = (x1 + x2) / 2.0;
+                    @let low = y1.max(y2) + 80.0;
+                    path.edge d=(format!("M {:.0} {:.0} Q {mx:.0} {low:.0} {:.0} {:.0}", x1, y1 + 18.0, x2, y2 + 20.0))
+                        fill="none" stroke=(stroke) stroke-width="2" marker-end="url(#arrow)" {}
+                    text.count x=(format!("{mx:.0}")) y=(format!("{:.0}", low - 22.0)) text-anchor="middle" { (label(l)) }
+                }
+            }
+            @for n in &nodes {
+                @let (x, y) = at[n];
+                g.node {
+                    rect x=(format!("{:.0}", x - 70.0)) y=(format!("{:.0}", y - 18.0)) width="140" height="36" rx="6" fill=(colour[n]) {}
+                    text x=(format!("{x:.0}")) y=(format!("{:.0}", y + 5.0)) text-anchor="middle" fill="#fff" { (n) }
+                }
+            }
+        }
+        ul.edges {
+            @for d in &description { li { (d) } }
+        }
+    }
+}
+
+async fn map_body(ui: &UiState) -> Markup {
+    match ui.source.dependencies(&ui.http, now_ms(), 3_600_000).await {
+        Ok(links) => map_svg(&links),
+        Err(e) => html! { p.notice role="status" { (e) } },
+    }
+}
+
+async fn fragment_body(ui: &UiState, which: &str) -> Option<Result<Markup, Response>> {
+    if which == "map" {
+        return Some(Ok(map_body(ui).await));
+    }
+    let queue = ui.queue();
+    let body = match (which, &queue) {
+        ("queues" | "workers" | "failed", None) => return Some(Err(no_queue("Queue", ""))),
+        ("queues", Some(q)) => queues_body(ui, q).await,
+        ("workers", Some(q)) => workers_body(q).await,
+        ("failed", Some(q)) => failed_body(q).await,
+        _ => return None,
+    };
+    Some(Ok(body))
+}
+
+async fn live_page(ui: &UiState, which: &str, title: &str, here: &str) -> Response {
+    match fragment_body(ui, which).await {
+        Some(Ok(body)) => page(
+            title,
+            here,
+            html! { div #live data-refresh=(format!("/ui/fragment/{which}")) data-live="poll" { (body) } },
+        ),
+        Some(Err(_)) => no_queue(title, here),
+        None => problem(StatusCode::NOT_FOUND, "no such page"),
+    }
+}
+
+pub(crate) async fn queues(State(ui): Ui) -> Response {
+    live_page(&ui, "queues", "Queues", "/queues").await
+}
+
+pub(crate) async fn workers(State(ui): Ui) -> Response {
+    live_page(&ui, "workers", "Workers", "/workers").await
+}
+
+pub(crate) async fn failed(State(ui): Ui) -> Response {
+    live_page(&ui, "failed", "Failed jobs", "/failed").await
+}
+
+pub(crate) async fn map(State(ui): Ui) -> Response {
+    live_page(&ui, "map", "Service map", "/map").await
+}
+
+/// A page's live part, for its script to refresh.
+pub(crate) async fn fragment(State(ui): Ui, Path(which): Path<String>) -> Response {
+    match fragment_body(&ui, &which).await {
+        Some(Ok(body)) => body.into_response(),
+        Some(Err(res)) => res,
+        None => problem(StatusCode::NOT_FOUND, "no such fragment"),
+    }
+}

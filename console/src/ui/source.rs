@@ -1,0 +1,91 @@
+//! Where the console reads traces: its own store, or a Zipkin running
+//! beside it (the same v2 API either way).
+
+use std::sync::Arc;
+
+use crate::store::Store;
+use crate::store::model::{DependencyLink, Span, SpanIn, TraceId};
+
+/// The console's traces.
+#[derive(Clone)]
+pub(crate) enum TraceSource {
+    /// The embedded store.
+    Embedded(Arc<Store>),
+    /// A Zipkin (or another console) at this base URL.
+    Zipkin(String),
+}
+
+impl TraceSource {
+    /// The spans of `trace` (none when unknown or unreadable).
+    pub(crate) async fn trace(
+        &self,
+        http: &reqwest::Client,
+        trace: &str,
+    ) -> Result<Vec<Span>, String> {
+        let Some(id) = TraceId::parse(trace) else {
+            return Ok(Vec::new());
+        };
+        match self {
+            Self::Embedded(store) => Ok(store.trace(id).unwrap_or_default()),
+            Self::Zipkin(base) => {
+                let res = http
+                    .get(format!("{}/api/v2/trace/{id}", base.trim_end_matches('/')))
+                    .send()
+                    .await
+                    .map_err(|e| format!("Zipkin at {base} could not be reached: {e}"))?;
+                if res.status() == reqwest::StatusCode::NOT_FOUND {
+                    return Ok(Vec::new());
+                }
+                res.error_for_status()
+                    .map_err(|e| e.to_string())?
+                    .json()
+                    .await
+                    .map_err(|e| format!("Zipkin at {base} sent an unexpected answer: {e}"))
+            }
+        }
+    }
+
+    /// The service graph of the last `lookback_ms`.
+    pub(crate) async fn dependencies(
+        &self,
+        http: &reqwest::Client,
+        end_ts_ms: u64,
+        lookback_ms: u64,
+    ) -> Result<Vec<DependencyLink>, String> {
+        match self {
+            Self::Embedded(store) => Ok(store.dependencies(end_ts_ms, lookback_ms)),
+            Self::Zipkin(base) => http
+                .get(format!(
+                    "{}/api/v2/dependencies?endTs={end_ts_ms}&lookback={lookback_ms}",
+                    base.trim_end_matches('/')
+                ))
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .map_err(|e| format!("Zipkin at {base} could not be read: {e}"))?
+                .json()
+                .await
+                .map_err(|e| format!("Zipkin at {base} sent an unexpected answer: {e}")),
+        }
+    }
+
+    /// Stores spans the browser sent (Zipkin v2 JSON).
+    pub(crate) async fn ingest(&self, http: &reqwest::Client, body: &[u8]) -> Result<(), String> {
+        match self {
+            Self::Embedded(store) => {
+                let spans: Vec<SpanIn<'_>> =
+                    serde_json::from_slice(body).map_err(|e| e.to_string())?;
+                store.ingest(spans).map(drop).map_err(|e| e.to_string())
+            }
+            Self::Zipkin(base) => http
+                .post(format!("{}/api/v2/spans", base.trim_end_matches('/')))
+                .header("content-type", "application/json")
+                .body(body.to_vec())
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .map(drop)
+                .map_err(|e| format!("Zipkin at {base} refused the spans: {e}")),
+        }
+    }
+}

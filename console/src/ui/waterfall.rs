@@ -1,0 +1,319 @@
+//! A trace as a waterfall: every span of every service on one time axis,
+//! coloured by service (and named, so colour is never the only cue), with
+//! a badge for its kind. A CONSUMER span draws the time its job waited in
+//! the queue as a dashed bar before its own. Each row opens (keyboard or
+//! pointer) to show the span's tags, events and links; a link to a span
+//! of the same trace (a retry's previous attempt, the producer) jumps to it.
+
+use std::collections::{HashMap, HashSet};
+
+use maud::{Markup, html};
+
+use crate::store::model::{Kind, Span};
+
+/// Colours with white text readable on them (contrast 4.5:1 or more).
+const PALETTE: &[&str] = &[
+    "#0969da", "#bc4c00", "#1a7f37", "#8250df", "#cf222e", "#0a7e8c", "#9a6700", "#57606a",
+];
+
+/// A colour for each of `services`, by their sorted order: distinct for
+/// up to eight services, and the same for the same set on every page.
+pub(crate) fn colours<'a>(services: &[&'a str]) -> HashMap<&'a str, &'static str> {
+    let mut sorted = services.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    sorted
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| (s, PALETTE[i % PALETTE.len()]))
+        .collect()
+}
+
+fn kind(k: Option<Kind>) -> &'static str {
+    match k {
+        Some(Kind::Server) => "server",
+        Some(Kind::Client) => "client",
+        Some(Kind::Producer) => "producer",
+        Some(Kind::Consumer) => "consumer",
+        None => "local",
+    }
+}
+
+pub(crate) fn millis(us: u64) -> String {
+    if us >= 100_000 {
+        format!("{:.0} ms", us as f64 / 1000.0)
+    } else {
+        format!("{:.1} ms", us as f64 / 1000.0)
+    }
+}
+
+fn service(s: &Span) -> &str {
+    s.local_endpoint
+        .as_ref()
+        .and_then(|e| e.service_name.as_deref())
+        .unwrap_or("?")
+}
+
+/// The spans in tree order (parents first, siblings by start), with their
+/// depth.
+fn ordered(spans: &[Span]) -> Vec<(&Span, usize)> {
+    let ids: HashSet<&str> = spans.iter().map(|s| s.id.as_str()).collect();
+    let mut children: HashMap<Option<&str>, Vec<&Span>> = HashMap::new();
+    for s in spans {
+        let parent = s
+            .parent_id
+            .as_deref()
+            .filter(|p| ids.contains(p) && *p != s.id);
+        children.entry(parent).or_default().push(s);
+    }
+    for list in children.values_mut() {
+        list.sort_by_key(|s| (s.timestamp, s.id.clone()));
+    }
+    let mut out = Vec::with_capacity(spans.len());
+    let mut seen = HashSet::new();
+    let mut stack: Vec<(&Span, usize)> = children
+        .get(&None)
+        .map(|roots| roots.iter().rev().map(|s| (*s, 0)).collect())
+        .unwrap_or_default();
+    while let Some((s, depth)) = stack.pop() {
+        if !seen.insert(s.id.as_str()) {
+            continue;
+        }
+        out.push((s, depth));
+        if let Some(kids) = children.get(&Some(s.id.as_str())) {
+            stack.extend(kids.iter().rev().map(|k| (*k, depth + 1)));
+        }
+    }
+    out
+}
+
+/// Renders the waterfall of one trace; `zipkin_ui` adds an "open in
+/// Zipkin" link.
+pub(crate) fn render(spans: &[Span], zipkin_ui: Option<&str>) -> Markup {
+    if spans.is_empty() {
+        return html! { p.empty { "No spans yet: services send theirs within a second or so." } };
+    }
+    let start = spans.iter().filter_map(|s| s.timestamp).min().unwrap_or(0);
+    let end = spans
+        .iter()
+        .filter_map(|s| Some(s.timestamp? + s.duration.unwrap_or(1)))
+        .max()
+        .unwrap_or(start + 1);
+    let total = end.saturating_sub(start).max(1) as f64;
+    let pct = |us: u64| us as f64 * 100.0 / total;
+    let ids: HashSet<&str> = spans.iter().map(|s| s.id.as_str()).collect();
+    let trace_id = spans[0].trace_id.as_str();
+    let mut services: Vec<&str> = spans.iter().map(service).collect();
+    services.sort_unstable();
+    services.dedup();
+    let colour = colours(&services);
+    html! {
+        div.trace-head {
+            p {
+                "Trace " code { (trace_id) } ": " (spans.len()) " spans, "
+                (services.len()) " services, " (millis(total as u64)) "."
+                @if let Some(ui) = zipkin_ui {
+                    " " a href=(format!("{}/zipkin/traces/{trace_id}", ui.trim_end_matches('/'))) { "Open in Zipkin" }
+                }
+            }
+            ul.legend aria-label="Services" {
+                @for s in &services {
+                    li { span.swatch style=(format!("background:{}", colour[s])) {} (s) }
+                }
+            }
+        }
+        ol.waterfall aria-label="Spans on one time axis" {
+            @for (s, depth) in ordered(spans) {
+                @let begin = s.timestamp.unwrap_or(start).saturating_sub(start);
+                @let width = pct(s.duration.unwrap_or(1)).max(0.3);
+                @let wait = (s.kind == Some(Kind::Consumer))
+                    .then(|| s.tags.get("job.queue_wait_ms")?.parse::<u64>().ok())
+                    .flatten()
+                    .map(|ms| ms * 1000);
+                li.span id=(format!("span-{}", s.id)) style=(format!("--depth:{depth};--c:{}", colour[service(s)])) {
+                    details {
+                        summary {
+                            span.name {
+                                span.svc { (service(s)) }
+                                " " (s.name.as_deref().unwrap_or("?"))
+                                @if let Some(r) = s.remote_endpoint.as_ref().and_then(|e| e.service_name.as_deref()) {
+                                    " → " (r)
+                                }
+                                " "
+                                span class=(format!("kind kind-{}", kind(s.kind))) { (kind(s.kind)) }
+                                @if s.tags.contains_key("error") { " " span.err { "error" } }
+                            }
+                            span.track aria-hidden="true" {
+                                @if let Some(w) = wait {
+                                    span.wait style=(format!("left:{:.3}%;width:{:.3}%", pct(begin.saturating_sub(w)), pct(w.min(begin)))) {}
+                                }
+                                span.bar style=(format!("left:{:.3}%;width:{:.3}%", pct(begin), width)) {}
+                            }
+                            span.dur {
+                                (s.duration.map_or("?".into(), millis))
+                                @if let Some(w) = wait { " (waited " (millis(w)) ")" }
+                            }
+                        }
+                        (details(s, &ids))
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What a span row shows when opened.
+fn details(s: &Span, ids: &HashSet<&str>) -> Markup {
+    html! {
+        div.details {
+            dl {
+                dt { "span id" } dd { code { (s.id) } }
+                @if let Some(p) = &s.parent_id { dt { "parent" } dd { a href=(format!("#span-{p}")) { code { (p) } } } }
+                @if let Some(r) = s.remote_endpoint.as_ref().and_then(|e| e.service_name.as_deref()) {
+                    dt { "remote" } dd { (r) }
+                }
+                @for (k, v) in &s.tags {
+                    @if let Some(target) = k.strip_prefix("otel.link.").and(v.split_once('-')) {
+                        dt { "link" }
+                        dd {
+                            @if ids.contains(target.1) {
+                                a href=(format!("#span-{}", target.1)) { code { (target.1) } }
+                            } @else {
+                                code { (v) }
+                            }
+                        }
+                    } @else {
+                        dt { (k) } dd { (v) }
+                    }
+                }
+            }
+            @if !s.annotations.is_empty() {
+                h4 { "Events" }
+                ul.events {
+                    @for a in &s.annotations {
+                        li {
+                            "+" (millis(a.timestamp.saturating_sub(s.timestamp.unwrap_or(a.timestamp)))) " "
+                            (a.value)
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::model::Endpoint;
+
+    fn span(
+        id: u64,
+        parent: Option<u64>,
+        svc: &str,
+        name: &str,
+        k: Option<Kind>,
+        at: u64,
+        dur: u64,
+    ) -> Span {
+        Span {
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            parent_id: parent.map(|p| format!("{p:016x}")),
+            id: format!("{id:016x}"),
+            kind: k,
+            name: Some(name.into()),
+            timestamp: Some(1_000_000 + at),
+            duration: Some(dur),
+            debug: None,
+            shared: None,
+            local_endpoint: Some(Endpoint {
+                service_name: Some(svc.into()),
+                ..Endpoint::default()
+            }),
+            remote_endpoint: None,
+            annotations: Vec::new(),
+            tags: Default::default(),
+        }
+    }
+
+    #[test]
+    fn spans_sit_on_one_axis_with_the_queue_wait_before_the_consumer() {
+        let mut consumer = span(
+            3,
+            Some(2),
+            "worker",
+            "process weather",
+            Some(Kind::Consumer),
+            5_000,
+            5_000,
+        );
+        consumer.tags.insert("job.queue_wait_ms".into(), "3".into());
+        consumer.tags.insert(
+            "otel.link.0".into(),
+            "4bf92f3577b34da6a3ce929d0e0e4736-0000000000000002".into(),
+        );
+        consumer
+            .tags
+            .insert("error".into(), "<script>alert(1)</script>".into());
+        let spans = vec![
+            consumer,
+            span(
+                1,
+                None,
+                "api",
+                "post /v1/jobs",
+                Some(Kind::Server),
+                0,
+                2_000,
+            ),
+            span(
+                2,
+                Some(1),
+                "api",
+                "send weather",
+                Some(Kind::Producer),
+                1_000,
+                1_000,
+            ),
+        ];
+        let page = render(&spans, Some("http://zipkin:9411/")).into_string();
+        let rows: Vec<&str> = page
+            .match_indices("<li class=\"span\"")
+            .map(|(i, _)| &page[i..i + 60])
+            .collect();
+        assert_eq!(rows.len(), 3, "{page}");
+        assert!(
+            rows[0].contains("span-0000000000000001"),
+            "tree order: {rows:?}"
+        );
+        assert!(
+            rows[2].contains("span-0000000000000003"),
+            "tree order: {rows:?}"
+        );
+        // The consumer starts at half the trace and lasts half of it; it
+        // waited 3 ms of the 5 before it.
+        assert!(
+            page.contains("class=\"bar\" style=\"left:50.000%;width:50.000%\""),
+            "{page}"
+        );
+        assert!(
+            page.contains("class=\"wait\" style=\"left:20.000%;width:30.000%\""),
+            "{page}"
+        );
+        assert!(page.contains("(waited 3.0 ms)"));
+        assert!(
+            page.contains("href=\"#span-0000000000000002\""),
+            "links jump to the producer"
+        );
+        assert!(page.contains(
+            "href=\"http://zipkin:9411/zipkin/traces/4bf92f3577b34da6a3ce929d0e0e4736\""
+        ));
+        assert!(page.contains("kind kind-consumer"));
+        assert!(!page.contains("<script>alert"), "tags are escaped");
+        assert!(page.contains("&lt;script&gt;"));
+        assert_eq!(page.matches("<details>").count(), 3, "every row opens");
+        let c = colours(&["worker", "api", "weather-stub", "api"]);
+        assert_eq!(c.len(), 3);
+        assert_ne!(c["api"], c["worker"], "every service its own colour");
+    }
+}
