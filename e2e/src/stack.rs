@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde_json::Value;
-use testkit::{RedisServer, ServiceProcess, ZipkinCollector, free_port, project_binary};
+use testkit::{Console, RedisServer, ServiceProcess, ZipkinCollector, free_port, project_binary};
 
 /// How long a job, a trace or a metric may take to appear.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -26,6 +26,9 @@ pub struct Stack {
     pub api_url: String,
     /// A client for the tests' requests.
     pub http: reqwest::Client,
+    /// The console, when the stack was started with one: the services
+    /// export their spans to it instead of the collector stand-in.
+    pub console: Option<Console>,
     _redis: RedisServer,
 }
 
@@ -40,26 +43,40 @@ impl Stack {
         stub_env: &[(&'static str, &str)],
         worker_env: &[(&'static str, &str)],
     ) -> anyhow::Result<Self> {
-        Self::launch(stub_env, worker_env, None).await
+        Self::launch(stub_env, worker_env, false).await
     }
 
-    /// Starts the stack exporting its spans to `endpoint` (a console's or
-    /// a Zipkin's `/api/v2/spans`) instead of the collector stand-in.
-    pub async fn start_exporting_to(endpoint: String) -> anyhow::Result<Self> {
-        Self::launch(&[], &[], Some(endpoint)).await
+    /// Starts the stack with a console: it stores the services' spans (in
+    /// place of the collector stand-in) and reads the stack's queue and api.
+    pub async fn start_with_console() -> anyhow::Result<Self> {
+        Self::launch(&[], &[], true).await
     }
 
     async fn launch(
         stub_env: &[(&'static str, &str)],
         worker_env: &[(&'static str, &str)],
-        endpoint: Option<String>,
+        with_console: bool,
     ) -> anyhow::Result<Self> {
         let owned = |env: &[(&'static str, &str)]| -> Vec<(&'static str, String)> {
             env.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
         };
         let redis = RedisServer::start().await?;
         let zipkin = ZipkinCollector::start().await?;
-        let endpoint = endpoint.unwrap_or_else(|| zipkin.endpoint());
+        let api_port = free_port()?;
+        let api_url = format!("http://127.0.0.1:{api_port}");
+        let console = match with_console {
+            true => Some(
+                Console::start(
+                    project_binary("console")?.to_str().context("path")?,
+                    &[("REDIS_URL", redis.url()), ("API_URL", api_url.clone())],
+                )
+                .await?,
+            ),
+            false => None,
+        };
+        let endpoint = console
+            .as_ref()
+            .map_or_else(|| zipkin.endpoint(), Console::endpoint);
         let common = |mut extra: Vec<(&'static str, String)>| {
             extra.extend([
                 ("REDIS_URL", redis.url()),
@@ -86,8 +103,6 @@ impl Stack {
             &format!("{stub_url}healthz"),
         )
         .await?;
-        let api_port = free_port()?;
-        let api_url = format!("http://127.0.0.1:{api_port}");
         let api = ServiceProcess::start(
             "api",
             project_binary("api")?.to_str().context("path")?,
@@ -129,6 +144,7 @@ impl Stack {
             stub,
             api_url,
             http: reqwest::Client::new(),
+            console,
             _redis: redis,
         })
     }

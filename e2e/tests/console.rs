@@ -7,13 +7,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use e2e::{Stack, WAIT, one, service};
 use serde_json::json;
-use testkit::{Console, project_binary};
+use testkit::project_binary;
 
 #[tokio::test]
 async fn a_jobs_trace_and_the_service_map_come_back_from_the_console() -> anyhow::Result<()> {
     let bin = project_binary("console")?;
-    let console = Console::start(bin.to_str().context("path")?, &[]).await?;
-    let stack = Stack::start_exporting_to(console.endpoint()).await?;
+    let stack = Stack::start_with_console().await?;
+    let console = stack.console.as_ref().context("a console")?;
     let (id, trace) = stack.enqueue(r#"{"city": "Oslo"}"#, &[]).await?;
     let done = stack.wait_done(&id).await?;
     assert_eq!(done["status"], "succeeded", "{done}");
