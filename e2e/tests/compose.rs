@@ -59,6 +59,7 @@ fn check_settings(compose: &Yaml) {
         ("api", "api"),
         ("worker", "worker"),
         ("weather-stub", "weather-stub"),
+        ("console", "console"),
     ] {
         let svc = &compose["services"][service];
         assert!(!svc.is_badvalue(), "service {service} is missing");
@@ -102,6 +103,7 @@ fn workers_can_be_scaled() {
         "api",
         "worker",
         "weather-stub",
+        "console",
         "prometheus",
     ] {
         assert!(
@@ -115,7 +117,7 @@ fn workers_can_be_scaled() {
 fn each_service_builds_its_own_image_tag() {
     let compose = resolved_compose();
     let mut tags = Vec::new();
-    for service in ["api", "worker", "weather-stub"] {
+    for service in ["api", "worker", "weather-stub", "console"] {
         let svc = &compose["services"][service];
         assert!(!svc["build"].is_badvalue(), "{service} is built here");
         let image = svc["image"].as_str().expect("an image tag").to_owned();
