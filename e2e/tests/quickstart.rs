@@ -1,0 +1,166 @@
+//! The README's first command, as a new user runs it: `scripts/run` from a
+//! clean clone (of the committed tree), with no Zipkin and no Docker. A job
+//! posted to the api leaves its whole trace in the console.
+
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+use testkit::free_port;
+
+/// `scripts/run` in a process group of its own, stopped (SIGTERM to the
+/// group, which it forwards to what it started) when dropped.
+struct Run {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Run {
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.wait();
+    }
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> Option<Value> {
+    let res = http.get(url).send().await.ok()?;
+    if !res.status().is_success() {
+        return None;
+    }
+    res.json().await.ok()
+}
+
+#[tokio::test]
+async fn scripts_run_from_a_clean_clone_keeps_a_jobs_trace_in_the_console() -> anyhow::Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("the workspace")?;
+    let clone = std::env::temp_dir().join(format!("e2e-clean-clone-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&clone);
+    let cloned = Command::new("git")
+        .args(["clone", "--quiet"])
+        .arg(root)
+        .arg(&clone)
+        .status()
+        .context("git clone (Debian: apt-get install -y git)")?;
+    assert!(cloned.success(), "git clone failed");
+
+    // A build directory of its own: the clone's binaries must not replace
+    // the ones other tests are running.
+    let exe = std::env::current_exe()?;
+    let target = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .and_then(|profile| profile.parent())
+        .context("the target directory")?
+        .join("clean-clone");
+    let (api, stub, console, redis) = (free_port()?, free_port()?, free_port()?, free_port()?);
+    let workers = format!("{} {}", free_port()?, free_port()?);
+    let log = clone.with_extension("log");
+    let out = std::fs::File::create(&log)?;
+    let child = Command::new("bash")
+        .arg(clone.join("scripts/run"))
+        .current_dir(&clone)
+        .env("RUN_PROFILE", "debug")
+        .env("CARGO_TARGET_DIR", &target)
+        .env("API_PORT", api.to_string())
+        .env("STUB_PORT", stub.to_string())
+        .env("CONSOLE_PORT", console.to_string())
+        .env("REDIS_PORT", redis.to_string())
+        .env("WORKER_PORTS", &workers)
+        .env_remove("OTEL_EXPORTER_ZIPKIN_ENDPOINT")
+        .env_remove("REDIS_URL")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .process_group(0)
+        .spawn()
+        .context("running scripts/run")?;
+    let mut run = Run { child, log };
+
+    // It builds first: give it time, but stop as soon as it fails.
+    let http = reqwest::Client::new();
+    let api_url = format!("http://127.0.0.1:{api}");
+    let console_url = format!("http://127.0.0.1:{console}");
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        if let Some(status) = run.child.try_wait()? {
+            bail!("scripts/run exited ({status}):\n{}", run.output());
+        }
+        let ready = get_json(&http, &format!("{api_url}/readyz")).await.is_some()
+            && get_json(&http, &format!("{console_url}/healthz")).await.is_some()
+            && run.output().contains("console: http://localhost");
+        if ready {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("scripts/run did not start within 15 minutes:\n{}", run.output());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let printed = run.output();
+    let first = printed
+        .lines()
+        .find(|l| !l.trim().is_empty() && l.trim_start().starts_with("console:"))
+        .unwrap_or_default();
+    assert!(
+        first.contains(&format!("http://localhost:{console}")),
+        "it prints the console's URL: {printed}"
+    );
+
+    let res: Value = http
+        .post(format!("{api_url}/v1/jobs"))
+        .header("content-type", "application/json")
+        .body(r#"{"city": "Reykjavik"}"#)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let (id, trace) = (
+        res["id"].as_str().context("a job id")?.to_owned(),
+        res["trace_id"].as_str().context("a trace id")?.to_owned(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let spans = loop {
+        let job = get_json(&http, &format!("{api_url}/v1/jobs/{id}")).await;
+        let spans = get_json(&http, &format!("{console_url}/api/v2/trace/{trace}")).await;
+        if let (Some(job), Some(Value::Array(spans))) = (job, spans)
+            && job["status"] == "succeeded"
+            && spans.len() == 9
+        {
+            break spans;
+        }
+        if Instant::now() > deadline {
+            bail!("job {id} and its trace not complete in the console:\n{}", run.output());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut services: Vec<&str> = spans
+        .iter()
+        .filter_map(|s| s["localEndpoint"]["serviceName"].as_str())
+        .collect();
+    services.sort();
+    services.dedup();
+    assert_eq!(services, ["api", "weather-stub", "worker"]);
+    drop(run);
+    let _ = std::fs::remove_dir_all(&clone);
+    Ok(())
+}
