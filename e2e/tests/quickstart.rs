@@ -105,14 +105,21 @@ async fn scripts_run_from_a_clean_clone_keeps_a_jobs_trace_in_the_console() -> a
         if let Some(status) = run.child.try_wait()? {
             bail!("scripts/run exited ({status}):\n{}", run.output());
         }
-        let ready = get_json(&http, &format!("{api_url}/readyz")).await.is_some()
-            && get_json(&http, &format!("{console_url}/healthz")).await.is_some()
+        let ready = get_json(&http, &format!("{api_url}/readyz"))
+            .await
+            .is_some()
+            && get_json(&http, &format!("{console_url}/healthz"))
+                .await
+                .is_some()
             && run.output().contains("console: http://localhost");
         if ready {
             break;
         }
         if Instant::now() > deadline {
-            bail!("scripts/run did not start within 15 minutes:\n{}", run.output());
+            bail!(
+                "scripts/run did not start within 15 minutes:\n{}",
+                run.output()
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -149,7 +156,10 @@ async fn scripts_run_from_a_clean_clone_keeps_a_jobs_trace_in_the_console() -> a
             break spans;
         }
         if Instant::now() > deadline {
-            bail!("job {id} and its trace not complete in the console:\n{}", run.output());
+            bail!(
+                "job {id} and its trace not complete in the console:\n{}",
+                run.output()
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
@@ -160,7 +170,9 @@ async fn scripts_run_from_a_clean_clone_keeps_a_jobs_trace_in_the_console() -> a
     services.sort();
     services.dedup();
     assert_eq!(services, ["api", "weather-stub", "worker"]);
+    let log = run.log.clone();
     drop(run);
     let _ = std::fs::remove_dir_all(&clone);
+    let _ = std::fs::remove_file(log);
     Ok(())
 }
