@@ -3,8 +3,6 @@
 //! the file is loose (span names are plain strings, names are lower-cased,
 //! ids are normalised).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -15,9 +13,9 @@ use axum::{Json, Router};
 use telemetry::http_server::problem;
 use tower_http::decompression::RequestDecompressionLayer;
 
-use crate::AppState;
 use crate::store::TraceQuery;
 use crate::store::model::{SpanIn, TraceId};
+use crate::{AppState, now_ms};
 
 /// Largest batch of spans accepted, once decompressed.
 pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
@@ -76,12 +74,6 @@ fn int(q: &[(String, String)], name: &str) -> Result<Option<i64>, ConsoleError> 
             })
         })
         .transpose()
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The `/api/v2` routes, and problems for every other path.

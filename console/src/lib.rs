@@ -38,6 +38,13 @@ use weather_jobs::settings::QueueArgs;
 
 pub use store::Store;
 
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// The console's settings.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(

@@ -12,6 +12,7 @@
 mod intern;
 mod links;
 pub mod model;
+mod output;
 mod query;
 
 use std::collections::{HashMap, VecDeque};
@@ -19,7 +20,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use intern::{Interner, Sym};
-use model::{Annotation, Endpoint, EndpointIn, Kind, Span, SpanError, SpanIn, TraceId};
+use model::{EndpointIn, Kind, Prepared, Span, SpanError, SpanIn, TraceId, prepare};
 
 pub use model::DependencyLink;
 pub use query::{QueryError, TraceQuery};
@@ -130,15 +131,6 @@ struct Inner {
     autocomplete_keys: Vec<Sym>,
     /// Spans per (autocomplete key, value).
     autocomplete: HashMap<(Sym, Sym), u32>,
-}
-
-/// A span checked and normalised, its strings still borrowed from the
-/// request body.
-struct Prepared<'a> {
-    trace: TraceId,
-    span: SpanIn<'a>,
-    id: u64,
-    parent: u64,
 }
 
 /// The trace store. Ingest and queries may run from many tasks at once.
@@ -280,77 +272,6 @@ impl Inner {
         self.spans -= n;
         Some(n)
     }
-
-    fn endpoint_out(&self, e: Ep) -> Option<Endpoint> {
-        if e.is_empty() {
-            return None;
-        }
-        let text = |s: Sym| (!s.is_none()).then(|| self.strings.get(s).to_owned());
-        Some(Endpoint {
-            service_name: text(e.service),
-            ipv4: text(e.ipv4),
-            ipv6: text(e.ipv6),
-            port: (e.port != 0).then_some(e.port),
-        })
-    }
-
-    fn span_out(&self, trace: TraceId, s: &SpanRec) -> Span {
-        let text = |s: Sym| self.strings.get(s).to_owned();
-        Span {
-            trace_id: trace.to_string(),
-            parent_id: (s.parent != 0).then(|| format!("{:016x}", s.parent)),
-            id: format!("{:016x}", s.id),
-            kind: s.kind,
-            name: (!s.name.is_none()).then(|| text(s.name)),
-            timestamp: (s.timestamp != 0).then_some(s.timestamp),
-            duration: (s.duration != 0).then_some(s.duration),
-            debug: s.debug.then_some(true),
-            shared: s.shared.then_some(true),
-            local_endpoint: self.endpoint_out(s.local),
-            remote_endpoint: self.endpoint_out(s.remote),
-            annotations: s
-                .annotations
-                .iter()
-                .map(|&(timestamp, v)| Annotation {
-                    timestamp,
-                    value: text(v),
-                })
-                .collect(),
-            tags: s.tags.iter().map(|&(k, v)| (text(k), text(v))).collect(),
-        }
-    }
-
-    /// A trace as answered: its spans by time.
-    fn trace_out(&self, id: TraceId, trace: &TraceRec) -> Vec<Span> {
-        let mut spans: Vec<&SpanRec> = trace.spans.iter().collect();
-        spans.sort_by_key(|s| (s.timestamp, s.id));
-        spans.into_iter().map(|s| self.span_out(id, s)).collect()
-    }
-}
-
-/// Checks and normalises one posted span.
-fn prepare(index: usize, span: SpanIn<'_>) -> Result<Prepared<'_>, SpanError> {
-    let trace = TraceId::parse(&span.trace_id).ok_or_else(|| SpanError::TraceId {
-        index,
-        value: span.trace_id.to_string(),
-    })?;
-    let bad_id = |field, value: &str| SpanError::SpanId {
-        index,
-        field,
-        value: value.to_owned(),
-    };
-    let id = model::parse_span_id(&span.id).ok_or_else(|| bad_id("id", &span.id))?;
-    let parent = match span.parent_id.as_deref() {
-        None | Some("") => 0,
-        Some(p) => model::parse_span_id(p).ok_or_else(|| bad_id("parentId", p))?,
-    };
-    Ok(Prepared {
-        trace,
-        id,
-        // A span that names itself as parent is a root (Zipkin's rule).
-        parent: if parent == id { 0 } else { parent },
-        span,
-    })
 }
 
 impl Store {

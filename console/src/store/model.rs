@@ -264,6 +264,40 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// A span checked and normalised, its strings still borrowed from the
+/// request body.
+pub(crate) struct Prepared<'a> {
+    pub(crate) trace: TraceId,
+    pub(crate) span: SpanIn<'a>,
+    pub(crate) id: u64,
+    pub(crate) parent: u64,
+}
+
+/// Checks and normalises one posted span.
+pub(crate) fn prepare(index: usize, span: SpanIn<'_>) -> Result<Prepared<'_>, SpanError> {
+    let trace = TraceId::parse(&span.trace_id).ok_or_else(|| SpanError::TraceId {
+        index,
+        value: span.trace_id.to_string(),
+    })?;
+    let bad_id = |field, value: &str| SpanError::SpanId {
+        index,
+        field,
+        value: value.to_owned(),
+    };
+    let id = parse_span_id(&span.id).ok_or_else(|| bad_id("id", &span.id))?;
+    let parent = match span.parent_id.as_deref() {
+        None | Some("") => 0,
+        Some(p) => parse_span_id(p).ok_or_else(|| bad_id("parentId", p))?,
+    };
+    Ok(Prepared {
+        trace,
+        id,
+        // A span that names itself as parent is a root (Zipkin's rule).
+        parent: if parent == id { 0 } else { parent },
+        span,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,19 +3,13 @@
 //! the CONSUMER spans of the embedded store.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use maud::{Markup, html};
 use redis_job_queue::RedisQueue;
 
 use super::source::TraceSource;
 use super::{SAMPLE_EVERY, SAMPLES, Sample, UiState};
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use crate::now_ms;
 
 fn percentile(sorted: &[u64], p: f64) -> Option<f64> {
     if sorted.is_empty() {

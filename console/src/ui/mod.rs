@@ -5,6 +5,7 @@
 //! assets are compiled into the binary, so it works offline.
 
 mod charts;
+mod map;
 mod pages;
 pub(crate) mod source;
 mod waterfall;

@@ -2,7 +2,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -17,16 +17,9 @@ use telemetry::http_server::problem;
 
 use super::UiState;
 use super::charts::sparkline;
-use super::waterfall::{self, colours, millis};
-use crate::store::model::DependencyLink;
+use super::waterfall::{self, millis};
 
 type Ui = State<Arc<UiState>>;
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// The frame of every page: navigation, title, the page's content.
 fn page(title: &str, here: &str, body: Markup) -> Response {
@@ -411,110 +404,9 @@ async fn failed_body(queue: &RedisQueue) -> Markup {
     }
 }
 
-/// The service map: services in columns by how far they are from a
-/// caller, edges with their call counts (and errors).
-fn map_svg(links: &[DependencyLink]) -> Markup {
-    if links.is_empty() {
-        return html! { p { "No calls between services in the last hour yet." } };
-    }
-    let mut nodes: Vec<&str> = links
-        .iter()
-        .flat_map(|l| [l.parent.as_str(), l.child.as_str()])
-        .collect();
-    nodes.sort_unstable();
-    nodes.dedup();
-    // Column of a node: the longest chain of callers before it (bounded,
-    // since the graph may have cycles: worker → redis → worker).
-    let mut column: std::collections::HashMap<&str, usize> =
-        nodes.iter().map(|n| (*n, 0)).collect();
-    for _ in 0..nodes.len() {
-        for l in links {
-            let next = column[l.parent.as_str()] + 1;
-            if next < nodes.len() && column[l.child.as_str()] < next && l.parent != l.child {
-                let seen_back = links
-                    .iter()
-                    .any(|b| b.parent == l.child && b.child == l.parent)
-                    && column[l.child.as_str()] > 0;
-                if !seen_back {
-                    column.insert(l.child.as_str(), next);
-                }
-            }
-        }
-    }
-    let mut rows: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
-    let mut at: std::collections::HashMap<&str, (f64, f64)> = std::collections::HashMap::new();
-    const COL: f64 = 260.0;
-    const ROW: f64 = 130.0;
-    for n in &nodes {
-        let c = column[n];
-        let r = rows.entry(c).or_insert(0);
-        at.insert(n, (90.0 + c as f64 * COL, 50.0 + *r as f64 * ROW));
-        *r += 1;
-    }
-    let colour = colours(&nodes);
-    let width = 180.0 + (column.values().max().copied().unwrap_or(0) as f64) * COL;
-    let height = 150.0 + (rows.values().max().copied().unwrap_or(1) as f64 - 1.0) * ROW;
-    let label = |l: &DependencyLink| {
-        let calls = if l.call_count == 1 { "call" } else { "calls" };
-        match l.error_count {
-            0 => format!("{} {calls}", l.call_count),
-            e => format!("{} {calls}, {e} failed", l.call_count),
-        }
-    };
-    let description: Vec<String> = links
-        .iter()
-        .map(|l| format!("{} calls {} ({})", l.parent, l.child, label(l)))
-        .collect();
-    html! {
-        svg.map viewBox=(format!("0 0 {width} {height}")) role="img" aria-label=(format!("Service map: {}", description.join("; "))) {
-            defs {
-                marker #arrow viewBox="0 0 10 10" refX="10" refY="5" markerWidth="8" markerHeight="8" orient="auto-start-reverse" {
-                    path d="M 0 0 L 10 5 L 0 10 z" fill="#57606a" {}
-                }
-            }
-            @for l in links {
-                @let (x1, y1) = at[l.parent.as_str()];
-                @let (x2, y2) = at[l.child.as_str()];
-                @let stroke = if l.error_count > 0 { "#cf222e" } else { "#57606a" };
-                @if x2 > x1 {
-                    // Forward: from the caller's right side to the callee's left.
-                    path.edge d=(format!("M {:.0} {:.0} L {:.0} {:.0}", x1 + 70.0, y1, x2 - 72.0, y2))
-                        fill="none" stroke=(stroke) stroke-width="2" marker-end="url(#arrow)" {}
-                    text.count x=(format!("{:.0}", (x1 + x2) / 2.0)) y=(format!("{:.0}", (y1 + y2) / 2.0 - 10.0)) text-anchor="middle" { (label(l)) }
-                } @else {
-                    // Back (a worker calling the broker it reads from): a
-                    // curve below both boxes.
-                    @let mx = (x1 + x2) / 2.0;
-                    @let low = y1.max(y2) + 80.0;
-                    path.edge d=(format!("M {:.0} {:.0} Q {mx:.0} {low:.0} {:.0} {:.0}", x1, y1 + 18.0, x2, y2 + 20.0))
-                        fill="none" stroke=(stroke) stroke-width="2" marker-end="url(#arrow)" {}
-                    text.count x=(format!("{mx:.0}")) y=(format!("{:.0}", low - 22.0)) text-anchor="middle" { (label(l)) }
-                }
-            }
-            @for n in &nodes {
-                @let (x, y) = at[n];
-                g.node {
-                    rect x=(format!("{:.0}", x - 70.0)) y=(format!("{:.0}", y - 18.0)) width="140" height="36" rx="6" fill=(colour[n]) {}
-                    text x=(format!("{x:.0}")) y=(format!("{:.0}", y + 5.0)) text-anchor="middle" fill="#fff" { (n) }
-                }
-            }
-        }
-        ul.edges {
-            @for d in &description { li { (d) } }
-        }
-    }
-}
-
-async fn map_body(ui: &UiState) -> Markup {
-    match ui.source.dependencies(&ui.http, now_ms(), 3_600_000).await {
-        Ok(links) => map_svg(&links),
-        Err(e) => html! { p.notice role="status" { (e) } },
-    }
-}
-
 async fn fragment_body(ui: &UiState, which: &str) -> Option<Result<Markup, Response>> {
     if which == "map" {
-        return Some(Ok(map_body(ui).await));
+        return Some(Ok(super::map::body(ui).await));
     }
     let queue = ui.queue();
     let body = match (which, &queue) {
