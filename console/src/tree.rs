@@ -142,27 +142,10 @@ fn draw<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::model::Endpoint;
+    use crate::store::model::{Endpoint, test_span};
 
     fn span(id: u64, parent: Option<u64>, service: &str, name: &str, k: Option<Kind>) -> Span {
-        Span {
-            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
-            parent_id: parent.map(|p| format!("{p:016x}")),
-            id: format!("{id:016x}"),
-            kind: k,
-            name: Some(name.into()),
-            timestamp: Some(1_000_000 + id * 1000),
-            duration: Some(2_500 - id * 100),
-            debug: None,
-            shared: None,
-            local_endpoint: Some(Endpoint {
-                service_name: Some(service.into()),
-                ..Endpoint::default()
-            }),
-            remote_endpoint: None,
-            annotations: Vec::new(),
-            tags: Default::default(),
-        }
+        test_span(id, parent, service, name, k, id * 1000, 2_500 - id * 100)
     }
 
     #[test]

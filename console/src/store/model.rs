@@ -298,6 +298,38 @@ pub(crate) fn prepare(index: usize, span: SpanIn<'_>) -> Result<Prepared<'_>, Sp
     })
 }
 
+/// A span for tests: `id` and `parent` are small numbers, `at` and `dur`
+/// µs, in trace `4bf92f3577b34da6a3ce929d0e0e4736`.
+#[cfg(test)]
+pub(crate) fn test_span(
+    id: u64,
+    parent: Option<u64>,
+    service: &str,
+    name: &str,
+    kind: Option<Kind>,
+    at: u64,
+    dur: u64,
+) -> Span {
+    Span {
+        trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+        parent_id: parent.map(|p| format!("{p:016x}")),
+        id: format!("{id:016x}"),
+        kind,
+        name: Some(name.into()),
+        timestamp: Some(1_000_000 + at),
+        duration: Some(dur),
+        debug: None,
+        shared: None,
+        local_endpoint: Some(Endpoint {
+            service_name: Some(service.into()),
+            ..Endpoint::default()
+        }),
+        remote_endpoint: None,
+        annotations: Vec::new(),
+        tags: BTreeMap::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -205,7 +205,7 @@ fn details(s: &Span, ids: &HashSet<&str>) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::model::Endpoint;
+    use crate::store::model::test_span;
 
     fn span(
         id: u64,
@@ -216,24 +216,7 @@ mod tests {
         at: u64,
         dur: u64,
     ) -> Span {
-        Span {
-            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
-            parent_id: parent.map(|p| format!("{p:016x}")),
-            id: format!("{id:016x}"),
-            kind: k,
-            name: Some(name.into()),
-            timestamp: Some(1_000_000 + at),
-            duration: Some(dur),
-            debug: None,
-            shared: None,
-            local_endpoint: Some(Endpoint {
-                service_name: Some(svc.into()),
-                ..Endpoint::default()
-            }),
-            remote_endpoint: None,
-            annotations: Vec::new(),
-            tags: Default::default(),
-        }
+        test_span(id, parent, svc, name, k, at, dur)
     }
 
     #[test]
