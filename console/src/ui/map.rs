@@ -2,6 +2,8 @@
 //! caller, calls as arrows with their counts (red when some failed), and
 //! the same as a list for screen readers.
 
+use std::collections::{HashMap, HashSet};
+
 use maud::{Markup, html};
 
 use super::UiState;
@@ -21,26 +23,9 @@ fn svg(links: &[DependencyLink]) -> Markup {
         .collect();
     nodes.sort_unstable();
     nodes.dedup();
-    // Column of a node: the longest chain of callers before it (bounded,
-    // since the graph may have cycles: worker → redis → worker).
-    let mut column: std::collections::HashMap<&str, usize> =
-        nodes.iter().map(|n| (*n, 0)).collect();
-    for _ in 0..nodes.len() {
-        for l in links {
-            let next = column[l.parent.as_str()] + 1;
-            if next < nodes.len() && column[l.child.as_str()] < next && l.parent != l.child {
-                let seen_back = links
-                    .iter()
-                    .any(|b| b.parent == l.child && b.child == l.parent)
-                    && column[l.child.as_str()] > 0;
-                if !seen_back {
-                    column.insert(l.child.as_str(), next);
-                }
-            }
-        }
-    }
-    let mut rows: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
-    let mut at: std::collections::HashMap<&str, (f64, f64)> = std::collections::HashMap::new();
+    let column = columns(&nodes, links);
+    let mut rows: HashMap<usize, usize> = HashMap::new();
+    let mut at: HashMap<&str, (f64, f64)> = HashMap::new();
     const COL: f64 = 260.0;
     const ROW: f64 = 130.0;
     for n in &nodes {
@@ -103,9 +88,102 @@ fn svg(links: &[DependencyLink]) -> Markup {
     }
 }
 
+/// The column of each service: the longest chain of callers before it,
+/// once the calls that close a cycle (a worker calling the broker it reads
+/// from) are set aside, found by a depth-first walk from the services no
+/// one calls.
+fn columns<'a>(nodes: &[&'a str], links: &'a [DependencyLink]) -> HashMap<&'a str, usize> {
+    let callees = |n: &str| -> Vec<&'a str> {
+        links
+            .iter()
+            .filter(|l| l.parent == n && l.child != n)
+            .map(|l| l.child.as_str())
+            .collect()
+    };
+    let called: HashSet<&str> = links
+        .iter()
+        .filter(|l| l.parent != l.child)
+        .map(|l| l.child.as_str())
+        .collect();
+    let starts = nodes
+        .iter()
+        .filter(|n| !called.contains(*n))
+        .chain(nodes.iter());
+    let mut back: HashSet<(&str, &str)> = HashSet::new();
+    let mut done: HashSet<&str> = HashSet::new();
+    for start in starts {
+        if done.contains(start) {
+            continue;
+        }
+        // (node, its callees still to visit); the stack is the DFS path.
+        let mut path: Vec<(&str, Vec<&str>)> = vec![(start, callees(start))];
+        done.insert(start);
+        while let Some((node, next)) = path.last_mut() {
+            let node = *node;
+            match next.pop() {
+                Some(child) if path.iter().any(|(p, _)| *p == child) => {
+                    back.insert((node, child));
+                }
+                Some(child) if !done.contains(child) => {
+                    done.insert(child);
+                    path.push((child, callees(child)));
+                }
+                Some(_) => {}
+                None => {
+                    path.pop();
+                }
+            }
+        }
+    }
+    let mut column: HashMap<&str, usize> = nodes.iter().map(|n| (*n, 0)).collect();
+    for _ in 0..nodes.len() {
+        for l in links {
+            let (p, c) = (l.parent.as_str(), l.child.as_str());
+            if p != c && !back.contains(&(p, c)) && column[c] < column[p] + 1 {
+                column.insert(c, column[p] + 1);
+            }
+        }
+    }
+    column
+}
+
 pub(crate) async fn body(ui: &UiState) -> Markup {
     match ui.source.dependencies(&ui.http, now_ms(), 3_600_000).await {
         Ok(links) => svg(&links),
         Err(e) => html! { p.notice role="status" { (e) } },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(parent: &str, child: &str) -> DependencyLink {
+        DependencyLink {
+            parent: parent.into(),
+            child: child.into(),
+            call_count: 1,
+            error_count: 0,
+        }
+    }
+
+    #[test]
+    fn the_pipeline_reads_left_to_right_with_the_cache_call_set_aside() {
+        let links = vec![
+            link("api", "redis"),
+            link("browser", "api"),
+            link("redis", "worker"),
+            link("worker", "redis"),
+            link("worker", "weather-stub"),
+        ];
+        let nodes = ["api", "browser", "redis", "weather-stub", "worker"];
+        let c = columns(&nodes, &links);
+        let order: Vec<usize> = ["browser", "api", "redis", "worker", "weather-stub"]
+            .iter()
+            .map(|n| c[n])
+            .collect();
+        assert_eq!(order, [0, 1, 2, 3, 4]);
+        let page = svg(&links).into_string();
+        assert!(page.contains("worker calls redis (1 call)"), "{page}");
     }
 }
