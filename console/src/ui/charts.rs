@@ -1,13 +1,12 @@
 //! Queue readings over the last minutes and their small charts:
 //! throughput from the queue's counters, processing time (p50, p99) from
-//! the CONSUMER spans of the embedded store.
+//! the CONSUMER spans (of the store, or of the Zipkin read from).
 
 use std::sync::Arc;
 
 use maud::{Markup, html};
 use redis_job_queue::RedisQueue;
 
-use super::source::TraceSource;
 use super::{SAMPLE_EVERY, SAMPLES, Sample, UiState};
 use crate::now_ms;
 
@@ -32,14 +31,12 @@ pub(crate) async fn sample(state: Arc<UiState>, queue: RedisQueue) {
         let done = stats.succeeded_total + stats.failed_total;
         if let Some((then, done_then)) = last {
             let secs = (at.saturating_sub(then) as f64 / 1000.0).max(0.001);
-            let (p50, p99) = match &state.source {
-                TraceSource::Embedded(store) => {
-                    let mut d = store.consumer_durations(&state.queue_name, then * 1000, at * 1000);
-                    d.sort_unstable();
-                    (percentile(&d, 0.5), percentile(&d, 0.99))
-                }
-                TraceSource::Zipkin(_) => (None, None),
-            };
+            let mut d = state
+                .source
+                .consumer_durations(&state.http, &state.queue_name, then, at)
+                .await;
+            d.sort_unstable();
+            let (p50, p99) = (percentile(&d, 0.5), percentile(&d, 0.99));
             if let Ok(mut samples) = state.samples.lock() {
                 if samples.len() == SAMPLES {
                     samples.pop_front();
@@ -92,5 +89,30 @@ pub(crate) fn sparkline(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_and_charts_say_their_latest_values() {
+        let d: Vec<u64> = (1..=100).map(|ms| ms * 1000).collect();
+        assert_eq!(percentile(&d, 0.5), Some(51.0));
+        assert_eq!(percentile(&d, 0.99), Some(99.0));
+        assert_eq!(percentile(&[], 0.5), None);
+        let chart = sparkline(
+            "Processing time",
+            "ms",
+            &[
+                ("p50", "#1a7f37", vec![Some(2.0), None, Some(4.0)]),
+                ("p99", "#cf222e", vec![None, None, None]),
+            ],
+        )
+        .into_string();
+        assert!(chart.contains("p50 4.0 ms, p99: no data"), "{chart}");
+        assert!(chart.contains(r#"points="0.0,32.0 300.0,4.0""#), "{chart}");
+        assert!(chart.contains(r#"role="img""#));
     }
 }

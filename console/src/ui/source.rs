@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::store::Store;
-use crate::store::model::{DependencyLink, Span, SpanIn, TraceId};
+use crate::store::model::{DependencyLink, Kind, Span, SpanIn, TraceId};
 
 /// The console's traces.
 #[derive(Clone)]
@@ -66,6 +66,50 @@ impl TraceSource {
                 .json()
                 .await
                 .map_err(|e| format!("Zipkin at {base} sent an unexpected answer: {e}")),
+        }
+    }
+
+    /// How long the CONSUMER spans of queue `queue` lasted (µs), for those
+    /// that started between `from_ms` and `to_ms`.
+    pub(crate) async fn consumer_durations(
+        &self,
+        http: &reqwest::Client,
+        queue: &str,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Vec<u64> {
+        match self {
+            Self::Embedded(store) => store.consumer_durations(queue, from_ms * 1000, to_ms * 1000),
+            Self::Zipkin(base) => {
+                // Zipkin lower-cases span names; the CONSUMER span is
+                // `process {queue}`.
+                let url = format!("{}/api/v2/traces", base.trim_end_matches('/'));
+                let span_name = format!("process {queue}").to_lowercase();
+                let query = [
+                    ("spanName", span_name.as_str()),
+                    ("endTs", &to_ms.to_string()),
+                    (
+                        "lookback",
+                        &to_ms.saturating_sub(from_ms).max(1).to_string(),
+                    ),
+                    ("limit", "1000"),
+                ];
+                let traces: Vec<Vec<Span>> = match http.get(url).query(&query).send().await {
+                    Ok(res) => res.json().await.unwrap_or_default(),
+                    Err(_) => Vec::new(),
+                };
+                traces
+                    .iter()
+                    .flatten()
+                    .filter(|s| {
+                        s.kind == Some(Kind::Consumer)
+                            && s.name.as_deref() == Some(span_name.as_str())
+                            && s.timestamp
+                                .is_some_and(|t| t >= from_ms * 1000 && t < to_ms * 1000)
+                    })
+                    .filter_map(|s| s.duration)
+                    .collect()
+            }
         }
     }
 
