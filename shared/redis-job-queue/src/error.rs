@@ -19,6 +19,10 @@ pub enum QueueError {
     /// A job with this id already exists; pick another id.
     #[error("a job with id {0:?} already exists")]
     DuplicateId(String),
+    /// A job's settings are unusable (a delay past any date, say); fix
+    /// the job.
+    #[error("invalid job: {0}")]
+    Invalid(String),
     /// A job's arguments could not be encoded as JSON.
     #[error("job arguments could not be encoded: {0}")]
     Encode(#[source] serde_json::Error),

@@ -14,6 +14,8 @@ pub struct NewJob {
     pub(crate) payload: String,
     pub(crate) metadata: BTreeMap<String, String>,
     pub(crate) run_at: Option<SystemTime>,
+    /// A `run_after` delay no clock can reach: the push refuses the job.
+    pub(crate) unreachable_delay: Option<Duration>,
     pub(crate) max_attempts: Option<u32>,
 }
 
@@ -26,6 +28,7 @@ impl NewJob {
             payload,
             metadata: BTreeMap::new(),
             run_at: None,
+            unreachable_delay: None,
             max_attempts: None,
         })
     }
@@ -66,9 +69,27 @@ impl NewJob {
         self
     }
 
-    /// Runs the job no earlier than `delay` from now.
-    pub fn run_after(self, delay: Duration) -> Self {
-        self.run_at(SystemTime::now() + delay)
+    /// Runs the job no earlier than `delay` from now. A delay past any
+    /// date the clock can name makes the push refuse the job.
+    pub fn run_after(mut self, delay: Duration) -> Self {
+        match SystemTime::now().checked_add(delay) {
+            Some(at) => self.run_at(at),
+            None => {
+                self.unreachable_delay = Some(delay);
+                self
+            }
+        }
+    }
+
+    /// Whether the job can be pushed as it is.
+    pub(crate) fn check(&self) -> Result<(), QueueError> {
+        match self.unreachable_delay {
+            Some(delay) => Err(QueueError::Invalid(format!(
+                "job {}: run_after({delay:?}) is past any date",
+                self.id
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Gives this job its own attempt budget instead of the queue's.

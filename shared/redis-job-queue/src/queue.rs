@@ -231,6 +231,7 @@ impl RedisQueue {
     /// Enqueues one job and returns its id. Pushes made at the same moment
     /// by concurrent callers share one script call.
     pub async fn push(&self, job: NewJob) -> Result<String, QueueError> {
+        job.check()?;
         let id = job.id.clone();
         if self.pusher.submit(job).await? {
             Ok(id)
@@ -243,6 +244,7 @@ impl RedisQueue {
     /// answer says, per job and in order, whether it was enqueued (`false`:
     /// a job with that id already exists and was left untouched).
     pub async fn push_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<bool>, QueueError> {
+        jobs.iter().try_for_each(NewJob::check)?;
         let calls = jobs.chunks(PUSH_CHUNK).map(|chunk| {
             let inv = push_script(&self.keys, &self.cfg, chunk);
             let mut conn = self.conn.clone();

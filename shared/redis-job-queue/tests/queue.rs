@@ -547,6 +547,27 @@ async fn stats_match_what_is_in_the_queue() {
 }
 
 #[tokio::test]
+async fn a_delay_past_any_date_is_refused_not_a_panic() {
+    let fx = Fixture::new(|_| {}).await;
+    let job = NewJob::new(&Job { n: 1 })
+        .expect("encode")
+        .run_after(Duration::MAX);
+    let err = fx.queue.push(job).await.expect_err("refused");
+    assert!(err.to_string().contains("run_after"), "{err}");
+    let jobs = vec![
+        NewJob::new(&Job { n: 2 }).expect("encode"),
+        NewJob::new(&Job { n: 3 })
+            .expect("encode")
+            .run_after(Duration::MAX),
+    ];
+    fx.queue
+        .push_batch(jobs)
+        .await
+        .expect_err("the batch is refused whole");
+    assert_eq!(fx.queue.stats().await.expect("stats").enqueued_total, 0);
+}
+
+#[tokio::test]
 async fn a_duplicate_id_is_refused_and_the_first_job_kept() {
     let fx = Fixture::new(|_| {}).await;
     let first = NewJob::new(&Job { n: 1 })

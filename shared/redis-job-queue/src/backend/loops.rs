@@ -34,16 +34,19 @@ pub(super) async fn heartbeat(shared: Arc<Shared>) {
         if last_reap.elapsed() >= cfg.lease {
             last_reap = Instant::now();
             let now = now_ms();
-            let res: redis::RedisResult<i64> = scripts::REAP
-                .key(&keys.stream)
-                .key(&keys.consumers)
-                .key(&keys.failed)
-                .arg(&keys.group)
-                .arg(now.saturating_sub((cfg.lease * DEAD_AFTER_LEASES).as_millis() as u64))
-                .arg(20)
-                .arg(now.saturating_sub(cfg.retention.as_millis() as u64))
-                .invoke_async(&mut conn)
-                .await;
+            let res: redis::RedisResult<i64> =
+                scripts::REAP
+                    .key(&keys.stream)
+                    .key(&keys.consumers)
+                    .key(&keys.failed)
+                    .arg(&keys.group)
+                    .arg(now.saturating_sub(
+                        cfg.lease.saturating_mul(DEAD_AFTER_LEASES).as_millis() as u64,
+                    ))
+                    .arg(20)
+                    .arg(now.saturating_sub(cfg.retention.as_millis() as u64))
+                    .invoke_async(&mut conn)
+                    .await;
             match res {
                 Ok(n) if n > 0 => tracing::info!(count = n, "forgot dead queue consumers"),
                 Ok(_) => {}

@@ -82,13 +82,19 @@ pub(super) fn decide<R: Serialize>(
         Some(retry) => (source_text(retry), retry.get_duration()),
         None => (err.to_string(), backoff(cfg, lease.attempt)),
     };
-    if lease.max_attempts == 0 || lease.attempt < lease.max_attempts {
-        Outcome::Retry {
+    if lease.max_attempts != 0 && lease.attempt >= lease.max_attempts {
+        return Outcome::Failed(message);
+    }
+    // A delay no clock can reach (a careless RetryAfterError) is the
+    // handler's error, not a panic of the worker.
+    match SystemTime::now().checked_add(delay) {
+        Some(at) => Outcome::Retry {
             error: message,
-            at_ms: epoch_ms(SystemTime::now() + delay),
-        }
-    } else {
-        Outcome::Failed(message)
+            at_ms: epoch_ms(at),
+        },
+        None => Outcome::Failed(format!(
+            "{message} (not retried: the retry delay {delay:?} is past any date)"
+        )),
     }
 }
 
@@ -179,6 +185,19 @@ mod tests {
         let got: Vec<u64> = (1..=6).map(|a| backoff(&cfg(), a).as_secs()).collect();
         assert_eq!(got, vec![1, 2, 4, 8, 10, 10]);
         assert_eq!(backoff(&cfg(), u32::MAX), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_retry_delay_past_any_date_fails_the_job_instead_of_panicking() {
+        let res: Result<(), BoxDynError> =
+            Err(RetryAfterError::new("come back much later", Duration::MAX).into());
+        match decide(&cfg(), &lease(1, 3), &res) {
+            Outcome::Failed(error) => {
+                assert!(error.contains("come back much later"), "{error}");
+                assert!(error.contains("retry delay"), "{error}");
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
     }
 
     #[test]

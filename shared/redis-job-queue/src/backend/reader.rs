@@ -76,7 +76,10 @@ impl Reader {
             self.claim_cursor = reply.next_stream_id;
             if self.claim_cursor == "0-0" {
                 // Scanned every pending entry: look again in half a lease.
-                self.next_claim = Instant::now() + shared.cfg().lease / 2;
+                let half = shared.cfg().lease / 2;
+                self.next_claim = Instant::now()
+                    .checked_add(half)
+                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             }
         }
         if entries.is_empty() {

@@ -67,6 +67,7 @@ fn queue_error_type(e: &QueueError) -> &'static str {
         QueueError::Closed => "closed",
         QueueError::DuplicateId(_) => DUPLICATE_ID,
         QueueError::Encode(_) => "encode",
+        QueueError::Invalid(_) => "invalid",
         QueueError::Corrupt { .. } => "corrupt",
         QueueError::Config(_) => "config",
     }
