@@ -265,6 +265,69 @@ async fn a_killed_workers_job_is_reclaimed_by_another_after_the_lease() {
     rescuer.stop().await;
 }
 
+/// The consumers the queue's group has, with what each holds.
+async fn group_consumers(fx: &Fixture) -> Vec<(String, u64)> {
+    let mut conn = fx.redis_conn().await;
+    let info: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg("jobs:{test}:stream")
+        .arg("workers")
+        .query_async(&mut conn)
+        .await
+        .expect("XINFO CONSUMERS");
+    info.consumers
+        .into_iter()
+        .map(|c| (c.name, c.pending as u64))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_consumer_that_left_with_a_job_pending_is_reaped_from_the_group() {
+    let fx = Fixture::new(|c| c.lease = Duration::from_millis(300)).await;
+    let id = fx.push(1).await;
+    // A consumer takes the job and leaves the live set without finishing
+    // it (what an interrupted shutdown leaves behind).
+    let mut conn = fx.redis_conn().await;
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("workers")
+        .arg("ghost")
+        .arg("COUNT")
+        .arg(1)
+        .arg("STREAMS")
+        .arg("jobs:{test}:stream")
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .expect("XREADGROUP");
+    assert_eq!(group_consumers(&fx).await, vec![("ghost".to_owned(), 1)]);
+
+    // A live worker reclaims the job after the lease and runs it...
+    let seen = Seen::default();
+    let worker = spawn_worker!(fx.queue, 1, record_and_double, seen.clone());
+    fx.wait_status(&id, JobStatus::Succeeded, Duration::from_secs(10))
+        .await;
+    // ...and the ghost, holding nothing and silent for three leases, is
+    // deleted from the group.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let consumers = group_consumers(&fx).await;
+        if consumers.iter().all(|(name, _)| name != "ghost") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the ghost consumer stays in the group: {consumers:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    worker.stop().await;
+    assert!(
+        group_consumers(&fx).await.is_empty(),
+        "a worker that stops leaves the group"
+    );
+}
+
 #[tokio::test]
 async fn a_backlog_of_100k_jobs_drains_with_none_lost_or_run_twice() {
     const JOBS: u64 = 100_000;

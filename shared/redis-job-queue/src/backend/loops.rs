@@ -45,6 +45,7 @@ pub(super) async fn heartbeat(shared: Arc<Shared>) {
                     ))
                     .arg(20)
                     .arg(now.saturating_sub(cfg.retention.as_millis() as u64))
+                    .arg(cfg.lease.saturating_mul(DEAD_AFTER_LEASES).as_millis() as u64)
                     .invoke_async(&mut conn)
                     .await;
             match res {

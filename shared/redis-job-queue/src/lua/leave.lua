@@ -1,5 +1,5 @@
 -- A consumer shutting down: give back jobs it took but never started, then
--- deregister it (and delete it from the group once nothing is pending on it).
+-- deregister it.
 -- KEYS: 1 stream, 2 consumers
 -- ARGV: 1 job key prefix, 2 group, 3 consumer, then triples:
 --       entry id, job id, attempt
@@ -16,9 +16,14 @@ for i = 4, #ARGV, 3 do
     redis.call('XADD', KEYS[1], '*', 'id', id)
   end
 end
-redis.call('ZREM', KEYS[2], consumer)
+-- With nothing pending the consumer goes at once. With jobs still pending
+-- (outcomes that could not be recorded) it stays in the set, marked silent
+-- since forever, so the reaper deletes it once others reclaimed them.
 local ok, p = pcall(redis.call, 'XPENDING', KEYS[1], group, '-', '+', 1, consumer)
 if ok and #p == 0 then
+  redis.call('ZREM', KEYS[2], consumer)
   pcall(redis.call, 'XGROUP', 'DELCONSUMER', KEYS[1], group, consumer)
+else
+  redis.call('ZADD', KEYS[2], 0, consumer)
 end
 return 1

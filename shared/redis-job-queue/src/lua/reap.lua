@@ -1,9 +1,14 @@
 -- Housekeeping: forget consumers that stopped heart-beating once nothing is
 -- pending on them (their jobs were reclaimed), and trim the failed index.
+-- The group is scanned too: a consumer it still has but the live set does
+-- not (one that left with jobs pending, or older leftovers) is deleted
+-- once it holds nothing and has been idle for the stale window.
 -- KEYS: 1 stream, 2 consumers, 3 failed
--- ARGV: 1 group, 2 stale-before ms, 3 limit, 4 failed-index cutoff ms
+-- ARGV: 1 group, 2 stale-before ms, 3 limit, 4 failed-index cutoff ms,
+--       5 stale window ms
 local group = ARGV[1]
-local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
+local limit = tonumber(ARGV[3])
+local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2], 'LIMIT', 0, limit)
 local removed = 0
 for _, c in ipairs(stale) do
   local ok, p = pcall(redis.call, 'XPENDING', KEYS[1], group, '-', '+', 1, c)
@@ -11,6 +16,20 @@ for _, c in ipairs(stale) do
     pcall(redis.call, 'XGROUP', 'DELCONSUMER', KEYS[1], group, c)
     redis.call('ZREM', KEYS[2], c)
     removed = removed + 1
+  end
+end
+local ok, members = pcall(redis.call, 'XINFO', 'CONSUMERS', KEYS[1], group)
+if ok then
+  local window = tonumber(ARGV[5])
+  for _, info in ipairs(members) do
+    if removed >= limit then break end
+    local f = {}
+    for i = 1, #info, 2 do f[info[i]] = info[i + 1] end
+    if f['pending'] == 0 and f['idle'] >= window
+        and not redis.call('ZSCORE', KEYS[2], f['name']) then
+      redis.call('XGROUP', 'DELCONSUMER', KEYS[1], group, f['name'])
+      removed = removed + 1
+    end
   end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[4])
