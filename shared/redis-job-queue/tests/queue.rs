@@ -329,6 +329,60 @@ async fn a_consumer_that_left_with_a_job_pending_is_reaped_from_the_group() {
 }
 
 #[tokio::test]
+async fn an_entry_another_consumer_claimed_before_the_start_is_not_started() {
+    let fx = Fixture::new(|_| {}).await;
+    let id = fx.push(1).await;
+    let mut conn = fx.redis_conn().await;
+    // Consumer A's blocking read delivers the entry...
+    let read: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("workers")
+        .arg("a")
+        .arg("COUNT")
+        .arg(1)
+        .arg("STREAMS")
+        .arg("jobs:{test}:stream")
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .expect("XREADGROUP");
+    let entry = read.keys[0].ids[0].id.clone();
+    // ...but before A starts it (a stall longer than the lease), B claims it.
+    let _: redis::Value = redis::cmd("XCLAIM")
+        .arg("jobs:{test}:stream")
+        .arg("workers")
+        .arg("b")
+        .arg(0)
+        .arg(&entry)
+        .query_async(&mut conn)
+        .await
+        .expect("XCLAIM");
+    // The start script, as A's backend calls it after a blocking read.
+    let start = redis::Script::new(concat!(
+        include_str!("../src/lua/now.lua"),
+        include_str!("../src/lua/start.lua"),
+        include_str!("../src/lua/start_read.lua")
+    ));
+    let started: Vec<redis::Value> = start
+        .key("jobs:{test}:stream")
+        .key("jobs:{test}:failed")
+        .key("jobs:{test}:stats")
+        .arg("jobs:{test}:job:")
+        .arg("workers")
+        .arg("a")
+        .arg(3600)
+        .arg(&entry)
+        .arg(&id)
+        .invoke_async(&mut conn)
+        .await
+        .expect("start script");
+    assert!(started.is_empty(), "A started a job B owns: {started:?}");
+    let record = fx.queue.status(&id).await.expect("status").expect("record");
+    assert_eq!(record.status, JobStatus::Queued);
+    assert_eq!(record.attempts, 0, "no attempt was counted");
+}
+
+#[tokio::test]
 async fn a_backlog_of_100k_jobs_drains_with_none_lost_or_run_twice() {
     const JOBS: u64 = 100_000;
     let fx = Fixture::new(|_| {}).await;
