@@ -149,6 +149,18 @@ impl Stack {
         })
     }
 
+    /// Stops every service (SIGTERM: each flushes the spans it still
+    /// buffers), and answers the collector holding all they exported.
+    pub async fn flush(self) -> anyhow::Result<ZipkinCollector> {
+        let limit = Duration::from_secs(10);
+        for worker in self.workers {
+            worker.stop(limit).await?;
+        }
+        self.api.stop(limit).await?;
+        self.stub.stop(limit).await?;
+        Ok(self.zipkin)
+    }
+
     /// Posts a job; answers the status and body.
     pub async fn post(&self, body: &str, headers: &[(&str, &str)]) -> anyhow::Result<(u16, Value)> {
         let mut req = self
