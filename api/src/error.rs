@@ -24,6 +24,9 @@ pub enum ApiError {
     /// No such resource (404).
     #[error("{0}")]
     NotFound(String),
+    /// The route exists for other methods (405).
+    #[error("this route does not take that method; the Allow header lists those it does")]
+    MethodNotAllowed,
     /// A dependency is down (503): try again later.
     #[error("{0}")]
     Unavailable(String),
@@ -40,6 +43,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -51,7 +55,9 @@ impl From<QueueError> for ApiError {
     /// else is our fault.
     fn from(e: QueueError) -> Self {
         if e.is_unavailable() {
-            Self::Unavailable(format!("the job queue is unavailable: {e}"))
+            // Redis's own words stay in the log (and the span).
+            tracing::warn!(error = %e, "the job queue is unavailable");
+            Self::Unavailable("the job queue is unavailable; try again shortly".into())
         } else {
             Self::Unexpected(e.into())
         }

@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -103,6 +103,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/jobs/{id}", get(job_status))
         .route("/readyz", get(ready))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
         .merge(ops)
@@ -180,8 +181,10 @@ fn trace_id_of(record: &JobRecord) -> Option<String> {
 
 async fn job_status(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    // A path that does not decode (`%FF`) names no job either.
+    let id = id.map_or_else(|_| String::new(), |Path(id)| id);
     let unknown = || {
         ApiError::NotFound(format!(
             "no job with id {id:?} (finished jobs are kept for a limited time)"
@@ -222,8 +225,9 @@ async fn job_status(
 async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     match state.queue.ping(Duration::from_secs(1)).await {
         Ok(()) => Ok(Json(json!({ "status": "ready" }))),
-        Err(e) => Err(ApiError::Unavailable(format!(
-            "Redis is not answering: {e}"
-        ))),
+        Err(e) => {
+            tracing::warn!(error = %e, "Redis is not answering");
+            Err(ApiError::Unavailable("Redis is not answering".into()))
+        }
     }
 }

@@ -227,7 +227,21 @@ async fn unknown_jobs_routes_and_methods_are_4xx() {
                 .expect("request"),
         )
         .await;
-    assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_problem(&a, StatusCode::METHOD_NOT_ALLOWED, "Allow header");
+    let res = api
+        .app
+        .clone()
+        .oneshot(
+            Request::put("/v1/jobs/x")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("answer");
+    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(res.headers()[header::ALLOW], "GET,HEAD");
+    let a = api.get("/v1/jobs/%FF").await;
+    assert_problem(&a, StatusCode::NOT_FOUND, "no job");
     assert_eq!(api.enqueued().await, 0);
 }
 
@@ -252,4 +266,12 @@ async fn health_and_readiness_follow_redis() {
     );
     let a = api.post(r#"{"city": "Berlin"}"#).await;
     assert_problem(&a, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    let detail = a.body["detail"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        !detail.contains("redis:") && !detail.to_lowercase().contains("connection"),
+        "Redis's own error text stays in the logs: {detail:?}"
+    );
+    let a = api.get("/readyz").await;
+    let detail = a.body["detail"].as_str().unwrap_or_default().to_owned();
+    assert!(!detail.contains("redis:"), "{detail:?}");
 }
