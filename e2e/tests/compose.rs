@@ -183,3 +183,37 @@ fn grafana_shows_ratios_as_percentages() {
     }
     assert!(ratios > 0, "the cache hit ratio panel is gone");
 }
+
+#[test]
+fn published_ports_stay_on_this_machine_and_admin_endpoints_stay_closed() {
+    let merged = resolved_compose_with(&["docker-compose.collector.yml"]);
+    let services = merged["services"].as_hash().expect("services");
+    let mut published = 0;
+    for (name, svc) in services {
+        for port in svc["ports"].as_vec().into_iter().flatten() {
+            published += 1;
+            let port = port.as_str().unwrap_or_default();
+            assert!(
+                port.starts_with("127.0.0.1:"),
+                "{name:?} publishes {port} beyond this machine"
+            );
+        }
+    }
+    assert!(published >= 5, "ports went missing");
+    let prometheus = &merged["services"]["prometheus"]["command"];
+    assert!(
+        !prometheus
+            .as_vec()
+            .into_iter()
+            .flatten()
+            .any(|a| a.as_str() == Some("--web.enable-lifecycle")),
+        "anyone reaching Prometheus could stop it"
+    );
+    let grafana = &merged["services"]["grafana"]["environment"];
+    assert_ne!(
+        grafana["GF_AUTH_ANONYMOUS_ORG_ROLE"].as_str(),
+        Some("Admin"),
+        "anonymous visitors must not administer Grafana"
+    );
+    assert!(grafana["GF_AUTH_DISABLE_LOGIN_FORM"].is_badvalue());
+}
