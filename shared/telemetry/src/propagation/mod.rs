@@ -5,8 +5,9 @@
 //!   Malformed headers are ignored: the request starts a new trace.
 //! - **Job metadata** always carries W3C `traceparent`/`tracestate` and
 //!   `baggage`, whatever the setting, so workers never lose the trace.
-//! - **Outbound HTTP** always writes W3C trace context and baggage, plus B3
-//!   (single or multi) when `OTEL_PROPAGATORS` names it.
+//! - **Outbound HTTP** (to third parties) always writes W3C trace context,
+//!   plus B3 (single or multi) when `OTEL_PROPAGATORS` names it; never the
+//!   caller's baggage.
 //!
 //! W3C comes from the OpenTelemetry SDK; B3 is implemented here (`b3.rs`).
 
@@ -137,10 +138,10 @@ impl Propagation {
         if formats.contains(&Format::Baggage) {
             inbound.push(Box::new(BaggagePropagator::new()));
         }
-        let mut outbound: Vec<Box<dyn TextMapPropagator + Send + Sync>> = vec![
-            Box::new(TraceContextPropagator::new()),
-            Box::new(BaggagePropagator::new()),
-        ];
+        // Outbound HTTP goes to third parties (the weather service): they
+        // get the trace context, never the caller's baggage.
+        let mut outbound: Vec<Box<dyn TextMapPropagator + Send + Sync>> =
+            vec![Box::new(TraceContextPropagator::new())];
         if let Some(encoding) = b3_out {
             outbound.push(Box::new(B3Propagator {
                 read_single: false,
@@ -363,6 +364,24 @@ mod tests {
         let mut out = HeaderMap::new();
         p.inject_http(&p.extract_http(&incoming), &mut out);
         assert!(!out.contains_key("b3"), "no B3 unless configured");
+    }
+
+    #[test]
+    fn caller_baggage_never_leaves_for_outbound_http() {
+        let p = Propagation::default();
+        let incoming = headers(&[
+            ("traceparent", &format!("00-{TRACE}-{SPAN}-01")),
+            ("baggage", "tenant=acme,user.email=someone@example.com"),
+        ]);
+        let cx = p.extract_http(&incoming);
+        assert!(p.inject_job(&cx).contains_key("baggage"), "jobs keep it");
+        let mut out = HeaderMap::new();
+        p.inject_http(&cx, &mut out);
+        assert_eq!(out["traceparent"], format!("00-{TRACE}-{SPAN}-01"));
+        assert!(
+            !out.contains_key("baggage"),
+            "a third party gets no caller baggage: {out:?}"
+        );
     }
 
     #[test]
