@@ -68,6 +68,24 @@ fn line(s: &Span) -> String {
     out
 }
 
+/// The spans under each parent id (`None`: the roots, and spans whose
+/// parent is not in the trace), each list by start time.
+pub(crate) fn children(spans: &[Span]) -> HashMap<Option<&str>, Vec<&Span>> {
+    let ids: HashSet<&str> = spans.iter().map(|s| s.id.as_str()).collect();
+    let mut children: HashMap<Option<&str>, Vec<&Span>> = HashMap::new();
+    for s in spans {
+        let parent = s
+            .parent_id
+            .as_deref()
+            .filter(|p| ids.contains(p) && *p != s.id);
+        children.entry(parent).or_default().push(s);
+    }
+    for list in children.values_mut() {
+        list.sort_by_key(|s| (s.timestamp, s.id.clone()));
+    }
+    children
+}
+
 /// Renders `spans` (one trace) as a tree. Spans whose parent is not in the
 /// trace start trees of their own.
 pub fn render(spans: &[Span]) -> String {
@@ -93,18 +111,7 @@ pub fn render(spans: &[Span]) -> String {
         services.len(),
         millis(end.saturating_sub(start))
     );
-    let ids: HashSet<&str> = spans.iter().map(|s| s.id.as_str()).collect();
-    let mut children: HashMap<Option<&str>, Vec<&Span>> = HashMap::new();
-    for s in spans {
-        let parent = s
-            .parent_id
-            .as_deref()
-            .filter(|p| ids.contains(p) && *p != s.id);
-        children.entry(parent).or_default().push(s);
-    }
-    for list in children.values_mut() {
-        list.sort_by_key(|s| (s.timestamp, s.id.clone()));
-    }
+    let children = children(spans);
     let mut seen = HashSet::new();
     for root in children.get(&None).cloned().unwrap_or_default() {
         let _ = writeln!(out, "{}", line(root));

@@ -69,6 +69,8 @@ async fn the_console_conforms_to_zipkins_openapi_file() -> anyhow::Result<()> {
             .arg("--config-file")
             .arg(&config)
             .args(["run", &spec_arg, "--url", &url, "--seed", "1", "--no-color"])
+            // Its cache (`.schemathesis/`) goes there, not into the tree.
+            .current_dir(std::env::temp_dir())
             .env("PYTHONPATH", &dir)
             .env("SCHEMATHESIS_HOOKS", "hooks")
             .env("CONSOLE_TRACE_ID", trace)

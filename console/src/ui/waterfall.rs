@@ -57,18 +57,7 @@ fn service(s: &Span) -> &str {
 /// The spans in tree order (parents first, siblings by start), with their
 /// depth.
 fn ordered(spans: &[Span]) -> Vec<(&Span, usize)> {
-    let ids: HashSet<&str> = spans.iter().map(|s| s.id.as_str()).collect();
-    let mut children: HashMap<Option<&str>, Vec<&Span>> = HashMap::new();
-    for s in spans {
-        let parent = s
-            .parent_id
-            .as_deref()
-            .filter(|p| ids.contains(p) && *p != s.id);
-        children.entry(parent).or_default().push(s);
-    }
-    for list in children.values_mut() {
-        list.sort_by_key(|s| (s.timestamp, s.id.clone()));
-    }
+    let children = crate::tree::children(spans);
     let mut out = Vec::with_capacity(spans.len());
     let mut seen = HashSet::new();
     let mut stack: Vec<(&Span, usize)> = children
