@@ -265,6 +265,25 @@ async fn a_killed_workers_job_is_reclaimed_by_another_after_the_lease() {
     rescuer.stop().await;
 }
 
+/// Delivers the next waiting entry to `consumer`, as its read would;
+/// answers the entry id.
+async fn deliver_to(fx: &Fixture, consumer: &str) -> String {
+    let mut conn = fx.redis_conn().await;
+    let read: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("workers")
+        .arg(consumer)
+        .arg("COUNT")
+        .arg(1)
+        .arg("STREAMS")
+        .arg("jobs:{test}:stream")
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .expect("XREADGROUP");
+    read.keys[0].ids[0].id.clone()
+}
+
 /// The consumers the queue's group has, with what each holds.
 async fn group_consumers(fx: &Fixture) -> Vec<(String, u64)> {
     let mut conn = fx.redis_conn().await;
@@ -287,19 +306,7 @@ async fn a_consumer_that_left_with_a_job_pending_is_reaped_from_the_group() {
     let id = fx.push(1).await;
     // A consumer takes the job and leaves the live set without finishing
     // it (what an interrupted shutdown leaves behind).
-    let mut conn = fx.redis_conn().await;
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg("workers")
-        .arg("ghost")
-        .arg("COUNT")
-        .arg(1)
-        .arg("STREAMS")
-        .arg("jobs:{test}:stream")
-        .arg(">")
-        .query_async(&mut conn)
-        .await
-        .expect("XREADGROUP");
+    deliver_to(&fx, "ghost").await;
     assert_eq!(group_consumers(&fx).await, vec![("ghost".to_owned(), 1)]);
 
     // A live worker reclaims the job after the lease and runs it...
@@ -334,19 +341,7 @@ async fn an_entry_another_consumer_claimed_before_the_start_is_not_started() {
     let id = fx.push(1).await;
     let mut conn = fx.redis_conn().await;
     // Consumer A's blocking read delivers the entry...
-    let read: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg("workers")
-        .arg("a")
-        .arg("COUNT")
-        .arg(1)
-        .arg("STREAMS")
-        .arg("jobs:{test}:stream")
-        .arg(">")
-        .query_async(&mut conn)
-        .await
-        .expect("XREADGROUP");
-    let entry = read.keys[0].ids[0].id.clone();
+    let entry = deliver_to(&fx, "a").await;
     // ...but before A starts it (a stall longer than the lease), B claims it.
     let _: redis::Value = redis::cmd("XCLAIM")
         .arg("jobs:{test}:stream")
