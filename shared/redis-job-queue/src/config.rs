@@ -21,6 +21,10 @@ pub struct QueueConfig {
     pub retry_backoff: Duration,
     /// Ceiling of the retry delay.
     pub retry_backoff_max: Duration,
+    /// Longest an attempt may run before it is cut short and counts as
+    /// failed (retried by the policy); `None`: no limit. A job pushed with
+    /// its own value keeps it.
+    pub job_timeout: Option<Duration>,
     /// Longest a worker's read waits on Redis before it looks for expired
     /// leases to reclaim. New jobs wake it at once whatever this is.
     pub block_timeout: Duration,
@@ -42,6 +46,7 @@ impl QueueConfig {
             max_attempts: 3,
             retry_backoff: Duration::from_secs(1),
             retry_backoff_max: Duration::from_secs(300),
+            job_timeout: None,
             block_timeout: Duration::from_secs(2),
             promote_batch: 500,
             promote_interval: Duration::from_millis(250),

@@ -51,3 +51,9 @@ impl QueueError {
         )
     }
 }
+
+/// An attempt ran longer than its timeout and was cut short; it counts as
+/// failed and is retried by the queue's policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the attempt ran longer than its timeout of {0:?}")]
+pub struct JobTimedOut(pub std::time::Duration);

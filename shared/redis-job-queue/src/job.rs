@@ -17,6 +17,7 @@ pub struct NewJob {
     /// A `run_after` delay no clock can reach: the push refuses the job.
     pub(crate) unreachable_delay: Option<Duration>,
     pub(crate) max_attempts: Option<u32>,
+    pub(crate) timeout: Option<Duration>,
 }
 
 impl NewJob {
@@ -30,6 +31,7 @@ impl NewJob {
             run_at: None,
             unreachable_delay: None,
             max_attempts: None,
+            timeout: None,
         })
     }
 
@@ -90,6 +92,13 @@ impl NewJob {
             ))),
             None => Ok(()),
         }
+    }
+
+    /// Gives this job its own run-time limit per attempt instead of the
+    /// queue's [`crate::QueueConfig::job_timeout`].
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.timeout = Some(limit);
+        self
     }
 
     /// Gives this job its own attempt budget instead of the queue's.

@@ -1,6 +1,7 @@
 //! Which job and which attempt a task is.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,6 +29,12 @@ pub struct JobLease {
     pub max_attempts: u32,
     /// When the job was pushed, in ms since the Unix epoch.
     pub enqueued_at_ms: u64,
+    /// Longest this attempt may run (the job's own limit, else the
+    /// queue's); `None`: no limit.
+    pub timeout: Option<Duration>,
+    /// Set once this attempt was cut short by its timeout (shared by the
+    /// clones of this lease), so layers inside can tell.
+    pub(crate) timed_out: Arc<AtomicBool>,
     /// The stream entry that delivered it.
     pub(crate) entry: String,
     /// Metadata to merge into the job for its next attempt, if it is
@@ -48,9 +55,17 @@ impl JobLease {
             attempt,
             max_attempts,
             enqueued_at_ms,
+            timeout: None,
+            timed_out: Arc::default(),
             entry,
             carry: Arc::default(),
         }
+    }
+
+    /// Whether this attempt was cut short by its timeout. Layers inside
+    /// the backend's see their future dropped; this tells them why.
+    pub fn timed_out(&self) -> bool {
+        self.timed_out.load(Ordering::SeqCst)
     }
 
     /// How long the job has been in the queue since it was pushed (across

@@ -113,7 +113,7 @@ mod time;
 
 pub use backend::{QueueBackend, QueueLayer, QueueService};
 pub use config::QueueConfig;
-pub use error::QueueError;
+pub use error::{JobTimedOut, QueueError};
 pub use job::{ConsumerInfo, JobRecord, JobStatus, NewJob, QueueStats};
 pub use lease::{JobLease, meta_keys};
 pub use queue::{RedisQueue, ServerAddress, connect_with_retry};

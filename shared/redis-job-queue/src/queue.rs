@@ -399,7 +399,11 @@ fn push_script(
             .arg(&job.payload)
             .arg(job.metadata_json())
             .arg(job.max_attempts.unwrap_or(cfg.max_attempts))
-            .arg(job.run_at.map_or(0, epoch_ms));
+            .arg(job.run_at.map_or(0, epoch_ms))
+            .arg(
+                job.timeout
+                    .map_or(0, |t| t.as_millis().clamp(1, u64::MAX as u128) as u64),
+            );
     }
     inv
 }

@@ -680,6 +680,50 @@ async fn a_delay_past_any_date_is_refused_not_a_panic() {
 }
 
 #[tokio::test]
+async fn a_hung_handler_times_out_and_is_retried_by_the_policy() {
+    let fx = Fixture::new(|c| {
+        c.job_timeout = Some(Duration::from_millis(300));
+        c.max_attempts = 2;
+        c.retry_backoff = Duration::from_millis(50);
+    })
+    .await;
+    async fn hangs_unless_quick(job: Job) -> Result<u64, BoxDynError> {
+        if job.n == 0 {
+            std::future::pending::<()>().await;
+        }
+        Ok(job.n)
+    }
+    let hung = fx.push(0).await;
+    // Its own limit, longer than the queue's: it finishes in time.
+    let slow = fx
+        .queue
+        .push(
+            NewJob::new(&Job { n: 1 })
+                .expect("encode")
+                .timeout(Duration::from_secs(30)),
+        )
+        .await
+        .expect("push");
+    let worker = spawn_worker!(fx.queue, 2, hangs_unless_quick);
+    let rec = fx
+        .wait_status(&hung, JobStatus::Failed, Duration::from_secs(10))
+        .await;
+    assert_eq!(rec.attempts, 2, "timed out, retried, timed out: {rec:?}");
+    assert!(
+        rec.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("timeout of 300ms"),
+        "{rec:?}"
+    );
+    let ran = rec.finished_at_ms.unwrap_or(0) - rec.enqueued_at_ms;
+    assert!(ran < 5_000, "cut short, not held forever: {ran} ms");
+    fx.wait_status(&slow, JobStatus::Succeeded, Duration::from_secs(10))
+        .await;
+    worker.stop().await;
+}
+
+#[tokio::test]
 async fn a_duplicate_id_is_refused_and_the_first_job_kept() {
     let fx = Fixture::new(|_| {}).await;
     let first = NewJob::new(&Job { n: 1 })

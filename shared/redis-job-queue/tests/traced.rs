@@ -162,6 +162,27 @@ async fn jobs_resume_their_producers_trace_as_parent_or_link_and_retries_link_ba
         odd_fails(n)
     })
     .await?;
+
+    // A hung attempt cut short by the queue's timeout says so in its span.
+    let mut cfg = QueueConfig::new("hung");
+    cfg.block_timeout = Duration::from_millis(200);
+    cfg.max_attempts = 1;
+    cfg.job_timeout = Some(Duration::from_millis(200));
+    let hung = RedisQueue::connect(&redis.url(), cfg).await?;
+    let sent_hung = TracedProducer::new(hung.clone(), propagation.clone())
+        .send(NewJob::new(&5u32)?)
+        .await?;
+    let tracing_layer = ConsumerTracing::new(&hung, propagation.clone()).metrics(metrics.clone());
+    drain(
+        &hung,
+        tracing_layer,
+        std::slice::from_ref(&sent_hung.id),
+        |_: u32, _: Data<JobLease>| async {
+            std::future::pending::<()>().await;
+            Ok(0)
+        },
+    )
+    .await?;
     telemetry.shutdown().await;
 
     // Parent mode: caller → PRODUCER → both CONSUMER attempts.
@@ -241,6 +262,17 @@ async fn jobs_resume_their_producers_trace_as_parent_or_link_and_retries_link_ba
         assert_eq!(tag(&consumer, "error.type"), error_type);
     }
 
+    let timed_out = zipkin
+        .wait_for(WAIT, "the timed-out CONSUMER span", |spans| {
+            spans
+                .iter()
+                .find(|s| s["kind"] == "CONSUMER" && s["traceId"] == sent_hung.trace_id.as_str())
+                .cloned()
+        })
+        .await?;
+    assert_eq!(tag(&timed_out, "error.type"), "timeout");
+    assert_eq!(tag(&timed_out, "otel.status_code"), "ERROR");
+
     // The messaging metrics saw every send and attempt.
     let page = metrics.openmetrics();
     for line in [
@@ -249,6 +281,7 @@ async fn jobs_resume_their_producers_trace_as_parent_or_link_and_retries_link_ba
         r#"messaging_client_consumed_messages_total{messaging_destination_name="parent",outcome="success",error_type=""} 1"#,
         r#"messaging_client_consumed_messages_total{messaging_destination_name="linked",outcome="failure",error_type="_OTHER"} 1"#,
         r#"jobs_queue_wait_duration_seconds_count{messaging_destination_name="linked"} 2"#,
+        r#"messaging_client_consumed_messages_total{messaging_destination_name="hung",outcome="failure",error_type="timeout"} 1"#,
     ] {
         assert!(page.contains(line), "{line} missing from\n{page}");
     }

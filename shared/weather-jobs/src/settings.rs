@@ -72,6 +72,10 @@ pub struct QueueArgs {
     /// Delay before the first retry in milliseconds, doubled per attempt.
     #[arg(long, env = "JOB_RETRY_BACKOFF_MS", default_value_t = 1000)]
     pub job_retry_backoff_ms: u64,
+    /// Seconds an attempt may run before it is cut short and retried by
+    /// the policy (0: no limit).
+    #[arg(long, env = "JOB_TIMEOUT_SECS", default_value_t = 300)]
+    pub job_timeout_secs: u64,
 }
 
 impl QueueArgs {
@@ -89,6 +93,8 @@ impl QueueArgs {
         cfg.retention = Duration::from_secs(self.job_retention_secs);
         cfg.max_attempts = self.job_max_attempts;
         cfg.retry_backoff = Duration::from_millis(self.job_retry_backoff_ms);
+        cfg.job_timeout =
+            (self.job_timeout_secs > 0).then(|| Duration::from_secs(self.job_timeout_secs));
         cfg
     }
 }

@@ -16,6 +16,7 @@ use tower_service::Service;
 use super::Shared;
 use super::outcome::decide;
 use crate::JobLease;
+use crate::JobTimedOut;
 
 /// Middleware that records each job's outcome in the queue. apalis installs
 /// it outside the user's middleware, so it sees the final result.
@@ -97,7 +98,21 @@ where
         });
         let fut = self.inner.call(task);
         async move {
-            let res = fut.await.map_err(Into::into);
+            let res = match lease.as_ref().and_then(|l| l.timeout.map(|t| (l, t))) {
+                Some((lease, limit)) => {
+                    let fut = std::pin::pin!(fut);
+                    tokio::select! {
+                        res = fut => res.map_err(Into::into),
+                        () = tokio::time::sleep(limit) => {
+                            // Said before the handler's future is dropped,
+                            // so the layers inside can tell why.
+                            lease.timed_out.store(true, Ordering::SeqCst);
+                            Err(Box::new(JobTimedOut(limit)) as BoxDynError)
+                        }
+                    }
+                }
+                None => fut.await.map_err(Into::into),
+            };
             if let Some(lease) = &lease {
                 let outcome = decide(shared.cfg(), lease, &res);
                 shared.finish(lease, outcome).await;

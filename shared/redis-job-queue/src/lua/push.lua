@@ -1,12 +1,13 @@
 -- Enqueue a batch of jobs.
 -- KEYS: 1 stream, 2 delayed, 3 stats
--- ARGV: 1 job key prefix, then 5 per job: id, payload, metadata JSON ('' for
---       none), max attempts, run-at ms (0 = now)
+-- ARGV: 1 job key prefix, then 6 per job: id, payload, metadata JSON ('' for
+--       none), max attempts, run-at ms (0 = now), timeout ms (0 = the
+--       queue's)
 -- Returns one integer per job: 1 enqueued, 0 refused (the id exists).
 local prefix = ARGV[1]
 local out = {}
 local added = 0
-for i = 2, #ARGV, 5 do
+for i = 2, #ARGV, 6 do
   local id = ARGV[i]
   local key = prefix .. id
   if redis.call('EXISTS', key) == 1 then
@@ -23,6 +24,10 @@ for i = 2, #ARGV, 5 do
     if run_at > now then
       fields[#fields + 1] = 'run_at'
       fields[#fields + 1] = run_at
+    end
+    if tonumber(ARGV[i + 5]) > 0 then
+      fields[#fields + 1] = 'timeout_ms'
+      fields[#fields + 1] = ARGV[i + 5]
     end
     redis.call('HSET', key, unpack(fields))
     if run_at > now then

@@ -3,8 +3,9 @@
 -- KEYS: 1 stream, 2 failed, 3 stats
 -- ARGV: 1 job key prefix, 2 group, 3 consumer, 4 retention secs
 -- `entries` is a flat list: stream entry id, job id, ...
--- Returns 7 values per started job: entry id, job id, payload, metadata,
--- attempt number, max attempts, enqueued-at ms. Entries whose job is gone
+-- Returns 8 values per started job: entry id, job id, payload, metadata,
+-- attempt number, max attempts, enqueued-at ms, timeout ms (0: the
+-- queue's). Entries whose job is gone
 -- or finished are dropped; jobs past their attempt budget are failed here.
 local function start(entries)
   local prefix, group, consumer = ARGV[1], ARGV[2], ARGV[3]
@@ -14,7 +15,7 @@ local function start(entries)
     local entry, id = entries[i], entries[i + 1]
     local key = prefix .. id
     local j = redis.call('HMGET', key, 'status', 'attempts', 'max_attempts',
-      'payload', 'meta', 'enqueued_at')
+      'payload', 'meta', 'enqueued_at', 'timeout_ms')
     local status = j[1]
     if (not status) or status == 'succeeded' or status == 'failed' then
       redis.call('XACK', KEYS[1], group, entry)
@@ -41,6 +42,7 @@ local function start(entries)
         out[#out + 1] = attempt
         out[#out + 1] = max
         out[#out + 1] = j[6]
+        out[#out + 1] = tonumber(j[7]) or 0
       end
     end
   end

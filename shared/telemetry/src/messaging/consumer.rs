@@ -180,38 +180,83 @@ where
         let settings = self.settings.clone();
         let span = settings.span(&task, &lease);
         let fut = span.in_scope(|| self.inner.call(task));
+        if let Some(metrics) = &settings.metrics {
+            let queue = QueueLabels {
+                messaging_destination_name: settings.queue.clone(),
+            };
+            Metrics::observe_in(&span, &metrics.queue_wait, &queue, lease.queue_wait());
+        }
+        let mut attempt = Attempt {
+            span: span.clone(),
+            lease,
+            settings,
+            started: Instant::now(),
+            ended: false,
+        };
         async move {
-            let started = Instant::now();
-            if let Some(metrics) = &settings.metrics {
-                let queue = QueueLabels {
-                    messaging_destination_name: settings.queue.clone(),
-                };
-                Metrics::observe(&metrics.queue_wait, &queue, lease.queue_wait());
-            }
             let result = fut.await.map_err(Into::into);
-            let error_type = result.as_ref().err().map(|e| settings.classify(e.as_ref()));
-            if let Some(error_type) = &error_type {
-                let span = tracing::Span::current();
-                span.record("otel.status_code", "ERROR");
-                span.record(ERROR_TYPE, error_type.as_ref());
-                // The next attempt, if any, links to this one.
-                if let Some(tp) = settings
-                    .propagation
-                    .inject_job(&span.context())
-                    .remove("traceparent")
-                {
-                    lease.carry_to_next_attempt(PREVIOUS_ATTEMPT, tp);
-                }
-            }
-            if let Some(metrics) = &settings.metrics {
-                let outcome = OutcomeLabels::new(&settings.queue, error_type.as_deref());
-                Metrics::count(&metrics.jobs_processed, &outcome);
-                Metrics::observe(&metrics.process_duration, &outcome, started.elapsed());
-            }
+            let error_type = result
+                .as_ref()
+                .err()
+                .map(|e| attempt.settings.classify(e.as_ref()));
+            attempt.end(error_type);
             result
         }
         .instrument(span)
         .boxed()
+    }
+}
+
+/// One attempt under way: records its outcome when it ends, or, when its
+/// future is dropped first (the queue's timeout cut it short, or the
+/// worker was stopped hard), records that instead.
+struct Attempt {
+    span: tracing::Span,
+    lease: JobLease,
+    settings: Arc<Settings>,
+    started: Instant,
+    ended: bool,
+}
+
+impl Attempt {
+    fn end(&mut self, error_type: Option<Cow<'static, str>>) {
+        self.ended = true;
+        let settings = &self.settings;
+        if let Some(error_type) = &error_type {
+            self.span.record("otel.status_code", "ERROR");
+            self.span.record(ERROR_TYPE, error_type.as_ref());
+            // The next attempt, if any, links to this one.
+            if let Some(tp) = settings
+                .propagation
+                .inject_job(&self.span.context())
+                .remove("traceparent")
+            {
+                self.lease.carry_to_next_attempt(PREVIOUS_ATTEMPT, tp);
+            }
+        }
+        if let Some(metrics) = &settings.metrics {
+            let outcome = OutcomeLabels::new(&settings.queue, error_type.as_deref());
+            Metrics::count(&metrics.jobs_processed, &outcome);
+            Metrics::observe_in(
+                &self.span,
+                &metrics.process_duration,
+                &outcome,
+                self.started.elapsed(),
+            );
+        }
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if !self.ended {
+            let why = if self.lease.timed_out() {
+                "timeout"
+            } else {
+                "cancelled"
+            };
+            self.end(Some(Cow::Borrowed(why)));
+        }
     }
 }
 
