@@ -378,6 +378,91 @@ async fn an_entry_another_consumer_claimed_before_the_start_is_not_started() {
 }
 
 #[tokio::test]
+async fn a_worker_never_reclaims_a_job_it_is_still_running() {
+    let fx = Fixture::new(|c| c.lease = Duration::from_millis(600)).await;
+    let id = fx.push(1).await;
+    let starts = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    async fn hang(
+        _job: Job,
+        starts: Data<Arc<std::sync::atomic::AtomicU32>>,
+    ) -> Result<u64, BoxDynError> {
+        starts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::future::pending::<()>().await;
+        Ok(0)
+    }
+    // Two slots, so the worker keeps reading (and reclaiming) while the
+    // job runs.
+    let worker = spawn_worker!(fx.queue, 2, hang, starts.clone());
+    let running = fx
+        .wait_status(&id, JobStatus::Running, Duration::from_secs(10))
+        .await;
+    let consumer = running.worker.expect("worker recorded");
+    let mut conn = fx.redis_conn().await;
+    let pending: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
+        .arg("jobs:{test}:stream")
+        .arg("workers")
+        .arg("-")
+        .arg("+")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .expect("XPENDING");
+    let entry = pending.ids[0].id.clone();
+    // Its lease looks lapsed (as after a Redis outage longer than the
+    // lease) until the worker's own reclaim scan has claimed the entry
+    // (the scan counts a delivery; heartbeats and this XCLAIM do not).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let _: redis::Value = redis::cmd("XCLAIM")
+            .arg("jobs:{test}:stream")
+            .arg("workers")
+            .arg(&consumer)
+            .arg(0)
+            .arg(&entry)
+            .arg("IDLE")
+            .arg(60_000)
+            .arg("JUSTID")
+            .query_async(&mut conn)
+            .await
+            .expect("XCLAIM");
+        let pending: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
+            .arg("jobs:{test}:stream")
+            .arg("workers")
+            .arg("-")
+            .arg("+")
+            .arg(1)
+            .query_async(&mut conn)
+            .await
+            .expect("XPENDING");
+        if pending.ids[0].times_delivered >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker never scanned for lapsed leases"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // A restart would follow the claim at once, in the same read.
+    let settle = Instant::now() + Duration::from_secs(1);
+    while starts.load(std::sync::atomic::Ordering::SeqCst) < 2 && Instant::now() < settle {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        starts.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the worker restarted the job it was running"
+    );
+    let rec = fx.queue.status(&id).await.expect("status").expect("record");
+    assert_eq!(
+        (rec.status, rec.attempts),
+        (JobStatus::Running, 1),
+        "{rec:?}"
+    );
+    worker.kill();
+}
+
+#[tokio::test]
 async fn a_backlog_of_100k_jobs_drains_with_none_lost_or_run_twice() {
     const JOBS: u64 = 100_000;
     let fx = Fixture::new(|_| {}).await;

@@ -89,6 +89,10 @@ impl Shared {
         }
     }
 
+    fn holds(&self, entry: &str) -> bool {
+        self.held.lock().is_ok_and(|held| held.contains(entry))
+    }
+
     fn release(&self, entry: &str) {
         if let Ok(mut held) = self.held.lock() {
             held.remove(entry);

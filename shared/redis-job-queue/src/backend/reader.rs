@@ -65,14 +65,22 @@ impl Reader {
                 .arg(want)
                 .query_async(&mut conn)
                 .await?;
-            if !reply.claimed.is_empty() {
+            // Entries this consumer holds are running here: their lease
+            // only looked lapsed (heartbeats failed during an outage, say).
+            // The claim renewed them; starting them again would run the
+            // job twice at once.
+            entries = reply
+                .claimed
+                .into_iter()
+                .filter(|e| !shared.holds(&e.id))
+                .collect();
+            if !entries.is_empty() {
                 tracing::info!(
-                    count = reply.claimed.len(),
+                    count = entries.len(),
                     consumer = %shared.consumer,
                     "reclaimed jobs whose lease expired"
                 );
             }
-            entries = reply.claimed;
             self.claim_cursor = reply.next_stream_id;
             if self.claim_cursor == "0-0" {
                 // Scanned every pending entry: look again in half a lease.
