@@ -219,6 +219,9 @@ async fn job_status(
     if let Some(error) = record.error {
         view["error"] = error.into();
     }
+    if let Some(worker) = record.worker {
+        view["worker"] = worker.into();
+    }
     Ok(Json(view))
 }
 
