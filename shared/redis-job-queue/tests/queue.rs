@@ -861,6 +861,54 @@ async fn an_undecodable_payload_fails_the_job_without_stopping_the_worker() {
 }
 
 #[tokio::test]
+async fn a_malformed_job_hash_written_into_redis_fails_and_the_worker_carries_on() {
+    let fx = Fixture::new(|_| {}).await;
+    // A record with neither an attempt budget nor numbers that parse, and
+    // its stream entry, as a careless script might write them.
+    let mut conn = fx.redis_conn().await;
+    let _: () = redis::cmd("HSET")
+        .arg("jobs:{test}:job:hand-written")
+        .arg("status")
+        .arg("queued")
+        .arg("attempts")
+        .arg("many")
+        .arg("payload")
+        .arg(r#"{"n":1}"#)
+        .query_async(&mut conn)
+        .await
+        .expect("HSET");
+    let _: String = redis::cmd("XADD")
+        .arg("jobs:{test}:stream")
+        .arg("*")
+        .arg("id")
+        .arg("hand-written")
+        .query_async(&mut conn)
+        .await
+        .expect("XADD");
+    let good = fx.push(3).await;
+    let seen = Seen::default();
+    let worker = spawn_worker!(fx.queue, 1, record_and_double, seen.clone());
+    fx.wait_status(&good, JobStatus::Succeeded, Duration::from_secs(10))
+        .await;
+    let fields: BTreeMap<String, String> = redis::cmd("HGETALL")
+        .arg("jobs:{test}:job:hand-written")
+        .query_async(&mut conn)
+        .await
+        .expect("HGETALL");
+    assert_eq!(
+        fields.get("status").map(String::as_str),
+        Some("failed"),
+        "{fields:?}"
+    );
+    assert!(
+        fields.get("error").is_some_and(|e| e.contains("malformed")),
+        "{fields:?}"
+    );
+    assert_eq!(seen.runs().len(), 1, "only the good job ran");
+    worker.stop().await;
+}
+
+#[tokio::test]
 async fn a_graceful_stop_finishes_running_jobs_and_leaves_the_rest_queued() {
     let fx = Fixture::new(|_| {}).await;
     let gate = Arc::new(tokio::sync::Notify::new());

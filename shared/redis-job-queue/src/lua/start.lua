@@ -17,12 +17,23 @@ local function start(entries)
     local j = redis.call('HMGET', key, 'status', 'attempts', 'max_attempts',
       'payload', 'meta', 'enqueued_at', 'timeout_ms')
     local status = j[1]
+    local attempts, max = tonumber(j[2] or '0'), tonumber(j[3])
     if (not status) or status == 'succeeded' or status == 'failed' then
       redis.call('XACK', KEYS[1], group, entry)
       redis.call('XDEL', KEYS[1], entry)
+    elseif (not attempts) or (not max) or (not j[4]) then
+      -- Written by hand or by another program: fail it, saying what is
+      -- wrong, rather than trip on it at every read.
+      redis.call('HSET', key, 'status', 'failed', 'finished_at', now, 'error',
+        'malformed job record: it needs a payload and numeric attempts and ' ..
+        'max_attempts fields')
+      redis.call('EXPIRE', key, retention)
+      redis.call('XACK', KEYS[1], group, entry)
+      redis.call('XDEL', KEYS[1], entry)
+      redis.call('ZADD', KEYS[2], now, id)
+      redis.call('HINCRBY', KEYS[3], 'failed', 1)
     else
-      local attempt = (tonumber(j[2]) or 0) + 1
-      local max = tonumber(j[3])
+      local attempt = attempts + 1
       if max > 0 and attempt > max then
         redis.call('HSET', key, 'status', 'failed', 'finished_at', now, 'error',
           'gave up after ' .. max .. ' attempts: the worker running it stopped ' ..
