@@ -170,11 +170,11 @@ pub(crate) async fn job_events(
     State(ui): Ui,
     Path(id): Path<String>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let stream = async_stream(ui, id);
+    let stream = status_events(ui, id);
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
-fn async_stream(ui: Arc<UiState>, id: String) -> impl Stream<Item = Result<Event, Infallible>> {
+fn status_events(ui: Arc<UiState>, id: String) -> impl Stream<Item = Result<Event, Infallible>> {
     futures::stream::unfold(
         (ui, id, None::<Value>, false, 0u32),
         |(ui, id, last, done, polls)| async move {
