@@ -5,12 +5,21 @@
 -- `entries` is a flat list: stream entry id, job id, ...
 -- Returns 8 values per started job: entry id, job id, payload, metadata,
 -- attempt number, max attempts, enqueued-at ms, timeout ms (0: the
--- queue's). Entries whose job is gone
--- or finished are dropped; jobs past their attempt budget are failed here.
+-- queue's). Entries whose job is gone or finished are dropped; jobs past
+-- their attempt budget, and malformed records, are failed here.
 local function start(entries)
   local prefix, group, consumer = ARGV[1], ARGV[2], ARGV[3]
   local retention = tonumber(ARGV[4])
   local out = {}
+  -- Fails job `id` for good with `error` and acknowledges its entry.
+  local function fail(key, entry, id, error)
+    redis.call('HSET', key, 'status', 'failed', 'finished_at', now, 'error', error)
+    redis.call('EXPIRE', key, retention)
+    redis.call('XACK', KEYS[1], group, entry)
+    redis.call('XDEL', KEYS[1], entry)
+    redis.call('ZADD', KEYS[2], now, id)
+    redis.call('HINCRBY', KEYS[3], 'failed', 1)
+  end
   for i = 1, #entries, 2 do
     local entry, id = entries[i], entries[i + 1]
     local key = prefix .. id
@@ -24,25 +33,13 @@ local function start(entries)
     elseif (not attempts) or (not max) or (not j[4]) then
       -- Written by hand or by another program: fail it, saying what is
       -- wrong, rather than trip on it at every read.
-      redis.call('HSET', key, 'status', 'failed', 'finished_at', now, 'error',
-        'malformed job record: it needs a payload and numeric attempts and ' ..
-        'max_attempts fields')
-      redis.call('EXPIRE', key, retention)
-      redis.call('XACK', KEYS[1], group, entry)
-      redis.call('XDEL', KEYS[1], entry)
-      redis.call('ZADD', KEYS[2], now, id)
-      redis.call('HINCRBY', KEYS[3], 'failed', 1)
+      fail(key, entry, id, 'malformed job record: it needs a payload and ' ..
+        'numeric attempts and max_attempts fields')
     else
       local attempt = attempts + 1
       if max > 0 and attempt > max then
-        redis.call('HSET', key, 'status', 'failed', 'finished_at', now, 'error',
-          'gave up after ' .. max .. ' attempts: the worker running it stopped ' ..
-          'renewing its lease (crashed or stalled)')
-        redis.call('EXPIRE', key, retention)
-        redis.call('XACK', KEYS[1], group, entry)
-        redis.call('XDEL', KEYS[1], entry)
-        redis.call('ZADD', KEYS[2], now, id)
-        redis.call('HINCRBY', KEYS[3], 'failed', 1)
+        fail(key, entry, id, 'gave up after ' .. max .. ' attempts: the worker ' ..
+          'running it stopped renewing its lease (crashed or stalled)')
       else
         redis.call('HSET', key, 'status', 'running', 'attempts', attempt,
           'started_at', now, 'worker', consumer)
