@@ -191,17 +191,22 @@ impl Stack {
         Ok((field("id")?, field("trace_id")?))
     }
 
+    /// The job's status document, as the api answers it.
+    pub async fn job(&self, id: &str) -> anyhow::Result<Value> {
+        Ok(self
+            .http
+            .get(format!("{}/v1/jobs/{id}", self.api_url))
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
     /// Waits until the job has finished; answers its status document.
     pub async fn wait_done(&self, id: &str) -> anyhow::Result<Value> {
         let deadline = std::time::Instant::now() + WAIT;
         loop {
-            let doc: Value = self
-                .http
-                .get(format!("{}/v1/jobs/{id}", self.api_url))
-                .send()
-                .await?
-                .json()
-                .await?;
+            let doc = self.job(id).await?;
             if doc["status"] == "succeeded" || doc["status"] == "failed" {
                 return Ok(doc);
             }

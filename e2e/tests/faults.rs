@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use e2e::{Stack, WAIT};
-use serde_json::Value;
 
 #[tokio::test]
 async fn a_job_whose_worker_is_killed_mid_job_succeeds_as_a_linked_attempt_of_its_trace()
@@ -19,13 +18,7 @@ async fn a_job_whose_worker_is_killed_mid_job_succeeds_as_a_linked_attempt_of_it
     // The worker running it: consumer names are `{host}-{pid}-{random}`.
     let deadline = Instant::now() + WAIT;
     let worker = loop {
-        let doc: Value = stack
-            .http
-            .get(format!("{}/v1/jobs/{id}", stack.api_url))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let doc = stack.job(&id).await?;
         if doc["status"] == "running"
             && let Some(w) = doc["worker"].as_str()
         {
