@@ -3,10 +3,12 @@
 //! leave ([`assert_job_tree`]), and readers of what else the services show
 //! (metrics pages, a real Prometheus, JSON logs).
 
+mod clock;
 mod observe;
 mod stack;
 mod tree;
 
+pub use clock::skewed_clock_env;
 pub use observe::{Prometheus, job_log_lines, prom_value, sum};
 pub use stack::{Stack, WAIT};
 pub use tree::{SEARCH_AND_FORECAST, assert_job_tree, one, service};

@@ -7,15 +7,20 @@ use serde::{Deserialize, Serialize};
 
 use super::QueueError;
 
+/// The longest delay a job or a retry can be given: 100 years. Longer is
+/// a mistake (a careless `Duration::MAX`), refused rather than stored.
+pub const MAX_DELAY: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 /// A job about to be pushed: its id, JSON arguments and metadata.
 #[derive(Debug, Clone)]
 pub struct NewJob {
     pub(crate) id: String,
     pub(crate) payload: String,
     pub(crate) metadata: BTreeMap<String, String>,
-    pub(crate) run_at: Option<SystemTime>,
-    /// A `run_after` delay no clock can reach: the push refuses the job.
-    pub(crate) unreachable_delay: Option<Duration>,
+    /// How long after the push the job may run. A delay, not an instant:
+    /// the push script adds it to the Redis server's clock, the one clock
+    /// every time in the queue is read on.
+    pub(crate) delay: Option<Duration>,
     pub(crate) max_attempts: Option<u32>,
     pub(crate) timeout: Option<Duration>,
 }
@@ -28,8 +33,7 @@ impl NewJob {
             id: uuid::Uuid::now_v7().to_string(),
             payload,
             metadata: BTreeMap::new(),
-            run_at: None,
-            unreachable_delay: None,
+            delay: None,
             max_attempts: None,
             timeout: None,
         })
@@ -65,33 +69,36 @@ impl NewJob {
         self
     }
 
-    /// Runs the job no earlier than `at`.
-    pub fn run_at(mut self, at: SystemTime) -> Self {
-        self.run_at = Some(at);
-        self
+    /// Runs the job no earlier than `at`, by this host's clock: it is
+    /// turned into a delay from now (none when `at` has passed), which the
+    /// queue counts on the Redis server's clock.
+    pub fn run_at(self, at: SystemTime) -> Self {
+        let delay = at.duration_since(SystemTime::now()).unwrap_or_default();
+        self.run_after(delay)
     }
 
-    /// Runs the job no earlier than `delay` from now. A delay past any
-    /// date the clock can name makes the push refuse the job.
+    /// Runs the job no earlier than `delay` after it is pushed. A delay
+    /// over [`MAX_DELAY`] makes the push refuse the job.
     pub fn run_after(mut self, delay: Duration) -> Self {
-        match SystemTime::now().checked_add(delay) {
-            Some(at) => self.run_at(at),
-            None => {
-                self.unreachable_delay = Some(delay);
-                self
-            }
-        }
+        self.delay = Some(delay);
+        self
     }
 
     /// Whether the job can be pushed as it is.
     pub(crate) fn check(&self) -> Result<(), QueueError> {
-        match self.unreachable_delay {
-            Some(delay) => Err(QueueError::Invalid(format!(
-                "job {}: run_after({delay:?}) is past any date",
-                self.id
+        match self.delay {
+            Some(delay) if delay > MAX_DELAY => Err(QueueError::Invalid(format!(
+                "job {}: run_after({delay:?}) is over the longest delay, {} days",
+                self.id,
+                MAX_DELAY.as_secs() / 86_400
             ))),
-            None => Ok(()),
+            _ => Ok(()),
         }
+    }
+
+    /// The delay in ms as the push script takes it (0: run now).
+    pub(crate) fn delay_ms(&self) -> u64 {
+        self.delay.map_or(0, |d| d.as_millis() as u64)
     }
 
     /// Gives this job its own run-time limit per attempt instead of the

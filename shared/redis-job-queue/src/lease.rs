@@ -5,8 +5,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::time::now_ms;
-
 /// Metadata keys the backend adds to every task it hands out, beside the
 /// metadata pushed with the job.
 pub mod meta_keys {
@@ -27,8 +25,11 @@ pub struct JobLease {
     pub attempt: u32,
     /// Attempts allowed (0: no limit).
     pub max_attempts: u32,
-    /// When the job was pushed, in ms since the Unix epoch.
+    /// When the job was pushed, in ms since the Unix epoch (server clock).
     pub enqueued_at_ms: u64,
+    /// When this attempt started, in ms since the Unix epoch (server
+    /// clock, like `enqueued_at_ms`).
+    pub started_at_ms: u64,
     /// Longest this attempt may run (the job's own limit, else the
     /// queue's); `None`: no limit.
     pub timeout: Option<Duration>,
@@ -49,12 +50,14 @@ impl JobLease {
         attempt: u32,
         max_attempts: u32,
         enqueued_at_ms: u64,
+        started_at_ms: u64,
     ) -> Self {
         Self {
             id,
             attempt,
             max_attempts,
             enqueued_at_ms,
+            started_at_ms,
             timeout: None,
             timed_out: Arc::default(),
             entry,
@@ -68,11 +71,11 @@ impl JobLease {
         self.timed_out.load(Ordering::SeqCst)
     }
 
-    /// How long the job has been in the queue since it was pushed (across
-    /// every attempt so far), by this host's clock against the Redis
-    /// server's enqueue time.
+    /// How long the job waited from its push to this attempt's start
+    /// (across every attempt so far). Both times are the Redis server's,
+    /// so a worker whose clock is off still measures it right.
     pub fn queue_wait(&self) -> Duration {
-        Duration::from_millis(now_ms().saturating_sub(self.enqueued_at_ms))
+        Duration::from_millis(self.started_at_ms.saturating_sub(self.enqueued_at_ms))
     }
 
     /// Adds `key = value` to the job's metadata if this attempt fails and

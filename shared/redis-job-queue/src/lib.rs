@@ -109,11 +109,10 @@ mod job;
 mod lease;
 mod queue;
 mod scripts;
-mod time;
 
 pub use backend::{QueueBackend, QueueLayer, QueueService};
 pub use config::QueueConfig;
 pub use error::{JobTimedOut, QueueError};
-pub use job::{ConsumerInfo, JobRecord, JobStatus, NewJob, QueueStats};
+pub use job::{ConsumerInfo, JobRecord, JobStatus, MAX_DELAY, NewJob, QueueStats};
 pub use lease::{JobLease, meta_keys};
 pub use queue::{RedisQueue, ServerAddress, connect_with_retry};

@@ -11,7 +11,6 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use crate::backend::{self, Finish, QueueBackend};
 use crate::batch::Batcher;
 use crate::job::{ConsumerInfo, JobRecord, NewJob, QueueStats};
-use crate::time::{epoch_ms, now_ms};
 use crate::{QueueConfig, QueueError, scripts};
 
 /// Most jobs or outcomes one group-committed script call carries.
@@ -275,9 +274,6 @@ impl RedisQueue {
 
     /// One consistent snapshot of the queue.
     pub async fn stats(&self) -> Result<QueueStats, QueueError> {
-        let now = now_ms();
-        let retained_after = now.saturating_sub(self.cfg.retention.as_millis() as u64);
-        let live_after = now.saturating_sub(self.cfg.lease.as_millis() as u64);
         let mut conn = self.conn.clone();
         let (len, pending, delayed, failed, consumers, counters): (
             u64,
@@ -293,8 +289,8 @@ impl RedisQueue {
             .key(&self.keys.stats)
             .key(&self.keys.consumers)
             .arg(&self.keys.group)
-            .arg(retained_after)
-            .arg(live_after)
+            .arg(self.cfg.retention.as_millis() as u64)
+            .arg(self.cfg.lease.as_millis() as u64)
             .invoke_async(&mut conn)
             .await?;
         let count = |name: &str| counters.get(name).copied().unwrap_or(0);
@@ -315,13 +311,18 @@ impl RedisQueue {
     /// name: when each last heart-beat and how many jobs each holds.
     pub async fn consumers(&self) -> Result<Vec<ConsumerInfo>, QueueError> {
         let mut conn = self.conn.clone();
-        let beats: Vec<(String, u64)> = redis::cmd("ZRANGE")
+        // Heartbeats are stamped with the server's clock: read it in the
+        // same round trip and measure their age on it.
+        let ((secs, micros), beats): ((u64, u64), Vec<(String, u64)>) = redis::pipe()
+            .cmd("TIME")
+            .cmd("ZRANGE")
             .arg(&self.keys.consumers)
             .arg(0)
             .arg(-1)
             .arg("WITHSCORES")
             .query_async(&mut conn)
             .await?;
+        let now = secs * 1000 + micros / 1000;
         let info: redis::RedisResult<redis::streams::StreamInfoConsumersReply> =
             redis::cmd("XINFO")
                 .arg("CONSUMERS")
@@ -338,7 +339,6 @@ impl RedisQueue {
                     .collect()
             })
             .unwrap_or_default();
-        let now = now_ms();
         let live_after = now.saturating_sub(self.cfg.lease.as_millis() as u64);
         Ok(beats
             .into_iter()
@@ -399,7 +399,7 @@ fn push_script(
             .arg(&job.payload)
             .arg(job.metadata_json())
             .arg(job.max_attempts.unwrap_or(cfg.max_attempts))
-            .arg(job.run_at.map_or(0, epoch_ms))
+            .arg(job.delay_ms())
             .arg(
                 job.timeout
                     .map_or(0, |t| t.as_millis().clamp(1, u64::MAX as u128) as u64),

@@ -1,7 +1,8 @@
 //! The queue's Lua scripts, one per multi-step operation (see `lua/`).
 //!
 //! Scripts that need the time get the server clock prepended (`now.lua`),
-//! so producers and workers on different hosts agree on it.
+//! so producers and workers on different hosts agree on it: callers pass
+//! durations (delays, windows), never instants of their own clock.
 
 use std::sync::LazyLock;
 
@@ -20,6 +21,6 @@ pub(crate) static TAKE: LazyLock<Script> = script!("lua/now.lua", "lua/start.lua
 pub(crate) static FINISH: LazyLock<Script> = script!("lua/now.lua", "lua/finish.lua");
 pub(crate) static PROMOTE: LazyLock<Script> = script!("lua/now.lua", "lua/promote.lua");
 pub(crate) static HEARTBEAT: LazyLock<Script> = script!("lua/now.lua", "lua/heartbeat.lua");
-pub(crate) static REAP: LazyLock<Script> = script!("lua/reap.lua");
+pub(crate) static REAP: LazyLock<Script> = script!("lua/now.lua", "lua/reap.lua");
 pub(crate) static LEAVE: LazyLock<Script> = script!("lua/leave.lua");
-pub(crate) static STATS: LazyLock<Script> = script!("lua/stats.lua");
+pub(crate) static STATS: LazyLock<Script> = script!("lua/now.lua", "lua/stats.lua");

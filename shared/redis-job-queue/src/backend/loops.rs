@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use super::{Shared, Started};
 use crate::scripts;
-use crate::time::now_ms;
 
 /// Consumers silent for this many leases are forgotten once idle.
 const DEAD_AFTER_LEASES: u32 = 3;
@@ -33,21 +32,16 @@ pub(super) async fn heartbeat(shared: Arc<Shared>) {
         }
         if last_reap.elapsed() >= cfg.lease {
             last_reap = Instant::now();
-            let now = now_ms();
-            let res: redis::RedisResult<i64> =
-                scripts::REAP
-                    .key(&keys.stream)
-                    .key(&keys.consumers)
-                    .key(&keys.failed)
-                    .arg(&keys.group)
-                    .arg(now.saturating_sub(
-                        cfg.lease.saturating_mul(DEAD_AFTER_LEASES).as_millis() as u64,
-                    ))
-                    .arg(20)
-                    .arg(now.saturating_sub(cfg.retention.as_millis() as u64))
-                    .arg(cfg.lease.saturating_mul(DEAD_AFTER_LEASES).as_millis() as u64)
-                    .invoke_async(&mut conn)
-                    .await;
+            let res: redis::RedisResult<i64> = scripts::REAP
+                .key(&keys.stream)
+                .key(&keys.consumers)
+                .key(&keys.failed)
+                .arg(&keys.group)
+                .arg(cfg.lease.saturating_mul(DEAD_AFTER_LEASES).as_millis() as u64)
+                .arg(20)
+                .arg(cfg.retention.as_millis() as u64)
+                .invoke_async(&mut conn)
+                .await;
             match res {
                 Ok(n) if n > 0 => tracing::info!(count = n, "forgot dead queue consumers"),
                 Ok(_) => {}

@@ -3,7 +3,7 @@
 //! and how it is recorded.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use apalis_core::error::{AbortError, BoxDynError, RetryAfterError};
 use backon::{ExponentialBuilder, Retryable};
@@ -11,17 +11,16 @@ use serde::Serialize;
 
 use super::Shared;
 use crate::queue::Keys;
-use crate::time::epoch_ms;
-use crate::{JobLease, QueueConfig, QueueError, scripts};
+use crate::{JobLease, MAX_DELAY, QueueConfig, QueueError, scripts};
 
 impl Shared {
     /// Records one attempt's outcome, retrying while Redis is unreachable.
     /// If it never gets through, the lease expires and the job runs again:
     /// at-least-once, never lost.
     pub(super) async fn finish(&self, lease: &JobLease, outcome: Outcome) {
-        let (kind, value, retry_at_ms) = match outcome {
+        let (kind, value, retry_in_ms) = match outcome {
             Outcome::Succeeded(result) => ("ok", result, 0),
-            Outcome::Retry { error, at_ms } => ("retry", error, at_ms),
+            Outcome::Retry { error, delay } => ("retry", error, delay.as_millis() as u64),
             Outcome::Failed(error) => ("fail", error, 0),
         };
         let done = Finish {
@@ -31,7 +30,7 @@ impl Shared {
             attempt: lease.attempt,
             kind,
             value,
-            retry_at_ms,
+            retry_in_ms,
             carry: lease.carried_json(),
         };
         let submit = || self.queue.finisher.submit(done.clone());
@@ -85,16 +84,17 @@ pub(super) fn decide<R: Serialize>(
     if lease.max_attempts != 0 && lease.attempt >= lease.max_attempts {
         return Outcome::Failed(message);
     }
-    // A delay no clock can reach (a careless RetryAfterError) is the
+    // A delay past any sensible date (a careless RetryAfterError) is the
     // handler's error, not a panic of the worker.
-    match SystemTime::now().checked_add(delay) {
-        Some(at) => Outcome::Retry {
-            error: message,
-            at_ms: epoch_ms(at),
-        },
-        None => Outcome::Failed(format!(
-            "{message} (not retried: the retry delay {delay:?} is past any date)"
-        )),
+    if delay > MAX_DELAY {
+        return Outcome::Failed(format!(
+            "{message} (not retried: the retry delay {delay:?} is over the longest delay, {} days)",
+            MAX_DELAY.as_secs() / 86_400
+        ));
+    }
+    Outcome::Retry {
+        error: message,
+        delay,
     }
 }
 
@@ -124,7 +124,8 @@ pub(crate) struct Finish {
     kind: &'static str,
     /// The result JSON, or the error text.
     value: String,
-    retry_at_ms: u64,
+    /// How long from the server's now until the retry may run.
+    retry_in_ms: u64,
     /// Metadata for the next attempt (JSON object, or empty).
     carry: String,
 }
@@ -151,7 +152,7 @@ pub(crate) fn finish_script(
             .arg(d.attempt)
             .arg(d.kind)
             .arg(&d.value)
-            .arg(d.retry_at_ms)
+            .arg(d.retry_in_ms)
             .arg(&d.carry);
     }
     inv
@@ -161,7 +162,7 @@ pub(crate) fn finish_script(
 #[derive(Debug, PartialEq)]
 pub(super) enum Outcome {
     Succeeded(String),
-    Retry { error: String, at_ms: u64 },
+    Retry { error: String, delay: Duration },
     Failed(String),
 }
 
@@ -170,7 +171,7 @@ mod tests {
     use super::*;
 
     fn lease(attempt: u32, max_attempts: u32) -> JobLease {
-        JobLease::new("1-0".into(), "j".into(), attempt, max_attempts, 0)
+        JobLease::new("1-0".into(), "j".into(), attempt, max_attempts, 0, 0)
     }
 
     fn cfg() -> QueueConfig {
@@ -194,7 +195,7 @@ mod tests {
         match decide(&cfg(), &lease(1, 3), &res) {
             Outcome::Failed(error) => {
                 assert!(error.contains("come back much later"), "{error}");
-                assert!(error.contains("retry delay"), "{error}");
+                assert!(error.contains("longest delay"), "{error}");
             }
             other => panic!("expected a failure, got {other:?}"),
         }
@@ -213,12 +214,12 @@ mod tests {
     fn errors_retry_until_the_last_attempt() {
         let res: Result<(), BoxDynError> = Err("timeout".into());
         match decide(&cfg(), &lease(2, 3), &res) {
-            Outcome::Retry { error, at_ms } => {
+            Outcome::Retry { error, delay } => {
                 assert_eq!(error, "timeout");
-                let in_ms = at_ms.saturating_sub(crate::time::now_ms());
-                assert!(
-                    (1500..=2000).contains(&in_ms),
-                    "second retry ~2 s away, got {in_ms} ms"
+                assert_eq!(
+                    delay,
+                    Duration::from_secs(2),
+                    "the second retry is 2 s away"
                 );
             }
             other => panic!("expected a retry, got {other:?}"),
@@ -244,10 +245,9 @@ mod tests {
         let res: Result<(), BoxDynError> =
             Err(RetryAfterError::new("rate limited", Duration::from_secs(60)).into());
         match decide(&cfg(), &lease(1, 3), &res) {
-            Outcome::Retry { error, at_ms } => {
+            Outcome::Retry { error, delay } => {
                 assert_eq!(error, "rate limited");
-                let in_ms = at_ms.saturating_sub(crate::time::now_ms());
-                assert!((59_000..=60_000).contains(&in_ms), "got {in_ms} ms");
+                assert_eq!(delay, Duration::from_secs(60));
             }
             other => panic!("expected a retry, got {other:?}"),
         }

@@ -161,15 +161,32 @@ async fn started(
     inv: redis::ScriptInvocation<'static>,
 ) -> Result<Vec<Started>, QueueError> {
     let mut conn = shared.queue.conn.clone();
-    type Row = (String, String, String, String, u32, u32, u64, u64);
+    type Row = (String, String, String, String, u32, u32, u64, u64, u64);
     let rows: Vec<Row> = inv.invoke_async(&mut conn).await?;
     let default_timeout = shared.cfg().job_timeout;
     Ok(rows
         .into_iter()
         .map(
-            |(entry, id, payload, meta, attempt, max_attempts, enqueued_at_ms, timeout_ms)| {
+            |(
+                entry,
+                id,
+                payload,
+                meta,
+                attempt,
+                max_attempts,
+                enqueued_at_ms,
+                timeout_ms,
+                started_at_ms,
+            )| {
                 shared.hold(&entry);
-                let mut lease = JobLease::new(entry, id, attempt, max_attempts, enqueued_at_ms);
+                let mut lease = JobLease::new(
+                    entry,
+                    id,
+                    attempt,
+                    max_attempts,
+                    enqueued_at_ms,
+                    started_at_ms,
+                );
                 lease.timeout = match timeout_ms {
                     0 => default_timeout,
                     ms => Some(Duration::from_millis(ms)),

@@ -2,7 +2,7 @@
 -- KEYS: 1 stream, 2 delayed, 3 failed, 4 stats
 -- ARGV: 1 job key prefix, 2 group, 3 retention secs, then 8 per attempt:
 --       consumer, entry id, job id, attempt, outcome (ok|retry|fail),
---       result JSON or error text, retry-at ms, and a JSON object of
+--       result JSON or error text, retry delay ms (from the server's now), and a JSON object of
 --       metadata to merge in for the next attempt ('' for none)
 -- Returns one integer per attempt: 1 recorded, or 0 when the attempt is
 -- stale (its lease expired and a newer attempt owns the job, so it must
@@ -27,7 +27,7 @@ for i = 4, #ARGV, 8 do
       redis.call('EXPIRE', key, retention)
       counts.succeeded = counts.succeeded + 1
     elseif outcome == 'retry' then
-      local retry_at = tonumber(ARGV[i + 6])
+      local retry_at = now + tonumber(ARGV[i + 6])
       local carry = ARGV[i + 7]
       if carry ~= '' then
         local stored = redis.call('HGET', key, 'meta')

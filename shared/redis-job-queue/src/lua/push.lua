@@ -1,8 +1,8 @@
 -- Enqueue a batch of jobs.
 -- KEYS: 1 stream, 2 delayed, 3 stats
 -- ARGV: 1 job key prefix, then 6 per job: id, payload, metadata JSON ('' for
---       none), max attempts, run-at ms (0 = now), timeout ms (0 = the
---       queue's)
+--       none), max attempts, delay ms (0 = now; counted on the server's
+--       clock, like every time here), timeout ms (0 = the queue's)
 -- Returns one integer per job: 1 enqueued, 0 refused (the id exists).
 local prefix = ARGV[1]
 local out = {}
@@ -13,7 +13,8 @@ for i = 2, #ARGV, 6 do
   if redis.call('EXISTS', key) == 1 then
     out[#out + 1] = 0
   else
-    local run_at = tonumber(ARGV[i + 4])
+    local delay = tonumber(ARGV[i + 4])
+    local run_at = now + delay
     -- Fields left out read as their defaults: no metadata, 0 attempts.
     local fields = { 'payload', ARGV[i + 1], 'status', 'queued',
       'max_attempts', ARGV[i + 3], 'enqueued_at', now }
@@ -21,7 +22,7 @@ for i = 2, #ARGV, 6 do
       fields[#fields + 1] = 'meta'
       fields[#fields + 1] = ARGV[i + 2]
     end
-    if run_at > now then
+    if delay > 0 then
       fields[#fields + 1] = 'run_at'
       fields[#fields + 1] = run_at
     end
@@ -30,7 +31,7 @@ for i = 2, #ARGV, 6 do
       fields[#fields + 1] = ARGV[i + 5]
     end
     redis.call('HSET', key, unpack(fields))
-    if run_at > now then
+    if delay > 0 then
       redis.call('ZADD', KEYS[2], run_at, id)
     else
       redis.call('XADD', KEYS[1], '*', 'id', id)

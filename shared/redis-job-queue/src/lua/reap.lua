@@ -4,11 +4,12 @@
 -- not (one that left with jobs pending, or older leftovers) is deleted
 -- once it holds nothing and has been idle for the stale window.
 -- KEYS: 1 stream, 2 consumers, 3 failed
--- ARGV: 1 group, 2 stale-before ms, 3 limit, 4 failed-index cutoff ms,
---       5 stale window ms
+-- ARGV: 1 group, 2 stale window ms (silent this long: dead), 3 limit,
+--       4 retention ms of the failed index
+-- Times are the server's: no host clock takes part.
 local group = ARGV[1]
 local limit = tonumber(ARGV[3])
-local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2], 'LIMIT', 0, limit)
+local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[2]), 'LIMIT', 0, limit)
 local removed = 0
 for _, c in ipairs(stale) do
   local ok, p = pcall(redis.call, 'XPENDING', KEYS[1], group, '-', '+', 1, c)
@@ -20,7 +21,7 @@ for _, c in ipairs(stale) do
 end
 local ok, members = pcall(redis.call, 'XINFO', 'CONSUMERS', KEYS[1], group)
 if ok then
-  local window = tonumber(ARGV[5])
+  local window = tonumber(ARGV[2])
   for _, info in ipairs(members) do
     if removed >= limit then break end
     local f = {}
@@ -32,5 +33,5 @@ if ok then
     end
   end
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[4]))
 return removed

@@ -3,9 +3,10 @@
 -- KEYS: 1 stream, 2 failed, 3 stats
 -- ARGV: 1 job key prefix, 2 group, 3 consumer, 4 retention secs
 -- `entries` is a flat list: stream entry id, job id, ...
--- Returns 8 values per started job: entry id, job id, payload, metadata,
+-- Returns 9 values per started job: entry id, job id, payload, metadata,
 -- attempt number, max attempts, enqueued-at ms, timeout ms (0: the
--- queue's). Entries whose job is gone or finished are dropped; jobs past
+-- queue's), started-at ms (the server's now, so the queue wait is
+-- measured on one clock). Entries whose job is gone or finished are dropped; jobs past
 -- their attempt budget, and malformed records, are failed here.
 local function start(entries)
   local prefix, group, consumer = ARGV[1], ARGV[2], ARGV[3]
@@ -51,6 +52,7 @@ local function start(entries)
         out[#out + 1] = max
         out[#out + 1] = j[6]
         out[#out + 1] = tonumber(j[7]) or 0
+        out[#out + 1] = now
       end
     end
   end

@@ -1,6 +1,7 @@
 -- One consistent snapshot of a queue.
 -- KEYS: 1 stream, 2 delayed, 3 failed, 4 stats, 5 consumers
--- ARGV: 1 group, 2 failed-index cutoff ms, 3 live-consumer cutoff ms
+-- ARGV: 1 group, 2 retention ms of the failed index, 3 lease ms (a
+--       consumer silent longer is not counted live); server clock
 -- Returns {stream length, pending, delayed, failed (retained),
 --          live consumers, counters as a flat field/value list}.
 local xlen = redis.call('XLEN', KEYS[1])
@@ -11,7 +12,7 @@ return {
   xlen,
   pending,
   redis.call('ZCARD', KEYS[2]),
-  redis.call('ZCOUNT', KEYS[3], '(' .. ARGV[2], '+inf'),
-  redis.call('ZCOUNT', KEYS[5], '(' .. ARGV[3], '+inf'),
+  redis.call('ZCOUNT', KEYS[3], '(' .. (now - tonumber(ARGV[2])), '+inf'),
+  redis.call('ZCOUNT', KEYS[5], '(' .. (now - tonumber(ARGV[3])), '+inf'),
   redis.call('HGETALL', KEYS[4]),
 }
