@@ -34,13 +34,24 @@ pub struct RedisServer {
     child: Child,
     port: u16,
     dir: PathBuf,
+    /// Whether it keeps its data in an append-only file across restarts.
+    persistent: bool,
 }
 
 impl RedisServer {
     /// Starts `redis-server` (from `PATH`, or `REDIS_SERVER_BIN`) with
     /// persistence off, and waits until it answers `PING`.
     pub async fn start() -> anyhow::Result<Self> {
-        let bin = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
+        Self::start_as(false).await
+    }
+
+    /// [`Self::start`] with the append-only file on (fsync at every
+    /// write), so [`Self::restart`] brings its data back.
+    pub async fn start_persistent() -> anyhow::Result<Self> {
+        Self::start_as(true).await
+    }
+
+    async fn start_as(persistent: bool) -> anyhow::Result<Self> {
         let mut last_err = None;
         // A port picked free can be taken before the server binds it: retry.
         for _ in 0..5 {
@@ -48,29 +59,70 @@ impl RedisServer {
             let dir =
                 std::env::temp_dir().join(format!("testkit-redis-{}-{port}", std::process::id()));
             std::fs::create_dir_all(&dir)?;
-            let child = match Command::new(&bin)
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(&dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-            {
-                Ok(child) => child,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-                    "`{bin}` was not found: install Redis (Debian: `apt-get install -y redis-server`) \
-                     or set REDIS_SERVER_BIN to its path"
-                ),
-                Err(e) => return Err(e).context("starting redis-server"),
+            let child = Self::spawn(port, &dir, persistent)?;
+            let mut server = Self {
+                child,
+                port,
+                dir,
+                persistent,
             };
-            let mut server = Self { child, port, dir };
             match server.wait_ready(Duration::from_secs(10)).await {
                 Ok(()) => return Ok(server),
                 Err(e) => last_err = Some(e),
             }
         }
         Err(last_err.unwrap_or_else(|| anyhow::anyhow!("redis-server did not start")))
+    }
+
+    fn spawn(port: u16, dir: &std::path::Path, persistent: bool) -> anyhow::Result<Child> {
+        let bin = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
+        let mut cmd = Command::new(&bin);
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", ""]);
+        match persistent {
+            true => cmd.args(["--appendonly", "yes", "--appendfsync", "always"]),
+            false => cmd.args(["--appendonly", "no"]),
+        };
+        match cmd
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(child) => Ok(child),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "`{bin}` was not found: install Redis (Debian: `apt-get install -y redis-server`) \
+                 or set REDIS_SERVER_BIN to its path"
+            ),
+            Err(e) => Err(e).context("starting redis-server"),
+        }
+    }
+
+    /// Stops the server as an operator would (SIGTERM: it writes what it
+    /// must and exits), and waits until it has exited.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("could not signal redis-server {}", self.child.id());
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                bail!("redis-server did not exit within 10 s of SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Starts the server again on the same port and directory (with its
+    /// data when it is persistent), after [`Self::stop`].
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.child = Self::spawn(self.port, &self.dir, self.persistent)?;
+        self.wait_ready(Duration::from_secs(10)).await
     }
 
     async fn wait_ready(&mut self, limit: Duration) -> anyhow::Result<()> {

@@ -94,6 +94,10 @@
 //! worker claims them and runs them again with the attempt number
 //! incremented. Each attempt number acts as a fencing token: a worker whose
 //! lease was taken over cannot overwrite the newer attempt's outcome.
+//! An outcome Redis cannot take (it is down) stays in the worker, with its
+//! lease, and is written when Redis is back; so does the fence make a
+//! late write safe. Every time is the Redis server's (`TIME` inside the
+//! scripts): callers pass durations, so host clocks never disagree.
 //!
 //! Pushes made at the same moment by concurrent callers, and the outcomes
 //! of jobs finishing together, are group-committed: they share one script

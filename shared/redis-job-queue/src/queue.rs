@@ -99,7 +99,7 @@ pub struct RedisQueue {
     /// Group-commits concurrent single pushes.
     pusher: Arc<Batcher<NewJob, bool>>,
     /// Group-commits the outcomes of jobs finishing together.
-    pub(crate) finisher: Arc<Batcher<Finish, bool>>,
+    pub(crate) finisher: Arc<Batcher<Finish, u8>>,
 }
 
 impl std::fmt::Debug for RedisQueue {

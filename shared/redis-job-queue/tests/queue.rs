@@ -28,6 +28,10 @@ struct Fixture {
 impl Fixture {
     async fn new(tune: impl FnOnce(&mut QueueConfig)) -> Fixture {
         let redis = RedisServer::start().await.expect("start redis-server");
+        Self::on(redis, tune).await
+    }
+
+    async fn on(redis: RedisServer, tune: impl FnOnce(&mut QueueConfig)) -> Fixture {
         let mut cfg = QueueConfig::new("test");
         cfg.block_timeout = Duration::from_millis(200);
         tune(&mut cfg);
@@ -988,4 +992,68 @@ async fn a_retried_job_sees_what_its_previous_attempt_carried_over() {
         rec.metadata.get("previous").map(String::as_str),
         Some("attempt-1")
     );
+}
+
+/// A handler that records its run, then waits for the test's go.
+async fn record_then_wait(
+    job: Job,
+    lease: Data<JobLease>,
+    meta: MetadataStore,
+    seen_and_gate: Data<(Seen, Arc<tokio::sync::Semaphore>)>,
+) -> Result<u64, BoxDynError> {
+    let (seen, gate) = &*seen_and_gate;
+    seen.record(&job, &lease, &meta);
+    let _ = gate.acquire().await.map(|p| p.forget());
+    Ok(job.n * 2)
+}
+
+#[tokio::test]
+async fn jobs_finishing_while_redis_is_down_past_the_lease_are_recorded_once_it_is_back() {
+    let lease = Duration::from_secs(1);
+    let redis = RedisServer::start_persistent()
+        .await
+        .expect("start redis-server");
+    let mut fx = Fixture::on(redis, |c| c.lease = lease).await;
+    let seen = Seen::default();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        ids.push(fx.push(n).await);
+    }
+    let workers = [
+        spawn_worker!(fx.queue, 4, record_then_wait, (seen.clone(), gate.clone())),
+        spawn_worker!(fx.queue, 4, record_then_wait, (seen.clone(), gate.clone())),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.runs().len() < ids.len() {
+        assert!(Instant::now() < deadline, "jobs never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Redis goes away while the jobs run; they finish during the outage,
+    // which lasts three leases (the outage's length is what is tested).
+    fx.redis.stop().await.expect("stop redis");
+    // Enough for a second run of each, so a job run twice shows as such.
+    gate.add_permits(ids.len() * 2);
+    tokio::time::sleep(lease * 3).await;
+    fx.redis.restart().await.expect("restart redis");
+
+    for id in &ids {
+        let rec = fx
+            .wait_status(id, JobStatus::Succeeded, Duration::from_secs(20))
+            .await;
+        assert_eq!(rec.attempts, 1, "{id} ran again: {rec:?}");
+    }
+    // Leases lapsed during the outage must not hand the jobs out again
+    // once Redis is back: give the readers time to look (two leases).
+    tokio::time::sleep(lease * 2).await;
+    let runs = seen.runs();
+    assert_eq!(
+        runs.len(),
+        ids.len(),
+        "every job ran exactly once: {runs:?}"
+    );
+    for w in workers {
+        w.stop().await;
+    }
 }

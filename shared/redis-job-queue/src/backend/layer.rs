@@ -64,11 +64,16 @@ impl<S> std::fmt::Debug for QueueService<S> {
 struct Slot {
     shared: Arc<Shared>,
     entry: String,
+    /// The outcome waits for Redis: the entry stays held (its lease
+    /// renewed) until it is recorded.
+    keep_held: bool,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.shared.release(&self.entry);
+        if !self.keep_held {
+            self.shared.release(&self.entry);
+        }
         self.shared.active.fetch_sub(1, Ordering::SeqCst);
         self.shared.waker.wake();
     }
@@ -92,9 +97,10 @@ where
     fn call(&mut self, task: Task<Args>) -> Self::Future {
         let lease = task.data().get::<JobLease>().cloned();
         let shared = self.shared.clone();
-        let slot = lease.as_ref().map(|l| Slot {
+        let mut slot = lease.as_ref().map(|l| Slot {
             shared: shared.clone(),
             entry: l.entry.clone(),
+            keep_held: false,
         });
         let fut = self.inner.call(task);
         async move {
@@ -115,7 +121,10 @@ where
             };
             if let Some(lease) = &lease {
                 let outcome = decide(shared.cfg(), lease, &res);
-                shared.finish(lease, outcome).await;
+                let settled = shared.finish(lease, outcome).await;
+                if let Some(slot) = slot.as_mut() {
+                    slot.keep_held = !settled;
+                }
             }
             drop(slot);
             res

@@ -1,5 +1,6 @@
 //! The work beside the reads: the heartbeat (liveness, lease renewal,
-//! housekeeping), the promoter of delayed jobs, and leaving the group.
+//! housekeeping), the promoter of delayed jobs, the recorder of outcomes
+//! kept through an outage, and leaving the group.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,12 +11,26 @@ use crate::scripts;
 /// Consumers silent for this many leases are forgotten once idle.
 const DEAD_AFTER_LEASES: u32 = 3;
 
+/// How soon a failed heartbeat, or a kept outcome, is tried again: soon
+/// after Redis comes back, leases are renewed and outcomes recorded
+/// before any other worker's reader looks for expired leases (it waits a
+/// heartbeat period after connecting).
+const RETRY_SOON: Duration = Duration::from_millis(200);
+
+/// Longest a stopping worker keeps trying to record kept outcomes.
+const RECORD_ON_LEAVE: Duration = Duration::from_secs(5);
+
+/// How often a consumer heart-beats: three times a lease.
+pub(super) fn heartbeat_period(lease: Duration) -> Duration {
+    (lease / 3).max(Duration::from_millis(50))
+}
+
 /// Heartbeat loop: marks the consumer live, renews its leases and, about
 /// once a lease, forgets dead consumers and trims the failed index.
 pub(super) async fn heartbeat(shared: Arc<Shared>) {
     let cfg = shared.cfg().clone();
     let keys = shared.queue.keys.clone();
-    let every = (cfg.lease / 3).max(Duration::from_millis(50));
+    let every = heartbeat_period(cfg.lease);
     let mut last_reap = Instant::now();
     loop {
         let mut conn = shared.queue.conn.clone();
@@ -29,6 +44,8 @@ pub(super) async fn heartbeat(shared: Arc<Shared>) {
         }
         if let Err(e) = inv.invoke_async::<i64>(&mut conn).await {
             tracing::warn!(error = %e, "queue heartbeat failed");
+            tokio::time::sleep(RETRY_SOON.min(every)).await;
+            continue;
         }
         if last_reap.elapsed() >= cfg.lease {
             last_reap = Instant::now();
@@ -82,6 +99,37 @@ pub(super) async fn promote(shared: Arc<Shared>) {
         } else {
             tokio::time::sleep(pause).await;
         }
+    }
+}
+
+/// Recorder loop: writes the outcomes kept while Redis was unreachable.
+pub(super) async fn record(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(RETRY_SOON).await;
+        while shared.record_unrecorded().await > 0 {
+            tokio::time::sleep(RETRY_SOON).await;
+        }
+    }
+}
+
+/// A stopping worker's last tries to record kept outcomes; what is still
+/// kept after [`RECORD_ON_LEAVE`] runs again once its lease expires.
+pub(super) async fn record_before_leaving(shared: &Shared) {
+    let deadline = Instant::now() + RECORD_ON_LEAVE;
+    loop {
+        let left = shared.record_unrecorded().await;
+        if left == 0 {
+            return;
+        }
+        if Instant::now() >= deadline {
+            tracing::error!(
+                count = left,
+                "Redis stayed unreachable: job outcomes not recorded; those jobs run again \
+                 once their lease expires"
+            );
+            return;
+        }
+        tokio::time::sleep(RETRY_SOON).await;
     }
 }
 

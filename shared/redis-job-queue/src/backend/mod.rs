@@ -7,9 +7,10 @@
 //! connection of its own (a blocked connection answers nothing else);
 //! everything else shares the queue's multiplexed connection.
 //!
-//! Two background loops run beside each backend: the heartbeat (marks the
-//! consumer live, renews the leases of its jobs, forgets dead consumers)
-//! and the promoter (moves due delayed jobs onto the stream).
+//! Three background loops run beside each backend: the heartbeat (marks
+//! the consumer live, renews the leases of its jobs, forgets dead
+//! consumers), the promoter (moves due delayed jobs onto the stream), and
+//! the recorder of outcomes kept through a Redis outage.
 //!
 //! [`QueueLayer`], installed by apalis as the backend's middleware, sees the
 //! final outcome of every job and records it: success with the result,
@@ -70,6 +71,9 @@ struct Shared {
     /// Stream entries this consumer holds (handed out or buffered): the
     /// heartbeat renews their leases.
     held: Mutex<HashSet<String>>,
+    /// Outcomes finished while Redis was unreachable, oldest first: their
+    /// entries stay held (renewed) until the record loop writes them.
+    unrecorded: Mutex<VecDeque<Finish>>,
     /// Woken when capacity frees up.
     waker: AtomicWaker,
     stopping: AtomicBool,
@@ -142,6 +146,7 @@ impl<Args> QueueBackend<Args> {
                 fetch_batch: concurrency.min(MAX_FETCH),
                 active: AtomicUsize::new(0),
                 held: Mutex::new(HashSet::new()),
+                unrecorded: Mutex::new(VecDeque::new()),
                 waker: AtomicWaker::new(),
                 stopping: AtomicBool::new(false),
                 reader_id: AtomicI64::new(0),
@@ -166,6 +171,8 @@ impl<Args> QueueBackend<Args> {
                 .push(tokio::spawn(loops::heartbeat(self.shared.clone())));
             self.loops
                 .push(tokio::spawn(loops::promote(self.shared.clone())));
+            self.loops
+                .push(tokio::spawn(loops::record(self.shared.clone())));
         }
     }
 
@@ -190,8 +197,9 @@ impl<Args: DeserializeOwned> QueueBackend<Args> {
                 );
                 tracing::error!(job.id = %job.lease.id, %error, "dropping undecodable job");
                 tokio::spawn(async move {
-                    shared.finish(&job.lease, Outcome::Failed(error)).await;
-                    shared.release(&job.lease.entry);
+                    if shared.finish(&job.lease, Outcome::Failed(error)).await {
+                        shared.release(&job.lease.entry);
+                    }
                 });
                 return None;
             }
@@ -330,6 +338,7 @@ impl<Args: DeserializeOwned + Send + 'static> Backend for QueueBackend<Args> {
                             unstarted.extend(jobs);
                         }
                     }
+                    loops::record_before_leaving(&shared).await;
                     loops::leave(&shared, &unstarted).await;
                 }
                 .boxed(),

@@ -13,11 +13,38 @@ use super::Shared;
 use crate::queue::Keys;
 use crate::{JobLease, MAX_DELAY, QueueConfig, QueueError, scripts};
 
+/// Most outcomes kept while Redis is unreachable. Past it an outcome is
+/// dropped, and its job runs again once its lease expires.
+pub(super) const MAX_UNRECORDED: usize = 10_000;
+
+/// What the finish script answered for one outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Recorded {
+    Yes,
+    /// A newer attempt owns the job.
+    Stale,
+    /// The job's record is gone.
+    Gone,
+}
+
+impl From<u8> for Recorded {
+    fn from(code: u8) -> Self {
+        match code {
+            1 => Self::Yes,
+            2 => Self::Gone,
+            _ => Self::Stale,
+        }
+    }
+}
+
 impl Shared {
-    /// Records one attempt's outcome, retrying while Redis is unreachable.
-    /// If it never gets through, the lease expires and the job runs again:
-    /// at-least-once, never lost.
-    pub(super) async fn finish(&self, lease: &JobLease, outcome: Outcome) {
+    /// Records one attempt's outcome, retrying briefly. While Redis stays
+    /// unreachable the outcome is kept (up to [`MAX_UNRECORDED`]) and its
+    /// entry stays held, so its lease is renewed as soon as Redis is back
+    /// and the outcome recorded then, instead of the job running again.
+    /// Answers whether the outcome is settled (recorded, refused, or given
+    /// up); `false` means it is kept for later and the entry still held.
+    pub(super) async fn finish(&self, lease: &JobLease, outcome: Outcome) -> bool {
         let (kind, value, retry_in_ms) = match outcome {
             Outcome::Succeeded(result) => ("ok", result, 0),
             Outcome::Retry { error, delay } => ("retry", error, delay.as_millis() as u64),
@@ -38,24 +65,100 @@ impl Shared {
             .retry(
                 ExponentialBuilder::new()
                     .with_min_delay(Duration::from_millis(50))
-                    .with_max_times(5),
+                    .with_max_times(3),
             )
             .notify(|e: &QueueError, _| {
                 tracing::warn!(job.id = %lease.id, error = %e, "could not record job outcome, retrying");
             })
             .await;
         match recorded {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!(
-                job.id = %lease.id,
-                job.attempt = lease.attempt,
-                "outcome not recorded: the lease expired and a newer attempt owns the job"
-            ),
-            Err(_) => tracing::error!(
-                job.id = %lease.id,
-                "gave up recording the job outcome; it will run again once its lease expires"
-            ),
+            Ok(code) => {
+                report(&done, code.into());
+                true
+            }
+            Err(e) => self.keep_unrecorded(done, &e),
         }
+    }
+
+    /// Keeps an outcome Redis could not take; answers whether it was
+    /// given up instead (the buffer is full).
+    fn keep_unrecorded(&self, done: Finish, error: &QueueError) -> bool {
+        let Ok(mut kept) = self.unrecorded.lock() else {
+            return true;
+        };
+        if kept.len() >= MAX_UNRECORDED {
+            tracing::error!(
+                job.id = %done.id,
+                kept = kept.len(),
+                %error,
+                "too many outcomes waiting for Redis; this one is dropped and its job \
+                 runs again once its lease expires"
+            );
+            return true;
+        }
+        tracing::warn!(
+            job.id = %done.id,
+            %error,
+            "Redis is unreachable: the job's outcome is kept and recorded once it is back"
+        );
+        kept.push_back(done);
+        false
+    }
+
+    /// Tries once to record the kept outcomes (a chunk at a time); the
+    /// ones Redis answered are released. Answers how many are still kept.
+    pub(super) async fn record_unrecorded(&self) -> usize {
+        let chunk: Vec<Finish> = match self.unrecorded.lock() {
+            Ok(kept) => kept.iter().take(MAX_RECORD_CHUNK).cloned().collect(),
+            Err(_) => return 0,
+        };
+        if chunk.is_empty() {
+            return 0;
+        }
+        let mut conn = self.queue.conn.clone();
+        let res: redis::RedisResult<Vec<u8>> = finish_script(&self.queue.keys, self.cfg(), &chunk)
+            .invoke_async(&mut conn)
+            .await;
+        let Ok(mut kept) = self.unrecorded.lock() else {
+            return 0;
+        };
+        match res {
+            Ok(codes) => {
+                tracing::info!(
+                    count = chunk.len(),
+                    "Redis is back: recorded kept job outcomes"
+                );
+                for (done, code) in chunk.iter().zip(codes) {
+                    report(done, code.into());
+                    self.release(&done.entry);
+                }
+                let n = chunk.len().min(kept.len());
+                kept.drain(..n);
+            }
+            Err(e) => tracing::debug!(error = %e, "kept job outcomes not recorded yet"),
+        }
+        kept.len()
+    }
+}
+
+/// Most kept outcomes recorded by one script call.
+const MAX_RECORD_CHUNK: usize = 256;
+
+/// Logs what became of an outcome Redis answered for.
+fn report(done: &Finish, recorded: Recorded) {
+    match recorded {
+        Recorded::Yes => {}
+        Recorded::Stale => tracing::warn!(
+            job.id = %done.id,
+            job.attempt = done.attempt,
+            "outcome not recorded: the lease expired and a newer attempt owns the job"
+        ),
+        Recorded::Gone => tracing::error!(
+            job.id = %done.id,
+            job.attempt = done.attempt,
+            "outcome not recorded: the job's record is gone from Redis, which lost its data \
+             (restarted without persistence?)"
+        ),
     }
 }
 

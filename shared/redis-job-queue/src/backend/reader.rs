@@ -10,6 +10,7 @@ use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 
+use super::loops::heartbeat_period;
 use super::{Shared, Started};
 use crate::{JobLease, QueueError, scripts};
 
@@ -43,7 +44,10 @@ impl Reader {
         Ok(Self {
             conn,
             claim_cursor: "0-0".into(),
-            next_claim: Instant::now(),
+            // Not at once: after an outage every lease looks expired, and
+            // the workers still running those jobs (or holding their
+            // outcomes) need a heartbeat period to renew them first.
+            next_claim: Instant::now() + heartbeat_period(shared.cfg().lease),
         })
     }
 

@@ -4,9 +4,12 @@
 --       consumer, entry id, job id, attempt, outcome (ok|retry|fail),
 --       result JSON or error text, retry delay ms (from the server's now), and a JSON object of
 --       metadata to merge in for the next attempt ('' for none)
--- Returns one integer per attempt: 1 recorded, or 0 when the attempt is
+-- Returns one integer per attempt: 1 recorded; 0 when the attempt is
 -- stale (its lease expired and a newer attempt owns the job, so it must
--- not overwrite it).
+-- not overwrite it); 2 when the job's record is gone (a running job's
+-- record never expires, so Redis lost its data: restarted empty, say).
+-- Outcomes may arrive long after the attempt ended (kept by the worker
+-- through an outage): the fence below makes that safe.
 local prefix, group = ARGV[1], ARGV[2]
 local retention = tonumber(ARGV[3])
 local out = {}
@@ -16,7 +19,9 @@ for i = 4, #ARGV, 8 do
     ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   local key = prefix .. id
   local j = redis.call('HMGET', key, 'status', 'attempts', 'worker')
-  if j[1] ~= 'running' or j[2] ~= attempt or j[3] ~= consumer then
+  if not j[1] then
+    out[#out + 1] = 2
+  elseif j[1] ~= 'running' or j[2] ~= attempt or j[3] ~= consumer then
     out[#out + 1] = 0
   else
     redis.call('XACK', KEYS[1], group, entry)
