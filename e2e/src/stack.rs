@@ -29,7 +29,7 @@ pub struct Stack {
     /// The console, when the stack was started with one: the services
     /// export their spans to it instead of the collector stand-in.
     pub console: Option<Console>,
-    _redis: RedisServer,
+    redis: RedisServer,
 }
 
 impl Stack {
@@ -43,17 +43,23 @@ impl Stack {
         stub_env: &[(&'static str, &str)],
         worker_env: &[(&'static str, &str)],
     ) -> anyhow::Result<Self> {
-        Self::launch(stub_env, worker_env, false).await
+        Self::launch(stub_env, &[], worker_env, false).await
+    }
+
+    /// Starts the stack with extra settings for the api.
+    pub async fn start_with_api(api_env: &[(&'static str, &str)]) -> anyhow::Result<Self> {
+        Self::launch(&[], api_env, &[], false).await
     }
 
     /// Starts the stack with a console: it stores the services' spans (in
     /// place of the collector stand-in) and reads the stack's queue and api.
     pub async fn start_with_console() -> anyhow::Result<Self> {
-        Self::launch(&[], &[], true).await
+        Self::launch(&[], &[], &[], true).await
     }
 
     async fn launch(
         stub_env: &[(&'static str, &str)],
+        api_env: &[(&'static str, &str)],
         worker_env: &[(&'static str, &str)],
         with_console: bool,
     ) -> anyhow::Result<Self> {
@@ -106,7 +112,13 @@ impl Stack {
         let api = ServiceProcess::start(
             "api",
             project_binary("api")?.to_str().context("path")?,
-            &common(vec![("API_LISTEN", format!("127.0.0.1:{api_port}"))]),
+            &common(
+                [
+                    vec![("API_LISTEN", format!("127.0.0.1:{api_port}"))],
+                    owned(api_env),
+                ]
+                .concat(),
+            ),
             &format!("{api_url}/readyz"),
         )
         .await?;
@@ -145,7 +157,7 @@ impl Stack {
             api_url,
             http: reqwest::Client::new(),
             console,
-            _redis: redis,
+            redis,
         })
     }
 
@@ -159,6 +171,11 @@ impl Stack {
         self.api.stop(limit).await?;
         self.stub.stop(limit).await?;
         Ok(self.zipkin)
+    }
+
+    /// The URL of the stack's Redis.
+    pub fn redis_url(&self) -> String {
+        self.redis.url()
     }
 
     /// Posts a job; answers the status and body.

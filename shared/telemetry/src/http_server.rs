@@ -99,8 +99,13 @@ pub async fn trace_request(
     if let Some(route) = &route {
         span.record(HTTP_ROUTE, route.as_str());
     }
-    // An empty context (no or malformed headers) makes this a root span.
-    let _ = span.set_parent(propagation.extract_http(request.headers()));
+    // An empty context (no or malformed headers, or an untrusted caller)
+    // makes this a root span; an untrusted caller's span is linked.
+    let inbound = propagation.inbound_http(request.headers());
+    let _ = span.set_parent(inbound.parent);
+    if let Some(caller) = inbound.link {
+        span.add_link(caller);
+    }
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status();
     span.record(HTTP_RESPONSE_STATUS_CODE, status.as_u16());

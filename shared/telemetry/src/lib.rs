@@ -43,7 +43,7 @@ use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::propagation::Propagation;
+use crate::propagation::{BaggageAllow, EdgePolicy, Propagation};
 
 /// Where spans go (`OTEL_TRACES_EXPORTER`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -101,6 +101,19 @@ pub struct TelemetryArgs {
     /// written]. Naming b3 or b3multi also writes it on outbound HTTP.
     #[arg(long, env = "OTEL_PROPAGATORS")]
     pub propagators: Option<String>,
+    /// Join the trace of callers' `traceparent`/`b3` headers (true), or
+    /// start a new root trace linked to the caller's span (false: for
+    /// callers you do not control, who could force sampling or graft
+    /// requests onto other traces).
+    #[arg(long, env = "TRUST_INBOUND_TRACE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub trust_inbound_trace: bool,
+    /// Caller baggage keys kept, comma-separated, or `*` for all [default:
+    /// none]. Kept baggage travels into jobs; never to third parties.
+    #[arg(long, env = "BAGGAGE_ALLOW", default_value = "")]
+    pub baggage_allow: String,
+    /// Most bytes of caller baggage kept (`key=value` pairs).
+    #[arg(long, env = "BAGGAGE_MAX_BYTES", default_value_t = propagation::DEFAULT_BAGGAGE_MAX_BYTES)]
+    pub baggage_max_bytes: usize,
     /// Longest time a finished span waits before export, in milliseconds.
     #[arg(long, env = "OTEL_BSP_SCHEDULE_DELAY", default_value_t = 5000)]
     pub bsp_schedule_delay: u64,
@@ -169,7 +182,12 @@ pub enum TelemetryError {
 /// Must run inside a tokio runtime.
 pub fn init(args: &TelemetryArgs, default_service: &str) -> Result<TelemetryGuard, TelemetryError> {
     let propagation = Propagation::from_setting(args.propagators.as_deref())
-        .map_err(TelemetryError::Propagators)?;
+        .map_err(TelemetryError::Propagators)?
+        .with_edge(EdgePolicy {
+            trust_trace: args.trust_inbound_trace,
+            baggage_allow: BaggageAllow::parse(&args.baggage_allow),
+            baggage_max_bytes: args.baggage_max_bytes,
+        });
     let service_name = args
         .service_name
         .clone()

@@ -37,6 +37,18 @@ pub(crate) struct B3Propagator {
 }
 
 impl B3Propagator {
+    /// Whether the headers carry only a "do not sample" decision.
+    fn denied(&self, extractor: &dyn Extractor) -> bool {
+        let single = self.read_single && extractor.get(B3_SINGLE).map(str::trim) == Some("0");
+        let multi = self.read_multi
+            && extractor.get(B3_TRACE_ID).is_none()
+            && matches!(
+                extractor.get(B3_SAMPLED).map(str::trim),
+                Some("0") | Some("false")
+            );
+        single || multi
+    }
+
     fn extract_single(value: &str) -> Option<SpanContext> {
         let parts: Vec<&str> = value.trim().split('-').collect();
         // `b3: 0` (deny) alone carries no ids: nothing to continue.
@@ -95,6 +107,20 @@ fn parse_trace_id(s: &str) -> Option<TraceId> {
 
 /// A remote span context; an absent sampling decision defers to us, and we
 /// sample (the upstream asked nothing).
+/// A remote parent that is not sampled, with fresh ids (the caller sent
+/// none): what a "do not sample" decision becomes.
+fn deny_context() -> SpanContext {
+    use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
+    let ids = RandomIdGenerator::default();
+    SpanContext::new(
+        ids.new_trace_id(),
+        ids.new_span_id(),
+        TraceFlags::default(),
+        true,
+        TraceState::default(),
+    )
+}
+
 fn remote_context(trace: &str, span: &str, sampled: Option<bool>) -> Option<SpanContext> {
     let flags = if sampled.unwrap_or(true) {
         TraceFlags::SAMPLED
@@ -157,6 +183,11 @@ impl TextMapPropagator for B3Propagator {
             });
         match found {
             Some(sc) => cx.with_remote_span_context(sc),
+            // "Do not sample" without ids (`b3: 0`, `X-B3-Sampled: 0`):
+            // the caller asks that nothing be recorded. A remote parent
+            // that is not sampled says so to the parent-based sampler, and
+            // on to the job and the worker.
+            None if self.denied(extractor) => cx.with_remote_span_context(deny_context()),
             None => cx.clone(),
         }
     }

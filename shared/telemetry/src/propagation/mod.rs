@@ -12,6 +12,7 @@
 //! W3C comes from the OpenTelemetry SDK; B3 is implemented here (`b3.rs`).
 
 mod b3;
+mod edge;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -24,6 +25,7 @@ use opentelemetry::propagation::{
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 
 use b3::{B3Encoding, B3Propagator};
+pub use edge::{BaggageAllow, DEFAULT_BAGGAGE_MAX_BYTES, EdgePolicy, Inbound};
 
 /// A propagation format of `OTEL_PROPAGATORS`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +57,7 @@ impl Format {
 #[derive(Clone)]
 pub struct Propagation {
     formats: Vec<Format>,
+    edge: EdgePolicy,
     inbound: Arc<TextMapCompositePropagator>,
     outbound: Arc<TextMapCompositePropagator>,
     job: Arc<TextMapCompositePropagator>,
@@ -64,6 +67,7 @@ impl fmt::Debug for Propagation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Propagation")
             .field("formats", &self.formats)
+            .field("edge", &self.edge)
             .finish()
     }
 }
@@ -151,6 +155,7 @@ impl Propagation {
         }
         Self {
             formats,
+            edge: EdgePolicy::default(),
             inbound: Arc::new(TextMapCompositePropagator::new(inbound)),
             outbound: Arc::new(TextMapCompositePropagator::new(outbound)),
             job: Arc::new(TextMapCompositePropagator::new(vec![
@@ -160,8 +165,20 @@ impl Propagation {
         }
     }
 
+    /// The same propagators under another edge policy.
+    pub fn with_edge(mut self, edge: EdgePolicy) -> Self {
+        self.edge = edge;
+        self
+    }
+
+    /// Where a request's SERVER span goes, under the edge policy: the
+    /// caller's trace adopted or linked, and the caller's baggage kept.
+    pub fn inbound_http(&self, headers: &http::HeaderMap) -> Inbound {
+        self.edge.apply(&self.extract_http(headers))
+    }
+
     /// The remote context carried by inbound HTTP headers (empty when none
-    /// or malformed).
+    /// or malformed), before the edge policy.
     pub fn extract_http(&self, headers: &http::HeaderMap) -> Context {
         self.inbound.extract_with_context(
             &Context::new(),
@@ -299,7 +316,6 @@ mod tests {
         for bad in [
             headers(&[("traceparent", "00-zz-00f067aa0ba902b7-01")]),
             headers(&[("traceparent", &format!("00-{TRACE}-0000000000000000-01"))]),
-            headers(&[("b3", "0")]),
             headers(&[("b3", &format!("{TRACE}-{SPAN}-maybe"))]),
             headers(&[("b3", &format!("{TRACE}-short"))]),
             headers(&[("X-B3-TraceId", TRACE)]),
@@ -310,6 +326,17 @@ mod tests {
         ] {
             assert_eq!(ids(&p.extract_http(&bad)), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn b3_do_not_sample_makes_an_unsampled_parent() {
+        let p = Propagation::default();
+        for deny in [headers(&[("b3", "0")]), headers(&[("X-B3-Sampled", "0")])] {
+            let (_, _, sampled) = ids(&p.extract_http(&deny)).expect("a parent");
+            assert!(!sampled, "{deny:?}");
+        }
+        let w3c_only = Propagation::from_setting(Some("tracecontext")).expect("valid");
+        assert_eq!(ids(&w3c_only.extract_http(&headers(&[("b3", "0")]))), None);
     }
 
     #[test]
