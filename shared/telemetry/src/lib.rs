@@ -18,9 +18,12 @@
 //!   signal services stop on.
 //!
 //! Export is batched on the SDK's own thread and never blocks or fails
-//! application work: a Zipkin that is down costs only the spans it missed.
+//! application work: a Zipkin that is down, or one that never answers,
+//! costs only the spans it missed, and those are counted
+//! (`otel_spans_dropped_total`, by reason).
 
 pub mod attributes;
+mod export;
 pub mod http_client;
 pub mod http_server;
 pub mod logs;
@@ -36,7 +39,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::filter::LevelFilter;
@@ -234,50 +237,13 @@ pub fn init(args: &TelemetryArgs, default_service: &str) -> Result<TelemetryGuar
     })
 }
 
-/// Counts the spans an exporter fails to deliver
-/// ([`crate::metrics::SPANS_DROPPED`]).
-#[derive(Debug)]
-struct Counting<E>(E);
-
-impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanExporter
-    for Counting<E>
-{
-    async fn export(
-        &self,
-        batch: Vec<opentelemetry_sdk::trace::SpanData>,
-    ) -> opentelemetry_sdk::error::OTelSdkResult {
-        let n = batch.len() as u64;
-        let result = self.0.export(batch).await;
-        if result.is_err() {
-            crate::metrics::SPANS_DROPPED.inc_by(n);
-        }
-        result
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
-        self.0.shutdown_with_timeout(timeout)
-    }
-
-    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
-        self.0.force_flush()
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        self.0.set_resource(resource);
-    }
-}
-
 /// The tracer provider with the chosen exporter behind a batch processor.
 fn provider(args: &TelemetryArgs, service_name: &str) -> Result<SdkTracerProvider, TelemetryError> {
     let resource = Resource::builder()
         .with_service_name(service_name.to_owned())
         .build();
     let builder = SdkTracerProvider::builder().with_resource(resource);
-    let batch = || {
-        BatchConfigBuilder::default()
-            .with_scheduled_delay(Duration::from_millis(args.bsp_schedule_delay))
-            .build()
-    };
+    let delay = Duration::from_millis(args.bsp_schedule_delay);
     let failed = |reason: String| TelemetryError::Exporter {
         exporter: args.traces_exporter,
         reason,
@@ -286,11 +252,7 @@ fn provider(args: &TelemetryArgs, service_name: &str) -> Result<SdkTracerProvide
         TracesExporter::Zipkin => {
             let exporter =
                 zipkin::ZipkinExporter::new(&args.zipkin_endpoint, service_name).map_err(failed)?;
-            builder.with_span_processor(
-                BatchSpanProcessor::builder(Counting(exporter))
-                    .with_batch_config(batch())
-                    .build(),
-            )
+            builder.with_span_processor(export::bounded(exporter, delay))
         }
         TracesExporter::Otlp => {
             use opentelemetry_otlp::WithExportConfig;
@@ -300,17 +262,12 @@ fn provider(args: &TelemetryArgs, service_name: &str) -> Result<SdkTracerProvide
                 .with_endpoint(endpoint)
                 .build()
                 .map_err(|e| failed(e.to_string()))?;
-            builder.with_span_processor(
-                BatchSpanProcessor::builder(Counting(exporter))
-                    .with_batch_config(batch())
-                    .build(),
-            )
+            builder.with_span_processor(export::bounded(exporter, delay))
         }
-        TracesExporter::Console => builder.with_span_processor(
-            BatchSpanProcessor::builder(opentelemetry_stdout::SpanExporter::default())
-                .with_batch_config(batch())
-                .build(),
-        ),
+        TracesExporter::Console => builder.with_span_processor(export::bounded(
+            opentelemetry_stdout::SpanExporter::default(),
+            delay,
+        )),
         TracesExporter::None => builder,
     };
     Ok(builder.build())

@@ -139,9 +139,27 @@ const WAIT: Buckets = Buckets(&[
 /// Histograms with trace exemplars, one per label set.
 pub type Histograms<L> = Family<L, HistogramWithExemplars<TraceExemplar>, Buckets>;
 
-/// Spans the exporter failed to deliver, in every registry of the process
-/// (the exporter has no handle on a registry).
-pub static SPANS_DROPPED: LazyLock<Counter> = LazyLock::new(Counter::default);
+/// Why spans were dropped.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    /// `queue_full` (the exporter fell behind: the collector is slow,
+    /// down, or never answers) or `export_failed` (the collector refused
+    /// them, or could not be reached).
+    pub reason: String,
+}
+
+/// Spans never delivered, by reason, in every registry of the process
+/// (the span processor has no handle on a registry).
+pub static SPANS_DROPPED: LazyLock<Family<DropLabels, Counter>> = LazyLock::new(Family::default);
+
+/// Counts `n` spans dropped for `reason`.
+pub(crate) fn spans_dropped(reason: &str, n: u64) {
+    SPANS_DROPPED
+        .get_or_create(&DropLabels {
+            reason: reason.to_owned(),
+        })
+        .inc_by(n);
+}
 
 /// Registers `metric`, with its unit when it has one.
 fn register(
@@ -180,10 +198,13 @@ macro_rules! metrics {
                     let $field: $ty = $make;
                     register(&mut registry, $name, $help, $unit, $field.clone());
                 )*
+                // Both series exist from the start, so rates work from 0.
+                spans_dropped("queue_full", 0);
+                spans_dropped("export_failed", 0);
                 register(
                     &mut registry,
                     "otel_spans_dropped",
-                    "Spans the trace exporter failed to deliver",
+                    "Spans never delivered to the trace collector, by reason",
                     None,
                     SPANS_DROPPED.clone(),
                 );
@@ -370,7 +391,10 @@ mod tests {
             text.contains(r#"messaging_client_sent_messages_total{messaging_destination_name="weather",outcome="success",error_type=""} 1"#),
             "{text}"
         );
-        assert!(text.contains("otel_spans_dropped_total"), "{text}");
+        assert!(
+            text.contains(r#"otel_spans_dropped_total{reason="queue_full"}"#),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"));
 
         let classic = m.prometheus_text();
