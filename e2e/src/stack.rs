@@ -30,6 +30,34 @@ pub struct Stack {
     /// export their spans to it instead of the collector stand-in.
     pub console: Option<Console>,
     redis: RedisServer,
+    setup: WorkerSetup,
+}
+
+/// Settings a test gives the stack's processes, beside the defaults.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Options<'a> {
+    /// Extra environment of the weather stub.
+    pub stub_env: &'a [(&'static str, &'a str)],
+    /// Extra environment of the api.
+    pub api_env: &'a [(&'static str, &'a str)],
+    /// Extra environment of each worker.
+    pub worker_env: &'a [(&'static str, &'a str)],
+    /// A console stores the spans (in place of the collector stand-in)
+    /// and reads the stack's queue and api.
+    pub console: bool,
+    /// Redis keeps its data in an append-only file across
+    /// [`Stack::restart_redis`].
+    pub persistent_redis: bool,
+}
+
+/// What starting another worker needs.
+#[derive(Debug, Clone)]
+struct WorkerSetup {
+    env: Vec<(&'static str, String)>,
+}
+
+fn owned(env: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+    env.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
 }
 
 impl Stack {
@@ -43,34 +71,43 @@ impl Stack {
         stub_env: &[(&'static str, &str)],
         worker_env: &[(&'static str, &str)],
     ) -> anyhow::Result<Self> {
-        Self::launch(stub_env, &[], worker_env, false).await
+        Self::launch(Options {
+            stub_env,
+            worker_env,
+            ..Options::default()
+        })
+        .await
     }
 
     /// Starts the stack with extra settings for the api.
     pub async fn start_with_api(api_env: &[(&'static str, &str)]) -> anyhow::Result<Self> {
-        Self::launch(&[], api_env, &[], false).await
+        Self::launch(Options {
+            api_env,
+            ..Options::default()
+        })
+        .await
     }
 
     /// Starts the stack with a console: it stores the services' spans (in
     /// place of the collector stand-in) and reads the stack's queue and api.
     pub async fn start_with_console() -> anyhow::Result<Self> {
-        Self::launch(&[], &[], &[], true).await
+        Self::launch(Options {
+            console: true,
+            ..Options::default()
+        })
+        .await
     }
 
-    async fn launch(
-        stub_env: &[(&'static str, &str)],
-        api_env: &[(&'static str, &str)],
-        worker_env: &[(&'static str, &str)],
-        with_console: bool,
-    ) -> anyhow::Result<Self> {
-        let owned = |env: &[(&'static str, &str)]| -> Vec<(&'static str, String)> {
-            env.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
+    /// Starts the stack as `options` say.
+    pub async fn launch(options: Options<'_>) -> anyhow::Result<Self> {
+        let redis = match options.persistent_redis {
+            true => RedisServer::start_persistent().await?,
+            false => RedisServer::start().await?,
         };
-        let redis = RedisServer::start().await?;
         let zipkin = ZipkinCollector::start().await?;
         let api_port = free_port()?;
         let api_url = format!("http://127.0.0.1:{api_port}");
-        let console = match with_console {
+        let console = match options.console {
             true => Some(
                 Console::start(
                     project_binary("console")?.to_str().context("path")?,
@@ -102,7 +139,7 @@ impl Stack {
             &common(
                 [
                     vec![("STUB_LISTEN", format!("127.0.0.1:{stub_port}"))],
-                    owned(stub_env),
+                    owned(options.stub_env),
                 ]
                 .concat(),
             ),
@@ -115,50 +152,120 @@ impl Stack {
             &common(
                 [
                     vec![("API_LISTEN", format!("127.0.0.1:{api_port}"))],
-                    owned(api_env),
+                    owned(options.api_env),
                 ]
                 .concat(),
             ),
             &format!("{api_url}/readyz"),
         )
         .await?;
-        let mut workers = Vec::new();
-        let mut worker_urls = Vec::new();
-        for _ in 0..2 {
-            let port = free_port()?;
-            worker_urls.push(format!("http://127.0.0.1:{port}"));
-            workers.push(
-                ServiceProcess::start(
-                    "worker",
-                    project_binary("worker")?.to_str().context("path")?,
-                    &common(
-                        [
-                            vec![
-                                ("WORKER_LISTEN", format!("127.0.0.1:{port}")),
-                                ("GEOCODING_BASE_URL", stub_url.clone()),
-                                ("WEATHER_BASE_URL", stub_url.clone()),
-                                ("JOB_RETRY_BACKOFF_MS", "100".into()),
-                            ],
-                            owned(worker_env),
-                        ]
-                        .concat(),
-                    ),
-                    &format!("http://127.0.0.1:{port}/healthz"),
-                )
-                .await?,
-            );
-        }
-        Ok(Self {
+        let setup = WorkerSetup {
+            env: common(
+                [
+                    vec![
+                        ("GEOCODING_BASE_URL", stub_url.clone()),
+                        ("WEATHER_BASE_URL", stub_url.clone()),
+                        ("JOB_RETRY_BACKOFF_MS", "100".into()),
+                    ],
+                    owned(options.worker_env),
+                ]
+                .concat(),
+            ),
+        };
+        let mut stack = Self {
             zipkin,
             api,
-            workers,
-            worker_urls,
+            workers: Vec::new(),
+            worker_urls: Vec::new(),
             stub,
             api_url,
             http: reqwest::Client::new(),
             console,
             redis,
-        })
+            setup,
+        };
+        for _ in 0..2 {
+            stack.add_worker().await?;
+        }
+        Ok(stack)
+    }
+
+    /// Starts one more worker with the stack's settings; answers its index
+    /// in [`Self::workers`].
+    pub async fn add_worker(&mut self) -> anyhow::Result<usize> {
+        let port = free_port()?;
+        let url = format!("http://127.0.0.1:{port}");
+        let mut env = self.setup.env.clone();
+        env.push(("WORKER_LISTEN", format!("127.0.0.1:{port}")));
+        let worker = ServiceProcess::start(
+            "worker",
+            project_binary("worker")?.to_str().context("path")?,
+            &env,
+            &format!("{url}/healthz"),
+        )
+        .await?;
+        self.workers.push(worker);
+        self.worker_urls.push(url);
+        Ok(self.workers.len() - 1)
+    }
+
+    /// Waits until job `id` runs; answers the index (in [`Self::workers`])
+    /// of the worker running it. Consumer names are
+    /// `{host}-{pid}-{random}`.
+    pub async fn worker_running(&self, id: &str) -> anyhow::Result<usize> {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let doc = self.job(id).await?;
+            if doc["status"] == "running"
+                && let Some(name) = doc["worker"].as_str()
+            {
+                let pid = name.split('-').rev().nth(1).unwrap_or_default();
+                return self
+                    .workers
+                    .iter()
+                    .position(|w| w.pid().to_string() == pid)
+                    .with_context(|| format!("no worker process is {name}"));
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("job {id} never ran: {doc}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The consumers the queue's group holds, by name (a consumer joins
+    /// with the first entry it is handed).
+    pub async fn group_consumers(&self) -> anyhow::Result<Vec<String>> {
+        let client = redis::Client::open(self.redis.url())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let reply: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg("jobs:{weather}:stream")
+            .arg("workers")
+            .query_async(&mut conn)
+            .await?;
+        Ok(reply.consumers.into_iter().map(|c| c.name).collect())
+    }
+
+    /// The consumers in the queue's live set (heart-beating, or not yet
+    /// reaped), by name.
+    pub async fn live_set(&self) -> anyhow::Result<Vec<String>> {
+        let client = redis::Client::open(self.redis.url())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        Ok(redis::cmd("ZRANGE")
+            .arg("jobs:{weather}:consumers")
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await?)
+    }
+
+    /// Stops Redis (SIGTERM), keeps it down for `outage`, and starts it
+    /// again on the same port (with its data when it is persistent).
+    pub async fn restart_redis(&mut self, outage: Duration) -> anyhow::Result<()> {
+        self.redis.stop().await?;
+        tokio::time::sleep(outage).await;
+        self.redis.restart().await
     }
 
     /// Stops every service (SIGTERM: each flushes the spans it still

@@ -79,6 +79,11 @@ pub struct Config {
     /// How a job's span relates to the span that enqueued it.
     #[arg(long, env = "QUEUE_TRACE_MODE", value_enum, default_value = "parent")]
     pub trace_mode: TraceMode,
+    /// Seconds running jobs get to finish once a stop is asked (SIGTERM);
+    /// jobs still running then are left to run again elsewhere after
+    /// their lease. Keep it under the orchestrator's kill timeout.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 25)]
+    pub shutdown_grace_secs: u64,
     /// Redis and the weather queue.
     #[command(flatten)]
     pub queue: QueueArgs,
@@ -303,12 +308,32 @@ pub async fn run(
             })
             .await
     });
-    let ran = worker
-        .run_until(async move {
-            shutdown.await;
-            Ok::<(), std::io::Error>(())
-        })
-        .await;
+    let (stopping, stop_asked) = tokio::sync::oneshot::channel::<()>();
+    let run = worker.run_until(async move {
+        shutdown.await;
+        tracing::info!("stopping: running jobs get to finish");
+        let _ = stopping.send(());
+        Ok::<(), std::io::Error>(())
+    });
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let grace_over = async move {
+        if stop_asked.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let ran = tokio::select! {
+        ran = run => ran,
+        () = grace_over => {
+            tracing::warn!(
+                grace_secs = config.shutdown_grace_secs,
+                "jobs still running after the shutdown grace; they run again elsewhere once \
+                 their lease expires"
+            );
+            Ok(())
+        }
+    };
     let _ = stop_http.send(());
     let _ = http.await;
     ran?;
