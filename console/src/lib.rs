@@ -156,7 +156,10 @@ impl AppState {
         let ui = ui::start(
             source,
             config.queue.redis_url.expose().to_owned(),
-            config.queue.queue_config(),
+            config.queue.queue_config_with_ca().unwrap_or_else(|e| {
+                tracing::error!(error = %e, "the queue pages cannot use Redis's CA");
+                config.queue.queue_config()
+            }),
             config.api_url.clone(),
             config.zipkin_ui_url.clone(),
         );

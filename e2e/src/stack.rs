@@ -48,6 +48,9 @@ pub struct Options<'a> {
     /// Redis keeps its data in an append-only file across
     /// [`Stack::restart_redis`].
     pub persistent_redis: bool,
+    /// Redis speaks only TLS and wants a password; the services get a
+    /// `rediss://` URL and the CA (`REDIS_CA_CERT`).
+    pub tls_redis: bool,
 }
 
 /// What starting another worker needs.
@@ -100,10 +103,15 @@ impl Stack {
 
     /// Starts the stack as `options` say.
     pub async fn launch(options: Options<'_>) -> anyhow::Result<Self> {
-        let redis = match options.persistent_redis {
-            true => RedisServer::start_persistent().await?,
-            false => RedisServer::start().await?,
+        let redis = match (options.persistent_redis, options.tls_redis) {
+            (_, true) => RedisServer::start_tls("stack-password").await?,
+            (true, false) => RedisServer::start_persistent().await?,
+            (false, false) => RedisServer::start().await?,
         };
+        let mut redis_env = vec![("REDIS_URL", redis.url())];
+        if options.tls_redis {
+            redis_env.push(("REDIS_CA_CERT", redis.ca_path().display().to_string()));
+        }
         let zipkin = ZipkinCollector::start().await?;
         let api_port = free_port()?;
         let api_url = format!("http://127.0.0.1:{api_port}");
@@ -111,7 +119,7 @@ impl Stack {
             true => Some(
                 Console::start(
                     project_binary("console")?.to_str().context("path")?,
-                    &[("REDIS_URL", redis.url()), ("API_URL", api_url.clone())],
+                    &[redis_env.clone(), vec![("API_URL", api_url.clone())]].concat(),
                 )
                 .await?,
             ),
@@ -121,8 +129,8 @@ impl Stack {
             .as_ref()
             .map_or_else(|| zipkin.endpoint(), Console::endpoint);
         let common = |mut extra: Vec<(&'static str, String)>| {
+            extra.extend(redis_env.iter().cloned());
             extra.extend([
-                ("REDIS_URL", redis.url()),
                 ("OTEL_TRACES_EXPORTER", "zipkin".into()),
                 ("OTEL_EXPORTER_ZIPKIN_ENDPOINT", endpoint.clone()),
                 ("OTEL_BSP_SCHEDULE_DELAY", "50".into()),
@@ -236,8 +244,11 @@ impl Stack {
     /// The consumers the queue's group holds, by name (a consumer joins
     /// with the first entry it is handed).
     pub async fn group_consumers(&self) -> anyhow::Result<Vec<String>> {
-        let client = redis::Client::open(self.redis.url())?;
-        let mut conn = client.get_multiplexed_async_connection().await?;
+        let mut conn = self
+            .redis
+            .client()?
+            .get_multiplexed_async_connection()
+            .await?;
         let reply: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
             .arg("CONSUMERS")
             .arg("jobs:{weather}:stream")
@@ -250,8 +261,11 @@ impl Stack {
     /// The consumers in the queue's live set (heart-beating, or not yet
     /// reaped), by name.
     pub async fn live_set(&self) -> anyhow::Result<Vec<String>> {
-        let client = redis::Client::open(self.redis.url())?;
-        let mut conn = client.get_multiplexed_async_connection().await?;
+        let mut conn = self
+            .redis
+            .client()?
+            .get_multiplexed_async_connection()
+            .await?;
         Ok(redis::cmd("ZRANGE")
             .arg("jobs:{weather}:consumers")
             .arg(0)

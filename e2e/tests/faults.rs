@@ -322,3 +322,18 @@ async fn jobs_survive_a_redis_restart_longer_than_the_lease_and_none_runs_twice(
     assert!(ran_twice.is_empty(), "jobs run twice: {ran_twice:#?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn the_whole_system_runs_over_redis_with_tls_and_a_password() -> anyhow::Result<()> {
+    let stack = Stack::launch(Options {
+        tls_redis: true,
+        ..Options::default()
+    })
+    .await?;
+    let (id, trace) = stack.enqueue(r#"{"city": "Helsinki"}"#, &[]).await?;
+    let done = stack.wait_done(&id).await?;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    // Queue and cache both went over it: the whole trace is there.
+    stack.job_trace(&trace, 2).await?;
+    Ok(())
+}

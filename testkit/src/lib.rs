@@ -36,22 +36,46 @@ pub struct RedisServer {
     dir: PathBuf,
     /// Whether it keeps its data in an append-only file across restarts.
     persistent: bool,
+    /// TLS only, with a password, when set.
+    tls: Option<TlsServer>,
+}
+
+/// A TLS `redis-server`'s certificates (made for the test by a CA of its
+/// own) and password.
+#[derive(Debug, Clone)]
+struct TlsServer {
+    ca_pem: String,
+    password: String,
 }
 
 impl RedisServer {
     /// Starts `redis-server` (from `PATH`, or `REDIS_SERVER_BIN`) with
     /// persistence off, and waits until it answers `PING`.
     pub async fn start() -> anyhow::Result<Self> {
-        Self::start_as(false).await
+        Self::start_as(false, None).await
     }
 
     /// [`Self::start`] with the append-only file on (fsync at every
     /// write), so [`Self::restart`] brings its data back.
     pub async fn start_persistent() -> anyhow::Result<Self> {
-        Self::start_as(true).await
+        Self::start_as(true, None).await
     }
 
-    async fn start_as(persistent: bool) -> anyhow::Result<Self> {
+    /// A server that speaks only TLS (a certificate for 127.0.0.1 signed
+    /// by a CA made for it, [`Self::ca_pem`]) and requires `password`.
+    /// Its [`Self::url`] is `rediss://:{password}@127.0.0.1:{port}/`.
+    pub async fn start_tls(password: &str) -> anyhow::Result<Self> {
+        Self::start_as(
+            false,
+            Some(TlsServer {
+                ca_pem: String::new(),
+                password: password.to_owned(),
+            }),
+        )
+        .await
+    }
+
+    async fn start_as(persistent: bool, tls: Option<TlsServer>) -> anyhow::Result<Self> {
         let mut last_err = None;
         // A port picked free can be taken before the server binds it: retry.
         for _ in 0..5 {
@@ -59,12 +83,20 @@ impl RedisServer {
             let dir =
                 std::env::temp_dir().join(format!("testkit-redis-{}-{port}", std::process::id()));
             std::fs::create_dir_all(&dir)?;
-            let child = Self::spawn(port, &dir, persistent)?;
+            let tls = match &tls {
+                Some(t) => Some(TlsServer {
+                    ca_pem: write_certificates(&dir)?,
+                    password: t.password.clone(),
+                }),
+                None => None,
+            };
+            let child = Self::spawn(port, &dir, persistent, tls.as_ref())?;
             let mut server = Self {
                 child,
                 port,
                 dir,
                 persistent,
+                tls,
             };
             match server.wait_ready(Duration::from_secs(10)).await {
                 Ok(()) => return Ok(server),
@@ -74,11 +106,27 @@ impl RedisServer {
         Err(last_err.unwrap_or_else(|| anyhow::anyhow!("redis-server did not start")))
     }
 
-    fn spawn(port: u16, dir: &std::path::Path, persistent: bool) -> anyhow::Result<Child> {
+    fn spawn(
+        port: u16,
+        dir: &std::path::Path,
+        persistent: bool,
+        tls: Option<&TlsServer>,
+    ) -> anyhow::Result<Child> {
         let bin = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
         let mut cmd = Command::new(&bin);
-        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", ""]);
+        match tls {
+            Some(t) => {
+                let file = |name: &str| dir.join(name).display().to_string();
+                cmd.args(["--port", "0", "--tls-port", &port.to_string()])
+                    .args(["--tls-cert-file", &file("server.pem")])
+                    .args(["--tls-key-file", &file("server.key")])
+                    .args(["--tls-ca-cert-file", &file("ca.pem")])
+                    .args(["--tls-auth-clients", "no"])
+                    .args(["--requirepass", &t.password])
+            }
+            None => cmd.args(["--port", &port.to_string()]),
+        };
+        cmd.args(["--bind", "127.0.0.1"]).args(["--save", ""]);
         match persistent {
             true => cmd.args(["--appendonly", "yes", "--appendfsync", "always"]),
             false => cmd.args(["--appendonly", "no"]),
@@ -121,13 +169,13 @@ impl RedisServer {
     /// Starts the server again on the same port and directory (with its
     /// data when it is persistent), after [`Self::stop`].
     pub async fn restart(&mut self) -> anyhow::Result<()> {
-        self.child = Self::spawn(self.port, &self.dir, self.persistent)?;
+        self.child = Self::spawn(self.port, &self.dir, self.persistent, self.tls.as_ref())?;
         self.wait_ready(Duration::from_secs(10)).await
     }
 
     async fn wait_ready(&mut self, limit: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + limit;
-        let client = redis::Client::open(self.url())?;
+        let client = self.client()?;
         loop {
             if let Some(status) = self.child.try_wait()? {
                 bail!("redis-server exited early ({status})");
@@ -146,9 +194,41 @@ impl RedisServer {
         }
     }
 
-    /// `redis://127.0.0.1:{port}/`
+    /// `redis://127.0.0.1:{port}/`, or for a TLS server
+    /// `rediss://:{password}@127.0.0.1:{port}/`.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        match &self.tls {
+            Some(t) => format!("rediss://:{}@127.0.0.1:{}/", t.password, self.port),
+            None => format!("redis://127.0.0.1:{}/", self.port),
+        }
+    }
+
+    /// A client of the server (trusting its CA when it speaks TLS).
+    pub fn client(&self) -> anyhow::Result<redis::Client> {
+        Ok(match &self.tls {
+            Some(t) => {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                redis::Client::build_with_tls(
+                    self.url(),
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(t.ca_pem.clone().into_bytes()),
+                    },
+                )?
+            }
+            None => redis::Client::open(self.url())?,
+        })
+    }
+
+    /// The PEM certificate of the CA that signed a TLS server's
+    /// certificate (empty for a plain server).
+    pub fn ca_pem(&self) -> &str {
+        self.tls.as_ref().map_or("", |t| t.ca_pem.as_str())
+    }
+
+    /// Where [`Self::ca_pem`] is written, for settings that take a path.
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.join("ca.pem")
     }
 
     /// The server's port.
@@ -160,6 +240,27 @@ impl RedisServer {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+}
+
+/// Makes a CA and a server certificate for 127.0.0.1 and localhost it
+/// signed, writes `ca.pem`, `server.pem` and `server.key` into `dir`, and
+/// answers the CA's PEM.
+fn write_certificates(dir: &std::path::Path) -> anyhow::Result<String> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "testkit redis CA");
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let server_key = KeyPair::generate()?;
+    let server = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?
+        .signed_by(&server_key, &issuer)?;
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem())?;
+    std::fs::write(dir.join("server.pem"), server.pem())?;
+    std::fs::write(dir.join("server.key"), server_key.serialize_pem())?;
+    Ok(ca_cert.pem())
 }
 
 impl Drop for RedisServer {

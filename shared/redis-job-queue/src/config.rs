@@ -33,6 +33,9 @@ pub struct QueueConfig {
     /// Longest a worker sleeps between two looks at the delayed set; it
     /// sleeps less when the next delayed job is due sooner.
     pub promote_interval: Duration,
+    /// Root certificates (PEM) trusted for a `rediss://` server, in place
+    /// of the system's: for a server whose certificate a private CA signed.
+    pub tls_ca_pem: Option<Vec<u8>>,
 }
 
 impl QueueConfig {
@@ -50,6 +53,7 @@ impl QueueConfig {
             block_timeout: Duration::from_secs(2),
             promote_batch: 500,
             promote_interval: Duration::from_millis(250),
+            tls_ca_pem: None,
         }
     }
 }

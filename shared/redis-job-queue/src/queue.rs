@@ -115,7 +115,7 @@ impl RedisQueue {
     /// Connects to Redis at `url` and makes sure the queue's consumer group
     /// exists.
     pub async fn connect(url: &str, cfg: QueueConfig) -> Result<Self, QueueError> {
-        let client = redis::Client::open(url)?;
+        let client = client(url, cfg.tls_ca_pem.as_deref())?;
         // Fail fast when Redis is down: the api answers 503 at once, and
         // workers retry in their own loops.
         let conn = ConnectionManager::new_with_config(
@@ -406,6 +406,31 @@ fn push_script(
             );
     }
     inv
+}
+
+/// The client of the server at `url`: plain, or TLS for `rediss://`
+/// (trusting `ca_pem` when given, else the system's roots). A password
+/// goes in the URL (`redis://:password@host/` or `user:password@`).
+fn client(url: &str, ca_pem: Option<&[u8]>) -> Result<redis::Client, QueueError> {
+    if url.starts_with("rediss://") {
+        // The redis crate takes TLS from the process's default provider;
+        // another part of the process may have installed one already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        if let Some(pem) = ca_pem {
+            return Ok(redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.to_vec()),
+                },
+            )?);
+        }
+    } else if ca_pem.is_some() {
+        return Err(QueueError::Config(
+            "a TLS root certificate was given for a plain redis:// URL; use rediss://".into(),
+        ));
+    }
+    Ok(redis::Client::open(url)?)
 }
 
 /// Connects to the queue, retrying for up to a minute while Redis starts

@@ -53,6 +53,10 @@ pub struct QueueArgs {
     /// Redis URL, for the queue and the cache.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/")]
     pub redis_url: RedisUrl,
+    /// PEM file of the root certificate(s) to trust for a `rediss://`
+    /// server, in place of the system's (a private CA).
+    #[arg(long, env = "REDIS_CA_CERT")]
+    pub redis_ca_cert: Option<std::path::PathBuf>,
     /// Name of the weather queue.
     #[arg(long, env = "QUEUE_NAME", default_value = WEATHER_QUEUE)]
     pub queue_name: String,
@@ -82,7 +86,21 @@ impl QueueArgs {
     /// Connects to the queue these flags describe, retrying while Redis
     /// starts.
     pub async fn connect(&self) -> Result<RedisQueue, QueueError> {
-        redis_job_queue::connect_with_retry(self.redis_url.expose(), self.queue_config()).await
+        redis_job_queue::connect_with_retry(self.redis_url.expose(), self.queue_config_with_ca()?)
+            .await
+    }
+
+    /// [`Self::queue_config`] with the root certificates of
+    /// `REDIS_CA_CERT` read in.
+    pub fn queue_config_with_ca(&self) -> Result<QueueConfig, QueueError> {
+        let mut cfg = self.queue_config();
+        if let Some(path) = &self.redis_ca_cert {
+            let pem = std::fs::read(path).map_err(|e| {
+                QueueError::Config(format!("REDIS_CA_CERT {}: {e}", path.display()))
+            })?;
+            cfg.tls_ca_pem = Some(pem);
+        }
+        Ok(cfg)
     }
 
     /// The queue settings these flags describe.
