@@ -8,6 +8,7 @@ use apalis_core::error::{AbortError, BoxDynError, WorkerError};
 use apalis_core::task::data::Data;
 use apalis_core::task::metadata::MetadataStore;
 use apalis_core::worker::builder::WorkerBuilder;
+use apalis_core::worker::context::WorkerContext;
 use redis_job_queue::{JobLease, JobStatus, NewJob, QueueConfig, RedisQueue};
 use serde::{Deserialize, Serialize};
 use testkit::RedisServer;
@@ -915,23 +916,23 @@ async fn a_malformed_job_hash_written_into_redis_fails_and_the_worker_carries_on
 #[tokio::test]
 async fn a_graceful_stop_finishes_running_jobs_and_leaves_the_rest_queued() {
     let fx = Fixture::new(|_| {}).await;
-    let gate = Arc::new(tokio::sync::Notify::new());
-    async fn gated(job: Job, gate: Data<Arc<tokio::sync::Notify>>) -> Result<u64, BoxDynError> {
-        gate.notified().await;
+    // The job runs until the worker is told to stop, then finishes.
+    async fn until_stopping(job: Job, worker: WorkerContext) -> Result<u64, BoxDynError> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !worker.is_shutting_down() {
+            if Instant::now() > deadline {
+                return Err("the worker was never told to stop".into());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         Ok(job.n)
     }
-    let worker = spawn_worker!(fx.queue, 1, gated, gate.clone());
+    let worker = spawn_worker!(fx.queue, 1, until_stopping);
     let first = fx.push(1).await;
     fx.wait_status(&first, JobStatus::Running, Duration::from_secs(10))
         .await;
     let second = fx.push(2).await;
-    // Stop while the first job runs; let it finish.
     let stopping = tokio::spawn(worker.stop());
-    // Nothing outside shows that the stop reached the worker: give it a
-    // moment. notify_one keeps the release even if the handler is not
-    // waiting yet, so the stop cannot hang.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    gate.notify_one();
     stopping.await.expect("stop");
     fx.wait_status(&first, JobStatus::Succeeded, Duration::from_secs(5))
         .await;
