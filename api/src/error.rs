@@ -1,6 +1,6 @@
 //! API errors as RFC 9457 problem details (`application/problem+json`).
 
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use redis_job_queue::QueueError;
 use telemetry::http_server::problem;
@@ -18,6 +18,9 @@ pub enum ApiError {
     /// The body is not JSON-typed (415): send `Content-Type: application/json`.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// No valid API key (401): send one the api was given.
+    #[error("{0}")]
+    Unauthorized(String),
     /// The body is too large (413): send less.
     #[error("{0}")]
     TooLarge(String),
@@ -42,6 +45,7 @@ impl ApiError {
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -79,6 +83,12 @@ impl IntoResponse for ApiError {
             Self::Unavailable(detail) => {
                 tracing::warn!(%detail, "dependency unavailable");
                 problem(status, detail)
+            }
+            Self::Unauthorized(detail) => {
+                let mut res = problem(status, detail);
+                res.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                res
             }
             other => problem(status, &other.to_string()),
         }

@@ -9,10 +9,13 @@
 //! | `GET /readyz` | `200` when Redis answers, else `503` |
 //! | `GET /metrics` | Prometheus metrics (OpenMetrics with exemplars when asked) |
 //!
-//! Errors are `application/problem+json`. Every request is a SERVER span
+//! With `API_KEYS` set, every `POST` (any write) under `/v1` needs one of
+//! the keys ([`auth`]); reads stay open. Errors are
+//! `application/problem+json`. Every request is a SERVER span
 //! (continuing the caller's trace); enqueueing is a PRODUCER span
 //! ([`TracedProducer`]) whose context travels in the job's metadata.
 
+pub mod auth;
 pub mod error;
 mod validate;
 
@@ -39,6 +42,7 @@ use tokio::net::TcpListener;
 use weather_jobs::WeatherJob;
 use weather_jobs::settings::QueueArgs;
 
+pub use auth::ApiKeys;
 pub use error::ApiError;
 
 /// Largest request body accepted.
@@ -55,6 +59,9 @@ pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "API_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
+    /// Who may enqueue.
+    #[command(flatten)]
+    pub api_keys: ApiKeys,
     /// Redis and the weather queue.
     #[command(flatten)]
     pub queue: QueueArgs,
@@ -74,10 +81,13 @@ pub struct AppState {
     pub propagation: Propagation,
     /// The process's metrics.
     pub metrics: Arc<Metrics>,
+    /// The keys that guard the mutating endpoints (none: open).
+    pub api_keys: Arc<ApiKeys>,
 }
 
 impl AppState {
-    /// The state of an api enqueueing onto `queue`.
+    /// The state of an api enqueueing onto `queue`, open to anyone (see
+    /// [`Self::with_api_keys`]).
     pub fn new(queue: RedisQueue, propagation: Propagation) -> Self {
         let metrics = Arc::new(Metrics::new());
         let producer =
@@ -87,7 +97,14 @@ impl AppState {
             producer,
             propagation,
             metrics,
+            api_keys: Arc::default(),
         }
+    }
+
+    /// Requires one of `keys` on the mutating endpoints.
+    pub fn with_api_keys(mut self, keys: ApiKeys) -> Self {
+        self.api_keys = Arc::new(keys);
+        self
     }
 }
 
@@ -105,6 +122,10 @@ pub fn app(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.api_keys.clone(),
+            auth::require_key,
+        ))
         .with_state(state)
         .merge(ops)
         .layer(axum::middleware::from_fn_with_state(
@@ -119,7 +140,12 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    tracing::info!(addr = %listener.local_addr()?, queue = %state.queue.config().name, "api listening");
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        queue = %state.queue.config().name,
+        api_keys = ?state.api_keys,
+        "api listening"
+    );
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await

@@ -17,7 +17,7 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let queue = config.queue.connect().await?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    let state = api::AppState::new(queue, propagation);
+    let state = api::AppState::new(queue, propagation).with_api_keys(config.api_keys);
     api::run(state, listener, telemetry::shutdown::signal()).await?;
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
+use axum::http::{HeaderMap, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use redis_job_queue::RedisQueue;
 use serde_json::Value;
@@ -31,6 +31,10 @@ fn install_tracing() {
 }
 
 async fn spawn_api() -> TestApi {
+    spawn_api_with(api::ApiKeys::default()).await
+}
+
+async fn spawn_api_with(keys: api::ApiKeys) -> TestApi {
     use clap::Parser;
     install_tracing();
     #[derive(Parser)]
@@ -41,7 +45,8 @@ async fn spawn_api() -> TestApi {
     let redis = RedisServer::start().await.expect("redis-server");
     let args = Args::parse_from(["test", "--redis-url", &redis.url()]);
     let queue = args.queue.connect().await.expect("queue");
-    let app = api::app(api::AppState::new(queue.clone(), Propagation::default()));
+    let state = api::AppState::new(queue.clone(), Propagation::default()).with_api_keys(keys);
+    let app = api::app(state);
     TestApi { redis, queue, app }
 }
 
@@ -49,6 +54,7 @@ struct Answer {
     status: StatusCode,
     content_type: String,
     location: Option<String>,
+    headers: HeaderMap,
     body: Value,
 }
 
@@ -64,12 +70,14 @@ impl TestApi {
         };
         let content_type = header(header::CONTENT_TYPE).unwrap_or_default();
         let location = header(header::LOCATION);
+        let headers = res.headers().clone();
         let bytes = res.into_body().collect().await.expect("body").to_bytes();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Answer {
             status,
             content_type,
             location,
+            headers,
             body,
         }
     }
@@ -84,6 +92,16 @@ impl TestApi {
 
     async fn post(&self, body: &str) -> Answer {
         self.post_raw(Some("application/json"), body.to_owned())
+            .await
+    }
+
+    /// Posts `body` as JSON with extra headers (credentials).
+    async fn post_with(&self, body: &str, headers: &[(&str, &str)]) -> Answer {
+        let mut req = Request::post("/v1/jobs").header(header::CONTENT_TYPE, "application/json");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.send(req.body(Body::from(body.to_owned())).expect("request"))
             .await
     }
 
@@ -274,4 +292,101 @@ async fn health_and_readiness_follow_redis() {
     let a = api.get("/readyz").await;
     let detail = a.body["detail"].as_str().unwrap_or_default().to_owned();
     assert!(!detail.contains("redis:"), "{detail:?}");
+}
+
+fn assert_refused(a: &Answer, mentions: &str, secret: &str) {
+    assert_problem(a, StatusCode::UNAUTHORIZED, mentions);
+    assert_eq!(
+        a.headers
+            .get(header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok()),
+        Some("Bearer")
+    );
+    assert!(
+        !a.body.to_string().contains(secret),
+        "a refusal never echoes the key sent: {}",
+        a.body
+    );
+}
+
+#[tokio::test]
+async fn with_api_keys_only_key_holders_enqueue_and_anyone_reads() {
+    let keys = api::ApiKeys::new(["key-alpha-7f3a9c", "key-beta-51d2e8"]).expect("keys");
+    let api = spawn_api_with(keys).await;
+    let job = r#"{"city": "Berlin"}"#;
+
+    let a = api.post(job).await;
+    assert_refused(&a, "needs an API key", "key-alpha");
+    for wrong in [
+        &[("authorization", "Bearer guessed-key-0042")][..],
+        &[("x-api-key", "guessed-key-0042")],
+        &[("authorization", "Bearer key-alpha-7f3a9")],
+        &[("authorization", "Basic guessed-key-0042")],
+        &[("x-api-key", "key-beta-51d2e8x")],
+    ] {
+        let a = api.post_with(job, wrong).await;
+        assert_refused(&a, "not valid", "guessed-key-0042");
+    }
+    let a = api
+        .post_with("not json", &[("x-api-key", "guessed-key-0042")])
+        .await;
+    assert_refused(&a, "not valid", "guessed-key-0042");
+    assert_eq!(api.enqueued().await, 0, "nothing refused is enqueued");
+
+    let a = api
+        .post_with(job, &[("authorization", "Bearer key-alpha-7f3a9c")])
+        .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.body);
+    let b = api
+        .post_with(job, &[("x-api-key", "key-beta-51d2e8")])
+        .await;
+    assert_eq!(b.status, StatusCode::ACCEPTED, "{}", b.body);
+    let c = api
+        .post_with(
+            job,
+            &[
+                ("authorization", "Bearer guessed-key-0042"),
+                ("x-api-key", "key-beta-51d2e8"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        c.status,
+        StatusCode::ACCEPTED,
+        "either header may hold the key"
+    );
+    assert_eq!(api.enqueued().await, 3);
+
+    let id = a.body["id"].as_str().expect("id");
+    let s = api.get(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(s.status, StatusCode::OK, "reads need no key: {}", s.body);
+    assert_eq!(api.get("/readyz").await.status, StatusCode::OK);
+
+    let delete = |key: Option<&str>| {
+        let mut req = Request::delete("/v1/jobs");
+        if let Some(key) = key {
+            req = req.header("x-api-key", key);
+        }
+        req.body(Body::empty()).expect("request")
+    };
+    let a = api.send(delete(None)).await;
+    assert_refused(&a, "needs an API key", "key-alpha");
+    let a = api.send(delete(Some("key-alpha-7f3a9c"))).await;
+    assert_problem(&a, StatusCode::METHOD_NOT_ALLOWED, "Allow header");
+}
+
+#[tokio::test]
+async fn without_api_keys_anyone_enqueues() {
+    let api = spawn_api().await;
+    let a = api
+        .post_with(
+            r#"{"city": "Oslo"}"#,
+            &[("authorization", "Bearer anything")],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.body);
+    assert_eq!(
+        api.post(r#"{"city": "Oslo"}"#).await.status,
+        StatusCode::ACCEPTED
+    );
 }
