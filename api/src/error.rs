@@ -30,6 +30,10 @@ pub enum ApiError {
     /// The route exists for other methods (405).
     #[error("this route does not take that method; the Allow header lists those it does")]
     MethodNotAllowed,
+    /// The api has as many requests in flight as it may (503, with
+    /// `Retry-After: 1`): try again in a moment.
+    #[error("the api is handling as many requests as it may; try again in a second")]
+    Overloaded,
     /// A dependency is down (503): try again later.
     #[error("{0}")]
     Unavailable(String),
@@ -48,7 +52,7 @@ impl ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -88,6 +92,12 @@ impl IntoResponse for ApiError {
                 let mut res = problem(status, detail);
                 res.headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                res
+            }
+            Self::Overloaded => {
+                let mut res = problem(status, &self.to_string());
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 res
             }
             other => problem(status, &other.to_string()),

@@ -10,13 +10,16 @@
 //! | `GET /metrics` | Prometheus metrics (OpenMetrics with exemplars when asked) |
 //!
 //! With `API_KEYS` set, every `POST` (any write) under `/v1` needs one of
-//! the keys ([`auth`]); reads stay open. Errors are
+//! the keys ([`auth`]); reads stay open. Past `API_MAX_IN_FLIGHT` requests
+//! at once, the rest (but `/healthz` and `/metrics`) are answered `503`
+//! with `Retry-After: 1` ([`limit`]). Errors are
 //! `application/problem+json`. Every request is a SERVER span
 //! (continuing the caller's trace); enqueueing is a PRODUCER span
 //! ([`TracedProducer`]) whose context travels in the job's metadata.
 
 pub mod auth;
 pub mod error;
+pub mod limit;
 mod validate;
 
 use std::future::Future;
@@ -30,6 +33,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use prometheus_client::metrics::counter::Counter;
 use redis_job_queue::{JobRecord, NewJob, RedisQueue};
 use serde_json::{Value, json};
 use telemetry::TelemetryArgs;
@@ -62,6 +66,15 @@ pub struct Config {
     /// Who may enqueue.
     #[command(flatten)]
     pub api_keys: ApiKeys,
+    /// Requests handled at once; more are refused with 503 and
+    /// `Retry-After: 1`, never queued. /healthz and /metrics are exempt.
+    #[arg(
+        long,
+        env = "API_MAX_IN_FLIGHT",
+        default_value_t = limit::DEFAULT_MAX_IN_FLIGHT,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_in_flight: u32,
     /// Redis and the weather queue.
     #[command(flatten)]
     pub queue: QueueArgs,
@@ -83,13 +96,21 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The keys that guard the mutating endpoints (none: open).
     pub api_keys: Arc<ApiKeys>,
+    /// Requests handled at once ([`limit`]).
+    pub max_in_flight: usize,
+    /// Requests refused for being past that, also in `metrics`.
+    pub shed: Counter,
 }
 
 impl AppState {
     /// The state of an api enqueueing onto `queue`, open to anyone (see
     /// [`Self::with_api_keys`]).
     pub fn new(queue: RedisQueue, propagation: Propagation) -> Self {
-        let metrics = Arc::new(Metrics::new());
+        let shed = Counter::default();
+        let metrics = Arc::new(Metrics::with(|registry| {
+            let (name, help) = limit::SHED_METRIC;
+            registry.register(name, help, shed.clone());
+        }));
         let producer =
             TracedProducer::new(queue.clone(), propagation.clone()).with_metrics(metrics.clone());
         Self {
@@ -98,7 +119,15 @@ impl AppState {
             propagation,
             metrics,
             api_keys: Arc::default(),
+            max_in_flight: limit::DEFAULT_MAX_IN_FLIGHT as usize,
+            shed,
         }
+    }
+
+    /// Handles at most `max` requests at once (at least one).
+    pub fn with_max_in_flight(mut self, max: usize) -> Self {
+        self.max_in_flight = max.max(1);
+        self
     }
 
     /// Requires one of `keys` on the mutating endpoints.
@@ -126,6 +155,7 @@ pub fn app(state: AppState) -> Router {
             state.api_keys.clone(),
             auth::require_key,
         ))
+        .layer(limit::layer(state.max_in_flight, state.shed.clone()))
         .with_state(state)
         .merge(ops)
         .layer(axum::middleware::from_fn_with_state(
@@ -144,6 +174,7 @@ pub async fn run(
         addr = %listener.local_addr()?,
         queue = %state.queue.config().name,
         api_keys = ?state.api_keys,
+        max_in_flight = state.max_in_flight,
         "api listening"
     );
     axum::serve(listener, app(state))

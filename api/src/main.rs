@@ -17,7 +17,9 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let queue = config.queue.connect().await?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    let state = api::AppState::new(queue, propagation).with_api_keys(config.api_keys);
+    let state = api::AppState::new(queue, propagation)
+        .with_api_keys(config.api_keys)
+        .with_max_in_flight(config.max_in_flight as usize);
     api::run(state, listener, telemetry::shutdown::signal()).await?;
     Ok(())
 }

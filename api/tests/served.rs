@@ -2,11 +2,13 @@
 //! `redis-server`, exporting spans to a Zipkin collector stand-in: what a
 //! caller and an operator see from outside.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::Value;
 use testkit::{RedisServer, ServiceProcess, ZipkinCollector, free_port};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 /// How long anything may take to show.
 const WAIT: Duration = Duration::from_secs(20);
@@ -68,6 +70,37 @@ impl ServedApi {
             req = req.header(*k, *v);
         }
         Ok(req.send().await?)
+    }
+}
+
+/// A `POST /v1/jobs` whose client sent the head and half the body, then
+/// went quiet: the api is handling it (it holds a place in flight) until
+/// the rest arrives.
+struct HalfSentJob(TcpStream);
+
+impl HalfSentJob {
+    const BODY: &str = r#"{"city": "Oslo"}"#;
+
+    async fn start(api: &ServedApi) -> anyhow::Result<Self> {
+        let addr = api.url.trim_start_matches("http://");
+        let mut conn = TcpStream::connect(addr).await?;
+        let head = format!(
+            "POST /v1/jobs HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n",
+            Self::BODY.len()
+        );
+        conn.write_all(head.as_bytes()).await?;
+        conn.write_all(&Self::BODY.as_bytes()[..5]).await?;
+        conn.flush().await?;
+        Ok(Self(conn))
+    }
+
+    /// Sends the rest of the body; answers the status line.
+    async fn finish(mut self) -> anyhow::Result<String> {
+        self.0.write_all(&Self::BODY.as_bytes()[5..]).await?;
+        let mut answer = String::new();
+        tokio::time::timeout(WAIT, self.0.read_to_string(&mut answer)).await??;
+        Ok(answer.lines().next().unwrap_or_default().to_owned())
     }
 }
 
@@ -142,5 +175,72 @@ async fn api_keys_never_reach_the_logs_or_the_spans() -> anyhow::Result<()> {
             "{secret} is in the exported spans:\n{exported}"
         );
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn requests_past_the_in_flight_limit_are_shed_with_503_and_retry_after() -> anyhow::Result<()>
+{
+    let api = ServedApi::start(&[("API_MAX_IN_FLIGHT", "1")]).await?;
+    let held = HalfSentJob::start(&api).await?;
+
+    // Once the held request has its place, anything else limited is shed.
+    // (`!` is no job id, so the probe never waits on Redis.)
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let probe = api
+            .http
+            .get(format!("{}/v1/jobs/!", api.url))
+            .send()
+            .await?;
+        match probe.status().as_u16() {
+            503 => break,
+            404 if Instant::now() < deadline => tokio::task::yield_now().await,
+            other => {
+                anyhow::bail!("a probe was answered {other}, not 503, while a request was held")
+            }
+        }
+    }
+
+    let shed = api.post(r#"{"city": "Berlin"}"#, &[]).await?;
+    assert_eq!(shed.status(), 503);
+    let header = |name: &str| {
+        shed.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    assert_eq!(header("retry-after").as_deref(), Some("1"));
+    assert_eq!(
+        header("content-type").as_deref(),
+        Some("application/problem+json")
+    );
+    let problem: Value = shed.json().await?;
+    assert_eq!(problem["status"], 503);
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("try again")),
+        "{problem}"
+    );
+
+    let health = api.http.get(format!("{}/healthz", api.url)).send().await?;
+    assert_eq!(health.status(), 200, "the health check is never shed");
+    let metrics = api.http.get(format!("{}/metrics", api.url)).send().await?;
+    assert_eq!(metrics.status(), 200, "the scrape is never shed");
+    let page = metrics.text().await?;
+    let shed_total = page
+        .lines()
+        .find_map(|l| l.strip_prefix("http_server_requests_shed_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .with_context(|| format!("no shed counter in\n{page}"))?;
+    assert!(
+        shed_total >= 2.0,
+        "the probe and the POST were shed: {shed_total}"
+    );
+
+    assert_eq!(held.finish().await?, "HTTP/1.1 202 Accepted");
+    let after = api.post(r#"{"city": "Berlin"}"#, &[]).await?;
+    assert_eq!(after.status(), 202, "the place is free again");
     Ok(())
 }
