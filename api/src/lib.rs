@@ -8,6 +8,8 @@
 //! | `GET /healthz` | `200` while the process runs |
 //! | `GET /readyz` | `200` when Redis answers, else `503` |
 //! | `GET /metrics` | Prometheus metrics (OpenMetrics with exemplars when asked) |
+//! | `GET /openapi.json` | this api's OpenAPI 3.1 document, made from the code ([`openapi`]) |
+//! | `GET /docs` | that document as a page; self-contained, it works offline |
 //!
 //! With `API_KEYS` set, every `POST` (any write) under `/v1` needs one of
 //! the keys ([`auth`]); reads stay open. Past `API_MAX_IN_FLIGHT` requests
@@ -18,8 +20,10 @@
 //! ([`TracedProducer`]) whose context travels in the job's metadata.
 
 pub mod auth;
+mod docs;
 pub mod error;
 pub mod limit;
+pub mod openapi;
 mod validate;
 
 use std::future::Future;
@@ -31,7 +35,6 @@ use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use prometheus_client::metrics::counter::Counter;
 use redis_job_queue::{JobRecord, NewJob, RedisQueue};
@@ -43,6 +46,9 @@ use telemetry::messaging::TracedProducer;
 use telemetry::metrics::Metrics;
 use telemetry::propagation::Propagation;
 use tokio::net::TcpListener;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use weather_jobs::WeatherJob;
 use weather_jobs::settings::QueueArgs;
 
@@ -137,6 +143,17 @@ impl AppState {
     }
 }
 
+/// The routes the api serves itself, each with its description: a handler
+/// cannot be routed here without being in the OpenAPI document.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(create_job))
+        .routes(routes!(job_status))
+        .routes(routes!(ready))
+        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(docs::page))
+}
+
 /// The api's routes.
 pub fn app(state: AppState) -> Router {
     let telemetry = HttpTelemetry {
@@ -144,10 +161,7 @@ pub fn app(state: AppState) -> Router {
         metrics: Some(state.metrics.clone()),
     };
     let ops = telemetry::messaging::metrics_routes(state.metrics.clone(), state.queue.clone());
-    Router::new()
-        .route("/v1/jobs", post(create_job))
-        .route("/v1/jobs/{id}", get(job_status))
-        .route("/readyz", get(ready))
+    Router::from(routes())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -199,6 +213,29 @@ fn rejection(r: JsonRejection) -> ApiError {
     }
 }
 
+/// Enqueue a weather job
+///
+/// The job continues the caller's trace (from `traceparent` or B3
+/// headers) or starts one; its id and trace id come back at once, and
+/// `GET /v1/jobs/{id}` follows it.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs",
+    tag = "jobs",
+    request_body(content = openapi::NewJob, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Enqueued", body = openapi::JobAccepted,
+            headers(("Location" = String, description = "`/v1/jobs/{id}`"))),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 413, response = openapi::PayloadTooLarge),
+        (status = 415, response = openapi::UnsupportedMediaType),
+        (status = 422, response = openapi::UnprocessableEntity),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::ServiceUnavailable),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 async fn create_job(
     State(state): State<AppState>,
     body: Result<Json<Value>, JsonRejection>,
@@ -209,10 +246,15 @@ async fn create_job(
     tracing::info!({ JOB_ID } = %sent.id, "job queued");
 
     let location = format!("/v1/jobs/{}", sent.id);
+    let accepted = openapi::JobAccepted {
+        id: sent.id,
+        status: openapi::JobStatus::Queued,
+        trace_id: sent.trace_id,
+    };
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],
-        Json(json!({ "id": sent.id, "status": "queued", "trace_id": sent.trace_id })),
+        Json(accepted),
     )
         .into_response())
 }
@@ -236,10 +278,26 @@ fn trace_id_of(record: &JobRecord) -> Option<String> {
     tp.split('-').nth(1).map(str::to_owned)
 }
 
+/// Read a job's status
+///
+/// Its status, attempts, trace id, and its result or error once finished.
+/// Finished jobs are kept for `JOB_RETENTION_SECS`.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The id `POST /v1/jobs` answered")),
+    responses(
+        (status = 200, description = "The job", body = openapi::Job),
+        (status = 404, response = openapi::NotFound),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::ServiceUnavailable),
+    )
+)]
 async fn job_status(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<openapi::Job>, ApiError> {
     // A path that does not decode (`%FF`) names no job either.
     let id = id.map_or_else(|_| String::new(), |Path(id)| id);
     let unknown = || {
@@ -251,37 +309,33 @@ async fn job_status(
         return Err(unknown());
     }
     let record = state.queue.status(&id).await?.ok_or_else(unknown)?;
-    let mut view = json!({
-        "id": record.id,
-        "status": record.status.as_str(),
-        "attempts": record.attempts,
-        "max_attempts": record.max_attempts,
-        "trace_id": trace_id_of(&record),
-        "job": record.payload,
-        "enqueued_at": rfc3339(record.enqueued_at_ms),
-    });
-    let times = [
-        ("run_at", record.run_at_ms),
-        ("started_at", record.started_at_ms),
-        ("finished_at", record.finished_at_ms),
-    ];
-    for (name, at) in times {
-        if let Some(at) = at {
-            view[name] = rfc3339(at).into();
-        }
-    }
-    if let Some(result) = record.result {
-        view["result"] = result;
-    }
-    if let Some(error) = record.error {
-        view["error"] = error.into();
-    }
-    if let Some(worker) = record.worker {
-        view["worker"] = worker.into();
-    }
-    Ok(Json(view))
+    Ok(Json(openapi::Job {
+        trace_id: trace_id_of(&record),
+        id: record.id,
+        status: record.status.into(),
+        attempts: record.attempts,
+        max_attempts: record.max_attempts,
+        job: record.payload,
+        enqueued_at: rfc3339(record.enqueued_at_ms),
+        run_at: record.run_at_ms.map(rfc3339),
+        started_at: record.started_at_ms.map(rfc3339),
+        finished_at: record.finished_at_ms.map(rfc3339),
+        result: record.result,
+        error: record.error,
+        worker: record.worker,
+    }))
 }
 
+/// Whether Redis answers
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Redis answers", body = openapi::Ready),
+        (status = 503, response = openapi::ServiceUnavailable),
+    )
+)]
 async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     match state.queue.ping(Duration::from_secs(1)).await {
         Ok(()) => Ok(Json(json!({ "status": "ready" }))),

@@ -390,3 +390,179 @@ async fn without_api_keys_anyone_enqueues() {
         StatusCode::ACCEPTED
     );
 }
+
+/// The operations the api serves, as `METHOD /path` (OpenAPI templates).
+const OPERATIONS: &[&str] = &[
+    "POST /v1/jobs",
+    "GET /v1/jobs/{id}",
+    "GET /healthz",
+    "GET /readyz",
+    "GET /metrics",
+    "GET /openapi.json",
+    "GET /docs",
+];
+
+/// `value`, or what its `$ref` points at in `doc`.
+fn resolve<'a>(doc: &'a Value, value: &'a Value) -> &'a Value {
+    match value["$ref"].as_str() {
+        Some(r) => doc
+            .pointer(r.trim_start_matches('#'))
+            .unwrap_or(&Value::Null),
+        None => value,
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_3_1_and_describes_every_route() {
+    let api = spawn_api().await;
+    let a = api.get("/openapi.json").await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.content_type, "application/json");
+    let doc = a.body;
+    let version = doc["openapi"].as_str().unwrap_or_default();
+    assert!(version.starts_with("3.1."), "OpenAPI {version:?}");
+    assert!(doc["info"]["title"].is_string() && doc["info"]["version"].is_string());
+
+    let mut listed = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in item.as_object().expect("path item").keys() {
+            listed.push(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    listed.sort();
+    let mut want: Vec<String> = OPERATIONS.iter().map(|s| (*s).to_owned()).collect();
+    want.sort();
+    assert_eq!(listed, want, "every route, and nothing else");
+
+    // Each described operation is really routed (a 404 here would be the
+    // "no such endpoint" fallback, a 405 a wrong method).
+    for op in OPERATIONS {
+        let (method, path) = op.split_once(' ').expect("METHOD /path");
+        let uri = path.replace("{id}", "no-such-job");
+        let req = Request::builder()
+            .method(method)
+            .uri(&uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from("{}"))
+            .expect("request");
+        let a = api.send(req).await;
+        let detail = a.body["detail"].as_str().unwrap_or_default();
+        assert!(
+            a.status != StatusCode::METHOD_NOT_ALLOWED && !detail.contains("no such endpoint"),
+            "{op} is described but not routed: {} {}",
+            a.status,
+            a.body
+        );
+    }
+
+    // Every error answer is a problem, with the Problem schema.
+    let problem = &doc["components"]["schemas"]["Problem"];
+    let mut required: Vec<&str> = problem["required"]
+        .as_array()
+        .expect("required")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    required.sort_unstable();
+    assert_eq!(required, ["detail", "status", "title", "type"]);
+    let mut errors = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("path item") {
+            for (status, response) in op["responses"].as_object().expect("responses") {
+                if !(status.starts_with('4') || status.starts_with('5')) {
+                    continue;
+                }
+                errors.insert(status.clone());
+                let response = resolve(&doc, response);
+                let content = response["content"].as_object().expect("content");
+                assert_eq!(
+                    content.keys().collect::<Vec<_>>(),
+                    ["application/problem+json"],
+                    "{method} {path} {status}"
+                );
+                assert_eq!(
+                    content["application/problem+json"]["schema"]["$ref"],
+                    "#/components/schemas/Problem"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        errors.into_iter().collect::<Vec<_>>(),
+        ["400", "401", "404", "413", "415", "422", "500", "503"]
+    );
+    let responses = &doc["components"]["responses"];
+    assert_eq!(
+        responses["MethodNotAllowed"]["content"]["application/problem+json"]["schema"]["$ref"],
+        "#/components/schemas/Problem",
+        "405s happen on any path, so they are described once"
+    );
+
+    // Writes need a key; the key schemes are described.
+    let post = &doc["paths"]["/v1/jobs"]["post"];
+    assert_eq!(
+        post["security"],
+        serde_json::json!([{ "bearer": [] }, { "api_key": [] }])
+    );
+    assert!(post["responses"]["401"].is_object());
+    let schemes = &doc["components"]["securitySchemes"];
+    assert_eq!(schemes["bearer"]["scheme"], "bearer");
+    assert_eq!(schemes["api_key"]["in"], "header");
+    assert_eq!(schemes["api_key"]["name"], "X-API-Key");
+    assert!(
+        doc["paths"]["/v1/jobs/{id}"]["get"]["security"].is_null(),
+        "reads need no key"
+    );
+}
+
+#[tokio::test]
+async fn the_docs_page_loads_nothing_from_elsewhere() {
+    let api = spawn_api().await;
+    let res = api
+        .app
+        .clone()
+        .oneshot(Request::get("/docs").body(Body::empty()).expect("request"))
+        .await
+        .expect("answer");
+    assert_eq!(res.status(), StatusCode::OK);
+    let headers = res.headers().clone();
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .is_ok_and(|ct| ct.starts_with("text/html"))
+    );
+    let csp = headers[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .expect("CSP");
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    let bytes = res.into_body().collect().await.expect("body").to_bytes();
+    let html = String::from_utf8(bytes.to_vec()).expect("UTF-8");
+
+    assert!(
+        html.contains(r#""openapi":"3.1.0""#),
+        "the document is embedded"
+    );
+    let lower = html.to_lowercase();
+    for tag in ["<script", "<link", "<img", "<iframe"] {
+        for (at, _) in lower.match_indices(tag) {
+            let end = lower[at..].find('>').map_or(lower.len(), |e| at + e);
+            let opening = &lower[at..end];
+            assert!(
+                !opening.contains("src=") && !opening.contains("href="),
+                "the page loads {opening:?}"
+            );
+        }
+    }
+    // Outside the embedded document (whose texts may name sites), the page
+    // names no address and imports nothing.
+    let spec_start = lower
+        .find(r#"<script type="application/json" id="spec">"#)
+        .expect("the embedded document");
+    let spec_end = spec_start + lower[spec_start..].find("</script>").expect("its end");
+    let page = format!("{}{}", &lower[..spec_start], &lower[spec_end..]);
+    for remote in [
+        "http://", "https://", "url(", "@import", "import(", "fetch(",
+    ] {
+        assert!(!page.contains(remote), "the page mentions {remote:?}");
+    }
+}

@@ -1,0 +1,408 @@
+//! The api's contract as an OpenAPI 3.1 document, made from the code: the
+//! handlers' `#[utoipa::path]` annotations and the types below, which are
+//! the shapes the api reads and writes. Served at `GET /openapi.json`;
+//! `GET /docs` renders it ([`crate::docs`]).
+//!
+//! Every error is an RFC 9457 problem ([`Problem`], `application/problem+json`);
+//! the reusable responses below name each one a caller can meet.
+
+use std::sync::LazyLock;
+
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToResponse, ToSchema};
+
+/// An RFC 9457 problem: the body of every error the api answers.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "type": "about:blank",
+    "title": "Unprocessable Entity",
+    "status": 422,
+    "detail": "\"latitude\" must be between -90 and 90, got 91"
+}))]
+pub struct Problem {
+    /// Always `about:blank`: the status alone says what kind of problem
+    /// it is.
+    #[serde(rename = "type")]
+    #[schema(format = "uri-reference")]
+    pub kind: String,
+    /// The status's reason phrase (`Not Found`).
+    pub title: String,
+    /// The HTTP status code, repeated.
+    #[schema(minimum = 400, maximum = 599)]
+    pub status: u16,
+    /// What went wrong and what to do about it, for a person to read.
+    pub detail: String,
+}
+
+/// Unit system of a job's result.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Units {
+    /// °C and km/h.
+    #[default]
+    Metric,
+    /// °F and mph.
+    Imperial,
+}
+
+/// The weather at a place name, geocoded by the worker.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"city": "Berlin", "units": "metric"}))]
+pub struct CityJob {
+    /// The place name; spaces around it are dropped, control characters
+    /// are refused.
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
+    pub city: String,
+    /// Units of the result (default `metric`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub units: Option<Units>,
+}
+
+/// The weather at coordinates, used as they are.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"latitude": 52.52, "longitude": 13.41, "units": "imperial"}))]
+pub struct CoordinatesJob {
+    /// Degrees north.
+    #[schema(minimum = -90, maximum = 90)]
+    pub latitude: f64,
+    /// Degrees east.
+    #[schema(minimum = -180, maximum = 180)]
+    pub longitude: f64,
+    /// Units of the result (default `metric`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub units: Option<Units>,
+}
+
+/// A job to enqueue: a place name or coordinates, not both.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum NewJob {
+    /// By name.
+    City(CityJob),
+    /// By coordinates.
+    Coordinates(CoordinatesJob),
+}
+
+/// Where a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    /// Waiting for a worker, its run time, or a retry.
+    Queued,
+    /// A worker is running it.
+    Running,
+    /// Done; `result` holds the weather.
+    Succeeded,
+    /// Given up on; `error` says why.
+    Failed,
+}
+
+impl From<redis_job_queue::JobStatus> for JobStatus {
+    fn from(s: redis_job_queue::JobStatus) -> Self {
+        use redis_job_queue::JobStatus as Q;
+        match s {
+            Q::Queued => Self::Queued,
+            Q::Running => Self::Running,
+            Q::Succeeded => Self::Succeeded,
+            Q::Failed => Self::Failed,
+        }
+    }
+}
+
+/// The answer to an accepted job.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "id": "0190b1a2-7c3e-7000-8000-5a1d2e3f4a5b",
+    "status": "queued",
+    "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"
+}))]
+pub struct JobAccepted {
+    /// The job's id, for `GET /v1/jobs/{id}`.
+    pub id: String,
+    /// Always `queued`.
+    pub status: JobStatus,
+    /// The trace the job continues: the request's own, or a new one.
+    #[schema(pattern = "^[0-9a-f]{32}$")]
+    pub trace_id: String,
+}
+
+/// A stored place: `{"city"}` or `{"latitude", "longitude"}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum Place {
+    /// By name.
+    City {
+        /// The name, trimmed.
+        city: String,
+    },
+    /// By coordinates.
+    Coordinates {
+        /// Degrees north.
+        latitude: f64,
+        /// Degrees east.
+        longitude: f64,
+    },
+}
+
+/// A job as the worker reads it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StoredJob {
+    /// Where.
+    pub place: Place,
+    /// In which units.
+    pub units: Units,
+}
+
+/// A job's status, attempts, trace, and its result or error.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Job {
+    /// The job's id.
+    pub id: String,
+    /// Where it is.
+    pub status: JobStatus,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// Attempts it may get.
+    pub max_attempts: u32,
+    /// The trace it continues (`null` if it carries none).
+    #[schema(required = true, pattern = "^[0-9a-f]{32}$")]
+    pub trace_id: Option<String>,
+    /// What was asked for.
+    #[schema(value_type = StoredJob)]
+    pub job: serde_json::Value,
+    /// When it was enqueued.
+    #[schema(format = DateTime)]
+    pub enqueued_at: String,
+    /// When it may (next) run, for delayed jobs and retries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub run_at: Option<String>,
+    /// When its latest attempt started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub started_at: Option<String>,
+    /// When it succeeded or failed for good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub finished_at: Option<String>,
+    /// The weather, once succeeded (place, coordinates, temperature,
+    /// wind, their units, and whether it came from the cache).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<serde_json::Value>,
+    /// The latest error: final once failed, the last attempt's while
+    /// queued for a retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The worker that ran (or runs) the latest attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+}
+
+/// `GET /healthz`'s answer.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    #[schema(pattern = "^ok$")]
+    pub status: String,
+}
+
+/// `GET /readyz`'s answer when Redis answers.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Ready {
+    /// Always `ready`.
+    #[schema(pattern = "^ready$")]
+    pub status: String,
+}
+
+/// The request is malformed: the body is not valid JSON.
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct BadRequest(pub Problem);
+
+/// No valid API key: the api has keys (`API_KEYS`) and the request
+/// carries none of them.
+#[derive(ToResponse)]
+#[response(
+    content_type = "application/problem+json",
+    headers(("WWW-Authenticate" = String, description = "`Bearer`"))
+)]
+pub struct Unauthorized(pub Problem);
+
+/// No such job (it never existed, or it finished longer ago than the
+/// retention time), or no such endpoint.
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct NotFound(pub Problem);
+
+/// The path exists, but not for this method.
+#[derive(ToResponse)]
+#[response(
+    content_type = "application/problem+json",
+    headers(("Allow" = String, description = "The methods the path takes"))
+)]
+pub struct MethodNotAllowed(pub Problem);
+
+/// The body is larger than 64 KiB.
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct PayloadTooLarge(pub Problem);
+
+/// The body is not sent as `application/json`.
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct UnsupportedMediaType(pub Problem);
+
+/// The body is JSON but not a job: `detail` names the field at fault.
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct UnprocessableEntity(pub Problem);
+
+/// A fault of the api's; the trace id in its logs leads to the cause.
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct InternalError(pub Problem);
+
+/// Try again later: the job queue (Redis) is unavailable, or the api has
+/// as many requests in flight as it may (`API_MAX_IN_FLIGHT`; then with
+/// `Retry-After: 1`).
+#[derive(ToResponse)]
+#[response(
+    content_type = "application/problem+json",
+    headers(("Retry-After" = String, description = "Seconds to wait, when the api sheds load"))
+)]
+pub struct ServiceUnavailable(pub Problem);
+
+/// Whether the process runs
+///
+/// Outside the in-flight limit: an overloaded api still looks alive.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "The process runs", body = Health))
+)]
+#[allow(dead_code)] // served by the telemetry crate's routes; only described here
+fn healthz() {}
+
+/// Prometheus metrics
+///
+/// OpenMetrics, with trace ids as exemplars, when the `Accept` header asks
+/// for `application/openmetrics-text`; the classic text format otherwise.
+/// Outside the in-flight limit.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "The metrics", content(
+        (String = "text/plain"),
+        (String = "application/openmetrics-text"),
+    )))
+)]
+#[allow(dead_code)] // served by the telemetry crate's routes; only described here
+fn metrics() {}
+
+const DESCRIPTION: &str = "\
+Enqueues weather jobs for the workers and reports their status; every \
+request is traced (W3C `traceparent` or B3 headers continue the caller's \
+trace).
+
+**Keys.** When the api is given keys (`API_KEYS`), every write under \
+`/v1` (today `POST /v1/jobs`) needs one, as `Authorization: Bearer <key>` \
+or `X-API-Key: <key>`; reads need none. Without keys the api is open.
+
+**Load.** Past `API_MAX_IN_FLIGHT` requests at once, the others are \
+answered `503` with `Retry-After: 1` at once; `/healthz` and `/metrics` \
+are always answered.
+
+**Errors** are RFC 9457 problems (`application/problem+json`, schema \
+`Problem`). A path the api does not serve is a `404` problem, a method a \
+path does not take a `405` problem with an `Allow` header.";
+
+/// The document's fixed parts; the operations come from the router.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "traced-jobs api", description = DESCRIPTION),
+    paths(healthz, metrics),
+    components(
+        schemas(Problem),
+        responses(
+            BadRequest,
+            Unauthorized,
+            NotFound,
+            MethodNotAllowed,
+            PayloadTooLarge,
+            UnsupportedMediaType,
+            UnprocessableEntity,
+            InternalError,
+            ServiceUnavailable
+        )
+    ),
+    modifiers(&KeySchemes),
+    tags(
+        (name = "jobs", description = "Enqueue weather jobs and follow them"),
+        (name = "operations", description = "Health, readiness, metrics"),
+        (name = "contract", description = "This document, and a page to read it")
+    )
+)]
+pub(crate) struct ApiDoc;
+
+/// The two ways to send an API key.
+struct KeySchemes;
+
+impl Modify for KeySchemes {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API key as a bearer token (when `API_KEYS` is set)",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-API-Key",
+                "An API key (when `API_KEYS` is set)",
+            ))),
+        );
+    }
+}
+
+/// The whole document: the fixed parts and every routed operation.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = crate::routes().split_for_parts().1;
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    doc
+}
+
+/// Built once: it depends on the code alone.
+static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(openapi);
+
+/// This document
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "contract",
+    responses(
+        (status = 200, description = "This document (OpenAPI 3.1)", content_type = "application/json", body = Object),
+        (status = 503, response = ServiceUnavailable),
+    )
+)]
+pub(crate) async fn openapi_json() -> Json<&'static utoipa::openapi::OpenApi> {
+    Json(&DOCUMENT)
+}
+
+/// The document as JSON, for the docs page.
+pub(crate) fn document_json() -> Result<String, serde_json::Error> {
+    serde_json::to_string(&*DOCUMENT)
+}
