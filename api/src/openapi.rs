@@ -10,6 +10,7 @@ use std::sync::LazyLock;
 
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToResponse, ToSchema};
 
@@ -47,18 +48,40 @@ pub enum Units {
     Imperial,
 }
 
+/// A field that may only be `null`, which counts as leaving it out.
+fn null_only() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Null)
+        .description(Some("Only `null`, the same as leaving the field out"))
+        .build()
+}
+
 /// The weather at a place name, geocoded by the worker.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"city": "Berlin", "units": "metric"}))]
 pub struct CityJob {
-    /// The place name; spaces around it are dropped, control characters
-    /// are refused.
-    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
+    /// The place name; spaces around it are dropped.
+    // The pattern: at least one character that is not a space, and no
+    // control characters (`char::is_control`: U+0000 to U+001F and U+007F
+    // to U+009F), as `validate::job` checks.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub city: String,
     /// Units of the result (default `metric`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub units: Option<Units>,
+    /// Not with a city.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = null_only)]
+    pub latitude: Option<()>,
+    /// Not with a city.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = null_only)]
+    pub longitude: Option<()>,
 }
 
 /// The weather at coordinates, used as they are.
@@ -75,6 +98,10 @@ pub struct CoordinatesJob {
     /// Units of the result (default `metric`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub units: Option<Units>,
+    /// Not with coordinates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = null_only)]
+    pub city: Option<()>,
 }
 
 /// A job to enqueue: a place name or coordinates, not both.
