@@ -38,7 +38,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use prometheus_client::metrics::counter::Counter;
 use redis_job_queue::{JobRecord, NewJob, RedisQueue};
-use serde_json::{Value, json};
+use serde_json::Value;
 use telemetry::TelemetryArgs;
 use telemetry::attributes::JOB_ID;
 use telemetry::http_server::HttpTelemetry;
@@ -336,9 +336,11 @@ async fn job_status(
         (status = 503, response = openapi::ServiceUnavailable),
     )
 )]
-async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn ready(State(state): State<AppState>) -> Result<Json<openapi::Ready>, ApiError> {
     match state.queue.ping(Duration::from_secs(1)).await {
-        Ok(()) => Ok(Json(json!({ "status": "ready" }))),
+        Ok(()) => Ok(Json(openapi::Ready {
+            status: "ready".into(),
+        })),
         Err(e) => {
             tracing::warn!(error = %e, "Redis is not answering");
             Err(ApiError::Unavailable("Redis is not answering".into()))

@@ -1,7 +1,7 @@
 //! The api's contract as an OpenAPI 3.1 document, made from the code: the
 //! handlers' `#[utoipa::path]` annotations and the types below, which are
 //! the shapes the api reads and writes. Served at `GET /openapi.json`;
-//! `GET /docs` renders it ([`crate::docs`]).
+//! `GET /docs` renders it (`docs.rs`).
 //!
 //! Every error is an RFC 9457 problem ([`Problem`], `application/problem+json`);
 //! the reusable responses below name each one a caller can meet.
