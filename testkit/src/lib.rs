@@ -207,7 +207,7 @@ impl RedisServer {
     pub fn client(&self) -> anyhow::Result<redis::Client> {
         Ok(match &self.tls {
             Some(t) => {
-                let _ = rustls::crypto::ring::default_provider().install_default();
+                let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
                 redis::Client::build_with_tls(
                     self.url(),
                     redis::TlsCertificates {

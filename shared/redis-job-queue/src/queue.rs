@@ -415,7 +415,7 @@ fn client(url: &str, ca_pem: Option<&[u8]>) -> Result<redis::Client, QueueError>
     if url.starts_with("rediss://") {
         // The redis crate takes TLS from the process's default provider;
         // another part of the process may have installed one already.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         if let Some(pem) = ca_pem {
             return Ok(redis::Client::build_with_tls(
                 url,
