@@ -27,6 +27,10 @@ pub enum ApiError {
     /// No such resource (404).
     #[error("{0}")]
     NotFound(String),
+    /// The request is at odds with the resource's state (cancelling a job
+    /// that has started, say).
+    #[error("{0}")]
+    Conflict(String),
     /// The route exists for other methods (405).
     #[error("this route does not take that method; the Allow header lists those it does")]
     MethodNotAllowed,
@@ -51,6 +55,7 @@ impl ApiError {
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Overloaded | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -62,6 +67,13 @@ impl From<QueueError> for ApiError {
     /// Redis being down or slow is a 503 the caller can retry; anything
     /// else is our fault.
     fn from(e: QueueError) -> Self {
+        if let QueueError::IdempotencyConflict(_) = e {
+            return Self::Invalid(
+                "this Idempotency-Key was used within the last 24 hours for a different \
+                 request body; send the same body, or use a new key for a new job"
+                    .into(),
+            );
+        }
         if e.is_unavailable() {
             // Redis's own words stay in the log (and the span).
             tracing::warn!(error = %e, "the job queue is unavailable");

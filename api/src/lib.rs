@@ -3,15 +3,16 @@
 //!
 //! | route | answers |
 //! |---|---|
-//! | `POST /v1/jobs` | `202` `{"id", "status": "queued", "trace_id"}`, `Location: /v1/jobs/{id}` |
+//! | `POST /v1/jobs` | `202` `{"id", "status", "repeat", "trace_id"}`, `Location: /v1/jobs/{id}`; `200` for a repeat of an `Idempotency-Key` |
 //! | `GET /v1/jobs/{id}` | the job's status, attempts, trace id, result or error; `404` if unknown |
+//! | `DELETE /v1/jobs/{id}` | cancels a scheduled or queued job (`200` with the job); `409` once it has started |
 //! | `GET /healthz` | `200` while the process runs |
 //! | `GET /readyz` | `200` when Redis answers, else `503` |
 //! | `GET /metrics` | Prometheus metrics (OpenMetrics with exemplars when asked) |
 //! | `GET /openapi.json` | this api's OpenAPI 3.1 document, made from the code ([`openapi`]) |
 //! | `GET /docs` | that document as a page; self-contained, it works offline |
 //!
-//! With `API_KEYS` set, every `POST` (any write) under `/v1` needs one of
+//! With `API_KEYS` set, every write (`POST`, `DELETE`) under `/v1` needs one of
 //! the keys ([`auth`]); reads stay open. Past `API_MAX_IN_FLIGHT` requests
 //! at once, the rest (but `/healthz` and `/metrics`) are answered `503`
 //! with `Retry-After: 1` ([`limit`]). Errors are
@@ -33,12 +34,13 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use prometheus_client::metrics::counter::Counter;
-use redis_job_queue::{JobRecord, NewJob, RedisQueue};
+use redis_job_queue::{Cancelled, JobRecord, NewJob, RedisQueue};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use telemetry::TelemetryArgs;
 use telemetry::attributes::JOB_ID;
 use telemetry::http_server::HttpTelemetry;
@@ -58,6 +60,12 @@ pub use error::ApiError;
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// The default of `MAX_DELAY_SECS`: 30 days.
+pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(30 * 86_400);
+
+/// The header that makes a POST idempotent.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
 /// The api's settings.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -72,6 +80,10 @@ pub struct Config {
     /// Who may enqueue.
     #[command(flatten)]
     pub api_keys: ApiKeys,
+    /// Longest delay a job may be given (`delay_secs`, `run_at`), in
+    /// seconds.
+    #[arg(long, env = "MAX_DELAY_SECS", default_value_t = 30 * 86_400)]
+    pub max_delay_secs: u64,
     /// Requests handled at once; more are refused with 503 and
     /// `Retry-After: 1`, never queued. /healthz and /metrics are exempt.
     #[arg(
@@ -106,6 +118,8 @@ pub struct AppState {
     pub max_in_flight: usize,
     /// Requests refused for being past that, also in `metrics`.
     pub shed: Counter,
+    /// Longest delay a job may be given.
+    pub max_delay: Duration,
 }
 
 impl AppState {
@@ -127,12 +141,19 @@ impl AppState {
             api_keys: Arc::default(),
             max_in_flight: limit::DEFAULT_MAX_IN_FLIGHT as usize,
             shed,
+            max_delay: DEFAULT_MAX_DELAY,
         }
     }
 
     /// Handles at most `max` requests at once (at least one).
     pub fn with_max_in_flight(mut self, max: usize) -> Self {
         self.max_in_flight = max.max(1);
+        self
+    }
+
+    /// Refuses jobs delayed longer than `max`.
+    pub fn with_max_delay(mut self, max: Duration) -> Self {
+        self.max_delay = max;
         self
     }
 
@@ -148,7 +169,7 @@ impl AppState {
 fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(create_job))
-        .routes(routes!(job_status))
+        .routes(routes!(job_status, cancel_job))
         .routes(routes!(ready))
         .routes(routes!(openapi::openapi_json))
         .routes(routes!(docs::page))
@@ -217,15 +238,31 @@ fn rejection(r: JsonRejection) -> ApiError {
 ///
 /// The job continues the caller's trace (from `traceparent` or B3
 /// headers) or starts one; its id and trace id come back at once, and
-/// `GET /v1/jobs/{id}` follows it.
+/// `GET /v1/jobs/{id}` follows it. `delay_secs` or `run_at` delays it
+/// (`scheduled` until then); `trace` picks how its span relates to this
+/// request's. With an `Idempotency-Key`, a repeat of the same request
+/// within 24 hours enqueues nothing and answers `200` with the first
+/// request's job (`repeat: true`); the same key with another body is a
+/// `422`.
 #[utoipa::path(
     post,
     path = "/v1/jobs",
     tag = "jobs",
     request_body(content = openapi::NewJob, content_type = "application/json"),
+    params(
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "Makes the request safe to retry: 1 to 255 printable ASCII characters, unique per job",
+            min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$")
+    ),
     responses(
         (status = 202, description = "Enqueued", body = openapi::JobAccepted,
             headers(("Location" = String, description = "`/v1/jobs/{id}`"))),
+        (status = 200, description = "A repeat of an earlier request with this `Idempotency-Key`: its job, nothing enqueued",
+            body = openapi::JobAccepted,
+            headers(
+                ("Location" = String, description = "`/v1/jobs/{id}`"),
+                ("Idempotent-Replayed" = String, description = "`true`"),
+            )),
         (status = 400, response = openapi::BadRequest),
         (status = 401, response = openapi::Unauthorized),
         (status = 413, response = openapi::PayloadTooLarge),
@@ -238,17 +275,62 @@ fn rejection(r: JsonRejection) -> ApiError {
 )]
 async fn create_job(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
     let Json(body) = body.map_err(rejection)?;
     let job: WeatherJob = validate::job(&body).map_err(ApiError::Invalid)?;
-    let sent = state.producer.send(NewJob::new(&job)?).await?;
-    tracing::info!({ JOB_ID } = %sent.id, "job queued");
-
+    let options = validate::options(&body, state.max_delay).map_err(ApiError::Invalid)?;
+    let mut new = NewJob::new(&job)?;
+    if let Some(delay) = options.delay {
+        new = new.run_after(delay);
+    }
+    if let Some(mode) = options.trace {
+        let (k, v) = mode.metadata();
+        new = new.with_metadata(k, v);
+    }
+    if let Some(key) = key {
+        new = new
+            .with_id(idempotent_id(&state.queue, key))
+            .idempotency(key, fingerprint(&body));
+    }
+    let sent = state.producer.send(new).await?;
     let location = format!("/v1/jobs/{}", sent.id);
+    if sent.repeat {
+        tracing::info!({ JOB_ID } = %sent.id, "repeated request: the job exists");
+        // Where the first request's job is now (gone once expired).
+        let status = match state.queue.status(&sent.id).await? {
+            Some(record) => record.status.into(),
+            None => openapi::JobStatus::Succeeded,
+        };
+        let accepted = openapi::JobAccepted {
+            id: sent.id,
+            status,
+            repeat: true,
+            trace_id: sent.trace_id,
+        };
+        return Ok((
+            StatusCode::OK,
+            [
+                (header::LOCATION, location),
+                (
+                    HeaderName::from_static("idempotent-replayed"),
+                    "true".into(),
+                ),
+            ],
+            Json(accepted),
+        )
+            .into_response());
+    }
+    tracing::info!({ JOB_ID } = %sent.id, "job queued");
     let accepted = openapi::JobAccepted {
         id: sent.id,
-        status: openapi::JobStatus::Queued,
+        status: match options.delay {
+            Some(_) => openapi::JobStatus::Scheduled,
+            None => openapi::JobStatus::Queued,
+        },
+        repeat: false,
         trace_id: sent.trace_id,
     };
     Ok((
@@ -257,6 +339,41 @@ async fn create_job(
         Json(accepted),
     )
         .into_response())
+}
+
+/// The request's `Idempotency-Key`, if any: 1 to 255 printable ASCII
+/// characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(key) if (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(key))
+        }
+        _ => Err(ApiError::BadRequest(
+            "Idempotency-Key must be 1 to 255 printable ASCII characters without spaces".into(),
+        )),
+    }
+}
+
+/// The id of the job an idempotency key makes: the same key, the same
+/// job, whichever api instance takes the request.
+fn idempotent_id(queue: &RedisQueue, key: &str) -> String {
+    let digest = Sha256::new()
+        .chain_update(queue.config().name.as_bytes())
+        .chain_update([0])
+        .chain_update(key.as_bytes())
+        .finalize();
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("idem-{hex}")
+}
+
+/// What identifies a request body: its JSON with keys sorted, hashed.
+fn fingerprint(body: &Value) -> String {
+    // serde_json's maps are sorted by key, so equal bodies print equally.
+    let digest = Sha256::digest(body.to_string().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Ids this api hands out (and anything else that could be a key part
@@ -300,16 +417,26 @@ async fn job_status(
 ) -> Result<Json<openapi::Job>, ApiError> {
     // A path that does not decode (`%FF`) names no job either.
     let id = id.map_or_else(|_| String::new(), |Path(id)| id);
-    let unknown = || {
-        ApiError::NotFound(format!(
-            "no job with id {id:?} (finished jobs are kept for a limited time)"
-        ))
-    };
     if !plausible_id(&id) {
-        return Err(unknown());
+        return Err(unknown_job(&id));
     }
-    let record = state.queue.status(&id).await?.ok_or_else(unknown)?;
-    Ok(Json(openapi::Job {
+    let record = state
+        .queue
+        .status(&id)
+        .await?
+        .ok_or_else(|| unknown_job(&id))?;
+    Ok(Json(job_view(record)))
+}
+
+fn unknown_job(id: &str) -> ApiError {
+    ApiError::NotFound(format!(
+        "no job with id {id:?} (finished jobs are kept for a limited time)"
+    ))
+}
+
+/// A job record as the api shows it.
+fn job_view(record: JobRecord) -> openapi::Job {
+    openapi::Job {
         trace_id: trace_id_of(&record),
         id: record.id,
         status: record.status.into(),
@@ -323,7 +450,52 @@ async fn job_status(
         result: record.result,
         error: record.error,
         worker: record.worker,
-    }))
+    }
+}
+
+/// Cancel a job
+///
+/// A scheduled or queued job is cancelled and will not run; one that has
+/// started or finished is left as it is (`409`).
+#[utoipa::path(
+    delete,
+    path = "/v1/jobs/{id}",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The id `POST /v1/jobs` answered")),
+    responses(
+        (status = 200, description = "Cancelled: the job, now `cancelled`", body = openapi::Job),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 404, response = openapi::NotFound),
+        (status = 409, response = openapi::Conflict),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::ServiceUnavailable),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
+async fn cancel_job(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<openapi::Job>, ApiError> {
+    let id = id.map_or_else(|_| String::new(), |Path(id)| id);
+    if !plausible_id(&id) {
+        return Err(unknown_job(&id));
+    }
+    match state.queue.cancel(&id).await? {
+        Cancelled::Yes => {
+            tracing::info!({ JOB_ID } = %id, "job cancelled");
+            let record = state
+                .queue
+                .status(&id)
+                .await?
+                .ok_or_else(|| unknown_job(&id))?;
+            Ok(Json(job_view(record)))
+        }
+        Cancelled::TooLate(status) => Err(ApiError::Conflict(format!(
+            "job {id} is {}: only scheduled or queued jobs can be cancelled",
+            status.as_str()
+        ))),
+        Cancelled::Unknown => Err(unknown_job(&id)),
+    }
 }
 
 /// Whether Redis answers

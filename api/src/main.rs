@@ -19,7 +19,8 @@ async fn serve(
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let state = api::AppState::new(queue, propagation)
         .with_api_keys(config.api_keys)
-        .with_max_in_flight(config.max_in_flight as usize);
+        .with_max_in_flight(config.max_in_flight as usize)
+        .with_max_delay(std::time::Duration::from_secs(config.max_delay_secs));
     api::run(state, listener, telemetry::shutdown::signal()).await?;
     Ok(())
 }

@@ -74,6 +74,22 @@ pub struct CityJob {
     /// Units of the result (default `metric`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub units: Option<Units>,
+    /// Run no earlier than this many seconds from now (at most
+    /// `MAX_DELAY_SECS`, 30 days by default). Not with `run_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 2_592_000, nullable = false)]
+    pub delay_secs: Option<f64>,
+    /// Run no earlier than this time (RFC 3339; a past time means now).
+    /// Not with `delay_secs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime, nullable = false)]
+    pub run_at: Option<String>,
+    /// How the job's span relates to the request's: `parent` (one trace)
+    /// or `link` (a trace of its own, linked). Default: the worker's
+    /// `QUEUE_TRACE_MODE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub trace: Option<TraceMode>,
     /// Not with a city.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(schema_with = null_only)]
@@ -98,10 +114,36 @@ pub struct CoordinatesJob {
     /// Units of the result (default `metric`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub units: Option<Units>,
+    /// Run no earlier than this many seconds from now (at most
+    /// `MAX_DELAY_SECS`, 30 days by default). Not with `run_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 2_592_000, nullable = false)]
+    pub delay_secs: Option<f64>,
+    /// Run no earlier than this time (RFC 3339; a past time means now).
+    /// Not with `delay_secs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime, nullable = false)]
+    pub run_at: Option<String>,
+    /// How the job's span relates to the request's: `parent` (one trace)
+    /// or `link` (a trace of its own, linked). Default: the worker's
+    /// `QUEUE_TRACE_MODE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub trace: Option<TraceMode>,
     /// Not with coordinates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(schema_with = null_only)]
     pub city: Option<()>,
+}
+
+/// How a job's span relates to the request that enqueued it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TraceMode {
+    /// The job's span is a child of the request's: one trace.
+    Parent,
+    /// The job starts a trace of its own, linked to the request's.
+    Link,
 }
 
 /// A job to enqueue: a place name or coordinates, not both.
@@ -118,7 +160,9 @@ pub enum NewJob {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
-    /// Waiting for a worker, its run time, or a retry.
+    /// Waiting for its run time: delayed, or waiting to be retried.
+    Scheduled,
+    /// Waiting for a worker.
     Queued,
     /// A worker is running it.
     Running,
@@ -126,16 +170,20 @@ pub enum JobStatus {
     Succeeded,
     /// Given up on; `error` says why.
     Failed,
+    /// Cancelled before it ran.
+    Cancelled,
 }
 
 impl From<redis_job_queue::JobStatus> for JobStatus {
     fn from(s: redis_job_queue::JobStatus) -> Self {
         use redis_job_queue::JobStatus as Q;
         match s {
+            Q::Scheduled => Self::Scheduled,
             Q::Queued => Self::Queued,
             Q::Running => Self::Running,
             Q::Succeeded => Self::Succeeded,
             Q::Failed => Self::Failed,
+            Q::Cancelled => Self::Cancelled,
         }
     }
 }
@@ -145,13 +193,18 @@ impl From<redis_job_queue::JobStatus> for JobStatus {
 #[schema(example = json!({
     "id": "0190b1a2-7c3e-7000-8000-5a1d2e3f4a5b",
     "status": "queued",
+    "repeat": false,
     "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"
 }))]
 pub struct JobAccepted {
     /// The job's id, for `GET /v1/jobs/{id}`.
     pub id: String,
-    /// Always `queued`.
+    /// `queued`, or `scheduled` for a delayed job; for a repeat, where
+    /// the first request's job is now.
     pub status: JobStatus,
+    /// `true` when an `Idempotency-Key` repeated an earlier request: this
+    /// is that request's job, and nothing new was enqueued.
+    pub repeat: bool,
     /// The trace the job continues: the request's own, or a new one.
     #[schema(pattern = "^[0-9a-f]{32}$")]
     pub trace_id: String,
@@ -284,6 +337,11 @@ pub struct PayloadTooLarge(pub Problem);
 #[response(content_type = "application/problem+json")]
 pub struct UnsupportedMediaType(pub Problem);
 
+/// The job has started or finished: it can no longer be cancelled.
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct Conflict(pub Problem);
+
 /// The body is JSON but not a job: `detail` names the field at fault.
 #[derive(ToResponse)]
 #[response(content_type = "application/problem+json")]
@@ -339,7 +397,7 @@ request is traced (W3C `traceparent` or B3 headers continue the caller's \
 trace).
 
 **Keys.** When the api is given keys (`API_KEYS`), every write under \
-`/v1` (today `POST /v1/jobs`) needs one, as `Authorization: Bearer <key>` \
+`/v1` (`POST /v1/jobs`, `DELETE /v1/jobs/{id}`) needs one, as `Authorization: Bearer <key>` \
 or `X-API-Key: <key>`; reads need none. Without keys the api is open.
 
 **Load.** Past `API_MAX_IN_FLIGHT` requests at once, the others are \
@@ -361,6 +419,7 @@ path does not take a `405` problem with an `Allow` header.";
             BadRequest,
             Unauthorized,
             NotFound,
+            Conflict,
             MethodNotAllowed,
             PayloadTooLarge,
             UnsupportedMediaType,
@@ -412,8 +471,24 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
-/// Built once: it depends on the code alone.
-static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(openapi);
+/// Built once: it depends on the code alone. It is patched as JSON where
+/// utoipa has no word for a rule: `delay_secs` and `run_at` exclude each
+/// other (`not: {required: [delay_secs, run_at]}`).
+static DOCUMENT: LazyLock<serde_json::Value> = LazyLock::new(|| {
+    let mut doc = serde_json::to_value(openapi()).unwrap_or_default();
+    for form in ["CityJob", "CoordinatesJob"] {
+        if let Some(schema) = doc
+            .pointer_mut(&format!("/components/schemas/{form}"))
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            schema.insert(
+                "not".into(),
+                serde_json::json!({ "required": ["delay_secs", "run_at"] }),
+            );
+        }
+    }
+    doc
+});
 
 /// This document
 #[utoipa::path(
@@ -425,7 +500,7 @@ static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(openapi);
         (status = 503, response = ServiceUnavailable),
     )
 )]
-pub(crate) async fn openapi_json() -> Json<&'static utoipa::openapi::OpenApi> {
+pub(crate) async fn openapi_json() -> Json<&'static serde_json::Value> {
     Json(&DOCUMENT)
 }
 

@@ -1,14 +1,98 @@
 //! Turns a request body into a weather job, or says precisely what is wrong.
 //!
 //! Accepted: `{"city": "Berlin"}` or `{"latitude": 52.5, "longitude": 13.4}`,
-//! each with an optional `"units": "metric" | "imperial"`.
+//! each with an optional `"units": "metric" | "imperial"`, and options of
+//! the job: `"delay_secs"` or `"run_at"` (RFC 3339), and
+//! `"trace": "parent" | "link"`.
+
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value};
+use telemetry::messaging::TraceMode;
+use time::format_description::well_known::Rfc3339;
 use weather_jobs::{Place, Units, WeatherJob};
+
+/// How a job is to be run, beside what it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct JobOptions {
+    /// Run no earlier than this long after the push.
+    pub(crate) delay: Option<Duration>,
+    /// The job's own trace mode.
+    pub(crate) trace: Option<TraceMode>,
+}
+
+/// The options of `body` (already checked to be an object by [`job`]);
+/// delays past `max_delay` are refused.
+pub(crate) fn options(body: &Value, max_delay: Duration) -> Result<JobOptions, String> {
+    let empty = Map::new();
+    let body = body.as_object().unwrap_or(&empty);
+    let too_long = |d: Duration| {
+        format!(
+            "the job may be delayed at most {} seconds (MAX_DELAY_SECS), not {}",
+            max_delay.as_secs(),
+            d.as_secs()
+        )
+    };
+    let delay = match (body.get("delay_secs"), body.get("run_at")) {
+        (Some(_), Some(_)) => {
+            return Err("give either \"delay_secs\" or \"run_at\", not both".into());
+        }
+        (Some(Value::Number(n)), None) => {
+            let secs = n
+                .as_f64()
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .ok_or("\"delay_secs\" must be a number of seconds, 0 or more")?;
+            Some(Duration::try_from_secs_f64(secs).map_err(|_| too_long(Duration::MAX))?)
+        }
+        (Some(other), None) => {
+            return Err(format!(
+                "\"delay_secs\" must be a number, got {}",
+                kind(other)
+            ));
+        }
+        (None, Some(Value::String(at))) => {
+            let at = time::OffsetDateTime::parse(at, &Rfc3339).map_err(|e| {
+                format!("\"run_at\" must be an RFC 3339 time such as 2026-01-31T12:00:00Z: {e}")
+            })?;
+            Some(
+                SystemTime::from(at)
+                    .duration_since(SystemTime::now())
+                    .unwrap_or_default(),
+            )
+        }
+        (None, Some(other)) => {
+            return Err(format!("\"run_at\" must be a string, got {}", kind(other)));
+        }
+        (None, None) => None,
+    };
+    if let Some(d) = delay.filter(|d| *d > max_delay) {
+        return Err(too_long(d));
+    }
+    let trace = match body.get("trace") {
+        None => None,
+        Some(Value::String(m)) => Some(
+            TraceMode::parse(m)
+                .ok_or_else(|| format!("\"trace\" must be \"parent\" or \"link\", got \"{m}\""))?,
+        ),
+        Some(other) => return Err(format!("\"trace\" must be a string, got {}", kind(other))),
+    };
+    Ok(JobOptions {
+        delay: delay.filter(|d| !d.is_zero()),
+        trace,
+    })
+}
 
 /// Longest place name accepted (the longest real ones are under 100).
 const MAX_CITY_CHARS: usize = 200;
-const FIELDS: &[&str] = &["city", "latitude", "longitude", "units"];
+const FIELDS: &[&str] = &[
+    "city",
+    "latitude",
+    "longitude",
+    "units",
+    "delay_secs",
+    "run_at",
+    "trace",
+];
 
 fn number(body: &Map<String, Value>, name: &str, limit: f64) -> Result<Option<f64>, String> {
     match body.get(name) {
@@ -50,7 +134,8 @@ pub(crate) fn job(body: &Value) -> Result<WeatherJob, String> {
     };
     if let Some(unknown) = body.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(format!(
-            "unknown field \"{unknown}\"; the fields are city, latitude, longitude and units"
+            "unknown field \"{unknown}\"; the fields are city, latitude, longitude, units, \
+             delay_secs, run_at and trace"
         ));
     }
     let units = match body.get("units") {
@@ -113,6 +198,63 @@ pub(crate) fn job(body: &Value) -> Result<WeatherJob, String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    const MONTH: Duration = Duration::from_secs(30 * 86_400);
+
+    #[test]
+    fn options_delay_by_seconds_or_until_a_time_and_name_a_trace_mode() {
+        assert_eq!(
+            options(&json!({ "city": "Oslo" }), MONTH),
+            Ok(JobOptions::default())
+        );
+        let o = options(&json!({ "delay_secs": 2.5, "trace": "link" }), MONTH).expect("ok");
+        assert_eq!(o.delay, Some(Duration::from_millis(2500)));
+        assert_eq!(o.trace, Some(TraceMode::Link));
+        let soon = time::OffsetDateTime::now_utc() + time::Duration::seconds(60);
+        let at = soon
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("format");
+        let o = options(&json!({ "run_at": at }), MONTH).expect("ok");
+        let d = o.delay.expect("a delay");
+        assert!(
+            d > Duration::from_secs(55) && d <= Duration::from_secs(60),
+            "{d:?}"
+        );
+        let past = options(&json!({ "run_at": "2001-01-01T00:00:00+02:00" }), MONTH);
+        assert_eq!(past.map(|o| o.delay), Ok(None), "a past time is now");
+    }
+
+    #[test]
+    fn every_option_mistake_gets_a_message_naming_it() {
+        let cases = [
+            (json!({ "delay_secs": -1 }), "0 or more"),
+            (json!({ "delay_secs": "5" }), "must be a number"),
+            (json!({ "delay_secs": 1e300 }), "at most 2592000 seconds"),
+            (
+                json!({ "delay_secs": 2_592_001 }),
+                "at most 2592000 seconds",
+            ),
+            (json!({ "run_at": "tomorrow" }), "RFC 3339"),
+            (json!({ "run_at": 5 }), "must be a string"),
+            (json!({ "run_at": "2999-01-01T00:00:00Z" }), "at most"),
+            (
+                json!({ "delay_secs": 1, "run_at": "2030-01-01T00:00:00Z" }),
+                "not both",
+            ),
+            (json!({ "trace": "sideways" }), "\"parent\" or \"link\""),
+            (json!({ "trace": true }), "must be a string"),
+            (json!({ "trace": null }), "must be a string"),
+            (json!({ "delay_secs": null }), "must be a number, got null"),
+            (
+                json!({ "delay_secs": null, "run_at": "2030-01-01T00:00:00Z" }),
+                "not both",
+            ),
+        ];
+        for (body, want) in cases {
+            let err = options(&body, MONTH).expect_err(&body.to_string());
+            assert!(err.contains(want), "{body}: {err:?} lacks {want:?}");
+        }
+    }
 
     #[test]
     fn cities_and_coordinates_are_accepted() {

@@ -257,7 +257,7 @@ async fn unknown_jobs_routes_and_methods_are_4xx() {
         .await
         .expect("answer");
     assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(res.headers()[header::ALLOW], "GET,HEAD");
+    assert_eq!(res.headers()[header::ALLOW], "GET,HEAD,DELETE");
     let a = api.get("/v1/jobs/%FF").await;
     assert_problem(&a, StatusCode::NOT_FOUND, "no job");
     assert_eq!(api.enqueued().await, 0);
@@ -395,6 +395,7 @@ async fn without_api_keys_anyone_enqueues() {
 const OPERATIONS: &[&str] = &[
     "POST /v1/jobs",
     "GET /v1/jobs/{id}",
+    "DELETE /v1/jobs/{id}",
     "GET /healthz",
     "GET /readyz",
     "GET /metrics",
@@ -489,7 +490,9 @@ async fn the_openapi_document_is_3_1_and_describes_every_route() {
     }
     assert_eq!(
         errors.into_iter().collect::<Vec<_>>(),
-        ["400", "401", "404", "413", "415", "422", "500", "503"]
+        [
+            "400", "401", "404", "409", "413", "415", "422", "500", "503"
+        ]
     );
     let responses = &doc["components"]["responses"];
     assert_eq!(
@@ -565,4 +568,161 @@ async fn the_docs_page_loads_nothing_from_elsewhere() {
     ] {
         assert!(!page.contains(remote), "the page mentions {remote:?}");
     }
+}
+
+impl TestApi {
+    async fn delete(&self, uri: &str) -> Answer {
+        self.send(Request::delete(uri).body(Body::empty()).expect("request"))
+            .await
+    }
+}
+
+#[tokio::test]
+async fn a_delayed_job_is_scheduled_and_delays_past_the_limit_are_refused() {
+    let api = spawn_api().await;
+    let a = api.post(r#"{"city": "Oslo", "delay_secs": 60}"#).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.body);
+    assert_eq!(a.body["status"], "scheduled");
+    let id = a.body["id"].as_str().expect("id");
+    let s = api.get(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(s.body["status"], "scheduled", "{}", s.body);
+    let run_at = s.body["run_at"].as_str().expect("run_at");
+    let enqueued = s.body["enqueued_at"].as_str().expect("enqueued_at");
+    let secs = |t: &str| {
+        humantime::parse_rfc3339(t)
+            .expect("rfc3339")
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs_f64()
+    };
+    let waits = secs(run_at) - secs(enqueued);
+    assert!(
+        (59.9..=60.1).contains(&waits),
+        "runs {waits} s after the push"
+    );
+    assert_eq!(api.queue.stats().await.expect("stats").delayed, 1);
+
+    let at = api
+        .post(r#"{"city": "Oslo", "run_at": "2000-01-01T00:00:00Z"}"#)
+        .await;
+    assert_eq!(at.status, StatusCode::ACCEPTED, "{}", at.body);
+    assert_eq!(at.body["status"], "queued", "a past time runs now");
+
+    for (body, mentions) in [
+        (
+            r#"{"city": "Oslo", "delay_secs": 2592001}"#,
+            "at most 2592000",
+        ),
+        (
+            r#"{"city": "Oslo", "delay_secs": 1e300}"#,
+            "at most 2592000",
+        ),
+        (
+            r#"{"city": "Oslo", "run_at": "3000-01-01T00:00:00Z"}"#,
+            "at most",
+        ),
+        (r#"{"city": "Oslo", "run_at": "soon"}"#, "RFC 3339"),
+        (
+            r#"{"city": "Oslo", "trace": "both"}"#,
+            "\"parent\" or \"link\"",
+        ),
+    ] {
+        assert_problem(
+            &api.post(body).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            mentions,
+        );
+    }
+    assert_eq!(api.enqueued().await, 2);
+}
+
+#[tokio::test]
+async fn an_idempotency_key_makes_one_job_and_refuses_another_body() {
+    let api = spawn_api().await;
+    let key = [("Idempotency-Key", "order-7f3a")];
+    let first = api.post_with(r#"{"city": "Lima"}"#, &key).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.body);
+    assert_eq!(first.body["repeat"], false);
+    let again = api.post_with(r#"{"city": "Lima"}"#, &key).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert_eq!(again.body["repeat"], true);
+    assert_eq!(again.body["id"], first.body["id"]);
+    assert_eq!(again.body["status"], "queued");
+    assert_eq!(
+        again
+            .headers
+            .get("idempotent-replayed")
+            .map(|v| v.as_bytes()),
+        Some(&b"true"[..])
+    );
+    assert_eq!(again.location, first.location);
+
+    let other = api.post_with(r#"{"city": "Cusco"}"#, &key).await;
+    assert_problem(
+        &other,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "different request body",
+    );
+    let bad = api
+        .post_with(r#"{"city": "Lima"}"#, &[("Idempotency-Key", "two words")])
+        .await;
+    assert_problem(&bad, StatusCode::BAD_REQUEST, "Idempotency-Key");
+    // Without a key, the same body is a new job.
+    let fresh = api.post(r#"{"city": "Lima"}"#).await;
+    assert_eq!(fresh.status, StatusCode::ACCEPTED);
+    assert_ne!(fresh.body["id"], first.body["id"]);
+    assert_eq!(api.enqueued().await, 2);
+}
+
+#[tokio::test]
+async fn fifty_concurrent_posts_with_one_key_make_one_job() {
+    let api = spawn_api().await;
+    // All in flight at once: they meet in the same group-committed push.
+    let posts =
+        (0..50).map(|_| api.post_with(r#"{"city": "Quito"}"#, &[("Idempotency-Key", "burst-1")]));
+    let answers = futures::future::join_all(posts).await;
+    let mut ids = std::collections::BTreeSet::new();
+    let mut created = 0;
+    for a in answers {
+        assert!(
+            a.status == StatusCode::ACCEPTED || a.status == StatusCode::OK,
+            "{} {}",
+            a.status,
+            a.body
+        );
+        created += usize::from(a.status == StatusCode::ACCEPTED);
+        ids.insert(a.body["id"].as_str().expect("id").to_owned());
+    }
+    assert_eq!(created, 1, "exactly one request made the job");
+    assert_eq!(ids.len(), 1, "every answer names it: {ids:?}");
+    assert_eq!(api.enqueued().await, 1);
+}
+
+#[tokio::test]
+async fn scheduled_and_queued_jobs_cancel_and_finished_ones_conflict() {
+    let api = spawn_api().await;
+    for body in [
+        r#"{"city": "Rome", "delay_secs": 600}"#,
+        r#"{"city": "Rome"}"#,
+    ] {
+        let a = api.post(body).await;
+        let id = a.body["id"].as_str().expect("id").to_owned();
+        let c = api.delete(&format!("/v1/jobs/{id}")).await;
+        assert_eq!(c.status, StatusCode::OK, "{}", c.body);
+        assert_eq!(c.body["status"], "cancelled");
+        assert!(c.body["finished_at"].is_string());
+        let again = api.delete(&format!("/v1/jobs/{id}")).await;
+        assert_problem(&again, StatusCode::CONFLICT, "is cancelled");
+    }
+    assert_eq!(api.queue.stats().await.expect("stats").delayed, 0);
+    assert_problem(
+        &api.delete("/v1/jobs/no-such-job").await,
+        StatusCode::NOT_FOUND,
+        "no job",
+    );
+    assert_problem(
+        &api.delete("/v1/jobs/%FF").await,
+        StatusCode::NOT_FOUND,
+        "no job",
+    );
 }

@@ -16,3 +16,37 @@ def never_a_500(ctx, response, case):
             "500 Internal Server Error: a fault of the api's own; "
             "its logs hold the cause under the answer's trace id"
         )
+
+
+@schemathesis.hook
+def filter_body(ctx, body):
+    """Drops bodies whose `run_at` is past the api's `MAX_DELAY_SECS` (30
+    days) from now: a bound relative to the clock, which a schema cannot
+    state. The api refuses those with a 422, as its unit tests check."""
+    if not isinstance(body, dict) or not isinstance(body.get("run_at"), str):
+        return True
+    import datetime
+
+    try:
+        at = datetime.datetime.fromisoformat(body["run_at"].replace("Z", "+00:00"))
+    except ValueError:
+        return True
+    if at.tzinfo is None:
+        return True
+    horizon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=29)
+    return at <= horizon
+
+
+@schemathesis.hook
+def map_case(ctx, case):
+    """Gives every generated request a fresh valid `Idempotency-Key`: the
+    api refuses a key reused for a different body (a `422` that depends on
+    what was sent before, not on the request), and tests of repeats live
+    in api/tests/http.rs. Invalid keys stay as generated."""
+    import re
+    import uuid
+
+    key = (case.headers or {}).get("Idempotency-Key")
+    if isinstance(key, str) and re.fullmatch(r"[!-~]{1,255}", key):
+        case.headers["Idempotency-Key"] = uuid.uuid4().hex
+    return case

@@ -11,7 +11,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use maud::{DOCTYPE, Markup, html};
-use redis_job_queue::{JobRecord, RedisQueue};
+use redis_job_queue::{JobRecord, JobStatus, RedisQueue};
 use serde_json::{Value, json};
 use telemetry::http_server::problem;
 
@@ -264,6 +264,9 @@ pub(crate) async fn job(State(ui): Ui, Path(id): Path<String>) -> Response {
                     @if let Some(error) = &record.error { dt { "Error" } dd.err { (error) } }
                     dt { "Attempts" } dd { (record.attempts) " of " (record.max_attempts) }
                     dt { "Queued at" } dd { (rfc3339(record.enqueued_at_ms)) }
+                    @if let (JobStatus::Scheduled, Some(at)) = (record.status, record.run_at_ms) {
+                        dt { "Runs at" } dd #runs-at { (rfc3339(at)) }
+                    }
                     @if let Some(w) = waited { dt { "Waited" } dd { (millis(w * 1000)) } }
                     @if let Some(r) = ran { dt { "Ran" } dd { (millis(r * 1000)) } }
                     @if let Some(w) = &record.worker { dt { "Worker" } dd { code { (w) } } }

@@ -33,6 +33,8 @@ pub struct QueueConfig {
     /// Longest a worker sleeps between two looks at the delayed set; it
     /// sleeps less when the next delayed job is due sooner.
     pub promote_interval: Duration,
+    /// How long an idempotency key is remembered ([`crate::NewJob::idempotency`]).
+    pub idempotency_window: Duration,
     /// Root certificates (PEM) trusted for a `rediss://` server, in place
     /// of the system's: for a server whose certificate a private CA signed.
     pub tls_ca_pem: Option<Vec<u8>>,
@@ -53,6 +55,7 @@ impl QueueConfig {
             block_timeout: Duration::from_secs(2),
             promote_batch: 500,
             promote_interval: Duration::from_millis(250),
+            idempotency_window: Duration::from_secs(24 * 3600),
             tls_ca_pem: None,
         }
     }

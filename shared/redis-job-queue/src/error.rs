@@ -19,6 +19,10 @@ pub enum QueueError {
     /// A job with this id already exists; pick another id.
     #[error("a job with id {0:?} already exists")]
     DuplicateId(String),
+    /// The idempotency key was used, within its window, for a job asked
+    /// differently: use another key for another job.
+    #[error("idempotency key {0:?} was already used for a different job")]
+    IdempotencyConflict(String),
     /// A job's settings are unusable (a delay past any date, say); fix
     /// the job.
     #[error("invalid job: {0}")]

@@ -23,6 +23,8 @@ pub struct NewJob {
     pub(crate) delay: Option<Duration>,
     pub(crate) max_attempts: Option<u32>,
     pub(crate) timeout: Option<Duration>,
+    /// Idempotency key and the fingerprint of what was asked.
+    pub(crate) idempotency: Option<(String, String)>,
 }
 
 impl NewJob {
@@ -36,6 +38,7 @@ impl NewJob {
             delay: None,
             max_attempts: None,
             timeout: None,
+            idempotency: None,
         })
     }
 
@@ -96,6 +99,11 @@ impl NewJob {
         }
     }
 
+    /// How long after the push the job may run, if delayed.
+    pub fn delay(&self) -> Option<Duration> {
+        self.delay.filter(|d| !d.is_zero())
+    }
+
     /// The delay in ms as the push script takes it (0: run now).
     pub(crate) fn delay_ms(&self) -> u64 {
         self.delay.map_or(0, |d| d.as_millis() as u64)
@@ -105,6 +113,17 @@ impl NewJob {
     /// queue's [`crate::QueueConfig::job_timeout`].
     pub fn timeout(mut self, limit: Duration) -> Self {
         self.timeout = Some(limit);
+        self
+    }
+
+    /// Makes the push idempotent: a second push with the same `key` within
+    /// [`crate::QueueConfig::idempotency_window`] enqueues nothing and
+    /// answers [`Pushed::Repeat`] when its `fingerprint` (a digest of what
+    /// was asked) matches, or fails with
+    /// [`QueueError::IdempotencyConflict`] when it does not. Give such a
+    /// job an id derived from the key, so a repeat names the same job.
+    pub fn idempotency(mut self, key: impl Into<String>, fingerprint: impl Into<String>) -> Self {
+        self.idempotency = Some((key.into(), fingerprint.into()));
         self
     }
 
@@ -128,7 +147,9 @@ impl NewJob {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
-    /// Waiting for a worker (or for its run time, or for a retry).
+    /// Waiting for its run time: delayed, or waiting to be retried.
+    Scheduled,
+    /// Waiting for a worker.
     Queued,
     /// A worker is running it.
     Running,
@@ -136,28 +157,74 @@ pub enum JobStatus {
     Succeeded,
     /// Given up on; the error is stored.
     Failed,
+    /// Cancelled before it ran.
+    Cancelled,
 }
 
 impl JobStatus {
-    fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "queued" => Self::Queued,
-            "running" => Self::Running,
-            "succeeded" => Self::Succeeded,
-            "failed" => Self::Failed,
-            _ => return None,
-        })
+    /// Every status, in the order of a job's life.
+    pub const ALL: [Self; 6] = [
+        Self::Scheduled,
+        Self::Queued,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
+    /// The status named `s` (as [`Self::as_str`] writes it).
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|status| status.as_str() == s)
     }
 
     /// The status as stored and shown (`queued`, `running`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Scheduled => "scheduled",
             Self::Queued => "queued",
             Self::Running => "running",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
         }
     }
+
+    /// Whether a job with this status is done for good.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// What a push did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pushed {
+    /// The job was enqueued under this id.
+    New(String),
+    /// A job was pushed with the same idempotency key and the same
+    /// fingerprint within the window: that job (this id) stands, and
+    /// nothing was enqueued.
+    Repeat(String),
+}
+
+impl Pushed {
+    /// The job's id.
+    pub fn id(&self) -> &str {
+        match self {
+            Self::New(id) | Self::Repeat(id) => id,
+        }
+    }
+}
+
+/// What cancelling a job did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancelled {
+    /// It was scheduled or queued, and will not run.
+    Yes,
+    /// It has started or finished (or was cancelled before): it stays as
+    /// it is.
+    TooLate(JobStatus),
+    /// No such job (or its record expired).
+    Unknown,
 }
 
 /// Everything the queue knows about one job. Times are milliseconds since
@@ -194,9 +261,9 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
-    /// Whether the job is done for good (succeeded or failed).
+    /// Whether the job is done for good (succeeded, failed or cancelled).
     pub fn is_finished(&self) -> bool {
-        matches!(self.status, JobStatus::Succeeded | JobStatus::Failed)
+        self.status.is_final()
     }
 
     pub(crate) fn from_hash(id: &str, mut f: BTreeMap<String, String>) -> Result<Self, QueueError> {

@@ -65,6 +65,7 @@
 //! | `{prefix}:{q}:failed`       | zset   | failed job ids scored by failure time         |
 //! | `{prefix}:{q}:consumers`    | zset   | live consumers scored by last heartbeat       |
 //! | `{prefix}:{q}:stats`        | hash   | lifetime counters                             |
+//! | `{prefix}:{q}:idem:{key}`   | string | an idempotency key's fingerprint (expires)    |
 //!
 //! Why Streams rather than lists (`BLMOVE`) or sorted sets:
 //! - `XREADGROUP BLOCK` wakes a waiting worker the moment `XADD` lands, so
@@ -117,6 +118,8 @@ mod scripts;
 pub use backend::{QueueBackend, QueueLayer, QueueService};
 pub use config::QueueConfig;
 pub use error::{JobTimedOut, QueueError};
-pub use job::{ConsumerInfo, JobRecord, JobStatus, MAX_DELAY, NewJob, QueueStats};
+pub use job::{
+    Cancelled, ConsumerInfo, JobRecord, JobStatus, MAX_DELAY, NewJob, Pushed, QueueStats,
+};
 pub use lease::{JobLease, meta_keys};
 pub use queue::{RedisQueue, ServerAddress, connect_with_retry};

@@ -10,7 +10,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::backend::{self, Finish, QueueBackend};
 use crate::batch::Batcher;
-use crate::job::{ConsumerInfo, JobRecord, NewJob, QueueStats};
+use crate::job::{Cancelled, ConsumerInfo, JobRecord, JobStatus, NewJob, Pushed, QueueStats};
 use crate::{QueueConfig, QueueError, scripts};
 
 /// Most jobs or outcomes one group-committed script call carries.
@@ -64,6 +64,8 @@ pub(crate) struct Keys {
     pub(crate) stats: String,
     /// Prefix of the job hashes; the job id is appended.
     pub(crate) job_prefix: String,
+    /// Prefix of the idempotency keys; the caller's key is appended.
+    pub(crate) idem_prefix: String,
     pub(crate) group: String,
 }
 
@@ -77,6 +79,7 @@ impl Keys {
             consumers: format!("{base}:consumers"),
             stats: format!("{base}:stats"),
             job_prefix: format!("{base}:job:"),
+            idem_prefix: format!("{base}:idem:"),
             group: CONSUMER_GROUP.into(),
         }
     }
@@ -97,7 +100,7 @@ pub struct RedisQueue {
     pub(crate) keys: Arc<Keys>,
     server: Arc<ServerAddress>,
     /// Group-commits concurrent single pushes.
-    pusher: Arc<Batcher<NewJob, bool>>,
+    pusher: Arc<Batcher<NewJob, u8>>,
     /// Group-commits the outcomes of jobs finishing together.
     pub(crate) finisher: Arc<Batcher<Finish, u8>>,
 }
@@ -228,34 +231,69 @@ impl RedisQueue {
     }
 
     /// Enqueues one job and returns its id. Pushes made at the same moment
-    /// by concurrent callers share one script call.
+    /// by concurrent callers share one script call. An idempotent job
+    /// ([`NewJob::idempotency`]) whose key was already used the same way
+    /// answers the id without enqueueing anything; [`Self::push_once`]
+    /// tells the two apart.
     pub async fn push(&self, job: NewJob) -> Result<String, QueueError> {
+        self.push_once(job).await.map(|p| p.id().to_owned())
+    }
+
+    /// Enqueues one job, saying whether it was new or a repeat of an
+    /// idempotent push.
+    pub async fn push_once(&self, job: NewJob) -> Result<Pushed, QueueError> {
         job.check()?;
         let id = job.id.clone();
-        if self.pusher.submit(job).await? {
-            Ok(id)
-        } else {
-            Err(QueueError::DuplicateId(id))
+        let key = job.idempotency.as_ref().map(|(k, _)| k.clone());
+        match self.pusher.submit(job).await? {
+            1 => Ok(Pushed::New(id)),
+            2 => Ok(Pushed::Repeat(id)),
+            3 => Err(QueueError::IdempotencyConflict(key.unwrap_or_default())),
+            _ => Err(QueueError::DuplicateId(id)),
         }
     }
 
     /// Enqueues many jobs; chunks go out pipelined on one connection. The
     /// answer says, per job and in order, whether it was enqueued (`false`:
-    /// a job with that id already exists and was left untouched).
+    /// a job with that id already exists and was left untouched, or its
+    /// idempotency key was used before).
     pub async fn push_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<bool>, QueueError> {
         jobs.iter().try_for_each(NewJob::check)?;
         let calls = jobs.chunks(PUSH_CHUNK).map(|chunk| {
             let inv = push_script(&self.keys, &self.cfg, chunk);
             let mut conn = self.conn.clone();
-            async move { inv.invoke_async::<Vec<bool>>(&mut conn).await }
+            async move { inv.invoke_async::<Vec<u8>>(&mut conn).await }
         });
         // A few chunks in flight keep the connection busy without queueing
         // so much behind one another that later ones hit the reply timeout.
-        let answers: Vec<Vec<bool>> = stream::iter(calls)
+        let answers: Vec<Vec<u8>> = stream::iter(calls)
             .buffered(PUSH_CHUNKS_IN_FLIGHT)
             .try_collect()
             .await?;
-        Ok(answers.into_iter().flatten().collect())
+        Ok(answers
+            .into_iter()
+            .flatten()
+            .map(|code| code == 1)
+            .collect())
+    }
+
+    /// Cancels a job that has not started. A queued job's stream entry
+    /// stays until a worker reads and drops it.
+    pub async fn cancel(&self, id: &str) -> Result<Cancelled, QueueError> {
+        let mut conn = self.conn.clone();
+        let before: String = scripts::CANCEL
+            .key(&self.keys.delayed)
+            .key(&self.keys.stats)
+            .arg(self.keys.job(id))
+            .arg(id)
+            .arg(self.cfg.retention.as_secs().max(1))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(match JobStatus::parse(&before) {
+            None => Cancelled::Unknown,
+            Some(JobStatus::Scheduled | JobStatus::Queued) => Cancelled::Yes,
+            Some(status) => Cancelled::TooLate(status),
+        })
     }
 
     /// The job's status, attempts, result or error; `None` when the id is
@@ -393,8 +431,14 @@ fn push_script(
     inv.key(&keys.stream)
         .key(&keys.delayed)
         .key(&keys.stats)
-        .arg(&keys.job_prefix);
+        .arg(&keys.job_prefix)
+        .arg(&keys.idem_prefix)
+        .arg(cfg.idempotency_window.as_secs().max(1));
     for job in jobs {
+        let (idem, fingerprint) = job
+            .idempotency
+            .as_ref()
+            .map_or(("", ""), |(k, f)| (k.as_str(), f.as_str()));
         inv.arg(&job.id)
             .arg(&job.payload)
             .arg(job.metadata_json())
@@ -403,7 +447,9 @@ fn push_script(
             .arg(
                 job.timeout
                     .map_or(0, |t| t.as_millis().clamp(1, u64::MAX as u128) as u64),
-            );
+            )
+            .arg(idem)
+            .arg(fingerprint);
     }
     inv
 }

@@ -24,3 +24,4 @@ pub(crate) static HEARTBEAT: LazyLock<Script> = script!("lua/now.lua", "lua/hear
 pub(crate) static REAP: LazyLock<Script> = script!("lua/now.lua", "lua/reap.lua");
 pub(crate) static LEAVE: LazyLock<Script> = script!("lua/leave.lua");
 pub(crate) static STATS: LazyLock<Script> = script!("lua/now.lua", "lua/stats.lua");
+pub(crate) static CANCEL: LazyLock<Script> = script!("lua/now.lua", "lua/cancel.lua");

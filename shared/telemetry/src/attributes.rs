@@ -31,6 +31,14 @@ pub const JOB_ATTEMPT: &str = "job.attempt";
 /// How long the job waited in the queue before this attempt started, in
 /// milliseconds.
 pub const JOB_QUEUE_WAIT_MS: &str = "job.queue_wait_ms";
+/// On a PRODUCER span: the push repeated an idempotent one (same key, same
+/// job) and enqueued nothing.
+pub const JOB_REPEAT: &str = "job.repeat";
+/// On a PRODUCER span: how long after the push the job may run, in
+/// milliseconds (delayed jobs).
+pub const JOB_DELAY_MS: &str = "job.delay_ms";
+/// How the CONSUMER span relates to the PRODUCER span: `parent` or `link`.
+pub const JOB_TRACE_MODE: &str = "job.trace_mode";
 /// Whether the weather cache had the answer (on the cache lookup span and
 /// on the job's span).
 pub const WEATHER_CACHE_HIT: &str = "weather.cache.hit";

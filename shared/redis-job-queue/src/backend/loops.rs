@@ -80,6 +80,7 @@ pub(super) async fn promote(shared: Arc<Shared>) {
             .key(&keys.delayed)
             .key(&keys.stream)
             .arg(cfg.promote_batch.max(1))
+            .arg(&keys.job_prefix)
             .invoke_async(&mut conn)
             .await;
         let pause = match res {

@@ -41,7 +41,7 @@ for i = 4, #ARGV, 8 do
         for k, v in pairs(cjson.decode(carry)) do meta[k] = v end
         redis.call('HSET', key, 'meta', cjson.encode(meta))
       end
-      redis.call('HSET', key, 'status', 'queued', 'error', value, 'run_at', retry_at)
+      redis.call('HSET', key, 'status', 'scheduled', 'error', value, 'run_at', retry_at)
       redis.call('ZADD', KEYS[2], retry_at, id)
       counts.retried = counts.retried + 1
     else

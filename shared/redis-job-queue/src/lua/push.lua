@@ -1,22 +1,36 @@
 -- Enqueue a batch of jobs.
 -- KEYS: 1 stream, 2 delayed, 3 stats
--- ARGV: 1 job key prefix, then 6 per job: id, payload, metadata JSON ('' for
---       none), max attempts, delay ms (0 = now; counted on the server's
---       clock, like every time here), timeout ms (0 = the queue's)
--- Returns one integer per job: 1 enqueued, 0 refused (the id exists).
-local prefix = ARGV[1]
+-- ARGV: 1 job key prefix, 2 idempotency key prefix, 3 idempotency window
+--       secs, then 8 per job: id, payload, metadata JSON ('' for none),
+--       max attempts, delay ms (0 = now; counted on the server's clock,
+--       like every time here), timeout ms (0 = the queue's), idempotency
+--       key ('' for none), fingerprint of what was asked
+-- Returns one integer per job: 1 enqueued; 0 refused (the id exists);
+-- 2 a repeat (the idempotency key was used with the same fingerprint:
+-- nothing enqueued); 3 a conflict (the key was used with another one).
+local prefix, idem_prefix = ARGV[1], ARGV[2]
+local window = tonumber(ARGV[3])
 local out = {}
 local added = 0
-for i = 2, #ARGV, 6 do
+for i = 4, #ARGV, 8 do
   local id = ARGV[i]
   local key = prefix .. id
-  if redis.call('EXISTS', key) == 1 then
+  local idem, fingerprint = ARGV[i + 6], ARGV[i + 7]
+  local seen = false
+  if idem ~= '' then
+    seen = redis.call('GET', idem_prefix .. idem)
+  end
+  if seen then
+    if seen == fingerprint then out[#out + 1] = 2 else out[#out + 1] = 3 end
+  elseif redis.call('EXISTS', key) == 1 then
     out[#out + 1] = 0
   else
     local delay = tonumber(ARGV[i + 4])
     local run_at = now + delay
+    local status = 'queued'
+    if delay > 0 then status = 'scheduled' end
     -- Fields left out read as their defaults: no metadata, 0 attempts.
-    local fields = { 'payload', ARGV[i + 1], 'status', 'queued',
+    local fields = { 'payload', ARGV[i + 1], 'status', status,
       'max_attempts', ARGV[i + 3], 'enqueued_at', now }
     if ARGV[i + 2] ~= '' then
       fields[#fields + 1] = 'meta'
@@ -35,6 +49,9 @@ for i = 2, #ARGV, 6 do
       redis.call('ZADD', KEYS[2], run_at, id)
     else
       redis.call('XADD', KEYS[1], '*', 'id', id)
+    end
+    if idem ~= '' then
+      redis.call('SET', idem_prefix .. idem, fingerprint, 'EX', window)
     end
     out[#out + 1] = 1
     added = added + 1

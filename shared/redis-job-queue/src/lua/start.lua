@@ -6,8 +6,9 @@
 -- Returns 9 values per started job: entry id, job id, payload, metadata,
 -- attempt number, max attempts, enqueued-at ms, timeout ms (0: the
 -- queue's), started-at ms (the server's now, so the queue wait is
--- measured on one clock). Entries whose job is gone or finished are dropped; jobs past
--- their attempt budget, and malformed records, are failed here.
+-- measured on one clock). Entries whose job is gone, finished or cancelled
+-- are dropped; jobs past their attempt budget, and malformed records, are
+-- failed here.
 local function start(entries)
   local prefix, group, consumer = ARGV[1], ARGV[2], ARGV[3]
   local retention = tonumber(ARGV[4])
@@ -28,7 +29,8 @@ local function start(entries)
       'payload', 'meta', 'enqueued_at', 'timeout_ms')
     local status = j[1]
     local attempts, max = tonumber(j[2] or '0'), tonumber(j[3])
-    if (not status) or status == 'succeeded' or status == 'failed' then
+    if (not status) or status == 'succeeded' or status == 'failed'
+        or status == 'cancelled' then
       redis.call('XACK', KEYS[1], group, entry)
       redis.call('XDEL', KEYS[1], entry)
     elseif (not attempts) or (not max) or (not j[4]) then

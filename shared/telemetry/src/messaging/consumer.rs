@@ -22,14 +22,17 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::{MESSAGING_SYSTEM_REDIS, PREVIOUS_ATTEMPT};
 use crate::attributes::{
-    ERROR_TYPE, JOB_ATTEMPT, JOB_ID, JOB_QUEUE_WAIT_MS, MESSAGING_CONSUMER_GROUP_NAME,
-    MESSAGING_DESTINATION_NAME, MESSAGING_MESSAGE_ID, MESSAGING_OPERATION_NAME,
-    MESSAGING_OPERATION_TYPE, MESSAGING_SYSTEM, SERVER_ADDRESS, SERVER_PORT,
+    ERROR_TYPE, JOB_ATTEMPT, JOB_ID, JOB_QUEUE_WAIT_MS, JOB_TRACE_MODE,
+    MESSAGING_CONSUMER_GROUP_NAME, MESSAGING_DESTINATION_NAME, MESSAGING_MESSAGE_ID,
+    MESSAGING_OPERATION_NAME, MESSAGING_OPERATION_TYPE, MESSAGING_SYSTEM, SERVER_ADDRESS,
+    SERVER_PORT,
 };
 use crate::metrics::{Metrics, OutcomeLabels, QueueLabels};
 use crate::propagation::Propagation;
 
 /// How a job's CONSUMER span relates to the PRODUCER span that sent it.
+/// The consumer has a default; a job may name its own in its metadata
+/// ([`Self::metadata`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum TraceMode {
     /// Child of the producer (one tree per job, Celery-style), plus a link.
@@ -37,6 +40,30 @@ pub enum TraceMode {
     Parent,
     /// A new trace per job, linked to the producer (fan-out, scheduled work).
     Link,
+}
+
+impl TraceMode {
+    /// `parent` or `link`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Parent => "parent",
+            Self::Link => "link",
+        }
+    }
+
+    /// The mode named `s` (`parent` or `link`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "parent" => Some(Self::Parent),
+            "link" => Some(Self::Link),
+            _ => None,
+        }
+    }
+
+    /// The job metadata entry that gives a job this mode.
+    pub fn metadata(self) -> (&'static str, &'static str) {
+        (super::TRACE_MODE, self.as_str())
+    }
 }
 
 /// Names the low-cardinality `error.type` of a failed attempt, given the
@@ -285,10 +312,16 @@ impl Settings {
             { JOB_ID } = %lease.id,
             { JOB_ATTEMPT } = lease.attempt,
             { JOB_QUEUE_WAIT_MS } = lease.queue_wait().as_millis() as u64,
+            { JOB_TRACE_MODE } = Empty,
             otel.status_code = Empty,
             { ERROR_TYPE } = Empty,
         );
-        if self.mode == TraceMode::Parent {
+        let mode = metadata
+            .get(super::TRACE_MODE)
+            .and_then(TraceMode::parse)
+            .unwrap_or(self.mode);
+        span.record(JOB_TRACE_MODE, mode.as_str());
+        if mode == TraceMode::Parent {
             let _ = span.set_parent(producer);
         }
         if producer_span.is_valid() {

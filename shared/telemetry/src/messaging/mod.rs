@@ -55,6 +55,9 @@ pub const MESSAGING_SYSTEM_REDIS: &str = "redis";
 /// Job metadata key holding the `traceparent` of the previous attempt's
 /// CONSUMER span, so each retry links to the attempt before it.
 pub const PREVIOUS_ATTEMPT: &str = "otel.previous_attempt";
+/// Job metadata naming the job's own trace mode (`parent` or `link`), in
+/// place of the consumer's default ([`TraceMode::metadata`]).
+pub const TRACE_MODE: &str = "job.trace_mode";
 
 /// `error.type` of a job refused because its id is taken.
 const DUPLICATE_ID: &str = "duplicate_id";
@@ -66,6 +69,7 @@ fn queue_error_type(e: &QueueError) -> &'static str {
         QueueError::Timeout(_) => "timeout",
         QueueError::Closed => "closed",
         QueueError::DuplicateId(_) => DUPLICATE_ID,
+        QueueError::IdempotencyConflict(_) => "idempotency_conflict",
         QueueError::Encode(_) => "encode",
         QueueError::Invalid(_) => "invalid",
         QueueError::Corrupt { .. } => "corrupt",

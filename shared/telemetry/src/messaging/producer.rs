@@ -4,16 +4,16 @@
 use std::sync::Arc;
 
 use opentelemetry::trace::TraceContextExt;
-use redis_job_queue::{NewJob, QueueError, RedisQueue};
+use redis_job_queue::{NewJob, Pushed, QueueError, RedisQueue};
 use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::{DUPLICATE_ID, MESSAGING_SYSTEM_REDIS, queue_error_type};
 use crate::attributes::{
-    ERROR_TYPE, MESSAGING_BATCH_MESSAGE_COUNT, MESSAGING_DESTINATION_NAME, MESSAGING_MESSAGE_ID,
-    MESSAGING_OPERATION_NAME, MESSAGING_OPERATION_TYPE, MESSAGING_SYSTEM, SERVER_ADDRESS,
-    SERVER_PORT,
+    ERROR_TYPE, JOB_DELAY_MS, JOB_REPEAT, MESSAGING_BATCH_MESSAGE_COUNT,
+    MESSAGING_DESTINATION_NAME, MESSAGING_MESSAGE_ID, MESSAGING_OPERATION_NAME,
+    MESSAGING_OPERATION_TYPE, MESSAGING_SYSTEM, SERVER_ADDRESS, SERVER_PORT,
 };
 use crate::metrics::{Metrics, OutcomeLabels};
 use crate::propagation::Propagation;
@@ -23,6 +23,9 @@ use crate::propagation::Propagation;
 pub struct Sent {
     /// The job's id.
     pub id: String,
+    /// The push repeated an idempotent one: nothing was enqueued, and `id`
+    /// is the job the first push made.
+    pub repeat: bool,
     /// The trace the job continues (32 hex digits), sampled or not.
     pub trace_id: String,
 }
@@ -70,17 +73,26 @@ impl TracedProducer {
     pub async fn send(&self, job: NewJob) -> Result<Sent, QueueError> {
         let id = job.id().to_owned();
         let span = self.span(Some(&id), None);
+        if let Some(delay) = job.delay() {
+            span.record(JOB_DELAY_MS, delay.as_millis() as u64);
+        }
         let trace_id = trace_id(&span);
         let pushed = async {
             let job = job.with_metadata_map(self.carrier());
-            let pushed = self.queue.push(job).await;
-            self.outcome(pushed.as_ref().err(), 1);
+            let pushed = self.queue.push_once(job).await;
+            match &pushed {
+                Ok(Pushed::Repeat(_)) => {
+                    tracing::Span::current().record(JOB_REPEAT, true);
+                }
+                other => self.outcome(other.as_ref().err(), 1),
+            }
             pushed
         }
         .instrument(span)
         .await?;
         Ok(Sent {
-            id: pushed,
+            repeat: matches!(pushed, Pushed::Repeat(_)),
+            id: pushed.id().to_owned(),
             trace_id,
         })
     }
@@ -132,6 +144,8 @@ impl TracedProducer {
             { MESSAGING_BATCH_MESSAGE_COUNT } = batch,
             { SERVER_ADDRESS } = %server.address,
             { SERVER_PORT } = server.port,
+            { JOB_DELAY_MS } = Empty,
+            { JOB_REPEAT } = Empty,
             otel.status_code = Empty,
             { ERROR_TYPE } = Empty,
         )

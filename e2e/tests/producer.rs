@@ -1,0 +1,170 @@
+//! What a producer can ask of a job, seen in the trace: a delay, its own
+//! trace mode, a cancel, an idempotent repeat.
+
+use anyhow::{Context, bail};
+use e2e::{Stack, WAIT};
+use serde_json::Value;
+
+fn tag<'a>(span: &'a Value, key: &str) -> &'a str {
+    span["tags"][key].as_str().unwrap_or_default()
+}
+
+/// The PRODUCER and CONSUMER spans of job `id`, wherever they are.
+async fn producer_and_consumer(stack: &Stack, id: &str) -> anyhow::Result<(Value, Value)> {
+    stack
+        .zipkin
+        .wait_for(WAIT, &format!("the spans of job {id}"), |spans| {
+            let of = |kind: &str| {
+                spans
+                    .iter()
+                    .find(|s| s["kind"] == kind && tag(s, "messaging.message.id") == id)
+                    .cloned()
+            };
+            Some((of("PRODUCER")?, of("CONSUMER")?))
+        })
+        .await
+}
+
+#[tokio::test]
+async fn a_delayed_job_is_scheduled_then_runs_and_its_trace_shows_the_wait() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let (status, accepted) = stack
+        .post(r#"{"city": "Tallinn", "delay_secs": 1.5}"#, &[])
+        .await?;
+    assert_eq!(status, 202, "{accepted}");
+    assert_eq!(accepted["status"], "scheduled");
+    let id = accepted["id"].as_str().context("id")?;
+    let doc = stack.job(id).await?;
+    assert_eq!(doc["status"], "scheduled", "{doc}");
+    assert!(doc["run_at"].is_string(), "{doc}");
+    let done = stack.wait_done(id).await?;
+    assert_eq!(done["status"], "succeeded", "{done}");
+
+    let (producer, consumer) = producer_and_consumer(&stack, id).await?;
+    assert_eq!(tag(&producer, "job.delay_ms"), "1500", "{producer}");
+    let wait: u64 = tag(&consumer, "job.queue_wait_ms").parse()?;
+    assert!(wait >= 1500, "the consumer waited {wait} ms");
+    let gap_us = consumer["timestamp"].as_u64().context("ts")?
+        - producer["timestamp"].as_u64().context("ts")?;
+    assert!(
+        gap_us >= 1_500_000,
+        "the work started {gap_us} µs after the push"
+    );
+    assert_eq!(consumer["traceId"], producer["traceId"], "one trace");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_job_can_ask_for_a_trace_of_its_own_linked_to_the_request() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let (_, linked) = stack
+        .post(r#"{"city": "Riga", "trace": "link"}"#, &[])
+        .await?;
+    let (_, parented) = stack.post(r#"{"city": "Vilnius"}"#, &[]).await?;
+    let (linked, parented) = (
+        linked["id"].as_str().context("id")?,
+        parented["id"].as_str().context("id")?,
+    );
+    stack.wait_done(linked).await?;
+    stack.wait_done(parented).await?;
+
+    let (producer, consumer) = producer_and_consumer(&stack, linked).await?;
+    assert_eq!(tag(&consumer, "job.trace_mode"), "link");
+    assert_ne!(
+        consumer["traceId"], producer["traceId"],
+        "a trace of its own"
+    );
+    assert!(consumer.get("parentId").is_none(), "a root: {consumer}");
+    assert_eq!(
+        tag(&consumer, "otel.link.0"),
+        format!(
+            "{}-{}",
+            producer["traceId"].as_str().unwrap_or_default(),
+            producer["id"].as_str().unwrap_or_default()
+        ),
+        "linked to the request's PRODUCER span"
+    );
+
+    let (producer, consumer) = producer_and_consumer(&stack, parented).await?;
+    assert_eq!(
+        tag(&consumer, "job.trace_mode"),
+        "parent",
+        "the worker's default"
+    );
+    assert_eq!(consumer["traceId"], producer["traceId"]);
+    assert_eq!(consumer["parentId"], producer["id"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_cancelled_job_never_runs_and_a_running_one_cannot_be_cancelled() -> anyhow::Result<()> {
+    let stack = Stack::start_with(&[("STUB_LATENCY_MS", "800")], &[]).await?;
+    // Two jobs due at the same time; one is cancelled. Once the other has
+    // run, the cancelled one had its chance.
+    let (_, delayed) = stack
+        .post(r#"{"city": "Minsk", "delay_secs": 1}"#, &[])
+        .await?;
+    let (_, sibling) = stack
+        .post(r#"{"city": "Brest", "delay_secs": 1}"#, &[])
+        .await?;
+    let delayed = delayed["id"].as_str().context("id")?.to_owned();
+    let sibling = sibling["id"].as_str().context("id")?.to_owned();
+    let res = stack
+        .http
+        .delete(format!("{}/v1/jobs/{delayed}", stack.api_url))
+        .send()
+        .await?;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await?["status"], "cancelled");
+
+    // A slow job: cancelling it while it runs is a conflict.
+    let (running, _) = stack.enqueue(r#"{"city": "Kyiv"}"#, &[]).await?;
+    stack.worker_running(&running).await?;
+    let res = stack
+        .http
+        .delete(format!("{}/v1/jobs/{running}", stack.api_url))
+        .send()
+        .await?;
+    assert_eq!(res.status(), 409);
+    assert_eq!(stack.wait_done(&running).await?["status"], "succeeded");
+    assert_eq!(stack.wait_done(&sibling).await?["status"], "succeeded");
+    let doc = stack.job(&delayed).await?;
+    assert_eq!(doc["status"], "cancelled", "{doc}");
+    assert_eq!(doc["attempts"], 0, "{doc}");
+    let zipkin = stack.flush().await?;
+    let ran = zipkin
+        .spans()
+        .into_iter()
+        .filter(|s| s["kind"] == "CONSUMER" && tag(s, "messaging.message.id") == delayed)
+        .count();
+    if ran > 0 {
+        bail!("the cancelled job ran {ran} time(s)");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_idempotent_repeat_is_marked_on_its_producer_span() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let key = [("Idempotency-Key", "e2e-repeat-1")];
+    let (first, a) = stack.post(r#"{"city": "Bern"}"#, &key).await?;
+    let (again, b) = stack.post(r#"{"city": "Bern"}"#, &key).await?;
+    assert_eq!((first, again), (202, 200), "{a} {b}");
+    assert_eq!(a["id"], b["id"]);
+    let repeat_trace = b["trace_id"].as_str().context("trace id")?.to_owned();
+    let producer = stack
+        .zipkin
+        .wait_for(WAIT, "the repeat's PRODUCER span", |spans| {
+            spans
+                .iter()
+                .find(|s| s["kind"] == "PRODUCER" && s["traceId"] == repeat_trace.as_str())
+                .cloned()
+        })
+        .await?;
+    assert_eq!(tag(&producer, "job.repeat"), "true", "{producer}");
+    assert!(
+        producer["tags"].get("error").is_none(),
+        "a repeat is no error"
+    );
+    Ok(())
+}
