@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `POST /v1/jobs` | `202` `{"id", "status", "repeat", "trace_id"}`, `Location: /v1/jobs/{id}`; `200` for a repeat of an `Idempotency-Key` |
 //! | `GET /v1/jobs/{id}` | the job's status, attempts, trace id, result or error; `404` if unknown |
+//! | `POST /v1/jobs/batch` | up to 1,000 jobs in one PRODUCER span: `202` with each job's id, or why it was refused |
 //! | `DELETE /v1/jobs/{id}` | cancels a scheduled or queued job (`200` with the job); `409` once it has started |
 //! | `GET /healthz` | `200` while the process runs |
 //! | `GET /readyz` | `200` when Redis answers, else `503` |
@@ -44,7 +45,7 @@ use sha2::{Digest, Sha256};
 use telemetry::TelemetryArgs;
 use telemetry::attributes::JOB_ID;
 use telemetry::http_server::HttpTelemetry;
-use telemetry::messaging::TracedProducer;
+use telemetry::messaging::{TraceMode, TracedProducer};
 use telemetry::metrics::Metrics;
 use telemetry::propagation::Propagation;
 use tokio::net::TcpListener;
@@ -62,6 +63,12 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The default of `MAX_DELAY_SECS`: 30 days.
 pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(30 * 86_400);
+
+/// Most jobs one batch may carry.
+pub const MAX_BATCH: usize = 1000;
+
+/// Largest batch body accepted: 1,000 jobs of up to 1 KiB each.
+pub const MAX_BATCH_BODY_BYTES: usize = 1024 * 1024;
 
 /// The header that makes a POST idempotent.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -169,6 +176,15 @@ impl AppState {
 fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(create_job))
+        .routes({
+            // A batch may carry 1,000 jobs with long place names.
+            let (schemas, paths, route) = routes!(create_batch);
+            (
+                schemas,
+                paths,
+                route.layer(DefaultBodyLimit::max(MAX_BATCH_BODY_BYTES)),
+            )
+        })
         .routes(routes!(job_status, cancel_job))
         .routes(routes!(ready))
         .routes(routes!(openapi::openapi_json))
@@ -337,6 +353,107 @@ async fn create_job(
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],
         Json(accepted),
+    )
+        .into_response())
+}
+
+/// Enqueue jobs together
+///
+/// Up to 1,000 jobs, each as `POST /v1/jobs` takes one, in one PRODUCER
+/// span (`messaging.batch.message_count`). Each job is checked on its own:
+/// the answer says, per job, its id or why it was refused. Each job's
+/// CONSUMER span links to the batch's PRODUCER span; by default (`trace`:
+/// `link`) each job has a trace of its own, with `parent` they all hang
+/// off the batch's trace.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/batch",
+    tag = "jobs",
+    request_body(content = openapi::NewBatch, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Some or all jobs enqueued; per job, its id or why it was refused",
+            body = openapi::BatchAccepted),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 413, response = openapi::PayloadTooLarge),
+        (status = 415, response = openapi::UnsupportedMediaType),
+        (status = 422, response = openapi::UnprocessableEntity),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::ServiceUnavailable),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
+async fn create_batch(
+    State(state): State<AppState>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(body) = body.map_err(rejection)?;
+    let (items, batch_trace) = validate::batch(&body, MAX_BATCH).map_err(ApiError::Invalid)?;
+    let mut results = Vec::with_capacity(items.len());
+    let mut jobs = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        let checked = validate::job(item)
+            .and_then(|job| validate::options(item, state.max_delay).map(|options| (job, options)));
+        let (job, options) = match checked {
+            Ok(checked) => checked,
+            Err(error) => {
+                results.push(openapi::BatchItem {
+                    index,
+                    id: None,
+                    status: None,
+                    error: Some(error),
+                });
+                continue;
+            }
+        };
+        let mut new = NewJob::new(&job)?;
+        if let Some(delay) = options.delay {
+            new = new.run_after(delay);
+        }
+        // Fan-out defaults to a trace per job.
+        let mode = options.trace.or(batch_trace).unwrap_or(TraceMode::Link);
+        let (k, v) = mode.metadata();
+        new = new.with_metadata(k, v);
+        results.push(openapi::BatchItem {
+            index,
+            id: Some(new.id().to_owned()),
+            status: Some(match options.delay {
+                Some(_) => openapi::JobStatus::Scheduled,
+                None => openapi::JobStatus::Queued,
+            }),
+            error: None,
+        });
+        jobs.push(new);
+    }
+    if jobs.is_empty() {
+        let first = results
+            .first()
+            .and_then(|r| r.error.clone())
+            .unwrap_or_default();
+        return Err(ApiError::Invalid(format!(
+            "no job of the batch is valid; job 0: {first}"
+        )));
+    }
+    let sent = state.producer.send_batch(jobs).await?;
+    // Fresh ids are never taken; a refusal here would be a broken id source.
+    let mut enqueued = sent.enqueued.into_iter();
+    for r in results.iter_mut().filter(|r| r.id.is_some()) {
+        if enqueued.next() == Some(false) {
+            r.error = Some("a job with this id already exists".into());
+            r.id = None;
+            r.status = None;
+        }
+    }
+    let accepted = results.iter().filter(|r| r.id.is_some()).count();
+    tracing::info!(accepted, refused = results.len() - accepted, "batch queued");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(openapi::BatchAccepted {
+            trace_id: sent.trace_id,
+            accepted,
+            refused: results.len() - accepted,
+            results,
+        }),
     )
         .into_response())
 }

@@ -210,6 +210,52 @@ pub struct JobAccepted {
     pub trace_id: String,
 }
 
+/// Jobs to enqueue together, in one PRODUCER span.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"jobs": [{"city": "Oslo"}, {"city": "Bergen", "delay_secs": 60}]}))]
+pub struct NewBatch {
+    /// 1 to 1,000 jobs, each as `POST /v1/jobs` takes one.
+    #[schema(min_items = 1, max_items = 1000)]
+    pub jobs: Vec<NewJob>,
+    /// The trace mode of the jobs that name none: `link` by default (a
+    /// trace per job, linked to the batch's PRODUCER span).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub trace: Option<TraceMode>,
+}
+
+/// What became of one job of a batch: its id and status, or why it was
+/// refused.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BatchItem {
+    /// Its place in the request's `jobs`, from 0.
+    pub index: usize,
+    /// Its id, when enqueued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `queued` or `scheduled`, when enqueued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<JobStatus>,
+    /// Why it was refused (what `POST /v1/jobs` would answer in a `422`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The answer to a batch: one result per job, in order.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BatchAccepted {
+    /// The trace of the batch's PRODUCER span.
+    #[schema(pattern = "^[0-9a-f]{32}$")]
+    pub trace_id: String,
+    /// Jobs enqueued.
+    pub accepted: usize,
+    /// Jobs refused.
+    pub refused: usize,
+    /// Per job, in the request's order.
+    pub results: Vec<BatchItem>,
+}
+
 /// A stored place: `{"city"}` or `{"latitude", "longitude"}`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
@@ -327,7 +373,7 @@ pub struct NotFound(pub Problem);
 )]
 pub struct MethodNotAllowed(pub Problem);
 
-/// The body is larger than 64 KiB.
+/// The body is larger than 64 KiB (1 MiB for a batch).
 #[derive(ToResponse)]
 #[response(content_type = "application/problem+json")]
 pub struct PayloadTooLarge(pub Problem);

@@ -194,6 +194,46 @@ pub(crate) fn job(body: &Value) -> Result<WeatherJob, String> {
     Ok(WeatherJob { place, units })
 }
 
+/// The jobs of a batch request `{"jobs": [...], "trace": "parent" | "link"}`
+/// (at most `max` of them), and its trace mode for the jobs that name
+/// none. Each job is checked on its own later.
+pub(crate) fn batch(body: &Value, max: usize) -> Result<(&[Value], Option<TraceMode>), String> {
+    let Value::Object(body) = body else {
+        return Err(format!(
+            "the body must be a JSON object such as {{\"jobs\": [{{\"city\": \"Berlin\"}}]}}, got {}",
+            kind(body)
+        ));
+    };
+    if let Some(unknown) = body
+        .keys()
+        .find(|k| !["jobs", "trace"].contains(&k.as_str()))
+    {
+        return Err(format!(
+            "unknown field \"{unknown}\"; a batch has \"jobs\" and, optionally, \"trace\""
+        ));
+    }
+    let jobs = match body.get("jobs") {
+        Some(Value::Array(jobs)) => jobs,
+        None => return Err("missing \"jobs\": the list of jobs to enqueue".into()),
+        Some(other) => return Err(format!("\"jobs\" must be an array, got {}", kind(other))),
+    };
+    if jobs.is_empty() || jobs.len() > max {
+        return Err(format!(
+            "\"jobs\" must hold 1 to {max} jobs, not {}",
+            jobs.len()
+        ));
+    }
+    let trace = match body.get("trace") {
+        None => None,
+        Some(Value::String(m)) => Some(
+            TraceMode::parse(m)
+                .ok_or_else(|| format!("\"trace\" must be \"parent\" or \"link\", got \"{m}\""))?,
+        ),
+        Some(other) => return Err(format!("\"trace\" must be a string, got {}", kind(other))),
+    };
+    Ok((jobs, trace))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +262,28 @@ mod tests {
         );
         let past = options(&json!({ "run_at": "2001-01-01T00:00:00+02:00" }), MONTH);
         assert_eq!(past.map(|o| o.delay), Ok(None), "a past time is now");
+    }
+
+    #[test]
+    fn a_batch_is_an_object_with_1_to_max_jobs() {
+        let body = json!({ "jobs": [{ "city": "Oslo" }, { "city": "" }], "trace": "parent" });
+        let (jobs, trace) = batch(&body, 3).expect("a batch");
+        assert_eq!((jobs.len(), trace), (2, Some(TraceMode::Parent)));
+        for (body, want) in [
+            (json!([]), "JSON object"),
+            (json!({}), "missing \"jobs\""),
+            (json!({ "jobs": {} }), "must be an array"),
+            (json!({ "jobs": [] }), "1 to 3 jobs"),
+            (json!({ "jobs": [1, 2, 3, 4] }), "1 to 3 jobs, not 4"),
+            (
+                json!({ "jobs": [1], "trace": "up" }),
+                "\"parent\" or \"link\"",
+            ),
+            (json!({ "jobs": [1], "when": 1 }), "unknown field \"when\""),
+        ] {
+            let err = batch(&body, 3).expect_err(&body.to_string());
+            assert!(err.contains(want), "{body}: {err:?} lacks {want:?}");
+        }
     }
 
     #[test]

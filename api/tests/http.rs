@@ -394,6 +394,7 @@ async fn without_api_keys_anyone_enqueues() {
 /// The operations the api serves, as `METHOD /path` (OpenAPI templates).
 const OPERATIONS: &[&str] = &[
     "POST /v1/jobs",
+    "POST /v1/jobs/batch",
     "GET /v1/jobs/{id}",
     "DELETE /v1/jobs/{id}",
     "GET /healthz",
@@ -725,4 +726,83 @@ async fn scheduled_and_queued_jobs_cancel_and_finished_ones_conflict() {
         StatusCode::NOT_FOUND,
         "no job",
     );
+}
+
+impl TestApi {
+    async fn post_to(&self, uri: &str, body: &str) -> Answer {
+        self.send(
+            Request::post(uri)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_owned()))
+                .expect("request"),
+        )
+        .await
+    }
+}
+
+#[tokio::test]
+async fn a_batch_enqueues_its_valid_jobs_and_says_why_the_others_were_refused() {
+    let api = spawn_api().await;
+    let a = api
+        .post_to(
+            "/v1/jobs/batch",
+            r#"{"jobs": [{"city": "Oslo"}, {"city": ""}, {"city": "Bergen", "delay_secs": 60, "trace": "parent"}]}"#,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.body);
+    assert_eq!(
+        (a.body["accepted"].as_u64(), a.body["refused"].as_u64()),
+        (Some(2), Some(1))
+    );
+    let results = a.body["results"].as_array().expect("results");
+    assert_eq!(results[0]["status"], "queued");
+    assert!(results[1]["id"].is_null());
+    assert!(
+        results[1]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("empty"),
+        "{}",
+        results[1]
+    );
+    assert_eq!(results[2]["status"], "scheduled");
+    assert_eq!(a.body["trace_id"].as_str().map(str::len), Some(32));
+    assert_eq!(api.enqueued().await, 2);
+
+    // Each job's trace mode: link by default (fan-out), or its own.
+    let mode = |i: usize| {
+        let id = results[i]["id"].as_str().expect("id").to_owned();
+        let queue = api.queue.clone();
+        async move {
+            let rec = queue.status(&id).await.expect("status").expect("record");
+            rec.metadata.get("job.trace_mode").cloned()
+        }
+    };
+    assert_eq!(mode(0).await.as_deref(), Some("link"));
+    assert_eq!(mode(2).await.as_deref(), Some("parent"));
+
+    for (body, mentions) in [
+        (
+            r#"{"jobs": [{"city": ""}]}"#,
+            "no job of the batch is valid",
+        ),
+        (r#"{"jobs": []}"#, "1 to 1000 jobs"),
+        (r#"[{"city": "Oslo"}]"#, "JSON object"),
+    ] {
+        assert_problem(
+            &api.post_to("/v1/jobs/batch", body).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            mentions,
+        );
+    }
+    let many = format!(
+        r#"{{"jobs": [{}]}}"#,
+        vec![r#"{"city":"A"}"#; 1001].join(",")
+    );
+    assert_problem(
+        &api.post_to("/v1/jobs/batch", &many).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "not 1001",
+    );
+    assert_eq!(api.enqueued().await, 2);
 }

@@ -168,3 +168,105 @@ async fn an_idempotent_repeat_is_marked_on_its_producer_span() -> anyhow::Result
     );
     Ok(())
 }
+
+/// Posts a batch of `cities`; answers the job ids.
+async fn post_batch(
+    stack: &Stack,
+    cities: &[&str],
+    trace: Option<&str>,
+) -> anyhow::Result<Vec<String>> {
+    let jobs: Vec<Value> = cities
+        .iter()
+        .map(|c| serde_json::json!({ "city": c }))
+        .collect();
+    let mut body = serde_json::json!({ "jobs": jobs });
+    if let Some(mode) = trace {
+        body["trace"] = mode.into();
+    }
+    let res = stack
+        .http
+        .post(format!("{}/v1/jobs/batch", stack.api_url))
+        .json(&body)
+        .send()
+        .await?;
+    let status = res.status();
+    let answer: Value = res.json().await?;
+    if status != 202 {
+        bail!("the batch was answered {status}: {answer}");
+    }
+    answer["results"]
+        .as_array()
+        .context("results")?
+        .iter()
+        .map(|r| r["id"].as_str().map(str::to_owned).context("an id per job"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_batch_fans_out_in_one_producer_span_in_link_and_in_parent_mode() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    for (mode, cities) in [
+        (None, ["Porto", "Faro", "Braga"]),
+        (Some("parent"), ["Gent", "Brugge", "Leuven"]),
+    ] {
+        let ids = post_batch(&stack, &cities, mode).await?;
+        for id in &ids {
+            assert_eq!(stack.wait_done(id).await?["status"], "succeeded");
+        }
+        let (producer, consumers) = stack
+            .zipkin
+            .wait_for(WAIT, "the batch's spans", |spans| {
+                let consumers: Vec<Value> = ids
+                    .iter()
+                    .filter_map(|id| {
+                        spans
+                            .iter()
+                            .find(|s| {
+                                s["kind"] == "CONSUMER" && tag(s, "messaging.message.id") == id
+                            })
+                            .cloned()
+                    })
+                    .collect();
+                let link = tag(consumers.first()?, "otel.link.0").to_owned();
+                let producer = spans
+                    .iter()
+                    .find(|s| {
+                        s["kind"] == "PRODUCER"
+                            && format!(
+                                "{}-{}",
+                                s["traceId"].as_str().unwrap_or_default(),
+                                s["id"].as_str().unwrap_or_default()
+                            ) == link
+                    })?
+                    .clone();
+                (consumers.len() == ids.len()).then_some((producer, consumers))
+            })
+            .await?;
+        assert_eq!(
+            tag(&producer, "messaging.batch.message_count"),
+            "3",
+            "{producer}"
+        );
+        let producer_ref = format!(
+            "{}-{}",
+            producer["traceId"].as_str().unwrap_or_default(),
+            producer["id"].as_str().unwrap_or_default()
+        );
+        for consumer in &consumers {
+            assert_eq!(tag(consumer, "otel.link.0"), producer_ref, "{consumer}");
+            match mode {
+                None => {
+                    assert_eq!(tag(consumer, "job.trace_mode"), "link");
+                    assert_ne!(consumer["traceId"], producer["traceId"], "a trace per job");
+                    assert!(consumer.get("parentId").is_none(), "{consumer}");
+                }
+                Some(_) => {
+                    assert_eq!(tag(consumer, "job.trace_mode"), "parent");
+                    assert_eq!(consumer["traceId"], producer["traceId"]);
+                    assert_eq!(consumer["parentId"], producer["id"]);
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use futures::{StreamExt, TryStreamExt, stream};
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt, TryStreamExt, stream};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::backend::{self, Finish, QueueBackend};
@@ -259,11 +260,17 @@ impl RedisQueue {
     /// idempotency key was used before).
     pub async fn push_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<bool>, QueueError> {
         jobs.iter().try_for_each(NewJob::check)?;
-        let calls = jobs.chunks(PUSH_CHUNK).map(|chunk| {
-            let inv = push_script(&self.keys, &self.cfg, chunk);
-            let mut conn = self.conn.clone();
-            async move { inv.invoke_async::<Vec<u8>>(&mut conn).await }
-        });
+        // Built first, so the futures below borrow nothing (a future that
+        // borrows the slice is not `Send` for every lifetime, which axum
+        // handlers need).
+        let calls: Vec<BoxFuture<'static, redis::RedisResult<Vec<u8>>>> = jobs
+            .chunks(PUSH_CHUNK)
+            .map(|chunk| {
+                let inv = push_script(&self.keys, &self.cfg, chunk);
+                let mut conn = self.conn.clone();
+                async move { inv.invoke_async::<Vec<u8>>(&mut conn).await }.boxed()
+            })
+            .collect();
         // A few chunks in flight keep the connection busy without queueing
         // so much behind one another that later ones hit the reply timeout.
         let answers: Vec<Vec<u8>> = stream::iter(calls)
