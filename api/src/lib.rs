@@ -6,6 +6,9 @@
 //! | `POST /v1/jobs` | `202` `{"id", "status", "repeat", "trace_id"}`, `Location: /v1/jobs/{id}`; `200` for a repeat of an `Idempotency-Key` |
 //! | `GET /v1/jobs/{id}` | the job's status, attempts, trace id, result or error; `404` if unknown |
 //! | `POST /v1/jobs/batch` | up to 1,000 jobs in one PRODUCER span: `202` with each job's id, or why it was refused |
+//! | `GET /v1/jobs?status=&cursor=&limit=` | a page of jobs with a status, and the next page's cursor |
+//! | `POST /v1/jobs/{id}/retry` | re-drives a failed job (`202`); `409` for a job that has not failed |
+//! | `POST /v1/jobs/retry` | re-drives failed jobs, all or those of one `error_type` |
 //! | `DELETE /v1/jobs/{id}` | cancels a scheduled or queued job (`200` with the job); `409` once it has started |
 //! | `GET /healthz` | `200` while the process runs |
 //! | `GET /readyz` | `200` when Redis answers, else `503` |
@@ -33,13 +36,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use prometheus_client::metrics::counter::Counter;
-use redis_job_queue::{Cancelled, JobRecord, NewJob, RedisQueue};
+use redis_job_queue::{Cancelled, JobRecord, JobStatus, NewJob, QueueError, RedisQueue};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use telemetry::TelemetryArgs;
@@ -175,7 +178,9 @@ impl AppState {
 /// cannot be routed here without being in the OpenAPI document.
 fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
-        .routes(routes!(create_job))
+        .routes(routes!(create_job, list_jobs))
+        .routes(routes!(retry_job))
+        .routes(routes!(redrive_failed))
         .routes({
             // A batch may carry 1,000 jobs with long place names.
             let (schemas, paths, route) = routes!(create_batch);
@@ -566,6 +571,7 @@ fn job_view(record: JobRecord) -> openapi::Job {
         finished_at: record.finished_at_ms.map(rfc3339),
         result: record.result,
         error: record.error,
+        error_type: record.error_type,
         worker: record.worker,
     }
 }
@@ -613,6 +619,147 @@ async fn cancel_job(
         ))),
         Cancelled::Unknown => Err(unknown_job(&id)),
     }
+}
+
+/// List jobs by status
+///
+/// One page at a time: pass `next_cursor` back as `cursor` for the next.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    tag = "jobs",
+    params(openapi::ListQuery),
+    responses(
+        (status = 200, description = "A page of jobs", body = openapi::JobList),
+        (status = 400, response = openapi::BadRequest),
+        (status = 422, response = openapi::UnprocessableEntity),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::ServiceUnavailable),
+    )
+)]
+async fn list_jobs(
+    State(state): State<AppState>,
+    query: Result<Query<openapi::ListQuery>, QueryRejection>,
+) -> Result<Json<openapi::JobList>, ApiError> {
+    let Query(q) = query.map_err(|e| {
+        ApiError::BadRequest(format!(
+            "{}; list with ?status=scheduled|queued|running|succeeded|failed, and optionally \
+             &limit=1..500 and &cursor=",
+            e.body_text()
+        ))
+    })?;
+    let limit = match q.limit {
+        None => 50,
+        Some(n @ 1..=500) => usize::from(n),
+        Some(n) => {
+            return Err(ApiError::Invalid(format!(
+                "limit must be 1 to 500, not {n}"
+            )));
+        }
+    };
+    let page = state
+        .queue
+        .list(q.status.into(), q.cursor.as_deref(), limit)
+        .await
+        .map_err(|e| match e {
+            QueueError::Invalid(why) => ApiError::Invalid(why),
+            other => other.into(),
+        })?;
+    Ok(Json(openapi::JobList {
+        jobs: page.jobs.into_iter().map(job_view).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Re-drive a failed job
+///
+/// The job runs again as its next attempt, with a fresh attempt budget;
+/// the new attempt's span links to the failed one.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/retry",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The id of a failed job")),
+    responses(
+        (status = 202, description = "Queued again: the job", body = openapi::Job),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 404, response = openapi::NotFound),
+        (status = 409, response = openapi::Conflict),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::ServiceUnavailable),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
+async fn retry_job(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = id.map_or_else(|_| String::new(), |Path(id)| id);
+    if !plausible_id(&id) {
+        return Err(unknown_job(&id));
+    }
+    match state.queue.retry(&id).await? {
+        Some(JobStatus::Failed) => {
+            tracing::info!({ JOB_ID } = %id, "failed job re-driven");
+            let record = state
+                .queue
+                .status(&id)
+                .await?
+                .ok_or_else(|| unknown_job(&id))?;
+            Ok((StatusCode::ACCEPTED, Json(job_view(record))).into_response())
+        }
+        Some(status) => Err(ApiError::Conflict(format!(
+            "job {id} is {}: only failed jobs can be re-driven",
+            status.as_str()
+        ))),
+        None => Err(unknown_job(&id)),
+    }
+}
+
+/// Re-drive failed jobs
+///
+/// All failed jobs, oldest first, or only those of one `error_type`; at
+/// most `limit` per call (`more` says to call again).
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/retry",
+    tag = "jobs",
+    request_body(content = openapi::RedriveRequest, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Queued again", body = openapi::RedriveResult),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 413, response = openapi::PayloadTooLarge),
+        (status = 415, response = openapi::UnsupportedMediaType),
+        (status = 422, response = openapi::UnprocessableEntity),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::ServiceUnavailable),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
+async fn redrive_failed(
+    State(state): State<AppState>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(body) = body.map_err(rejection)?;
+    let (error_type, limit) = validate::redrive(&body).map_err(ApiError::Invalid)?;
+    let done = state
+        .queue
+        .redrive_failed(error_type.as_deref(), limit)
+        .await?;
+    tracing::info!(
+        redriven = done.redriven,
+        more = done.more,
+        "failed jobs re-driven"
+    );
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(openapi::RedriveResult {
+            redriven: done.redriven,
+            more: done.more,
+        }),
+    )
+        .into_response())
 }
 
 /// Whether Redis answers

@@ -256,6 +256,82 @@ pub struct BatchAccepted {
     pub results: Vec<BatchItem>,
 }
 
+/// Which jobs to list.
+#[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// `scheduled` (soonest first), `queued` or `running` (oldest first),
+    /// `succeeded` or `failed` (newest first, within the retention).
+    pub status: ListStatus,
+    /// Where to go on from: the `next_cursor` of the page before.
+    #[param(pattern = "^[0-9]{1,20}:[!-~]{1,128}$")]
+    pub cursor: Option<String>,
+    /// Jobs per page: 1 to 500, 50 by default.
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u16>,
+}
+
+/// A status jobs can be listed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ListStatus {
+    /// Waiting for their run time.
+    Scheduled,
+    /// Waiting for a worker.
+    Queued,
+    /// Being run.
+    Running,
+    /// Done.
+    Succeeded,
+    /// Given up on.
+    Failed,
+}
+
+impl From<ListStatus> for redis_job_queue::JobStatus {
+    fn from(s: ListStatus) -> Self {
+        match s {
+            ListStatus::Scheduled => Self::Scheduled,
+            ListStatus::Queued => Self::Queued,
+            ListStatus::Running => Self::Running,
+            ListStatus::Succeeded => Self::Succeeded,
+            ListStatus::Failed => Self::Failed,
+        }
+    }
+}
+
+/// One page of jobs.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobList {
+    /// The jobs.
+    pub jobs: Vec<Job>,
+    /// The `cursor` of the next page; `null` on the last.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// Which failed jobs to re-drive.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedriveRequest {
+    /// Only those whose `error_type` is this; all failed jobs without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, min_length = 1, max_length = 100)]
+    pub error_type: Option<String>,
+    /// At most this many (1 to 10,000; 1,000 by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 1, maximum = 10_000)]
+    pub limit: Option<u32>,
+}
+
+/// What a bulk re-drive did.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RedriveResult {
+    /// Failed jobs that run again.
+    pub redriven: u64,
+    /// Whether failed jobs may be left: call again.
+    pub more: bool,
+}
+
 /// A stored place: `{"city"}` or `{"latitude", "longitude"}`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
@@ -324,6 +400,10 @@ pub struct Job {
     /// queued for a retry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The latest error's type (`error.type` on its span: `timeout`,
+    /// `upstream_5xx`, ...), to re-drive failed jobs by type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_type: Option<String>,
     /// The worker that ran (or runs) the latest attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
@@ -383,7 +463,8 @@ pub struct PayloadTooLarge(pub Problem);
 #[response(content_type = "application/problem+json")]
 pub struct UnsupportedMediaType(pub Problem);
 
-/// The job has started or finished: it can no longer be cancelled.
+/// The job is not in a state that allows this: it has started or
+/// finished (cancel), or it has not failed (retry).
 #[derive(ToResponse)]
 #[response(content_type = "application/problem+json")]
 pub struct Conflict(pub Problem);
@@ -460,7 +541,7 @@ path does not take a `405` problem with an `Allow` header.";
     info(title = "traced-jobs api", description = DESCRIPTION),
     paths(healthz, metrics),
     components(
-        schemas(Problem),
+        schemas(Problem, ListStatus),
         responses(
             BadRequest,
             Unauthorized,

@@ -234,6 +234,45 @@ pub(crate) fn batch(body: &Value, max: usize) -> Result<(&[Value], Option<TraceM
     Ok((jobs, trace))
 }
 
+/// The error type and limit of a bulk re-drive `{"error_type"?, "limit"?}`.
+pub(crate) fn redrive(body: &Value) -> Result<(Option<String>, usize), String> {
+    let Value::Object(body) = body else {
+        return Err(format!(
+            "the body must be a JSON object such as {{}} or {{\"error_type\": \"timeout\"}}, got {}",
+            kind(body)
+        ));
+    };
+    if let Some(unknown) = body
+        .keys()
+        .find(|k| !["error_type", "limit"].contains(&k.as_str()))
+    {
+        return Err(format!(
+            "unknown field \"{unknown}\"; the fields are error_type and limit"
+        ));
+    }
+    let error_type = match body.get("error_type") {
+        None => None,
+        Some(Value::String(t)) if (1..=100).contains(&t.chars().count()) => Some(t.clone()),
+        Some(Value::String(_)) => return Err("\"error_type\" must be 1 to 100 characters".into()),
+        Some(other) => {
+            return Err(format!(
+                "\"error_type\" must be a string, got {}",
+                kind(other)
+            ));
+        }
+    };
+    let limit = match body.get("limit") {
+        None => 1000,
+        // 451 and 451.0 are the same JSON integer.
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(n) if n.fract() == 0.0 && (1.0..=10_000.0).contains(&n) => n as usize,
+            _ => return Err("\"limit\" must be a whole number from 1 to 10000".into()),
+        },
+        Some(other) => return Err(format!("\"limit\" must be a number, got {}", kind(other))),
+    };
+    Ok((error_type, limit))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

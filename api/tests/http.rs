@@ -394,7 +394,10 @@ async fn without_api_keys_anyone_enqueues() {
 /// The operations the api serves, as `METHOD /path` (OpenAPI templates).
 const OPERATIONS: &[&str] = &[
     "POST /v1/jobs",
+    "GET /v1/jobs",
     "POST /v1/jobs/batch",
+    "POST /v1/jobs/retry",
+    "POST /v1/jobs/{id}/retry",
     "GET /v1/jobs/{id}",
     "DELETE /v1/jobs/{id}",
     "GET /healthz",

@@ -270,3 +270,138 @@ async fn a_batch_fans_out_in_one_producer_span_in_link_and_in_parent_mode() -> a
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_redriven_job_runs_again_linked_to_its_failed_attempt_and_lists_follow()
+-> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    // Unknown places fail at once (error.type unknown_place), no retry.
+    let mut failed = Vec::new();
+    for place in ["Nowhere One", "Nowhere Two", "Nowhere Three"] {
+        let (id, _) = stack
+            .enqueue(&format!(r#"{{"city": "{place}"}}"#), &[])
+            .await?;
+        let done = stack.wait_done(&id).await?;
+        assert_eq!(done["status"], "failed", "{done}");
+        assert_eq!(done["error_type"], "unknown_place", "{done}");
+        failed.push(id);
+    }
+    let (ok, _) = stack.enqueue(r#"{"city": "Turku"}"#, &[]).await?;
+    stack.wait_done(&ok).await?;
+
+    // The failed list, newest first, two per page.
+    let list = |query: String| {
+        let http = stack.http.clone();
+        let url = format!("{}/v1/jobs?{query}", stack.api_url);
+        async move {
+            let res = http.get(url).send().await?;
+            anyhow::ensure!(res.status() == 200, "list answered {}", res.status());
+            Ok::<Value, anyhow::Error>(res.json().await?)
+        }
+    };
+    let first = list("status=failed&limit=2".into()).await?;
+    let cursor = first["next_cursor"]
+        .as_str()
+        .context("a next page")?
+        .to_owned();
+    let second = list(format!("status=failed&limit=2&cursor={cursor}")).await?;
+    let ids: Vec<&str> = first["jobs"]
+        .as_array()
+        .into_iter()
+        .chain(second["jobs"].as_array())
+        .flatten()
+        .filter_map(|j| j["id"].as_str())
+        .collect();
+    let newest_first: Vec<&str> = failed.iter().rev().map(String::as_str).collect();
+    assert_eq!(ids, newest_first, "every failed job once, newest first");
+    assert!(second["next_cursor"].is_null(), "{second}");
+    let succeeded = list("status=succeeded".into()).await?;
+    assert_eq!(succeeded["jobs"][0]["id"], ok.as_str());
+
+    // One re-drive: the next attempt, linked to the failed one.
+    let retried = stack
+        .http
+        .post(format!("{}/v1/jobs/{}/retry", stack.api_url, failed[0]))
+        .send()
+        .await?;
+    assert_eq!(retried.status(), 202);
+    let deadline = std::time::Instant::now() + WAIT;
+    let done = loop {
+        let doc = stack.wait_done(&failed[0]).await?;
+        if doc["attempts"] == 2 {
+            break doc;
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("the re-drive never ran: {doc}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        done["status"], "failed",
+        "an unknown place fails again: {done}"
+    );
+    let attempts = stack
+        .zipkin
+        .wait_for(WAIT, "both attempts' spans", |spans| {
+            let of = |n: &str| {
+                spans
+                    .iter()
+                    .find(|s| {
+                        s["kind"] == "CONSUMER"
+                            && tag(s, "messaging.message.id") == failed[0]
+                            && tag(s, "job.attempt") == n
+                    })
+                    .cloned()
+            };
+            Some((of("1")?, of("2")?))
+        })
+        .await?;
+    let (first_attempt, second_attempt) = attempts;
+    let links: Vec<&str> = (0..3)
+        .map(|i| tag(&second_attempt, &format!("otel.link.{i}")))
+        .collect();
+    let to_first = format!(
+        "{}-{}",
+        first_attempt["traceId"].as_str().unwrap_or_default(),
+        first_attempt["id"].as_str().unwrap_or_default()
+    );
+    assert!(
+        links.contains(&to_first.as_str()),
+        "{links:?} lack {to_first}"
+    );
+    let again = stack
+        .http
+        .post(format!("{}/v1/jobs/{ok}/retry", stack.api_url))
+        .send()
+        .await?;
+    assert_eq!(again.status(), 409, "a succeeded job is not re-driven");
+
+    // Bulk: by an error type nothing has, then by the one they have.
+    let bulk = |body: Value| {
+        let http = stack.http.clone();
+        let url = format!("{}/v1/jobs/retry", stack.api_url);
+        async move {
+            let res = http.post(url).json(&body).send().await?;
+            anyhow::ensure!(res.status() == 202, "bulk answered {}", res.status());
+            Ok::<Value, anyhow::Error>(res.json().await?)
+        }
+    };
+    let none = bulk(serde_json::json!({ "error_type": "timeout" })).await?;
+    assert_eq!(none["redriven"], 0, "{none}");
+    let all = bulk(serde_json::json!({ "error_type": "unknown_place" })).await?;
+    assert_eq!(all["redriven"], 3, "{all}");
+    for id in &failed {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let doc = stack.job(id).await?;
+            if doc["status"] == "failed" && doc["attempts"].as_u64() >= Some(2) {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("{id} was not re-driven: {doc}");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    Ok(())
+}

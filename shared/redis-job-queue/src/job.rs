@@ -255,9 +255,29 @@ pub struct JobRecord {
     pub worker: Option<String>,
     /// The handler's result, once succeeded.
     pub result: Option<serde_json::Value>,
-    /// The latest error: final once failed, the last attempt's while queued
-    /// for a retry.
+    /// The latest error: final once failed, the last attempt's while
+    /// scheduled for a retry.
     pub error: Option<String>,
+    /// The latest error's type (`error.type`), when a layer named it.
+    pub error_type: Option<String>,
+}
+
+/// One page of jobs with a status ([`crate::RedisQueue::list`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobPage {
+    /// The jobs, in the status's order.
+    pub jobs: Vec<JobRecord>,
+    /// Where the next page starts; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// What a bulk re-drive did ([`crate::RedisQueue::redrive_failed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Redriven {
+    /// Failed jobs that run again.
+    pub redriven: u64,
+    /// Whether failed jobs were left unexamined: call again for more.
+    pub more: bool,
 }
 
 impl JobRecord {
@@ -304,6 +324,7 @@ impl JobRecord {
                 .unwrap_or_default(),
             result: f.remove("result").map(|r| json(r, "result")).transpose()?,
             error: f.remove("error"),
+            error_type: f.remove("error_type"),
             worker: f.remove("worker"),
             metadata,
         })

@@ -41,6 +41,8 @@ pub struct JobLease {
     /// Metadata to merge into the job for its next attempt, if it is
     /// retried (shared by the clones of this lease).
     pub(crate) carry: Arc<Mutex<BTreeMap<String, String>>>,
+    /// The failed attempt's error type, as a layer named it.
+    pub(crate) error_type: Arc<Mutex<Option<String>>>,
 }
 
 impl JobLease {
@@ -62,6 +64,7 @@ impl JobLease {
             timed_out: Arc::default(),
             entry,
             carry: Arc::default(),
+            error_type: Arc::default(),
         }
     }
 
@@ -85,6 +88,19 @@ impl JobLease {
         if let Ok(mut carry) = self.carry.lock() {
             carry.insert(key.into(), value.into());
         }
+    }
+
+    /// Names the type of this attempt's error (low cardinality, as
+    /// `error.type` on spans): stored with the job if the attempt fails,
+    /// so failed jobs can be re-driven by type.
+    pub fn set_error_type(&self, error_type: impl Into<String>) {
+        if let Ok(mut t) = self.error_type.lock() {
+            *t = Some(error_type.into());
+        }
+    }
+
+    pub(crate) fn error_type(&self) -> Option<String> {
+        self.error_type.lock().ok().and_then(|t| t.clone())
     }
 
     /// What to carry over, as the finish script takes it (JSON, or empty).

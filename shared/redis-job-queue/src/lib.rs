@@ -63,6 +63,7 @@
 //! | `{prefix}:{q}:stream`       | stream | one entry `id={job id}` per runnable job       |
 //! | `{prefix}:{q}:delayed`      | zset   | job ids scored by the time they may run (ms)  |
 //! | `{prefix}:{q}:failed`       | zset   | failed job ids scored by failure time         |
+//! | `{prefix}:{q}:succeeded`    | zset   | succeeded job ids scored by finish time       |
 //! | `{prefix}:{q}:consumers`    | zset   | live consumers scored by last heartbeat       |
 //! | `{prefix}:{q}:stats`        | hash   | lifetime counters                             |
 //! | `{prefix}:{q}:idem:{key}`   | string | an idempotency key's fingerprint (expires)    |
@@ -119,7 +120,8 @@ pub use backend::{QueueBackend, QueueLayer, QueueService};
 pub use config::QueueConfig;
 pub use error::{JobTimedOut, QueueError};
 pub use job::{
-    Cancelled, ConsumerInfo, JobRecord, JobStatus, MAX_DELAY, NewJob, Pushed, QueueStats,
+    Cancelled, ConsumerInfo, JobPage, JobRecord, JobStatus, MAX_DELAY, NewJob, Pushed, QueueStats,
+    Redriven,
 };
 pub use lease::{JobLease, meta_keys};
 pub use queue::{RedisQueue, ServerAddress, connect_with_retry};

@@ -11,7 +11,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::backend::{self, Finish, QueueBackend};
 use crate::batch::Batcher;
-use crate::job::{Cancelled, ConsumerInfo, JobRecord, JobStatus, NewJob, Pushed, QueueStats};
+use crate::job::{
+    Cancelled, ConsumerInfo, JobPage, JobRecord, JobStatus, NewJob, Pushed, QueueStats, Redriven,
+};
 use crate::{QueueConfig, QueueError, scripts};
 
 /// Most jobs or outcomes one group-committed script call carries.
@@ -61,6 +63,7 @@ pub(crate) struct Keys {
     pub(crate) stream: String,
     pub(crate) delayed: String,
     pub(crate) failed: String,
+    pub(crate) succeeded: String,
     pub(crate) consumers: String,
     pub(crate) stats: String,
     /// Prefix of the job hashes; the job id is appended.
@@ -77,6 +80,7 @@ impl Keys {
             stream: format!("{base}:stream"),
             delayed: format!("{base}:delayed"),
             failed: format!("{base}:failed"),
+            succeeded: format!("{base}:succeeded"),
             consumers: format!("{base}:consumers"),
             stats: format!("{base}:stats"),
             job_prefix: format!("{base}:job:"),
@@ -303,6 +307,132 @@ impl RedisQueue {
         })
     }
 
+    /// One page of the jobs with `status`, at most `limit` (1 to 1,000),
+    /// from `cursor` (`None` for the first page; then the page's
+    /// `next_cursor`). Scheduled jobs come soonest first; succeeded and
+    /// failed ones newest first (those within the retention); queued and
+    /// running ones oldest first. Cancelled jobs are not listed.
+    pub async fn list(
+        &self,
+        status: JobStatus,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<JobPage, QueueError> {
+        let limit = limit.clamp(1, 1000);
+        let (key, kind) = match status {
+            JobStatus::Scheduled => (&self.keys.delayed, "asc"),
+            JobStatus::Succeeded => (&self.keys.succeeded, "desc"),
+            JobStatus::Failed => (&self.keys.failed, "desc"),
+            JobStatus::Queued | JobStatus::Running => (&self.keys.stream, "stream"),
+            JobStatus::Cancelled => {
+                return Err(QueueError::Invalid(
+                    "cancelled jobs are not listed; read one by its id".into(),
+                ));
+            }
+        };
+        // Every cursor reads `{number}:{rest}`: a score and a member, or a
+        // stream entry id's two numbers.
+        let cursor = cursor.unwrap_or_default();
+        if !cursor.is_empty() && !is_cursor(cursor) {
+            return Err(QueueError::Invalid(format!(
+                "cursor {cursor:?} is not one this listing hands out ({{number}}:{{rest}})"
+            )));
+        }
+        let cursor = match (kind, cursor.split_once(':')) {
+            ("stream", Some((ms, seq))) if seq.bytes().all(|b| b.is_ascii_digit()) => {
+                format!("{ms}-{seq}")
+            }
+            ("stream", Some((ms, _))) => format!("{ms}-0"),
+            _ => cursor.to_owned(),
+        };
+        let mut conn = self.conn.clone();
+        let mut answer: Vec<String> = scripts::LIST
+            .key(key)
+            .arg(&self.keys.job_prefix)
+            .arg(kind)
+            .arg(status.as_str())
+            .arg(cursor)
+            .arg(limit)
+            // A page of queued jobs looks at most this many entries (the
+            // running ones among them are skipped).
+            .arg(limit * 10)
+            .invoke_async(&mut conn)
+            .await?;
+        let next = match answer.first().map(String::as_str) {
+            Some("") | None => None,
+            Some(c) if kind == "stream" => Some(c.replacen('-', ":", 1)),
+            Some(c) => Some(c.to_owned()),
+        };
+        let ids: Vec<String> = answer.drain(1.min(answer.len())..).collect();
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HGETALL").arg(self.keys.job(id));
+        }
+        let hashes: Vec<BTreeMap<String, String>> = if ids.is_empty() {
+            Vec::new()
+        } else {
+            pipe.query_async(&mut conn).await?
+        };
+        // A record may have expired since the index was read: skip it.
+        let jobs = ids
+            .iter()
+            .zip(hashes)
+            .filter(|(_, fields)| !fields.is_empty())
+            .map(|(id, fields)| JobRecord::from_hash(id, fields))
+            .collect::<Result<_, _>>()?;
+        Ok(JobPage {
+            jobs,
+            next_cursor: next,
+        })
+    }
+
+    /// Re-drives a failed job: it runs again as its next attempt with a
+    /// fresh attempt budget, and its new attempt's span links to the
+    /// failed one. Answers the status it had (`None`: no such job); only
+    /// a `Failed` job was re-driven.
+    pub async fn retry(&self, id: &str) -> Result<Option<JobStatus>, QueueError> {
+        let mut conn = self.conn.clone();
+        let (_, _, before): (u64, u64, String) = scripts::REDRIVE
+            .key(&self.keys.stream)
+            .key(&self.keys.failed)
+            .key(&self.keys.stats)
+            .arg(&self.keys.job_prefix)
+            .arg("one")
+            .arg(id)
+            .arg(1)
+            .arg(1)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(JobStatus::parse(&before))
+    }
+
+    /// Re-drives failed jobs, oldest first, all of them or those whose
+    /// error type is `error_type`: at most `limit` per call, looking at
+    /// most at 10,000 failed jobs ([`Redriven::more`] says to call again).
+    pub async fn redrive_failed(
+        &self,
+        error_type: Option<&str>,
+        limit: usize,
+    ) -> Result<Redriven, QueueError> {
+        const SCAN: usize = 10_000;
+        let mut conn = self.conn.clone();
+        let (redriven, looked, _): (u64, u64, String) = scripts::REDRIVE
+            .key(&self.keys.stream)
+            .key(&self.keys.failed)
+            .key(&self.keys.stats)
+            .arg(&self.keys.job_prefix)
+            .arg("all")
+            .arg(error_type.unwrap_or_default())
+            .arg(limit.max(1))
+            .arg(SCAN)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(Redriven {
+            redriven,
+            more: redriven as usize >= limit.max(1) || looked as usize >= SCAN,
+        })
+    }
+
     /// The job's status, attempts, result or error; `None` when the id is
     /// unknown or its record has expired.
     pub async fn status(&self, id: &str) -> Result<Option<JobRecord>, QueueError> {
@@ -503,4 +633,15 @@ pub async fn connect_with_retry(url: &str, cfg: QueueConfig) -> Result<RedisQueu
             |e, delay| tracing::warn!(error = %e, retry_in = ?delay, "Redis is not reachable yet"),
         )
         .await
+}
+
+/// Whether `s` has the shape of a listing cursor: `{number}:{rest}`, the
+/// number at most 20 digits, the rest 1 to 128 printable ASCII characters.
+fn is_cursor(s: &str) -> bool {
+    s.split_once(':').is_some_and(|(number, rest)| {
+        (1..=20).contains(&number.len())
+            && number.bytes().all(|b| b.is_ascii_digit())
+            && (1..=128).contains(&rest.len())
+            && rest.bytes().all(|b| b.is_ascii_graphic())
+    })
 }

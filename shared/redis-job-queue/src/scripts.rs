@@ -25,3 +25,5 @@ pub(crate) static REAP: LazyLock<Script> = script!("lua/now.lua", "lua/reap.lua"
 pub(crate) static LEAVE: LazyLock<Script> = script!("lua/leave.lua");
 pub(crate) static STATS: LazyLock<Script> = script!("lua/now.lua", "lua/stats.lua");
 pub(crate) static CANCEL: LazyLock<Script> = script!("lua/now.lua", "lua/cancel.lua");
+pub(crate) static LIST: LazyLock<Script> = script!("lua/list.lua");
+pub(crate) static REDRIVE: LazyLock<Script> = script!("lua/redrive.lua");

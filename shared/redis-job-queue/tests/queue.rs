@@ -1058,3 +1058,65 @@ async fn jobs_finishing_while_redis_is_down_past_the_lease_are_recorded_once_it_
         w.stop().await;
     }
 }
+
+#[tokio::test]
+async fn listings_page_through_every_job_once_even_when_times_tie() {
+    let fx = Fixture::new(|_| {}).await;
+    // One push script: the same server time, so the same run time.
+    let jobs: Vec<NewJob> = (0..5)
+        .map(|n| {
+            NewJob::new(&Job { n })
+                .expect("encode")
+                .run_after(Duration::from_secs(600))
+        })
+        .collect();
+    fx.queue.push_batch(jobs).await.expect("push");
+    let queued = [fx.push(10).await, fx.push(11).await, fx.push(12).await];
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let page = fx
+            .queue
+            .list(JobStatus::Scheduled, cursor.as_deref(), 2)
+            .await
+            .expect("list");
+        pages += 1;
+        assert!(page.jobs.len() <= 2);
+        seen.extend(page.jobs.iter().map(|j| j.id.clone()));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+        assert!(pages < 10, "the listing does not end");
+    }
+    let unique: HashSet<_> = seen.iter().collect();
+    assert_eq!((seen.len(), unique.len()), (5, 5), "{seen:?}");
+
+    let page = fx
+        .queue
+        .list(JobStatus::Queued, None, 2)
+        .await
+        .expect("list");
+    let first: Vec<_> = page.jobs.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(
+        first,
+        [queued[0].as_str(), queued[1].as_str()],
+        "oldest first"
+    );
+    let rest = fx
+        .queue
+        .list(JobStatus::Queued, page.next_cursor.as_deref(), 2)
+        .await
+        .expect("list");
+    assert_eq!(rest.jobs.len(), 1);
+    assert_eq!(rest.jobs[0].id, queued[2]);
+    assert!(
+        fx.queue
+            .list(JobStatus::Queued, Some("not a cursor"), 2)
+            .await
+            .is_err(),
+        "a malformed cursor is an error"
+    );
+}

@@ -53,6 +53,7 @@ pub(super) async fn heartbeat(shared: Arc<Shared>) {
                 .key(&keys.stream)
                 .key(&keys.consumers)
                 .key(&keys.failed)
+                .key(&keys.succeeded)
                 .arg(&keys.group)
                 .arg(cfg.lease.saturating_mul(DEAD_AFTER_LEASES).as_millis() as u64)
                 .arg(20)

@@ -59,6 +59,7 @@ impl Shared {
             value,
             retry_in_ms,
             carry: lease.carried_json(),
+            error_type: lease.error_type().unwrap_or_default(),
         };
         let submit = || self.queue.finisher.submit(done.clone());
         let recorded = submit
@@ -231,6 +232,9 @@ pub(crate) struct Finish {
     retry_in_ms: u64,
     /// Metadata for the next attempt (JSON object, or empty).
     carry: String,
+    /// The error's low-cardinality type, if the attempt failed and a
+    /// layer named it (empty otherwise).
+    error_type: String,
 }
 
 /// The finish script for a batch of outcomes; it answers, per outcome,
@@ -245,6 +249,7 @@ pub(crate) fn finish_script(
         .key(&keys.delayed)
         .key(&keys.failed)
         .key(&keys.stats)
+        .key(&keys.succeeded)
         .arg(&keys.job_prefix)
         .arg(&keys.group)
         .arg(cfg.retention.as_secs().max(1));
@@ -256,7 +261,8 @@ pub(crate) fn finish_script(
             .arg(d.kind)
             .arg(&d.value)
             .arg(d.retry_in_ms)
-            .arg(&d.carry);
+            .arg(&d.carry)
+            .arg(&d.error_type);
     }
     inv
 }

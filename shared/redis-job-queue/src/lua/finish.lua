@@ -1,9 +1,11 @@
 -- Record the outcomes of a batch of attempts and acknowledge their entries.
--- KEYS: 1 stream, 2 delayed, 3 failed, 4 stats
--- ARGV: 1 job key prefix, 2 group, 3 retention secs, then 8 per attempt:
+-- KEYS: 1 stream, 2 delayed, 3 failed, 4 stats, 5 succeeded
+-- ARGV: 1 job key prefix, 2 group, 3 retention secs, then 9 per attempt:
 --       consumer, entry id, job id, attempt, outcome (ok|retry|fail),
---       result JSON or error text, retry delay ms (from the server's now), and a JSON object of
---       metadata to merge in for the next attempt ('' for none)
+--       result JSON or error text, retry delay ms (from the server's now),
+--       a JSON object of metadata to merge in for a later attempt ('' for
+--       none; kept on failure too, for a re-drive), and the error's type
+--       ('' for none)
 -- Returns one integer per attempt: 1 recorded; 0 when the attempt is
 -- stale (its lease expired and a newer attempt owns the job, so it must
 -- not overwrite it); 2 when the job's record is gone (a running job's
@@ -14,9 +16,19 @@ local prefix, group = ARGV[1], ARGV[2]
 local retention = tonumber(ARGV[3])
 local out = {}
 local counts = { succeeded = 0, retried = 0, failed = 0 }
-for i = 4, #ARGV, 8 do
+-- Merges a JSON object of metadata into the job's.
+local function carry(key, extra)
+  if extra == '' then return end
+  local stored = redis.call('HGET', key, 'meta')
+  local meta = {}
+  if stored and stored ~= '' then meta = cjson.decode(stored) end
+  for k, v in pairs(cjson.decode(extra)) do meta[k] = v end
+  redis.call('HSET', key, 'meta', cjson.encode(meta))
+end
+for i = 4, #ARGV, 9 do
   local consumer, entry, id, attempt, outcome, value =
     ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+  local error_type = ARGV[i + 8]
   local key = prefix .. id
   local j = redis.call('HMGET', key, 'status', 'attempts', 'worker')
   if not j[1] then
@@ -28,27 +40,28 @@ for i = 4, #ARGV, 8 do
     redis.call('XDEL', KEYS[1], entry)
     if outcome == 'ok' then
       redis.call('HSET', key, 'status', 'succeeded', 'result', value, 'finished_at', now)
-      redis.call('HDEL', key, 'error')
+      redis.call('HDEL', key, 'error', 'error_type')
       redis.call('EXPIRE', key, retention)
+      redis.call('ZADD', KEYS[5], now, id)
       counts.succeeded = counts.succeeded + 1
-    elseif outcome == 'retry' then
-      local retry_at = now + tonumber(ARGV[i + 6])
-      local carry = ARGV[i + 7]
-      if carry ~= '' then
-        local stored = redis.call('HGET', key, 'meta')
-        local meta = {}
-        if stored and stored ~= '' then meta = cjson.decode(stored) end
-        for k, v in pairs(cjson.decode(carry)) do meta[k] = v end
-        redis.call('HSET', key, 'meta', cjson.encode(meta))
-      end
-      redis.call('HSET', key, 'status', 'scheduled', 'error', value, 'run_at', retry_at)
-      redis.call('ZADD', KEYS[2], retry_at, id)
-      counts.retried = counts.retried + 1
     else
-      redis.call('HSET', key, 'status', 'failed', 'error', value, 'finished_at', now)
-      redis.call('EXPIRE', key, retention)
-      redis.call('ZADD', KEYS[3], now, id)
-      counts.failed = counts.failed + 1
+      carry(key, ARGV[i + 7])
+      if error_type ~= '' then
+        redis.call('HSET', key, 'error_type', error_type)
+      else
+        redis.call('HDEL', key, 'error_type')
+      end
+      if outcome == 'retry' then
+        local retry_at = now + tonumber(ARGV[i + 6])
+        redis.call('HSET', key, 'status', 'scheduled', 'error', value, 'run_at', retry_at)
+        redis.call('ZADD', KEYS[2], retry_at, id)
+        counts.retried = counts.retried + 1
+      else
+        redis.call('HSET', key, 'status', 'failed', 'error', value, 'finished_at', now)
+        redis.call('EXPIRE', key, retention)
+        redis.call('ZADD', KEYS[3], now, id)
+        counts.failed = counts.failed + 1
+      end
     end
     out[#out + 1] = 1
   end

@@ -1,11 +1,12 @@
 -- Housekeeping: forget consumers that stopped heart-beating once nothing is
--- pending on them (their jobs were reclaimed), and trim the failed index.
+-- pending on them (their jobs were reclaimed), and trim the failed and
+-- succeeded indexes.
 -- The group is scanned too: a consumer it still has but the live set does
 -- not (one that left with jobs pending, or older leftovers) is deleted
 -- once it holds nothing and has been idle for the stale window.
--- KEYS: 1 stream, 2 consumers, 3 failed
+-- KEYS: 1 stream, 2 consumers, 3 failed, 4 succeeded
 -- ARGV: 1 group, 2 stale window ms (silent this long: dead), 3 limit,
---       4 retention ms of the failed index
+--       4 retention ms of the failed and succeeded indexes
 -- Times are the server's: no host clock takes part.
 local group = ARGV[1]
 local limit = tonumber(ARGV[3])
@@ -34,4 +35,5 @@ if ok then
   end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[4]))
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[4]))
 return removed

@@ -252,7 +252,10 @@ impl Attempt {
         if let Some(error_type) = &error_type {
             self.span.record("otel.status_code", "ERROR");
             self.span.record(ERROR_TYPE, error_type.as_ref());
-            // The next attempt, if any, links to this one.
+            // Kept with a failed job, to re-drive failed jobs by type.
+            self.lease.set_error_type(error_type.as_ref());
+            // The next attempt, if any (a retry, or a re-drive once
+            // failed), links to this one.
             if let Some(tp) = settings
                 .propagation
                 .inject_job(&self.span.context())
