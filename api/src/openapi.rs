@@ -263,8 +263,9 @@ pub struct ListQuery {
     /// `scheduled` (soonest first), `queued` or `running` (oldest first),
     /// `succeeded` or `failed` (newest first, within the retention).
     pub status: ListStatus,
-    /// Where to go on from: the `next_cursor` of the page before.
-    #[param(pattern = "^[0-9]{1,20}:[!-~]{1,128}$")]
+    /// Where to go on from: the `next_cursor` of the page before (empty:
+    /// the first page).
+    #[param(pattern = "^([0-9]{1,20}:[!-~]{1,128})?$")]
     pub cursor: Option<String>,
     /// Jobs per page: 1 to 500, 50 by default.
     #[param(minimum = 1, maximum = 500)]
