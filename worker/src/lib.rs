@@ -12,6 +12,7 @@
 //! write (Redis `SET`).
 
 mod cache;
+pub mod schedule;
 mod weather_client;
 
 use std::borrow::Cow;
@@ -31,7 +32,7 @@ use reqwest::Url;
 use telemetry::TelemetryArgs;
 use telemetry::attributes::{JOB_ID, WEATHER_CACHE_HIT};
 use telemetry::http_client::{HttpError, TracedClient};
-use telemetry::messaging::{ConsumerTracing, TraceMode};
+use telemetry::messaging::{ConsumerTracing, TraceMode, TracedProducer};
 use telemetry::metrics::Metrics;
 use telemetry::propagation::Propagation;
 use tokio::net::TcpListener;
@@ -84,6 +85,13 @@ pub struct Config {
     /// their lease. Keep it under the orchestrator's kill timeout.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 25)]
     pub shutdown_grace_secs: u64,
+    /// Periodic refreshes, `;`-separated: `name|cron|city` (cron with 5
+    /// fields, or 6 with seconds first), such as `oslo|*/15 * * * *|Oslo`.
+    #[arg(long, env = "SCHEDULES", default_value = "")]
+    pub schedules: String,
+    /// A file of schedules, one `name|cron|city` per line (`#` comments).
+    #[arg(long, env = "SCHEDULES_FILE")]
+    pub schedules_file: Option<std::path::PathBuf>,
     /// Redis and the weather queue.
     #[command(flatten)]
     pub queue: QueueArgs,
@@ -281,7 +289,27 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let file = match &config.schedules_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("SCHEDULES_FILE {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let schedules = schedule::parse_schedules(&config.schedules, file.as_deref())
+        .map_err(|e| anyhow::anyhow!("SCHEDULES: {e}"))?;
     let backend = queue.backend::<WeatherJob>(config.concurrency as usize);
+    let scheduler = tokio::spawn(
+        schedule::Scheduler::new(
+            schedules,
+            &queue,
+            TracedProducer::new(queue.clone(), deps.propagation.clone())
+                .with_metrics(deps.metrics.clone()),
+            deps.propagation.clone(),
+            backend.consumer().to_owned(),
+        )
+        .run(),
+    );
     tracing::info!(
         addr = %listener.local_addr()?,
         queue = %queue.config().name,
@@ -334,6 +362,7 @@ pub async fn run(
             Ok(())
         }
     };
+    scheduler.abort();
     let _ = stop_http.send(());
     let _ = http.await;
     ran?;
