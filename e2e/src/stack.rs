@@ -22,6 +22,8 @@ pub struct Stack {
     pub worker_urls: Vec<String>,
     /// The weather stub process.
     pub stub: ServiceProcess,
+    /// Base URL of the weather stub (with a trailing `/`).
+    pub stub_url: String,
     /// Base URL of the api.
     pub api_url: String,
     /// A client for the tests' requests.
@@ -186,6 +188,7 @@ impl Stack {
             workers: Vec::new(),
             worker_urls: Vec::new(),
             stub,
+            stub_url: stub_url.clone(),
             api_url,
             http: reqwest::Client::new(),
             console,

@@ -11,7 +11,10 @@
 //! - `GET /healthz`.
 //!
 //! `latency` delays every weather answer and `fail_rate` turns that share
-//! of them into `503`s, so slowness and errors can be seen in traces.
+//! of them into `503`s (or `429`s with `Retry-After`), so slowness and
+//! errors can be seen in traces. `GET`/`PUT /stub/failures` reads and
+//! changes the failures while the stub runs, so a test can make the
+//! service fail and then recover.
 //! Requests are SERVER spans continuing the caller's trace.
 
 mod open_meteo;
@@ -27,7 +30,7 @@ use telemetry::TelemetryArgs;
 use telemetry::propagation::Propagation;
 use tokio::net::TcpListener;
 
-use open_meteo::{Behaviour, error};
+use open_meteo::{Behaviour, Failures, error};
 
 /// The stub's settings.
 #[derive(Debug, Clone, clap::Parser)]
@@ -43,12 +46,26 @@ pub struct Config {
     /// Delay added to every weather answer, in milliseconds.
     #[arg(long, env = "STUB_LATENCY_MS", default_value_t = 0)]
     pub latency_ms: u64,
-    /// Share of weather answers turned into 503 errors, from 0 to 1.
+    /// Share of weather answers turned into errors, from 0 to 1
+    /// (changeable while running: `PUT /stub/failures`).
     #[arg(long, env = "STUB_FAIL_RATE", default_value_t = 0.0, value_parser = parse_rate)]
     pub fail_rate: f64,
+    /// The status of those errors: 503, or 429 (rate limited).
+    #[arg(long, env = "STUB_FAIL_STATUS", default_value_t = 503, value_parser = parse_fail_status)]
+    pub fail_status: u16,
+    /// The `Retry-After` seconds the errors carry (0: none).
+    #[arg(long, env = "STUB_RETRY_AFTER_SECS", default_value_t = 0)]
+    pub retry_after_secs: u64,
     /// Tracing and logging.
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+}
+
+fn parse_fail_status(s: &str) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(status) if status == 429 || (500..=599).contains(&status) => Ok(status),
+        _ => Err(format!("{s:?} is not 429 or a 5xx status")),
+    }
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -64,7 +81,11 @@ fn parse_rate(s: &str) -> Result<f64, String> {
 pub fn app(config: &Config, propagation: Propagation) -> Router {
     let behaviour = Behaviour {
         latency: Duration::from_millis(config.latency_ms),
-        fail_rate: config.fail_rate,
+        failures: std::sync::Arc::new(std::sync::RwLock::new(Failures {
+            fail_rate: config.fail_rate,
+            status: config.fail_status,
+            retry_after_secs: config.retry_after_secs,
+        })),
     };
     open_meteo::routes(behaviour)
         .route("/healthz", get(telemetry::http_server::healthz))
@@ -218,6 +239,46 @@ mod tests {
         }
         let (status, _) = get(&app, "/v2/nothing").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn failures_change_while_the_stub_runs() {
+        let app = app(&config(0, 0.0), Propagation::default());
+        let put = |body: &str| {
+            Request::put("/stub/failures")
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_owned()))
+                .expect("request")
+        };
+        let res = app
+            .clone()
+            .oneshot(put(
+                r#"{"fail_rate": 1, "status": 429, "retry_after_secs": 7}"#,
+            ))
+            .await
+            .expect("answer");
+        assert_eq!(res.status(), StatusCode::OK);
+        let res = app
+            .clone()
+            .oneshot(
+                Request::get("/v1/search?name=Oslo")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("answer");
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(res.headers()["retry-after"], "7");
+        let (_, now) = get(&app, "/stub/failures").await;
+        assert_eq!(now["status"], 429);
+        let bad = app
+            .clone()
+            .oneshot(put(
+                r#"{"fail_rate": 2, "status": 200, "retry_after_secs": 0}"#,
+            ))
+            .await
+            .expect("answer");
+        assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
     }
 
     #[tokio::test]

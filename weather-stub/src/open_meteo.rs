@@ -2,30 +2,45 @@
 //! from a stable hash of the question, plus the injected slowness and
 //! failures.
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-/// `GET /v1/search` and `GET /v1/forecast`, misbehaving as `behaviour` says.
+/// `GET /v1/search` and `GET /v1/forecast`, misbehaving as `behaviour`
+/// says, and `GET`/`PUT /stub/failures` to read and change how.
 pub(crate) fn routes(behaviour: Behaviour) -> Router {
     Router::new()
         .route("/v1/search", get(search))
         .route("/v1/forecast", get(forecast))
+        .route("/stub/failures", get(get_failures).put(put_failures))
         .with_state(behaviour)
 }
 
-/// How the stub misbehaves on purpose.
+/// How the stub misbehaves on purpose; the failure settings can change
+/// while it runs (`PUT /stub/failures`), shared by every clone.
 #[derive(Debug, Clone)]
 pub(crate) struct Behaviour {
     pub(crate) latency: Duration,
+    pub(crate) failures: Arc<RwLock<Failures>>,
+}
+
+/// Which answers fail, and how.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Failures {
+    /// Share of weather answers that fail, from 0 to 1.
     pub(crate) fail_rate: f64,
+    /// Their status: 503, or 429 for rate limiting.
+    pub(crate) status: u16,
+    /// The `Retry-After` seconds a failure carries (0: none).
+    pub(crate) retry_after_secs: u64,
 }
 
 /// Open-Meteo's error shape.
@@ -37,18 +52,72 @@ pub(crate) fn error(status: StatusCode, reason: impl Into<String>) -> Response {
         .into_response()
 }
 
-/// Applies the configured latency and failure rate.
+/// Applies the configured latency and failures.
 async fn misbehave(b: &Behaviour) -> Option<Response> {
     if !b.latency.is_zero() {
         tokio::time::sleep(b.latency).await;
     }
-    (b.fail_rate > 0.0 && fastrand::f64() < b.fail_rate).then(|| {
-        tracing::warn!(fail_rate = b.fail_rate, "injecting a failure");
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("injected failure (STUB_FAIL_RATE={})", b.fail_rate),
-        )
+    let f = b.failures.read().map(|f| *f).ok()?;
+    (f.fail_rate > 0.0 && fastrand::f64() < f.fail_rate).then(|| {
+        tracing::warn!(
+            fail_rate = f.fail_rate,
+            status = f.status,
+            "injecting a failure"
+        );
+        let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        let mut res = error(
+            status,
+            format!("injected failure (STUB_FAIL_RATE={})", f.fail_rate),
+        );
+        if f.retry_after_secs > 0
+            && let Ok(v) = HeaderValue::from_str(&f.retry_after_secs.to_string())
+        {
+            res.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        res
     })
+}
+
+/// `GET /stub/failures`: the failure settings.
+pub(crate) async fn get_failures(State(b): State<Behaviour>) -> Response {
+    match b.failures.read() {
+        Ok(f) => Json(*f).into_response(),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "settings unreadable"),
+    }
+}
+
+/// `PUT /stub/failures`: changes them while the stub runs, so tests can
+/// make the weather service fail and recover.
+pub(crate) async fn put_failures(
+    State(b): State<Behaviour>,
+    body: Result<Json<Failures>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Ok(Json(new)) = body else {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "send {\"fail_rate\": 0..1, \"status\": 429 or 5xx, \"retry_after_secs\": n}",
+        );
+    };
+    if !(0.0..=1.0).contains(&new.fail_rate)
+        || !(new.status == 429 || (500..=599).contains(&new.status))
+    {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "fail_rate must be 0 to 1, status 429 or 5xx",
+        );
+    }
+    match b.failures.write() {
+        Ok(mut f) => {
+            *f = new;
+            tracing::info!(
+                fail_rate = new.fail_rate,
+                status = new.status,
+                "failures changed"
+            );
+            Json(new).into_response()
+        }
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "settings unwritable"),
+    }
 }
 
 /// FNV-1a: a stable hash, so answers do not change between runs.

@@ -13,6 +13,7 @@
 
 mod cache;
 pub mod schedule;
+pub mod upstream;
 mod weather_client;
 
 use std::borrow::Cow;
@@ -22,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use apalis::layers::WorkerBuilderExt;
-use apalis_core::error::{AbortError, BoxDynError};
+use apalis_core::error::{AbortError, BoxDynError, RetryAfterError};
 use apalis_core::task::data::Data;
 use apalis_core::worker::builder::WorkerBuilder;
 use prometheus_client::metrics::counter::Counter;
@@ -85,6 +86,21 @@ pub struct Config {
     /// their lease. Keep it under the orchestrator's kill timeout.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 25)]
     pub shutdown_grace_secs: u64,
+    /// Most weather-service calls per second, all workers together (0: no
+    /// limit).
+    #[arg(long, env = "WEATHER_RATE_LIMIT", default_value_t = 0)]
+    pub weather_rate_limit: u32,
+    /// Failed weather-service calls within the window that open the
+    /// circuit breaker.
+    #[arg(long, env = "WEATHER_BREAKER_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub breaker_failures: u32,
+    /// The breaker's window for counting failures, in seconds.
+    #[arg(long, env = "WEATHER_BREAKER_WINDOW_SECS", default_value_t = 30)]
+    pub breaker_window_secs: u64,
+    /// How long an open breaker fails calls fast before it lets a probe
+    /// through, in seconds.
+    #[arg(long, env = "WEATHER_BREAKER_COOLDOWN_SECS", default_value_t = 10)]
+    pub breaker_cooldown_secs: u64,
     /// Periodic refreshes, `;`-separated: `name|cron|city` (cron with 5
     /// fields, or 6 with seconds first), such as `oslo|*/15 * * * *|Oslo`.
     #[arg(long, env = "SCHEDULES", default_value = "")]
@@ -120,6 +136,9 @@ pub struct Deps {
     pub metrics: Arc<Metrics>,
     /// `weather_cache_requests_total`, in [`Self::metrics`].
     pub cache_requests: Family<CacheLabels, Counter>,
+    /// Rate limit, circuit breaker and single flight for the weather
+    /// service.
+    pub upstream: upstream::Upstream,
 }
 
 impl Deps {
@@ -130,11 +149,36 @@ impl Deps {
         propagation: Propagation,
     ) -> anyhow::Result<Self> {
         let cache_requests = Family::<CacheLabels, Counter>::default();
+        let upstream = upstream::Upstream::new(
+            queue.connection(),
+            format!("{}:weather", config.queue.queue_key_prefix),
+            config.weather_rate_limit,
+            upstream::Breaker::new(
+                config.breaker_failures as usize,
+                Duration::from_secs(config.breaker_window_secs),
+                Duration::from_secs(config.breaker_cooldown_secs),
+            ),
+        );
         let metrics = Arc::new(Metrics::with(|registry| {
             registry.register(
                 "weather_cache_requests",
                 "Weather cache lookups, by hit or miss",
                 cache_requests.clone(),
+            );
+            registry.register(
+                "weather_circuit_state",
+                "The weather-service circuit breaker: 0 closed, 1 open, 2 half-open",
+                upstream.circuit_state.clone(),
+            );
+            registry.register(
+                "weather_rate_limited",
+                "Weather-service calls that waited for the shared rate limit",
+                upstream.rate_limited.clone(),
+            );
+            registry.register(
+                "weather_single_flight_waits",
+                "Jobs that waited for another job's fetch of the same place",
+                upstream.single_flight_waits.clone(),
             );
         }));
         let http = TracedClient::new(
@@ -157,6 +201,7 @@ impl Deps {
             weather,
             metrics,
             cache_requests,
+            upstream,
         })
     }
 
@@ -179,6 +224,9 @@ enum JobError {
     /// The weather service failed.
     #[error(transparent)]
     Upstream(#[from] HttpError),
+    /// The circuit breaker is open: the weather service was not called.
+    #[error("the weather service keeps failing: circuit open, retry in {0:?}")]
+    CircuitOpen(Duration),
 }
 
 impl JobError {
@@ -186,6 +234,7 @@ impl JobError {
         match self {
             Self::UnknownPlace(_) => "unknown_place".into(),
             Self::Upstream(e) => e.error_type(),
+            Self::CircuitOpen(_) => "circuit_open".into(),
         }
     }
 
@@ -198,7 +247,15 @@ impl JobError {
     /// apalis error: abort (no retry) or plain (retried with backoff).
     fn into_apalis(self) -> BoxDynError {
         match &self {
-            Self::Upstream(e) if e.is_retryable() => Box::new(self),
+            // The service said when to come back (a 429's Retry-After).
+            Self::Upstream(e) if e.is_retryable() => match e.retry_after() {
+                Some(wait) => Box::new(RetryAfterError::new(self, wait)),
+                None => Box::new(self),
+            },
+            Self::CircuitOpen(wait) => {
+                let wait = *wait;
+                Box::new(RetryAfterError::new(self, wait))
+            }
             _ => Box::new(AbortError::new(self)),
         }
     }
@@ -240,11 +297,51 @@ async fn fetch(job: &WeatherJob, deps: &Deps) -> Result<WeatherResult, JobError>
         // The cache is an optimisation: without it, ask upstream.
         Err(e) => tracing::warn!(error = %e, "cache lookup failed"),
     }
+    // One fetch per place at a time, across workers; the others read its
+    // result from the cache.
+    let cached = || async { matches!(deps.cache.get(&key).await, Ok(Some(_))) };
+    let token = match deps.upstream.fly(&key, cached).await {
+        upstream::Flight::Leader(token) => token,
+        upstream::Flight::Waited => {
+            if let Ok(Some(mut cached)) = deps.cache.get(&key).await {
+                deps.count_cache("hit");
+                cached.source = Source::Cache;
+                return Ok(cached);
+            }
+            String::new()
+        }
+    };
+    let fetched = fetch_upstream(job, deps, &key).await;
+    if !token.is_empty() {
+        deps.upstream.land(&token).await;
+    }
+    fetched
+}
+
+/// Calls the weather service through the breaker and the rate limit.
+async fn guarded<T>(
+    deps: &Deps,
+    call: impl Future<Output = Result<T, HttpError>>,
+) -> Result<T, JobError> {
+    if let upstream::Permit::Open(wait) = deps.upstream.permit() {
+        return Err(JobError::CircuitOpen(wait));
+    }
+    deps.upstream.take_slot().await;
+    let result = call.await;
+    deps.upstream
+        .record(!matches!(&result, Err(e) if e.is_retryable()));
+    Ok(result?)
+}
+
+/// Geocodes (for a city) and reads the current weather, then caches it.
+async fn fetch_upstream(
+    job: &WeatherJob,
+    deps: &Deps,
+    key: &str,
+) -> Result<WeatherResult, JobError> {
     let (place, country, latitude, longitude) = match &job.place {
         Place::City { city } => {
-            let found = deps
-                .weather
-                .geocode(city)
+            let found = guarded(deps, deps.weather.geocode(city))
                 .await?
                 .ok_or_else(|| JobError::UnknownPlace(city.clone()))?;
             (
@@ -259,7 +356,7 @@ async fn fetch(job: &WeatherJob, deps: &Deps) -> Result<WeatherResult, JobError>
             longitude,
         } => (None, None, *latitude, *longitude),
     };
-    let conditions = deps.weather.current(latitude, longitude, job.units).await?;
+    let conditions = guarded(deps, deps.weather.current(latitude, longitude, job.units)).await?;
     let result = WeatherResult {
         place,
         country,
@@ -274,7 +371,7 @@ async fn fetch(job: &WeatherJob, deps: &Deps) -> Result<WeatherResult, JobError>
         source: Source::Upstream,
         fetched_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
     };
-    if let Err(e) = deps.cache.set(&key, &result).await {
+    if let Err(e) = deps.cache.set(key, &result).await {
         tracing::warn!(error = %e, "cache write failed");
     }
     Ok(result)

@@ -30,6 +30,8 @@ pub enum HttpError {
         status: reqwest::StatusCode,
         /// The reason the server gave, if any.
         reason: String,
+        /// How long the server asked to wait (`Retry-After` in seconds).
+        retry_after: Option<Duration>,
     },
     /// No answer: connection refused, reset, or timed out.
     #[error("{peer} could not be reached: {source}")]
@@ -59,6 +61,14 @@ impl HttpError {
             }
             Self::Transport { .. } => true,
             Self::Decode { .. } => false,
+        }
+    }
+
+    /// How long the server asked to wait before trying again, if it said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Status { retry_after, .. } => *retry_after,
+            _ => None,
         }
     }
 
@@ -157,6 +167,13 @@ impl TracedClient {
             .map_err(transport)?;
         let status = response.status();
         tracing::Span::current().record(HTTP_RESPONSE_STATUS_CODE, status.as_u16());
+        // Delta-seconds only; an HTTP date is rare and left to the backoff.
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let body = response.bytes().await.map_err(transport)?;
         if !status.is_success() {
             // Open-Meteo explains its errors as {"error": true, "reason": "..."}.
@@ -168,6 +185,7 @@ impl TracedClient {
                 peer: peer.to_owned(),
                 status,
                 reason,
+                retry_after,
             });
         }
         serde_json::from_slice(&body).map_err(|e| HttpError::Decode {

@@ -1,0 +1,221 @@
+//! Protecting the weather service: the circuit breaker, single flight,
+//! the shared rate limit, and a 429's Retry-After.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use e2e::{Options, Stack, WAIT, sum};
+use serde_json::{Value, json};
+
+/// Calls the workers made to the weather service, all together.
+async fn upstream_calls(stack: &Stack) -> anyhow::Result<f64> {
+    let mut total = 0.0;
+    for url in &stack.worker_urls {
+        let page = stack.scrape(url).await?;
+        total += sum(&page, "http_client_request_duration_seconds_count", &[]);
+    }
+    Ok(total)
+}
+
+/// `metric` on every worker's page.
+async fn per_worker(stack: &Stack, metric: &str) -> anyhow::Result<Vec<f64>> {
+    let mut values = Vec::new();
+    for url in &stack.worker_urls {
+        values.push(sum(&stack.scrape(url).await?, metric, &[]));
+    }
+    Ok(values)
+}
+
+async fn set_failures(stack: &Stack, failures: Value) -> anyhow::Result<()> {
+    let stub = stack.stub_url.clone();
+    let res = stack
+        .http
+        .put(format!("{stub}stub/failures"))
+        .json(&failures)
+        .send()
+        .await?;
+    anyhow::ensure!(res.status() == 200, "the stub answered {}", res.status());
+    Ok(())
+}
+
+fn has_annotation(spans: &[Value], text: &str) -> bool {
+    spans.iter().any(|s| {
+        s["annotations"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|x| x["value"].as_str().unwrap_or_default().contains(text))
+        })
+    })
+}
+
+#[tokio::test]
+async fn the_breaker_opens_stops_calls_and_closes_once_the_service_recovers() -> anyhow::Result<()>
+{
+    let stack = Stack::launch(Options {
+        stub_env: &[("STUB_FAIL_RATE", "1")],
+        api_env: &[("JOB_MAX_ATTEMPTS", "100")],
+        worker_env: &[
+            ("WEATHER_BREAKER_FAILURES", "3"),
+            ("WEATHER_BREAKER_COOLDOWN_SECS", "3"),
+        ],
+        ..Options::default()
+    })
+    .await?;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(
+            stack
+                .enqueue(&format!(r#"{{"city": "Breaker {i}"}}"#), &[])
+                .await?
+                .0,
+        );
+    }
+    let deadline = Instant::now() + WAIT;
+    while per_worker(&stack, "weather_circuit_state").await? != [1.0, 1.0] {
+        if Instant::now() > deadline {
+            bail!("the breakers never both opened");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Open: no call reaches the service during the cool-down.
+    let before = upstream_calls(&stack).await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        upstream_calls(&stack).await?,
+        before,
+        "calls went out while open"
+    );
+
+    set_failures(
+        &stack,
+        json!({ "fail_rate": 0.0, "status": 503, "retry_after_secs": 0 }),
+    )
+    .await?;
+    for id in &ids {
+        assert_eq!(stack.wait_done(id).await?["status"], "succeeded");
+    }
+    let deadline = Instant::now() + WAIT;
+    while per_worker(&stack, "weather_circuit_state").await? != [0.0, 0.0] {
+        if Instant::now() > deadline {
+            bail!("the breakers never closed");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let zipkin = stack.flush().await?;
+    let spans = zipkin.spans();
+    assert!(
+        spans
+            .iter()
+            .any(|s| s["kind"] == "CONSUMER" && s["tags"]["error.type"] == "circuit_open"),
+        "an attempt failed fast with error.type=circuit_open"
+    );
+    assert!(has_annotation(&spans, "circuit opened"));
+    assert!(has_annotation(&spans, "circuit closed"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn concurrent_jobs_for_one_place_make_one_upstream_fetch() -> anyhow::Result<()> {
+    let stack = Stack::start_with(&[("STUB_LATENCY_MS", "400")], &[]).await?;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(stack.enqueue(r#"{"city": "Samecity"}"#, &[]).await?.0);
+    }
+    for id in &ids {
+        assert_eq!(stack.wait_done(id).await?["status"], "succeeded");
+    }
+    assert_eq!(
+        upstream_calls(&stack).await?,
+        2.0,
+        "one geocode, one forecast"
+    );
+    let waits: f64 = per_worker(&stack, "weather_single_flight_waits_total")
+        .await?
+        .iter()
+        .sum();
+    assert!(waits >= 1.0, "jobs waited for the one fetch: {waits}");
+    let zipkin = stack.flush().await?;
+    assert!(has_annotation(
+        &zipkin.spans(),
+        "waited for a concurrent fetch"
+    ));
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_shared_rate_limit_spaces_the_calls_of_every_worker() -> anyhow::Result<()> {
+    let stack = Stack::start_with(&[], &[("WEATHER_RATE_LIMIT", "2")]).await?;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            stack
+                .enqueue(&format!(r#"{{"city": "Limit {i}"}}"#), &[])
+                .await?
+                .0,
+        );
+    }
+    for id in &ids {
+        assert_eq!(stack.wait_done(id).await?["status"], "succeeded");
+    }
+    let limited: f64 = per_worker(&stack, "weather_rate_limited_total")
+        .await?
+        .iter()
+        .sum();
+    assert!(limited >= 1.0, "calls waited: {limited}");
+    let zipkin = stack.flush().await?;
+    let spans = zipkin.spans();
+    let mut starts: Vec<u64> = spans
+        .iter()
+        .filter(|s| s["kind"] == "CLIENT" && s["tags"]["peer.service"] == "weather-service")
+        .filter_map(|s| s["timestamp"].as_u64())
+        .collect();
+    starts.sort_unstable();
+    assert_eq!(starts.len(), 10, "two calls per job");
+    // Ten calls at two a second fill five one-second windows: more than
+    // three seconds from the first to the last (the first window may be
+    // nearly over). Unlimited, they take milliseconds.
+    let spread = starts[9] - starts[0];
+    assert!(spread >= 3_000_000, "ten calls within {spread} µs");
+    assert!(has_annotation(&spans, "rate limited"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_429s_retry_after_sets_when_the_job_runs_again() -> anyhow::Result<()> {
+    let stack = Stack::start_with(
+        &[
+            ("STUB_FAIL_RATE", "1"),
+            ("STUB_FAIL_STATUS", "429"),
+            ("STUB_RETRY_AFTER_SECS", "2"),
+        ],
+        &[],
+    )
+    .await?;
+    let (id, _) = stack.enqueue(r#"{"city": "Patient"}"#, &[]).await?;
+    let deadline = Instant::now() + WAIT;
+    let doc = loop {
+        let doc = stack.job(&id).await?;
+        if doc["status"] == "scheduled" && doc["attempts"] == 1 {
+            break doc;
+        }
+        if Instant::now() > deadline {
+            bail!("the job was never scheduled for a retry: {doc}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let ms = |f: &str| -> anyhow::Result<u128> {
+        let t = humantime::parse_rfc3339(doc[f].as_str().context("time")?)?;
+        Ok(t.duration_since(std::time::UNIX_EPOCH)?.as_millis())
+    };
+    let wait = ms("run_at")? - ms("started_at")?;
+    assert!(
+        wait >= 1_900,
+        "retried after {wait} ms, not the 2 s asked: {doc}"
+    );
+    set_failures(
+        &stack,
+        json!({ "fail_rate": 0.0, "status": 503, "retry_after_secs": 0 }),
+    )
+    .await?;
+    assert_eq!(stack.wait_done(&id).await?["status"], "succeeded");
+    Ok(())
+}

@@ -1,0 +1,386 @@
+//! Protecting the weather service: a rate limit shared by every worker,
+//! a circuit breaker, and single-flight fetches. Each shows in the trace
+//! (span events on the job's CONSUMER span) and in metrics.
+//!
+//! - **Rate limit** (`WEATHER_RATE_LIMIT` calls per second, all workers
+//!   together): a counter per second in Redis, on Redis's clock. A call
+//!   past the limit waits for the next second (event `rate limited`).
+//! - **Circuit breaker** (per worker): after `WEATHER_BREAKER_FAILURES`
+//!   failed calls (5xx, 429, no answer) within `WEATHER_BREAKER_WINDOW_SECS`
+//!   it opens: calls fail at once with `error.type=circuit_open` and the job
+//!   is retried once the cool-down (`WEATHER_BREAKER_COOLDOWN_SECS`) is
+//!   over. Then one call goes through as a probe (half-open): success
+//!   closes the breaker, failure opens it again.
+//! - **Single flight**: jobs for the same place and units, on any worker,
+//!   make one upstream fetch: the first takes a short lease in Redis, the
+//!   others wait for its result in the cache (event `waited for a
+//!   concurrent fetch`).
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use redis::aio::ConnectionManager;
+
+/// What the breaker says about a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permit {
+    /// Go ahead.
+    Call,
+    /// Go ahead: the one probe of a half-open breaker.
+    Probe,
+    /// Fail fast; the breaker may let a probe through after this long.
+    Open(Duration),
+}
+
+/// Breaker states, as the `weather_circuit_state` gauge shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Calls go through (gauge 0).
+    Closed,
+    /// Calls fail fast (gauge 1).
+    Open,
+    /// One probe is out (gauge 2).
+    HalfOpen,
+}
+
+/// A circuit breaker's state machine, on a clock the caller passes in.
+#[derive(Debug)]
+pub struct Breaker {
+    threshold: usize,
+    window: Duration,
+    cooldown: Duration,
+    failures: VecDeque<Instant>,
+    state: State,
+    opened_at: Option<Instant>,
+}
+
+impl Breaker {
+    /// Opens after `threshold` failures within `window`; probes after
+    /// `cooldown`.
+    pub fn new(threshold: usize, window: Duration, cooldown: Duration) -> Self {
+        Self {
+            threshold: threshold.max(1),
+            window,
+            cooldown,
+            failures: VecDeque::new(),
+            state: State::Closed,
+            opened_at: None,
+        }
+    }
+
+    /// The state now.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// May a call go out at `now`?
+    pub fn permit(&mut self, now: Instant) -> Permit {
+        match self.state {
+            State::Closed => Permit::Call,
+            State::HalfOpen => Permit::Open(self.cooldown),
+            State::Open => {
+                let since = self
+                    .opened_at
+                    .map_or(self.cooldown, |t| now.saturating_duration_since(t));
+                if since >= self.cooldown {
+                    self.state = State::HalfOpen;
+                    Permit::Probe
+                } else {
+                    Permit::Open(self.cooldown - since)
+                }
+            }
+        }
+    }
+
+    /// Records a call's outcome; answers the new state if it changed.
+    pub fn record(&mut self, now: Instant, ok: bool) -> Option<State> {
+        let before = self.state;
+        if ok {
+            if self.state == State::HalfOpen {
+                self.state = State::Closed;
+                self.failures.clear();
+            }
+        } else {
+            match self.state {
+                State::HalfOpen => self.open(now),
+                State::Closed => {
+                    self.failures.push_back(now);
+                    while self
+                        .failures
+                        .front()
+                        .is_some_and(|t| now.saturating_duration_since(*t) > self.window)
+                    {
+                        self.failures.pop_front();
+                    }
+                    if self.failures.len() >= self.threshold {
+                        self.open(now);
+                    }
+                }
+                State::Open => {}
+            }
+        }
+        (self.state != before).then_some(self.state)
+    }
+
+    fn open(&mut self, now: Instant) {
+        self.state = State::Open;
+        self.opened_at = Some(now);
+        self.failures.clear();
+    }
+}
+
+/// The protections of one worker process.
+#[derive(Debug)]
+pub struct Upstream {
+    breaker: Mutex<Breaker>,
+    rate_limit: u32,
+    conn: ConnectionManager,
+    key_prefix: String,
+    /// `weather_circuit_state`.
+    pub circuit_state: Gauge,
+    /// `weather_rate_limited_total`.
+    pub rate_limited: Counter,
+    /// `weather_single_flight_waits_total`.
+    pub single_flight_waits: Counter,
+}
+
+/// What a single-flight attempt found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flight {
+    /// This job fetches: it holds the lease (release it with
+    /// [`Upstream::land`]).
+    Leader(String),
+    /// Another job fetched meanwhile: read the cache.
+    Waited,
+}
+
+/// How long a fetch may hold the single-flight lease.
+const FLIGHT_LEASE: Duration = Duration::from_secs(10);
+
+impl Upstream {
+    /// Protections with `rate_limit` calls per second across workers (0:
+    /// none) and the breaker's settings, keeping their state under
+    /// `key_prefix` in Redis.
+    pub fn new(
+        conn: ConnectionManager,
+        key_prefix: String,
+        rate_limit: u32,
+        breaker: Breaker,
+    ) -> Self {
+        Self {
+            breaker: Mutex::new(breaker),
+            rate_limit,
+            conn,
+            key_prefix,
+            circuit_state: Gauge::default(),
+            rate_limited: Counter::default(),
+            single_flight_waits: Counter::default(),
+        }
+    }
+
+    /// Asks the breaker; a refusal is an event on the current span.
+    pub fn permit(&self) -> Permit {
+        let permit = self
+            .breaker
+            .lock()
+            .map_or(Permit::Call, |mut b| b.permit(Instant::now()));
+        match permit {
+            Permit::Probe => {
+                self.circuit_state.set(2);
+                tracing::info!("circuit half-open: this call is the probe");
+            }
+            Permit::Open(wait) => {
+                tracing::info!(
+                    retry_in_ms = wait.as_millis() as u64,
+                    "circuit open: failing fast"
+                );
+            }
+            Permit::Call => {}
+        }
+        permit
+    }
+
+    /// Records a call's outcome with the breaker.
+    pub fn record(&self, ok: bool) {
+        let changed = self
+            .breaker
+            .lock()
+            .ok()
+            .and_then(|mut b| b.record(Instant::now(), ok));
+        match changed {
+            Some(State::Open) => {
+                self.circuit_state.set(1);
+                tracing::warn!("circuit opened: the weather service keeps failing");
+            }
+            Some(State::Closed) => {
+                self.circuit_state.set(0);
+                tracing::info!("circuit closed: the weather service answers again");
+            }
+            _ => {}
+        }
+    }
+
+    /// Waits for a slot of the shared rate limit.
+    pub async fn take_slot(&self) {
+        if self.rate_limit == 0 {
+            return;
+        }
+        let key = format!("{}:ratelimit", self.key_prefix);
+        let mut waited = false;
+        loop {
+            let mut conn = self.conn.clone();
+            let wait_ms: redis::RedisResult<u64> = RATE
+                .key(&key)
+                .arg(self.rate_limit)
+                .invoke_async(&mut conn)
+                .await;
+            match wait_ms {
+                Ok(0) => return,
+                Ok(ms) => {
+                    if !waited {
+                        waited = true;
+                        self.rate_limited.inc();
+                        tracing::info!(
+                            limit_per_sec = self.rate_limit,
+                            wait_ms = ms,
+                            "rate limited: waiting for the next second"
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                // Without Redis the limit cannot be shared; the breaker
+                // still protects the service.
+                Err(e) => {
+                    tracing::warn!(error = %e, "rate limit unavailable; calling anyway");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Becomes the one fetcher of `key`, or waits (at most the lease) for
+    /// the one that is, polling `cached` until it sees the result.
+    pub async fn fly<F, Fut>(&self, key: &str, mut cached: F) -> Flight
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let lease = format!("{}:flight:{key}", self.key_prefix);
+        let me = uuid_like();
+        let deadline = Instant::now() + FLIGHT_LEASE;
+        let mut counted = false;
+        loop {
+            let mut conn = self.conn.clone();
+            let took: redis::RedisResult<Option<String>> = redis::cmd("SET")
+                .arg(&lease)
+                .arg(&me)
+                .arg("NX")
+                .arg("PX")
+                .arg(FLIGHT_LEASE.as_millis() as u64)
+                .query_async(&mut conn)
+                .await;
+            match took {
+                Ok(Some(_)) | Err(_) => return Flight::Leader(lease_token(&lease, &me)),
+                Ok(None) => {}
+            }
+            if !counted {
+                counted = true;
+                self.single_flight_waits.inc();
+                tracing::info!("waited for a concurrent fetch of the same place");
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            if cached().await {
+                return Flight::Waited;
+            }
+            if Instant::now() > deadline {
+                return Flight::Leader(lease_token(&lease, &me));
+            }
+        }
+    }
+
+    /// Releases a single-flight lease taken by [`Self::fly`].
+    pub async fn land(&self, token: &str) {
+        let Some((lease, me)) = token.split_once('\u{0}') else {
+            return;
+        };
+        let mut conn = self.conn.clone();
+        let _: redis::RedisResult<i64> = redis::Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+        )
+        .key(lease)
+        .arg(me)
+        .invoke_async(&mut conn)
+        .await;
+    }
+}
+
+fn lease_token(lease: &str, me: &str) -> String {
+    format!("{lease}\u{0}{me}")
+}
+
+/// A token unique enough to tell lease holders apart.
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    )
+}
+
+/// One slot of the current second, on Redis's clock: answers 0 when
+/// taken, else the ms until the next second.
+static RATE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local t = redis.call('TIME')
+local second = t[1]
+local key = KEYS[1] .. ':' .. second
+local n = redis.call('INCR', key)
+if n == 1 then redis.call('EXPIRE', key, 2) end
+if n <= tonumber(ARGV[1]) then return 0 end
+return 1000 - math.floor(tonumber(t[2]) / 1000)",
+    )
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_breaker_opens_probes_after_the_cooldown_and_closes_on_success() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut b = Breaker::new(3, s(10), s(5));
+        assert_eq!(b.permit(t0), Permit::Call);
+        assert_eq!(b.record(t0, false), None);
+        assert_eq!(b.record(t0 + s(1), false), None);
+        // Failures outside the window do not count.
+        assert_eq!(b.record(t0 + s(20), false), None, "the first two aged out");
+        assert_eq!(b.record(t0 + s(21), false), None);
+        assert_eq!(b.record(t0 + s(22), false), Some(State::Open));
+        assert_eq!(b.permit(t0 + s(23)), Permit::Open(s(4)));
+        assert_eq!(b.permit(t0 + s(27)), Permit::Probe, "after the cool-down");
+        assert_eq!(
+            b.permit(t0 + s(27)),
+            Permit::Open(s(5)),
+            "one probe at a time"
+        );
+        assert_eq!(
+            b.record(t0 + s(28), false),
+            Some(State::Open),
+            "a failed probe"
+        );
+        assert_eq!(b.permit(t0 + s(33)), Permit::Probe);
+        assert_eq!(b.record(t0 + s(33), true), Some(State::Closed));
+        assert_eq!(b.permit(t0 + s(33)), Permit::Call);
+        assert_eq!(b.record(t0 + s(34), true), None);
+    }
+}
