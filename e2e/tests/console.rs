@@ -104,3 +104,86 @@ async fn a_jobs_trace_and_the_service_map_come_back_from_the_console() -> anyhow
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn the_console_cancels_and_retries_jobs_and_shows_what_waits_and_the_schedules()
+-> anyhow::Result<()> {
+    let stack = e2e::Stack::launch(e2e::Options {
+        console: true,
+        worker_env: &[("SCHEDULES", "nightly|0 3 * * *|Reykjavik")],
+        ..e2e::Options::default()
+    })
+    .await?;
+    let console = stack
+        .console
+        .as_ref()
+        .context("a console")?
+        .url()
+        .to_owned();
+    // The console's buttons are form posts answered with a redirect.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let page = |path: &str| {
+        let (http, url) = (http.clone(), format!("{console}{path}"));
+        async move { Ok::<String, anyhow::Error>(http.get(url).send().await?.text().await?) }
+    };
+
+    let (_, delayed) = stack
+        .post(r#"{"city": "Lisbon", "delay_secs": 600}"#, &[])
+        .await?;
+    let delayed = delayed["id"].as_str().context("id")?.to_owned();
+    let (failed, _) = stack.enqueue(r#"{"city": "Nowhere Console"}"#, &[]).await?;
+    assert_eq!(stack.wait_done(&failed).await?["status"], "failed");
+
+    // What waits: the delayed job with its run time, and the schedule
+    // (once the scheduler has seen it) with its next run.
+    let deadline = std::time::Instant::now() + WAIT;
+    let scheduled = loop {
+        let html = page("/scheduled").await?;
+        if html.contains("nightly") {
+            break html;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no schedule shown: {html}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(scheduled.contains(&delayed), "{scheduled}");
+    assert!(scheduled.contains("0 3 * * *") && scheduled.contains("Reykjavik"));
+    assert!(scheduled.contains(&format!("/ui/jobs/{delayed}/cancel")));
+
+    let res = http
+        .post(format!("{console}/ui/jobs/{delayed}/cancel"))
+        .send()
+        .await?;
+    assert_eq!(res.status(), 303);
+    assert_eq!(
+        res.headers()["location"],
+        format!("/jobs/{delayed}").as_str()
+    );
+    assert_eq!(stack.job(&delayed).await?["status"], "cancelled");
+    let again = http
+        .post(format!("{console}/ui/jobs/{delayed}/cancel"))
+        .send()
+        .await?;
+    assert_eq!(again.status(), 409, "the api's refusal is shown");
+
+    let failed_page = page("/failed").await?;
+    assert!(failed_page.contains("unknown_place"), "{failed_page}");
+    assert!(failed_page.contains(&format!("/ui/jobs/{failed}/retry")));
+    let res = http
+        .post(format!("{console}/ui/retry"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("error_type=unknown_place")
+        .send()
+        .await?;
+    assert_eq!(res.status(), 303);
+    let deadline = std::time::Instant::now() + WAIT;
+    while stack.job(&failed).await?["attempts"] != 2 {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "not re-driven");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Ok(())
+}

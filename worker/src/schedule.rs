@@ -236,13 +236,22 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Keeps the last run, and what the console shows of the schedule:
+    /// its cron, place and next run.
     async fn set_last(&mut self, schedule: &Schedule, ms: u64) -> Result<(), QueueError> {
-        let _: () = redis::cmd("HSET")
-            .arg(&self.state_key)
-            .arg(format!("{}:last", schedule.name))
+        let name = &schedule.name;
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(&self.state_key)
+            .arg(format!("{name}:last"))
             .arg(ms)
-            .query_async(&mut self.conn)
-            .await?;
+            .arg(format!("{name}:cron"))
+            .arg(&schedule.expression)
+            .arg(format!("{name}:city"))
+            .arg(&schedule.city);
+        if let Some(next) = schedule.next_after(ms) {
+            cmd.arg(format!("{name}:next")).arg(next);
+        }
+        let _: () = cmd.query_async(&mut self.conn).await?;
         Ok(())
     }
 

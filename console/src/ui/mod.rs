@@ -4,6 +4,7 @@
 //! plain JavaScript for live updates, SVG for charts and the map; the
 //! assets are compiled into the binary, so it works offline.
 
+mod actions;
 mod charts;
 mod map;
 mod pages;
@@ -115,12 +116,16 @@ pub(crate) fn routes(state: Arc<UiState>) -> Router {
         .route("/queues", get(pages::queues))
         .route("/workers", get(pages::workers))
         .route("/failed", get(pages::failed))
+        .route("/scheduled", get(pages::scheduled))
         .route("/map", get(pages::map))
         .route("/ui/jobs", post(pages::create_job))
         .route("/ui/jobs/{id}/events", get(pages::job_events))
         .route("/ui/jobs/{id}/trace", get(pages::job_trace))
         .route("/ui/fragment/{page}", get(pages::fragment))
         .route("/ui/spans", post(pages::browser_spans))
+        .route("/ui/jobs/{id}/cancel", post(actions::cancel))
+        .route("/ui/jobs/{id}/retry", post(actions::retry))
+        .route("/ui/retry", post(actions::retry_many))
         .route(
             "/static/app.css",
             get(|| async {

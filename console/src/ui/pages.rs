@@ -19,7 +19,7 @@ use super::UiState;
 use super::charts::sparkline;
 use super::waterfall::{self, millis};
 
-type Ui = State<Arc<UiState>>;
+pub(crate) type Ui = State<Arc<UiState>>;
 
 /// The frame of every page: navigation, title, the page's content.
 fn page(title: &str, here: &str, body: Markup) -> Response {
@@ -27,6 +27,7 @@ fn page(title: &str, here: &str, body: Markup) -> Response {
         ("/", "Submit"),
         ("/queues", "Queues"),
         ("/workers", "Workers"),
+        ("/scheduled", "Scheduled"),
         ("/failed", "Failed jobs"),
         ("/map", "Service map"),
     ];
@@ -72,7 +73,7 @@ fn no_queue(title: &str, here: &str) -> Response {
     res
 }
 
-fn rfc3339(ms: u64) -> String {
+pub(crate) fn rfc3339(ms: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
@@ -272,6 +273,11 @@ pub(crate) async fn job(State(ui): Ui, Path(id): Path<String>) -> Response {
                     @if let Some(w) = &record.worker { dt { "Worker" } dd { code { (w) } } }
                     dt { "Payload" } dd { code { (record.payload.to_string()) } }
                 }
+                @match record.status {
+                    JobStatus::Scheduled | JobStatus::Queued => (super::actions::button(&format!("/ui/jobs/{}/cancel", record.id), "Cancel this job")),
+                    JobStatus::Failed => (super::actions::button(&format!("/ui/jobs/{}/retry", record.id), "Retry this job")),
+                    _ => {}
+                }
             }
             section aria-labelledby="trace-h" {
                 h2 #trace-h { "Its trace" }
@@ -386,9 +392,10 @@ async fn failed_body(queue: &RedisQueue) -> Markup {
         }
         Ok(list) if list.is_empty() => html! { p { "No job has failed (within the retention)." } },
         Ok(list) => html! {
+            (super::actions::retry_buttons(&error_types(&list)))
             table.failed {
                 caption { "The latest 50 jobs failed for good" }
-                thead { tr { th scope="col" { "Job" } th scope="col" { "Failed at" } th scope="col" { "Attempts" } th scope="col" { "Error" } th scope="col" { "Trace" } } }
+                thead { tr { th scope="col" { "Job" } th scope="col" { "Failed at" } th scope="col" { "Attempts" } th scope="col" { "Error" } th scope="col" { "Type" } th scope="col" { "Trace" } th scope="col" { "" } } }
                 tbody {
                     @for r in &list {
                         tr {
@@ -396,9 +403,11 @@ async fn failed_body(queue: &RedisQueue) -> Markup {
                             td data-label="Failed at" { (r.finished_at_ms.map(rfc3339).unwrap_or_default()) }
                             td data-label="Attempts" { (r.attempts) }
                             td.err data-label="Error" { (r.error.as_deref().unwrap_or("")) }
+                            td data-label="Type" { @if let Some(t) = &r.error_type { code { (t) } } }
                             td data-label="Trace" {
                                 @if let Some(t) = trace_id_of(r) { a href=(format!("/jobs/{}#trace-h", r.id)) { code { (t) } } }
                             }
+                            td { (super::actions::button(&format!("/ui/jobs/{}/retry", r.id), "Retry")) }
                         }
                     }
                 }
@@ -407,16 +416,30 @@ async fn failed_body(queue: &RedisQueue) -> Markup {
     }
 }
 
+/// The distinct error types of `list`, in order of first appearance.
+fn error_types(list: &[JobRecord]) -> Vec<String> {
+    let mut types: Vec<String> = Vec::new();
+    for t in list.iter().filter_map(|r| r.error_type.as_ref()) {
+        if !types.contains(t) {
+            types.push(t.clone());
+        }
+    }
+    types
+}
+
 async fn fragment_body(ui: &UiState, which: &str) -> Option<Result<Markup, Response>> {
     if which == "map" {
         return Some(Ok(super::map::body(ui).await));
     }
     let queue = ui.queue();
     let body = match (which, &queue) {
-        ("queues" | "workers" | "failed", None) => return Some(Err(no_queue("Queue", ""))),
+        ("queues" | "workers" | "failed" | "scheduled", None) => {
+            return Some(Err(no_queue("Queue", "")));
+        }
         ("queues", Some(q)) => queues_body(ui, q).await,
         ("workers", Some(q)) => workers_body(q).await,
         ("failed", Some(q)) => failed_body(q).await,
+        ("scheduled", Some(q)) => super::actions::scheduled_body(q).await,
         _ => return None,
     };
     Some(Ok(body))
@@ -444,6 +467,10 @@ pub(crate) async fn workers(State(ui): Ui) -> Response {
 
 pub(crate) async fn failed(State(ui): Ui) -> Response {
     live_page(&ui, "failed", "Failed jobs", "/failed").await
+}
+
+pub(crate) async fn scheduled(State(ui): Ui) -> Response {
+    live_page(&ui, "scheduled", "Scheduled", "/scheduled").await
 }
 
 pub(crate) async fn map(State(ui): Ui) -> Response {
