@@ -405,3 +405,45 @@ async fn a_redriven_job_runs_again_linked_to_its_failed_attempt_and_lists_follow
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn fifty_concurrent_posts_with_one_key_make_one_job_through_the_real_api()
+-> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let posts = (0..50).map(|_| {
+        let http = stack.http.clone();
+        let url = format!("{}/v1/jobs", stack.api_url);
+        tokio::spawn(async move {
+            let res = http
+                .post(url)
+                .header("content-type", "application/json")
+                .header("Idempotency-Key", "e2e-burst")
+                .body(r#"{"city": "Zagreb"}"#)
+                .send()
+                .await?;
+            let status = res.status().as_u16();
+            let body: Value = res.json().await?;
+            Ok::<(u16, Value), anyhow::Error>((status, body))
+        })
+    });
+    let mut created = 0;
+    let mut ids = std::collections::BTreeSet::new();
+    for post in posts.collect::<Vec<_>>() {
+        let (status, body) = post.await??;
+        assert!(status == 202 || status == 200, "{status} {body}");
+        created += usize::from(status == 202);
+        ids.insert(body["id"].as_str().context("id")?.to_owned());
+    }
+    assert_eq!(created, 1, "one request made the job");
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let id = ids.into_iter().next().context("an id")?;
+    assert_eq!(stack.wait_done(&id).await?["status"], "succeeded");
+    let zipkin = stack.flush().await?;
+    let consumers = zipkin
+        .spans()
+        .into_iter()
+        .filter(|s| s["kind"] == "CONSUMER" && tag(s, "messaging.message.id") == id)
+        .count();
+    assert_eq!(consumers, 1, "the job ran once");
+    Ok(())
+}

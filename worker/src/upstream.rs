@@ -80,13 +80,27 @@ impl Breaker {
     pub fn permit(&mut self, now: Instant) -> Permit {
         match self.state {
             State::Closed => Permit::Call,
-            State::HalfOpen => Permit::Open(self.cooldown),
+            // A probe is out. One that never reports (its job cut short)
+            // must not hold the breaker half-open for ever: after a
+            // cool-down another probe goes.
+            State::HalfOpen => {
+                let since = self
+                    .opened_at
+                    .map_or(self.cooldown, |t| now.saturating_duration_since(t));
+                if since >= self.cooldown {
+                    self.opened_at = Some(now);
+                    Permit::Probe
+                } else {
+                    Permit::Open(self.cooldown - since)
+                }
+            }
             State::Open => {
                 let since = self
                     .opened_at
                     .map_or(self.cooldown, |t| now.saturating_duration_since(t));
                 if since >= self.cooldown {
                     self.state = State::HalfOpen;
+                    self.opened_at = Some(now);
                     Permit::Probe
                 } else {
                     Permit::Open(self.cooldown - since)
@@ -374,13 +388,18 @@ mod tests {
             "one probe at a time"
         );
         assert_eq!(
-            b.record(t0 + s(28), false),
+            b.permit(t0 + s(32)),
+            Permit::Probe,
+            "a probe that never reported is replaced after a cool-down"
+        );
+        assert_eq!(
+            b.record(t0 + s(33), false),
             Some(State::Open),
             "a failed probe"
         );
-        assert_eq!(b.permit(t0 + s(33)), Permit::Probe);
-        assert_eq!(b.record(t0 + s(33), true), Some(State::Closed));
-        assert_eq!(b.permit(t0 + s(33)), Permit::Call);
-        assert_eq!(b.record(t0 + s(34), true), None);
+        assert_eq!(b.permit(t0 + s(38)), Permit::Probe);
+        assert_eq!(b.record(t0 + s(38), true), Some(State::Closed));
+        assert_eq!(b.permit(t0 + s(38)), Permit::Call);
+        assert_eq!(b.record(t0 + s(39), true), None);
     }
 }
