@@ -537,17 +537,29 @@ async fn job_status(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<openapi::Job>, ApiError> {
-    // A path that does not decode (`%FF`) names no job either.
+    let id = job_id(id)?;
+    Ok(Json(current_view(&state, &id).await?))
+}
+
+/// The job id of a path; one that does not decode (`%FF`) or could not
+/// be an id names no job.
+fn job_id(id: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     let id = id.map_or_else(|_| String::new(), |Path(id)| id);
-    if !plausible_id(&id) {
-        return Err(unknown_job(&id));
+    if plausible_id(&id) {
+        Ok(id)
+    } else {
+        Err(unknown_job(&id))
     }
+}
+
+/// Job `id` as it is now.
+async fn current_view(state: &AppState, id: &str) -> Result<openapi::Job, ApiError> {
     let record = state
         .queue
-        .status(&id)
+        .status(id)
         .await?
-        .ok_or_else(|| unknown_job(&id))?;
-    Ok(Json(job_view(record)))
+        .ok_or_else(|| unknown_job(id))?;
+    Ok(job_view(record))
 }
 
 fn unknown_job(id: &str) -> ApiError {
@@ -599,19 +611,11 @@ async fn cancel_job(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<openapi::Job>, ApiError> {
-    let id = id.map_or_else(|_| String::new(), |Path(id)| id);
-    if !plausible_id(&id) {
-        return Err(unknown_job(&id));
-    }
+    let id = job_id(id)?;
     match state.queue.cancel(&id).await? {
         Cancelled::Yes => {
             tracing::info!({ JOB_ID } = %id, "job cancelled");
-            let record = state
-                .queue
-                .status(&id)
-                .await?
-                .ok_or_else(|| unknown_job(&id))?;
-            Ok(Json(job_view(record)))
+            Ok(Json(current_view(&state, &id).await?))
         }
         Cancelled::TooLate(status) => Err(ApiError::Conflict(format!(
             "job {id} is {}: only scheduled or queued jobs can be cancelled",
@@ -694,19 +698,11 @@ async fn retry_job(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let id = id.map_or_else(|_| String::new(), |Path(id)| id);
-    if !plausible_id(&id) {
-        return Err(unknown_job(&id));
-    }
+    let id = job_id(id)?;
     match state.queue.retry(&id).await? {
         Some(JobStatus::Failed) => {
             tracing::info!({ JOB_ID } = %id, "failed job re-driven");
-            let record = state
-                .queue
-                .status(&id)
-                .await?
-                .ok_or_else(|| unknown_job(&id))?;
-            Ok((StatusCode::ACCEPTED, Json(job_view(record))).into_response())
+            Ok((StatusCode::ACCEPTED, Json(current_view(&state, &id).await?)).into_response())
         }
         Some(status) => Err(ApiError::Conflict(format!(
             "job {id} is {}: only failed jobs can be re-driven",

@@ -68,14 +68,7 @@ pub(crate) fn options(body: &Value, max_delay: Duration) -> Result<JobOptions, S
     if let Some(d) = delay.filter(|d| *d > max_delay) {
         return Err(too_long(d));
     }
-    let trace = match body.get("trace") {
-        None => None,
-        Some(Value::String(m)) => Some(
-            TraceMode::parse(m)
-                .ok_or_else(|| format!("\"trace\" must be \"parent\" or \"link\", got \"{m}\""))?,
-        ),
-        Some(other) => return Err(format!("\"trace\" must be a string, got {}", kind(other))),
-    };
+    let trace = trace_mode(body)?;
     Ok(JobOptions {
         delay: delay.filter(|d| !d.is_zero()),
         trace,
@@ -194,6 +187,17 @@ pub(crate) fn job(body: &Value) -> Result<WeatherJob, String> {
     Ok(WeatherJob { place, units })
 }
 
+/// The `"trace"` field of `body`: `"parent"` or `"link"`, if given.
+fn trace_mode(body: &Map<String, Value>) -> Result<Option<TraceMode>, String> {
+    match body.get("trace") {
+        None => Ok(None),
+        Some(Value::String(m)) => TraceMode::parse(m)
+            .map(Some)
+            .ok_or_else(|| format!("\"trace\" must be \"parent\" or \"link\", got \"{m}\"")),
+        Some(other) => Err(format!("\"trace\" must be a string, got {}", kind(other))),
+    }
+}
+
 /// The jobs of a batch request `{"jobs": [...], "trace": "parent" | "link"}`
 /// (at most `max` of them), and its trace mode for the jobs that name
 /// none. Each job is checked on its own later.
@@ -223,14 +227,7 @@ pub(crate) fn batch(body: &Value, max: usize) -> Result<(&[Value], Option<TraceM
             jobs.len()
         ));
     }
-    let trace = match body.get("trace") {
-        None => None,
-        Some(Value::String(m)) => Some(
-            TraceMode::parse(m)
-                .ok_or_else(|| format!("\"trace\" must be \"parent\" or \"link\", got \"{m}\""))?,
-        ),
-        Some(other) => return Err(format!("\"trace\" must be a string, got {}", kind(other))),
-    };
+    let trace = trace_mode(body)?;
     Ok((jobs, trace))
 }
 

@@ -15,7 +15,7 @@ use maud::{Markup, html};
 use redis_job_queue::{JobStatus, RedisQueue};
 use serde::Deserialize;
 
-use super::pages::{Ui, rfc3339};
+use super::pages::{Ui, pass_on, rfc3339, unreachable_api};
 use telemetry::http_server::problem;
 
 /// Passes a request on to the api; on success sends the browser to
@@ -25,22 +25,8 @@ async fn forward(ui: &super::UiState, req: reqwest::RequestBuilder, back: &str) 
         Ok(res) if res.status().is_success() => {
             (StatusCode::SEE_OTHER, [(header::LOCATION, back.to_owned())]).into_response()
         }
-        Ok(res) => {
-            let status =
-                StatusCode::from_u16(res.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-            let ct = res
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("application/problem+json")
-                .to_owned();
-            let body = res.bytes().await.unwrap_or_default();
-            (status, [(header::CONTENT_TYPE, ct)], body).into_response()
-        }
-        Err(e) => problem(
-            StatusCode::BAD_GATEWAY,
-            &format!("the api at {} could not be reached: {e}", ui.api_url),
-        ),
+        Ok(res) => pass_on(res).await,
+        Err(e) => unreachable_api(ui, &e),
     }
 }
 

@@ -127,23 +127,30 @@ pub(crate) async fn create_job(State(ui): Ui, headers: HeaderMap, body: Bytes) -
         }
     }
     match req.send().await {
-        Ok(res) => {
-            let status =
-                StatusCode::from_u16(res.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-            let ct = res
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("application/json")
-                .to_owned();
-            let body = res.bytes().await.unwrap_or_default();
-            (status, [(header::CONTENT_TYPE, ct)], body).into_response()
-        }
-        Err(e) => problem(
-            StatusCode::BAD_GATEWAY,
-            &format!("the api at {} could not be reached: {e}", ui.api_url),
-        ),
+        Ok(res) => pass_on(res).await,
+        Err(e) => unreachable_api(&ui, &e),
     }
+}
+
+/// The api's answer, as the api gave it (status, media type, body).
+pub(crate) async fn pass_on(res: reqwest::Response) -> Response {
+    let status = StatusCode::from_u16(res.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let ct = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_owned();
+    let body = res.bytes().await.unwrap_or_default();
+    (status, [(header::CONTENT_TYPE, ct)], body).into_response()
+}
+
+/// The problem of an api that did not answer.
+pub(crate) fn unreachable_api(ui: &UiState, e: &reqwest::Error) -> Response {
+    problem(
+        StatusCode::BAD_GATEWAY,
+        &format!("the api at {} could not be reached: {e}", ui.api_url),
+    )
 }
 
 /// Spans the page records (its own span of each submission).
