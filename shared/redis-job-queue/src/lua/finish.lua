@@ -69,7 +69,14 @@ end
 for name, n in pairs(counts) do
   if n > 0 then redis.call('HINCRBY', KEYS[4], name, n) end
 end
+-- The indexes hold what the retention keeps: trim them as they grow, and
+-- let each expire with its newest entry, so an idle queue keeps none.
 if counts.failed > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - retention * 1000)
+  redis.call('EXPIRE', KEYS[3], retention)
+end
+if counts.succeeded > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - retention * 1000)
+  redis.call('EXPIRE', KEYS[5], retention)
 end
 return out

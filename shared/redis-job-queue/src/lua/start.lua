@@ -20,6 +20,7 @@ local function start(entries)
     redis.call('XACK', KEYS[1], group, entry)
     redis.call('XDEL', KEYS[1], entry)
     redis.call('ZADD', KEYS[2], now, id)
+    redis.call('EXPIRE', KEYS[2], retention)
     redis.call('HINCRBY', KEYS[3], 'failed', 1)
   end
   for i = 1, #entries, 2 do
