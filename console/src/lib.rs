@@ -82,6 +82,10 @@ pub struct Config {
     /// The api, where the console's page submits jobs.
     #[arg(long, env = "API_URL", default_value = "http://localhost:8080")]
     pub api_url: String,
+    /// A key of the api's `API_KEYS`, sent with what the console passes on
+    /// to the api (submit, cancel, retry); never to the browser.
+    #[arg(long, env = "CONSOLE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<ApiKey>,
     /// Redis and the weather queue, for the queue, worker and job pages.
     #[command(flatten)]
     pub queue: QueueArgs,
@@ -91,6 +95,36 @@ pub struct Config {
     /// Without a command, the console serves.
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// An api key; it never prints.
+#[derive(Clone)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// The key itself, to send.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for ApiKey {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let key = s.trim();
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(
+                "an api key is printable ASCII without spaces (the value is not shown)".into(),
+            );
+        }
+        Ok(Self(key.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
 }
 
 /// What the console can do besides serving.
@@ -161,6 +195,7 @@ impl AppState {
                 config.queue.queue_config()
             }),
             config.api_url.clone(),
+            config.api_key.clone(),
             config.zipkin_ui_url.clone(),
         );
         Self {

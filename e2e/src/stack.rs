@@ -47,6 +47,8 @@ pub struct Options<'a> {
     /// A console stores the spans (in place of the collector stand-in)
     /// and reads the stack's queue and api.
     pub console: bool,
+    /// Extra environment of the console.
+    pub console_env: &'a [(&'static str, &'a str)],
     /// Redis keeps its data in an append-only file across
     /// [`Stack::restart_redis`].
     pub persistent_redis: bool,
@@ -121,7 +123,12 @@ impl Stack {
             true => Some(
                 Console::start(
                     project_binary("console")?.to_str().context("path")?,
-                    &[redis_env.clone(), vec![("API_URL", api_url.clone())]].concat(),
+                    &[
+                        redis_env.clone(),
+                        vec![("API_URL", api_url.clone())],
+                        owned(options.console_env),
+                    ]
+                    .concat(),
                 )
                 .await?,
             ),

@@ -187,3 +187,50 @@ async fn the_console_cancels_and_retries_jobs_and_shows_what_waits_and_the_sched
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn the_console_passes_its_api_key_on_so_it_can_submit_to_a_guarded_api() -> anyhow::Result<()>
+{
+    let stack = e2e::Stack::launch(e2e::Options {
+        console: true,
+        api_env: &[("API_KEYS", "console-key-1,other-key")],
+        console_env: &[("CONSOLE_API_KEY", "console-key-1")],
+        ..e2e::Options::default()
+    })
+    .await?;
+    let console = stack
+        .console
+        .as_ref()
+        .context("a console")?
+        .url()
+        .to_owned();
+    // Straight to the api without a key: refused.
+    let (status, _) = stack.post(r#"{"city": "Oslo"}"#, &[]).await?;
+    assert_eq!(status, 401);
+    // Through the console: its key goes with it.
+    let res = stack
+        .http
+        .post(format!("{console}/ui/jobs"))
+        .header("content-type", "application/json")
+        .body(r#"{"city": "Oslo"}"#)
+        .send()
+        .await?;
+    assert_eq!(res.status(), 202);
+    let id = res.json::<serde_json::Value>().await?["id"]
+        .as_str()
+        .context("id")?
+        .to_owned();
+    assert_eq!(stack.wait_done(&id).await?["status"], "succeeded");
+    // The key is nowhere in the pages the browser gets.
+    for path in ["/", &format!("/jobs/{id}"), "/static/app.js"] {
+        let page = stack
+            .http
+            .get(format!("{console}{path}"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        assert!(!page.contains("console-key-1"), "{path} shows the key");
+    }
+    Ok(())
+}

@@ -43,7 +43,7 @@ pub(crate) async fn cancel(State(ui): Ui, Path(id): Path<String>) -> Response {
     if !plausible(&id) {
         return problem(StatusCode::NOT_FOUND, "no such job");
     }
-    let req = ui.http.delete(format!("{}/v1/jobs/{id}", ui.api_url));
+    let req = ui.api.delete(format!("{}/v1/jobs/{id}", ui.api_url));
     forward(&ui, req, &format!("/jobs/{id}")).await
 }
 
@@ -52,7 +52,7 @@ pub(crate) async fn retry(State(ui): Ui, Path(id): Path<String>) -> Response {
     if !plausible(&id) {
         return problem(StatusCode::NOT_FOUND, "no such job");
     }
-    let req = ui.http.post(format!("{}/v1/jobs/{id}/retry", ui.api_url));
+    let req = ui.api.post(format!("{}/v1/jobs/{id}/retry", ui.api_url));
     forward(&ui, req, &format!("/jobs/{id}")).await
 }
 
@@ -70,7 +70,7 @@ pub(crate) async fn retry_many(State(ui): Ui, Form(form): Form<RetryMany>) -> Re
         t => serde_json::json!({ "error_type": t }),
     };
     let req = ui
-        .http
+        .api
         .post(format!("{}/v1/jobs/retry", ui.api_url))
         .json(&body);
     forward(&ui, req, "/failed").await

@@ -48,7 +48,11 @@ pub(crate) struct UiState {
     pub queue_name: String,
     pub api_url: String,
     pub zipkin_ui: Option<String>,
+    /// For the trace source (a Zipkin, perhaps).
     pub http: reqwest::Client,
+    /// For the api: carries the api key, if any, which no other service
+    /// may see.
+    pub api: reqwest::Client,
     pub samples: Mutex<VecDeque<Sample>>,
 }
 
@@ -66,8 +70,18 @@ pub(crate) fn start(
     redis_url: String,
     queue: QueueConfig,
     api_url: String,
+    api_key: Option<crate::ApiKey>,
     zipkin_ui: Option<String>,
 ) -> Arc<UiState> {
+    // The key goes with every request to the api, marked sensitive so
+    // no log or debug output shows it.
+    let mut headers = header::HeaderMap::new();
+    if let Some(key) = &api_key
+        && let Ok(mut value) = header::HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+    {
+        value.set_sensitive(true);
+        headers.insert(header::AUTHORIZATION, value);
+    }
     let state = Arc::new(UiState {
         source,
         queue: RwLock::new(None),
@@ -76,6 +90,11 @@ pub(crate) fn start(
         zipkin_ui,
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default(),
+        api: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .default_headers(headers)
             .build()
             .unwrap_or_default(),
         samples: Mutex::new(VecDeque::with_capacity(SAMPLES)),

@@ -117,7 +117,7 @@ pub(crate) async fn submit() -> Response {
 /// api's span continues the browser's trace.
 pub(crate) async fn create_job(State(ui): Ui, headers: HeaderMap, body: Bytes) -> Response {
     let mut req = ui
-        .http
+        .api
         .post(format!("{}/v1/jobs", ui.api_url))
         .header(header::CONTENT_TYPE, "application/json")
         .body(body);
