@@ -487,15 +487,18 @@ fn idempotent_id(queue: &RedisQueue, key: &str) -> String {
         .chain_update([0])
         .chain_update(key.as_bytes())
         .finalize();
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("idem-{hex}")
+    format!("idem-{}", hex(&digest[..16]))
 }
 
 /// What identifies a request body: its JSON with keys sorted, hashed.
 fn fingerprint(body: &Value) -> String {
     // serde_json's maps are sorted by key, so equal bodies print equally.
-    let digest = Sha256::digest(body.to_string().as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hex(&Sha256::digest(body.to_string().as_bytes()))
+}
+
+/// Lower-case hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Ids this api hands out (and anything else that could be a key part

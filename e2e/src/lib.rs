@@ -11,4 +11,4 @@ mod tree;
 pub use clock::skewed_clock_env;
 pub use observe::{Prometheus, job_log_lines, prom_value, sum};
 pub use stack::{Options, Stack, WAIT};
-pub use tree::{SEARCH_AND_FORECAST, assert_job_tree, one, service};
+pub use tree::{SEARCH_AND_FORECAST, assert_job_tree, one, service, tag};

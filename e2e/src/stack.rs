@@ -304,6 +304,11 @@ impl Stack {
         Ok(self.zipkin)
     }
 
+    /// The console's base URL, when the stack has one.
+    pub fn console_url(&self) -> anyhow::Result<String> {
+        Ok(self.console.as_ref().context("a console")?.url().to_owned())
+    }
+
     /// The URL of the stack's Redis.
     pub fn redis_url(&self) -> String {
         self.redis.url()

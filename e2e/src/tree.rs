@@ -2,6 +2,11 @@
 
 use serde_json::Value;
 
+/// A span's tag `key`, empty when it has none.
+pub fn tag<'a>(span: &'a Value, key: &str) -> &'a str {
+    span["tags"][key].as_str().unwrap_or_default()
+}
+
 /// The one span of `spans` that `pick` picks; fails unless exactly one.
 pub fn one<'a>(spans: &'a [Value], what: &str, pick: impl Fn(&Value) -> bool) -> &'a Value {
     let found: Vec<&Value> = spans.iter().filter(|s| pick(s)).collect();

@@ -114,12 +114,7 @@ async fn the_console_cancels_and_retries_jobs_and_shows_what_waits_and_the_sched
         ..e2e::Options::default()
     })
     .await?;
-    let console = stack
-        .console
-        .as_ref()
-        .context("a console")?
-        .url()
-        .to_owned();
+    let console = stack.console_url()?;
     // The console's buttons are form posts answered with a redirect.
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -198,12 +193,7 @@ async fn the_console_passes_its_api_key_on_so_it_can_submit_to_a_guarded_api() -
         ..e2e::Options::default()
     })
     .await?;
-    let console = stack
-        .console
-        .as_ref()
-        .context("a console")?
-        .url()
-        .to_owned();
+    let console = stack.console_url()?;
     // Straight to the api without a key: refused.
     let (status, _) = stack.post(r#"{"city": "Oslo"}"#, &[]).await?;
     assert_eq!(status, 401);

@@ -2,12 +2,8 @@
 //! trace mode, a cancel, an idempotent repeat.
 
 use anyhow::{Context, bail};
-use e2e::{Stack, WAIT};
+use e2e::{Stack, WAIT, tag};
 use serde_json::Value;
-
-fn tag<'a>(span: &'a Value, key: &str) -> &'a str {
-    span["tags"][key].as_str().unwrap_or_default()
-}
 
 /// The PRODUCER and CONSUMER spans of job `id`, wherever they are.
 async fn producer_and_consumer(stack: &Stack, id: &str) -> anyhow::Result<(Value, Value)> {

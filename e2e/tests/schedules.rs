@@ -3,12 +3,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use e2e::{Stack, WAIT};
+use e2e::{Stack, WAIT, tag};
 use serde_json::Value;
-
-fn tag<'a>(span: &'a Value, key: &str) -> &'a str {
-    span["tags"][key].as_str().unwrap_or_default()
-}
 
 /// The due times (ms) of the runs of schedule `tick` that succeeded.
 async fn runs(stack: &Stack) -> anyhow::Result<Vec<u64>> {

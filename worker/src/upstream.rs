@@ -283,7 +283,7 @@ impl Upstream {
         Fut: std::future::Future<Output = bool>,
     {
         let lease = format!("{}:flight:{key}", self.key_prefix);
-        let me = uuid_like();
+        let me = uuid::Uuid::new_v4().simple().to_string();
         let deadline = Instant::now() + FLIGHT_LEASE;
         let mut counted = false;
         loop {
@@ -321,13 +321,7 @@ impl Upstream {
             return;
         };
         let mut conn = self.conn.clone();
-        let _: redis::RedisResult<i64> = redis::Script::new(
-            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-        )
-        .key(lease)
-        .arg(me)
-        .invoke_async(&mut conn)
-        .await;
+        let _: redis::RedisResult<i64> = LAND.key(lease).arg(me).invoke_async(&mut conn).await;
     }
 }
 
@@ -335,19 +329,12 @@ fn lease_token(lease: &str, me: &str) -> String {
     format!("{lease}\u{0}{me}")
 }
 
-/// A token unique enough to tell lease holders apart.
-fn uuid_like() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{}-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
+/// Releases a single-flight lease if the caller still holds it.
+static LAND: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
     )
-}
+});
 
 /// One slot of the current second, on Redis's clock: answers 0 when
 /// taken, else the ms until the next second.
