@@ -25,6 +25,75 @@ pub struct NewJob {
     pub(crate) timeout: Option<Duration>,
     /// Idempotency key and the fingerprint of what was asked.
     pub(crate) idempotency: Option<(String, String)>,
+    pub(crate) priority: Priority,
+}
+
+/// Which lane a job waits in. A waiting high job starts before any waiting
+/// normal one, and a normal one before a low one; but at least one read
+/// in [`LOW_LANE_EVERY`] of every worker serves the low lane first, so
+/// low jobs keep moving under a flood of the others.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    /// Before everything waiting in the other lanes.
+    High,
+    /// The default lane.
+    #[default]
+    Normal,
+    /// After the other lanes, except on its share of reads.
+    Low,
+}
+
+/// One read in this many serves the low lane first (per worker).
+pub const LOW_LANE_EVERY: u64 = 8;
+
+impl Priority {
+    /// Every priority, highest first.
+    pub const ALL: [Self; 3] = [Self::High, Self::Normal, Self::Low];
+
+    /// The priority named `s` (as [`Self::as_str`] writes it).
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+
+    /// `high`, `normal` or `low`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::High => "high",
+            Self::Normal => "normal",
+            Self::Low => "low",
+        }
+    }
+
+    /// As the scripts store it: nothing for the default lane.
+    pub(crate) fn stored(self) -> &'static str {
+        match self {
+            Self::Normal => "",
+            other => other.as_str(),
+        }
+    }
+
+    /// The lane an entry name points into (see `lua/lanes.lua`).
+    pub(crate) fn of_entry(entry: &str) -> Self {
+        if entry.starts_with("h:") {
+            Self::High
+        } else if entry.starts_with("l:") {
+            Self::Low
+        } else {
+            Self::Normal
+        }
+    }
+
+    /// What an entry name in this lane starts with.
+    pub(crate) fn entry_prefix(self) -> &'static str {
+        match self {
+            Self::High => "h:",
+            Self::Normal => "",
+            Self::Low => "l:",
+        }
+    }
 }
 
 impl NewJob {
@@ -39,6 +108,7 @@ impl NewJob {
             max_attempts: None,
             timeout: None,
             idempotency: None,
+            priority: Priority::Normal,
         })
     }
 
@@ -125,6 +195,18 @@ impl NewJob {
     pub fn idempotency(mut self, key: impl Into<String>, fingerprint: impl Into<String>) -> Self {
         self.idempotency = Some((key.into(), fingerprint.into()));
         self
+    }
+
+    /// Puts the job in the lane of `priority` (normal unless given). A
+    /// retry or a re-drive goes back to the same lane.
+    pub fn with_priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// The lane the job waits in.
+    pub fn priority(&self) -> Priority {
+        self.priority
     }
 
     /// Gives this job its own attempt budget instead of the queue's.
@@ -260,6 +342,8 @@ pub struct JobRecord {
     pub error: Option<String>,
     /// The latest error's type (`error.type`), when a layer named it.
     pub error_type: Option<String>,
+    /// The lane it waits in.
+    pub priority: Priority,
 }
 
 /// One page of jobs with a status ([`crate::RedisQueue::list`]).
@@ -304,6 +388,12 @@ impl JobRecord {
             serde_json::from_str::<serde_json::Value>(&v)
                 .map_err(|e| corrupt(format!("field {name}: {e}")))
         };
+        let priority = match f.remove("priority") {
+            None => Priority::Normal,
+            Some(p) => {
+                Priority::parse(&p).ok_or_else(|| corrupt(format!("unknown priority {p:?}")))?
+            }
+        };
         let metadata = match f.remove("meta").filter(|m| !m.is_empty()) {
             Some(m) => serde_json::from_str(&m).map_err(|e| corrupt(format!("field meta: {e}")))?,
             None => BTreeMap::new(),
@@ -327,6 +417,7 @@ impl JobRecord {
             error_type: f.remove("error_type"),
             worker: f.remove("worker"),
             metadata,
+            priority,
         })
     }
 }
@@ -347,8 +438,13 @@ pub struct ConsumerInfo {
 /// A snapshot of one queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct QueueStats {
-    /// Runnable jobs no worker has taken yet (the queue depth).
+    /// Runnable jobs no worker has taken yet (the queue depth), in every
+    /// lane.
     pub waiting: u64,
+    /// Of those, the ones in the high lane.
+    pub waiting_high: u64,
+    /// Of those, the ones in the low lane.
+    pub waiting_low: u64,
     /// Jobs taken by a worker and not finished.
     pub in_flight: u64,
     /// Jobs waiting for their run time or for a retry.

@@ -68,6 +68,11 @@ impl JobLease {
         }
     }
 
+    /// The lane the job waited in.
+    pub fn priority(&self) -> crate::Priority {
+        crate::Priority::of_entry(&self.entry)
+    }
+
     /// Whether this attempt was cut short by its timeout. Layers inside
     /// the backend's see their future dropped; this tells them why.
     pub fn timed_out(&self) -> bool {

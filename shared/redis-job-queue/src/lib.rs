@@ -61,6 +61,8 @@
 //! |-----------------------------|--------|-----------------------------------------------|
 //! | `{prefix}:{q}:job:{id}`     | hash   | payload, metadata, status, attempts, result   |
 //! | `{prefix}:{q}:stream`       | stream | one entry `id={job id}` per runnable job       |
+//! | `{prefix}:{q}:stream:high`  | stream | the same, for jobs of high priority           |
+//! | `{prefix}:{q}:stream:low`   | stream | the same, for jobs of low priority            |
 //! | `{prefix}:{q}:delayed`      | zset   | job ids scored by the time they may run (ms)  |
 //! | `{prefix}:{q}:failed`       | zset   | failed job ids scored by failure time         |
 //! | `{prefix}:{q}:succeeded`    | zset   | succeeded job ids scored by finish time       |
@@ -85,6 +87,15 @@
 //! length of the queue: delayed jobs are promoted at most
 //! [`QueueConfig::promote_batch`] at a time, and leases are renewed only for
 //! the calling consumer's own jobs.
+//!
+//! **Priorities.** Each [`Priority`] is a lane with a stream of its own,
+//! all read by the one group. A worker's non-blocking read takes the high
+//! lane, then the normal one, then the low one, so a waiting high job
+//! starts before any waiting normal job. So that low jobs never starve,
+//! one read in [`LOW_LANE_EVERY`] of each worker takes the low lane first:
+//! under a flood of high and normal jobs, low ones still get that share of
+//! the reads. An idle worker blocks on all three lanes at once. Outside
+//! the scripts an entry is named with its lane in front (`h:`, `l:`).
 //!
 //! Finished jobs (succeeded or failed) get a TTL of
 //! [`QueueConfig::retention`], so memory is bounded by the throughput times
@@ -120,8 +131,8 @@ pub use backend::{QueueBackend, QueueLayer, QueueService};
 pub use config::QueueConfig;
 pub use error::{JobTimedOut, QueueError};
 pub use job::{
-    Cancelled, ConsumerInfo, JobPage, JobRecord, JobStatus, MAX_DELAY, NewJob, Pushed, QueueStats,
-    Redriven,
+    Cancelled, ConsumerInfo, JobPage, JobRecord, JobStatus, LOW_LANE_EVERY, MAX_DELAY, NewJob,
+    Priority, Pushed, QueueStats, Redriven,
 };
 pub use lease::{JobLease, meta_keys};
 pub use queue::{RedisQueue, ServerAddress, connect_with_retry};

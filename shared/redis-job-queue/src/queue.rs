@@ -12,7 +12,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use crate::backend::{self, Finish, QueueBackend};
 use crate::batch::Batcher;
 use crate::job::{
-    Cancelled, ConsumerInfo, JobPage, JobRecord, JobStatus, NewJob, Pushed, QueueStats, Redriven,
+    Cancelled, ConsumerInfo, JobPage, JobRecord, JobStatus, NewJob, Priority, Pushed, QueueStats,
+    Redriven,
 };
 use crate::{QueueConfig, QueueError, scripts};
 
@@ -60,7 +61,12 @@ impl ServerAddress {
 /// Redis keys of one queue.
 #[derive(Debug)]
 pub(crate) struct Keys {
+    /// The normal lane's stream.
     pub(crate) stream: String,
+    /// The high lane's stream.
+    pub(crate) stream_high: String,
+    /// The low lane's stream.
+    pub(crate) stream_low: String,
     pub(crate) delayed: String,
     pub(crate) failed: String,
     pub(crate) succeeded: String,
@@ -78,6 +84,8 @@ impl Keys {
         let base = format!("{}:{{{}}}", cfg.key_prefix, cfg.name);
         Self {
             stream: format!("{base}:stream"),
+            stream_high: format!("{base}:stream:high"),
+            stream_low: format!("{base}:stream:low"),
             delayed: format!("{base}:delayed"),
             failed: format!("{base}:failed"),
             succeeded: format!("{base}:succeeded"),
@@ -91,6 +99,15 @@ impl Keys {
 
     pub(crate) fn job(&self, id: &str) -> String {
         format!("{}{id}", self.job_prefix)
+    }
+
+    /// The stream of `priority`'s lane.
+    pub(crate) fn lane(&self, priority: Priority) -> &str {
+        match priority {
+            Priority::High => &self.stream_high,
+            Priority::Normal => &self.stream,
+            Priority::Low => &self.stream_low,
+        }
     }
 }
 
@@ -217,22 +234,26 @@ impl RedisQueue {
         }
     }
 
-    /// Creates the stream and its group if missing. Reading from id `0`
-    /// means entries added before the group existed are still delivered.
+    /// Creates each lane's stream and its group if missing. Reading from id
+    /// `0` means entries added before the group existed are still
+    /// delivered.
     pub(crate) async fn ensure_group(&self) -> Result<(), QueueError> {
         let mut conn = self.conn.clone();
-        let res: redis::RedisResult<()> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(&self.keys.stream)
-            .arg(&self.keys.group)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut conn)
-            .await;
-        match res {
-            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-            other => Ok(other?),
+        for priority in Priority::ALL {
+            let res: redis::RedisResult<()> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(self.keys.lane(priority))
+                .arg(&self.keys.group)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async(&mut conn)
+                .await;
+            match res {
+                Err(e) if e.code() == Some("BUSYGROUP") => {}
+                other => other?,
+            }
         }
+        Ok(())
     }
 
     /// Enqueues one job and returns its id. Pushes made at the same moment
@@ -338,16 +359,15 @@ impl RedisQueue {
                 "cursor {cursor:?} is not one this listing hands out ({{number}}:{{rest}})"
             )));
         }
-        let cursor = match (kind, cursor.split_once(':')) {
-            ("stream", Some((ms, seq))) if seq.bytes().all(|b| b.is_ascii_digit()) => {
-                format!("{ms}-{seq}")
-            }
-            ("stream", Some((ms, _))) => format!("{ms}-0"),
+        let cursor = match kind {
+            "stream" => stream_cursor_to_entry(cursor)?,
             _ => cursor.to_owned(),
         };
         let mut conn = self.conn.clone();
         let mut answer: Vec<String> = scripts::LIST
             .key(key)
+            .key(&self.keys.stream_high)
+            .key(&self.keys.stream_low)
             .arg(&self.keys.job_prefix)
             .arg(kind)
             .arg(status.as_str())
@@ -360,7 +380,7 @@ impl RedisQueue {
             .await?;
         let next = match answer.first().map(String::as_str) {
             Some("") | None => None,
-            Some(c) if kind == "stream" => Some(c.replacen('-', ":", 1)),
+            Some(c) if kind == "stream" => Some(entry_to_stream_cursor(c)),
             Some(c) => Some(c.to_owned()),
         };
         let ids: Vec<String> = answer.drain(1.min(answer.len())..).collect();
@@ -396,6 +416,8 @@ impl RedisQueue {
             .key(&self.keys.stream)
             .key(&self.keys.failed)
             .key(&self.keys.stats)
+            .key(&self.keys.stream_high)
+            .key(&self.keys.stream_low)
             .arg(&self.keys.job_prefix)
             .arg("one")
             .arg(id)
@@ -420,6 +442,8 @@ impl RedisQueue {
             .key(&self.keys.stream)
             .key(&self.keys.failed)
             .key(&self.keys.stats)
+            .key(&self.keys.stream_high)
+            .key(&self.keys.stream_low)
             .arg(&self.keys.job_prefix)
             .arg("all")
             .arg(error_type.unwrap_or_default())
@@ -450,28 +474,35 @@ impl RedisQueue {
     /// One consistent snapshot of the queue.
     pub async fn stats(&self) -> Result<QueueStats, QueueError> {
         let mut conn = self.conn.clone();
-        let (len, pending, delayed, failed, consumers, counters): (
-            u64,
-            u64,
+        type Lane = (u64, u64);
+        let (delayed, failed, consumers, counters, high, normal, low): (
             u64,
             u64,
             u64,
             BTreeMap<String, u64>,
+            Lane,
+            Lane,
+            Lane,
         ) = scripts::STATS
             .key(&self.keys.stream)
             .key(&self.keys.delayed)
             .key(&self.keys.failed)
             .key(&self.keys.stats)
             .key(&self.keys.consumers)
+            .key(&self.keys.stream_high)
+            .key(&self.keys.stream_low)
             .arg(&self.keys.group)
             .arg(self.cfg.retention.as_millis() as u64)
             .arg(self.cfg.lease.as_millis() as u64)
             .invoke_async(&mut conn)
             .await?;
         let count = |name: &str| counters.get(name).copied().unwrap_or(0);
+        let waiting = |(len, pending): Lane| len.saturating_sub(pending);
         Ok(QueueStats {
-            waiting: len.saturating_sub(pending),
-            in_flight: pending,
+            waiting: waiting(high) + waiting(normal) + waiting(low),
+            waiting_high: waiting(high),
+            waiting_low: waiting(low),
+            in_flight: high.1 + normal.1 + low.1,
             delayed,
             failed,
             live_consumers: consumers,
@@ -498,22 +529,21 @@ impl RedisQueue {
             .query_async(&mut conn)
             .await?;
         let now = secs * 1000 + micros / 1000;
-        let info: redis::RedisResult<redis::streams::StreamInfoConsumersReply> =
-            redis::cmd("XINFO")
-                .arg("CONSUMERS")
-                .arg(&self.keys.stream)
-                .arg(&self.keys.group)
-                .query_async(&mut conn)
-                .await;
-        // No group yet (nothing read the queue): nobody holds anything.
-        let held: BTreeMap<String, u64> = info
-            .map(|i| {
-                i.consumers
-                    .into_iter()
-                    .map(|c| (c.name, c.pending as u64))
-                    .collect()
-            })
-            .unwrap_or_default();
+        // What each holds, summed over the lanes. No group yet (nothing
+        // read the queue): nobody holds anything.
+        let mut held: BTreeMap<String, u64> = BTreeMap::new();
+        for priority in Priority::ALL {
+            let info: redis::RedisResult<redis::streams::StreamInfoConsumersReply> =
+                redis::cmd("XINFO")
+                    .arg("CONSUMERS")
+                    .arg(self.keys.lane(priority))
+                    .arg(&self.keys.group)
+                    .query_async(&mut conn)
+                    .await;
+            for c in info.map(|i| i.consumers).unwrap_or_default() {
+                *held.entry(c.name).or_default() += c.pending as u64;
+            }
+        }
         let live_after = now.saturating_sub(self.cfg.lease.as_millis() as u64);
         Ok(beats
             .into_iter()
@@ -568,6 +598,8 @@ fn push_script(
     inv.key(&keys.stream)
         .key(&keys.delayed)
         .key(&keys.stats)
+        .key(&keys.stream_high)
+        .key(&keys.stream_low)
         .arg(&keys.job_prefix)
         .arg(&keys.idem_prefix)
         .arg(cfg.idempotency_window.as_secs().max(1));
@@ -586,7 +618,8 @@ fn push_script(
                     .map_or(0, |t| t.as_millis().clamp(1, u64::MAX as u128) as u64),
             )
             .arg(idem)
-            .arg(fingerprint);
+            .arg(fingerprint)
+            .arg(job.priority.stored());
     }
     inv
 }
@@ -635,6 +668,40 @@ pub async fn connect_with_retry(url: &str, cfg: QueueConfig) -> Result<RedisQueu
         .await
 }
 
+/// A listing cursor of the queued or running jobs, `{ms}:{seq}` with
+/// `.high` or `.low` after it outside the normal lane, as the entry name
+/// the list script takes (`h:{ms}-{seq}`); empty for the first page. A
+/// cursor of the right shape whose rest is not a number (not one handed
+/// out) starts after the entry's millisecond.
+fn stream_cursor_to_entry(cursor: &str) -> Result<String, QueueError> {
+    let Some((ms, rest)) = cursor.split_once(':') else {
+        return Ok(String::new());
+    };
+    let Ok(ms) = ms.parse::<u64>() else {
+        return Err(QueueError::Invalid(format!(
+            "cursor {cursor:?} is not one this listing hands out: {ms} is past any time"
+        )));
+    };
+    let (seq, priority) = match rest.split_once('.') {
+        Some((seq, "high")) => (seq, Priority::High),
+        Some((seq, "low")) => (seq, Priority::Low),
+        _ => (rest, Priority::Normal),
+    };
+    let seq = seq.parse::<u64>().unwrap_or(0);
+    Ok(format!("{}{ms}-{seq}", priority.entry_prefix()))
+}
+
+/// The cursor [`stream_cursor_to_entry`] reads back, for an entry name.
+fn entry_to_stream_cursor(entry: &str) -> String {
+    let priority = Priority::of_entry(entry);
+    let id = &entry[priority.entry_prefix().len()..];
+    let cursor = id.replacen('-', ":", 1);
+    match priority {
+        Priority::Normal => cursor,
+        other => format!("{cursor}.{}", other.as_str()),
+    }
+}
+
 /// Whether `s` has the shape of a listing cursor: `{number}:{rest}`, the
 /// number at most 20 digits, the rest 1 to 128 printable ASCII characters.
 fn is_cursor(s: &str) -> bool {
@@ -644,4 +711,29 @@ fn is_cursor(s: &str) -> bool {
             && (1..=128).contains(&rest.len())
             && rest.bytes().all(|b| b.is_ascii_graphic())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_cursors_name_the_lane_and_read_back() {
+        for entry in [
+            "1700000000000-3",
+            "h:1700000000000-0",
+            "l:5-18446744073709551615",
+        ] {
+            let cursor = entry_to_stream_cursor(entry);
+            assert!(is_cursor(&cursor), "{cursor}");
+            assert_eq!(stream_cursor_to_entry(&cursor).expect("valid"), entry);
+        }
+        assert_eq!(entry_to_stream_cursor("h:12-4"), "12:4.high");
+        assert_eq!(stream_cursor_to_entry("12:x.low").expect("valid"), "l:12-0");
+        assert_eq!(
+            stream_cursor_to_entry("12:99999999999999999999").expect("valid"),
+            "12-0"
+        );
+        assert!(stream_cursor_to_entry("99999999999999999999:1").is_err());
+    }
 }

@@ -9,7 +9,9 @@ use apalis_core::task::data::Data;
 use apalis_core::task::metadata::MetadataStore;
 use apalis_core::worker::builder::WorkerBuilder;
 use apalis_core::worker::context::WorkerContext;
-use redis_job_queue::{JobLease, JobStatus, NewJob, QueueConfig, RedisQueue};
+use redis_job_queue::{
+    JobLease, JobStatus, LOW_LANE_EVERY, NewJob, Priority, QueueConfig, RedisQueue,
+};
 use serde::{Deserialize, Serialize};
 use testkit::RedisServer;
 use tokio::sync::oneshot;
@@ -360,6 +362,7 @@ async fn an_entry_another_consumer_claimed_before_the_start_is_not_started() {
     // The start script, as A's backend calls it after a blocking read.
     let start = redis::Script::new(concat!(
         include_str!("../src/lua/now.lua"),
+        include_str!("../src/lua/lanes.lua"),
         include_str!("../src/lua/start.lua"),
         include_str!("../src/lua/start_read.lua")
     ));
@@ -367,6 +370,8 @@ async fn an_entry_another_consumer_claimed_before_the_start_is_not_started() {
         .key("jobs:{test}:stream")
         .key("jobs:{test}:failed")
         .key("jobs:{test}:stats")
+        .key("jobs:{test}:stream:high")
+        .key("jobs:{test}:stream:low")
         .arg("jobs:{test}:job:")
         .arg("workers")
         .arg("a")
@@ -1119,4 +1124,196 @@ async fn listings_page_through_every_job_once_even_when_times_tie() {
             .is_err(),
         "a malformed cursor is an error"
     );
+}
+
+/// What a handler saw of each job: its number and lane, in run order.
+#[derive(Clone, Default)]
+struct Lanes(Arc<Mutex<Vec<(u64, Priority)>>>);
+
+impl Lanes {
+    fn record(&self, job: &Job, lease: &JobLease) {
+        self.0.lock().expect("lock").push((job.n, lease.priority()));
+    }
+
+    fn runs(&self) -> Vec<(u64, Priority)> {
+        self.0.lock().expect("lock").clone()
+    }
+}
+
+async fn record_lane(
+    job: Job,
+    lease: Data<JobLease>,
+    lanes: Data<Lanes>,
+) -> Result<u64, BoxDynError> {
+    lanes.record(&job, &lease);
+    Ok(job.n)
+}
+
+fn with_priority(n: u64, priority: Priority) -> NewJob {
+    NewJob::new(&Job { n })
+        .expect("encode")
+        .with_priority(priority)
+}
+
+#[tokio::test]
+async fn waiting_high_jobs_start_before_normal_ones_and_low_ones_never_starve() {
+    let fx = Fixture::new(|_| {}).await;
+    // The low and normal jobs were there first; the high ones come last.
+    let mut jobs: Vec<NewJob> = (0..40).map(|n| with_priority(n, Priority::Low)).collect();
+    jobs.extend((100..140).map(|n| with_priority(n, Priority::Normal)));
+    jobs.extend((200..220).map(|n| with_priority(n, Priority::High)));
+    fx.queue.push_batch(jobs).await.expect("push");
+    let stats = fx.queue.stats().await.expect("stats");
+    assert_eq!(
+        (stats.waiting, stats.waiting_high, stats.waiting_low),
+        (100, 20, 40),
+        "{stats:?}"
+    );
+    let page = fx
+        .queue
+        .list(JobStatus::Queued, None, 1)
+        .await
+        .expect("list");
+    assert_eq!(
+        page.jobs[0].priority,
+        Priority::High,
+        "the high lane lists first"
+    );
+
+    // One job per read, so the order of runs is the order of reads.
+    let lanes = Lanes::default();
+    let worker = spawn_worker!(fx.queue, 1, record_lane, lanes.clone());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while lanes.runs().len() < 100 {
+        assert!(Instant::now() < deadline, "the 100 jobs did not all run");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    worker.stop().await;
+
+    let runs = lanes.runs();
+    let last_high = runs
+        .iter()
+        .rposition(|(_, p)| *p == Priority::High)
+        .expect("high jobs ran");
+    let first_normal = runs
+        .iter()
+        .position(|(_, p)| *p == Priority::Normal)
+        .expect("normal jobs ran");
+    assert!(
+        last_high < first_normal,
+        "a normal job ran at {first_normal} while high jobs waited (last at {last_high}): {runs:?}"
+    );
+    // Every job ran in its own lane's order, once.
+    for (lane, range) in [
+        (Priority::High, 200..220),
+        (Priority::Normal, 100..140),
+        (Priority::Low, 0..40),
+    ] {
+        let ns: Vec<u64> = runs
+            .iter()
+            .filter(|(_, p)| *p == lane)
+            .map(|(n, _)| *n)
+            .collect();
+        assert_eq!(ns, range.collect::<Vec<_>>(), "{lane:?} jobs in push order");
+    }
+    // While high and normal jobs still waited (the first 60 runs but the
+    // low ones among them), every LOW_LANE_EVERY-th read took a low job.
+    let busy = &runs[..60];
+    let low = busy.iter().filter(|(_, p)| *p == Priority::Low).count();
+    assert!(
+        low as u64 >= 60 / LOW_LANE_EVERY - 1,
+        "only {low} low jobs ran in the first 60 while the other lanes were full: {runs:?}"
+    );
+    assert!(
+        low as u64 <= 60 / LOW_LANE_EVERY + 1,
+        "low jobs took more than their share: {low} of the first 60: {runs:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_job_keeps_its_lane_when_delayed_retried_reclaimed_or_redriven() {
+    let fx = Fixture::new(|c| {
+        c.lease = Duration::from_millis(500);
+        c.retry_backoff = Duration::from_millis(50);
+        c.max_attempts = 2;
+        c.promote_interval = Duration::from_millis(50);
+    })
+    .await;
+    // n = 1 fails once; n = 2 always fails (then is re-driven); n = 3 is
+    // delayed; n = 4 is taken by a consumer that vanishes.
+    async fn flaky(
+        job: Job,
+        lease: Data<JobLease>,
+        lanes: Data<Lanes>,
+    ) -> Result<u64, BoxDynError> {
+        lanes.record(&job, &lease);
+        match (job.n, lease.attempt) {
+            (1, 1) => Err("once".into()),
+            (2, a) if a <= 2 => Err("twice".into()),
+            _ => Ok(job.n),
+        }
+    }
+    // A consumer takes n = 4 from the low lane and vanishes.
+    let reclaimed = fx
+        .queue
+        .push(with_priority(4, Priority::Low))
+        .await
+        .expect("push");
+    let mut conn = fx.redis_conn().await;
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("workers")
+        .arg("ghost")
+        .arg("COUNT")
+        .arg(1)
+        .arg("STREAMS")
+        .arg("jobs:{test}:stream:low")
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .expect("XREADGROUP");
+    let retried = fx
+        .queue
+        .push(with_priority(1, Priority::High))
+        .await
+        .expect("push");
+    let failed = fx
+        .queue
+        .push(with_priority(2, Priority::Low))
+        .await
+        .expect("push");
+    let delayed = fx
+        .queue
+        .push(with_priority(3, Priority::High).run_after(Duration::from_millis(300)))
+        .await
+        .expect("push");
+    let lanes = Lanes::default();
+    let worker = spawn_worker!(fx.queue, 4, flaky, lanes.clone());
+    for id in [&retried, &delayed, &reclaimed] {
+        fx.wait_status(id, JobStatus::Succeeded, Duration::from_secs(15))
+            .await;
+    }
+    fx.wait_status(&failed, JobStatus::Failed, Duration::from_secs(15))
+        .await;
+    assert_eq!(
+        fx.queue.retry(&failed).await.expect("retry"),
+        Some(JobStatus::Failed)
+    );
+    let rec = fx
+        .wait_status(&failed, JobStatus::Succeeded, Duration::from_secs(15))
+        .await;
+    assert_eq!(rec.priority, Priority::Low);
+    worker.stop().await;
+
+    let runs = lanes.runs();
+    let lane_of = |n: u64| -> Vec<Priority> {
+        runs.iter()
+            .filter(|(m, _)| *m == n)
+            .map(|(_, p)| *p)
+            .collect()
+    };
+    assert_eq!(lane_of(1), [Priority::High, Priority::High], "retried");
+    assert_eq!(lane_of(2), [Priority::Low; 3], "failed, then re-driven");
+    assert_eq!(lane_of(3), [Priority::High], "delayed");
+    assert_eq!(lane_of(4), [Priority::Low], "reclaimed from the ghost");
 }

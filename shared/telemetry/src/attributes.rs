@@ -37,6 +37,9 @@ pub const JOB_REPEAT: &str = "job.repeat";
 /// On a PRODUCER span: how long after the push the job may run, in
 /// milliseconds (delayed jobs).
 pub const JOB_DELAY_MS: &str = "job.delay_ms";
+/// The job's priority lane: `high`, `normal` or `low` (on a batch's
+/// PRODUCER span only when every job shares it).
+pub const JOB_PRIORITY: &str = "job.priority";
 /// How the CONSUMER span relates to the PRODUCER span: `parent` or `link`.
 pub const JOB_TRACE_MODE: &str = "job.trace_mode";
 /// Whether the weather cache had the answer (on the cache lookup span and

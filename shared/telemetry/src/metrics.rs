@@ -93,6 +93,15 @@ pub struct QueueLabels {
     pub messaging_destination_name: String,
 }
 
+/// Labels of a queue's priority lane.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LaneLabels {
+    /// The queue name.
+    pub messaging_destination_name: String,
+    /// `high`, `normal` or `low`.
+    pub job_priority: String,
+}
+
 /// Labels of a job outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -238,6 +247,9 @@ metrics! {
     /// `jobs_queue_depth`: jobs waiting for a worker.
     pub queue_depth: Family<QueueLabels, Gauge> = Family::default(),
         "jobs_queue_depth", "Jobs waiting for a worker", None;
+    /// `jobs_waiting`: jobs waiting for a worker, by priority lane.
+    pub waiting: Family<LaneLabels, Gauge> = Family::default(),
+        "jobs_waiting", "Jobs waiting for a worker, by priority lane", None;
     /// `jobs_in_flight`.
     pub in_flight: Family<QueueLabels, Gauge> = Family::default(),
         "jobs_in_flight", "Jobs taken by a worker, not finished", None;

@@ -37,6 +37,8 @@ pub(super) async fn heartbeat(shared: Arc<Shared>) {
         let mut inv = scripts::HEARTBEAT.prepare_invoke();
         inv.key(&keys.stream)
             .key(&keys.consumers)
+            .key(&keys.stream_high)
+            .key(&keys.stream_low)
             .arg(&keys.group)
             .arg(&*shared.consumer);
         for entry in shared.held_entries() {
@@ -54,6 +56,8 @@ pub(super) async fn heartbeat(shared: Arc<Shared>) {
                 .key(&keys.consumers)
                 .key(&keys.failed)
                 .key(&keys.succeeded)
+                .key(&keys.stream_high)
+                .key(&keys.stream_low)
                 .arg(&keys.group)
                 .arg(cfg.lease.saturating_mul(DEAD_AFTER_LEASES).as_millis() as u64)
                 .arg(20)
@@ -70,7 +74,7 @@ pub(super) async fn heartbeat(shared: Arc<Shared>) {
     }
 }
 
-/// Promoter loop: moves due delayed jobs onto the stream in bounded
+/// Promoter loop: moves due delayed jobs onto their lane's stream in bounded
 /// chunks, sleeping until the next one is due (at most `promote_interval`).
 pub(super) async fn promote(shared: Arc<Shared>) {
     let cfg = shared.cfg().clone();
@@ -78,8 +82,10 @@ pub(super) async fn promote(shared: Arc<Shared>) {
     loop {
         let mut conn = shared.queue.conn.clone();
         let res: redis::RedisResult<(u64, i64, i64)> = scripts::PROMOTE
-            .key(&keys.delayed)
             .key(&keys.stream)
+            .key(&keys.delayed)
+            .key(&keys.stream_high)
+            .key(&keys.stream_low)
             .arg(cfg.promote_batch.max(1))
             .arg(&keys.job_prefix)
             .invoke_async(&mut conn)
@@ -141,6 +147,8 @@ pub(super) async fn leave(shared: &Shared, unstarted: &[Started]) {
     let mut inv = scripts::LEAVE.prepare_invoke();
     inv.key(&keys.stream)
         .key(&keys.consumers)
+        .key(&keys.stream_high)
+        .key(&keys.stream_low)
         .arg(&keys.job_prefix)
         .arg(&keys.group)
         .arg(&*shared.consumer);

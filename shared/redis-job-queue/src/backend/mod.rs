@@ -23,7 +23,7 @@ mod reader;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -68,8 +68,11 @@ struct Shared {
     fetch_batch: usize,
     /// Jobs handed to the worker and not finished.
     active: AtomicUsize,
-    /// Stream entries this consumer holds (handed out or buffered): the
-    /// heartbeat renews their leases.
+    /// Non-blocking reads made: every [`crate::LOW_LANE_EVERY`]th serves
+    /// the low lane first.
+    reads: AtomicU64,
+    /// Entries this consumer holds (handed out or buffered), by their name
+    /// across lanes: the heartbeat renews their leases.
     held: Mutex<HashSet<String>>,
     /// Outcomes finished while Redis was unreachable, oldest first: their
     /// entries stay held (renewed) until the record loop writes them.
@@ -145,6 +148,7 @@ impl<Args> QueueBackend<Args> {
                 concurrency,
                 fetch_batch: concurrency.min(MAX_FETCH),
                 active: AtomicUsize::new(0),
+                reads: AtomicU64::new(0),
                 held: Mutex::new(HashSet::new()),
                 unrecorded: Mutex::new(VecDeque::new()),
                 waker: AtomicWaker::new(),

@@ -250,6 +250,8 @@ pub(crate) fn finish_script(
         .key(&keys.failed)
         .key(&keys.stats)
         .key(&keys.succeeded)
+        .key(&keys.stream_high)
+        .key(&keys.stream_low)
         .arg(&keys.job_prefix)
         .arg(&keys.group)
         .arg(cfg.retention.as_secs().max(1));

@@ -12,7 +12,7 @@ use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 
 use super::loops::heartbeat_period;
 use super::{Shared, Started};
-use crate::{JobLease, QueueError, scripts};
+use crate::{JobLease, LOW_LANE_EVERY, Priority, QueueError, scripts};
 
 /// Longest pause between two reads while Redis is unreachable.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -20,6 +20,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The blocking-read connection and the reclaim cursor.
 pub(super) struct Reader {
     conn: MultiplexedConnection,
+    /// The lane being scanned for expired leases, and where in it.
+    claim_lane: usize,
     claim_cursor: String,
     next_claim: Instant,
 }
@@ -43,6 +45,7 @@ impl Reader {
         shared.reader_id.store(id, Ordering::SeqCst);
         Ok(Self {
             conn,
+            claim_lane: 0,
             claim_cursor: "0-0".into(),
             // Not at once: after an outage every lease looks expired, and
             // the workers still running those jobs (or holding their
@@ -58,9 +61,10 @@ impl Reader {
         let keys = &q.keys;
         let mut entries = Vec::new();
         if Instant::now() >= self.next_claim {
+            let priority = Priority::ALL[self.claim_lane % Priority::ALL.len()];
             let mut conn = q.conn.clone();
             let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-                .arg(&keys.stream)
+                .arg(keys.lane(priority))
                 .arg(&keys.group)
                 .arg(&*shared.consumer)
                 .arg(shared.cfg().lease.as_millis() as u64)
@@ -76,22 +80,28 @@ impl Reader {
             entries = reply
                 .claimed
                 .into_iter()
+                .map(|e| named(priority, e))
                 .filter(|e| !shared.holds(&e.id))
                 .collect();
             if !entries.is_empty() {
                 tracing::info!(
                     count = entries.len(),
                     consumer = %shared.consumer,
+                    priority = priority.as_str(),
                     "reclaimed jobs whose lease expired"
                 );
             }
             self.claim_cursor = reply.next_stream_id;
             if self.claim_cursor == "0-0" {
-                // Scanned every pending entry: look again in half a lease.
-                let half = shared.cfg().lease / 2;
-                self.next_claim = Instant::now()
-                    .checked_add(half)
-                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+                // Scanned every pending entry of this lane: on to the
+                // next; after the last, look again in half a lease.
+                self.claim_lane = (self.claim_lane + 1) % Priority::ALL.len();
+                if self.claim_lane == 0 {
+                    let half = shared.cfg().lease / 2;
+                    self.next_claim = Instant::now()
+                        .checked_add(half)
+                        .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+                }
             }
         }
         if entries.is_empty() {
@@ -100,6 +110,9 @@ impl Reader {
             if !started.is_empty() {
                 return Ok(started);
             }
+            // Nothing waits in any lane: block on all three. Entries that
+            // land in several lanes at the same moment all come back (up
+            // to `want` each); the extra ones wait, held, in the buffer.
             let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
                 .arg("GROUP")
                 .arg(&keys.group)
@@ -109,14 +122,24 @@ impl Reader {
                 .arg("BLOCK")
                 .arg(shared.cfg().block_timeout.as_millis().max(1) as u64)
                 .arg("STREAMS")
+                .arg(&keys.stream_high)
                 .arg(&keys.stream)
+                .arg(&keys.stream_low)
+                .arg(">")
+                .arg(">")
                 .arg(">")
                 .query_async(&mut self.conn)
                 .await?;
             entries = reply
                 .into_iter()
                 .flat_map(|r| r.keys)
-                .flat_map(|k| k.ids)
+                .flat_map(|k| {
+                    let priority = Priority::ALL
+                        .into_iter()
+                        .find(|p| keys.lane(*p) == k.key)
+                        .unwrap_or_default();
+                    k.ids.into_iter().map(move |e| named(priority, e))
+                })
                 .collect();
         }
         if entries.is_empty() {
@@ -124,6 +147,14 @@ impl Reader {
         }
         start(shared, entries).await
     }
+}
+
+/// The entry with its name across lanes (`lua/lanes.lua`).
+fn named(priority: Priority, mut entry: StreamId) -> StreamId {
+    if priority != Priority::Normal {
+        entry.id = format!("{}{}", priority.entry_prefix(), entry.id);
+    }
+    entry
 }
 
 /// A start-type script with its common keys and arguments.
@@ -136,6 +167,8 @@ fn start_invocation(
     inv.key(&keys.stream)
         .key(&keys.failed)
         .key(&keys.stats)
+        .key(&keys.stream_high)
+        .key(&keys.stream_low)
         .arg(&keys.job_prefix)
         .arg(&keys.group)
         .arg(&*shared.consumer)
@@ -143,10 +176,14 @@ fn start_invocation(
     inv
 }
 
-/// Reads up to `want` new entries without blocking and starts their jobs.
+/// Reads up to `want` new entries without blocking and starts their jobs:
+/// high lane first, except on one read in [`LOW_LANE_EVERY`], which takes
+/// the low lane first so low jobs never starve.
 async fn take(shared: &Shared, want: usize) -> Result<Vec<Started>, QueueError> {
     let mut inv = start_invocation(shared, &scripts::TAKE);
-    inv.arg(want);
+    let read = shared.reads.fetch_add(1, Ordering::Relaxed);
+    let low_first = read % LOW_LANE_EVERY == LOW_LANE_EVERY - 1;
+    inv.arg(want).arg(if low_first { "1" } else { "0" });
     started(shared, inv).await
 }
 

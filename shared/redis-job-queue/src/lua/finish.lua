@@ -1,5 +1,6 @@
 -- Record the outcomes of a batch of attempts and acknowledge their entries.
--- KEYS: 1 stream, 2 delayed, 3 failed, 4 stats, 5 succeeded
+-- KEYS: 1 stream, 2 delayed, 3 failed, 4 stats, 5 succeeded, 6 high lane
+--       stream, 7 low lane stream
 -- ARGV: 1 job key prefix, 2 group, 3 retention secs, then 9 per attempt:
 --       consumer, entry id, job id, attempt, outcome (ok|retry|fail),
 --       result JSON or error text, retry delay ms (from the server's now),
@@ -36,8 +37,9 @@ for i = 4, #ARGV, 9 do
   elseif j[1] ~= 'running' or j[2] ~= attempt or j[3] ~= consumer then
     out[#out + 1] = 0
   else
-    redis.call('XACK', KEYS[1], group, entry)
-    redis.call('XDEL', KEYS[1], entry)
+    local stream, bare = entry_stream(entry)
+    redis.call('XACK', stream, group, bare)
+    redis.call('XDEL', stream, bare)
     if outcome == 'ok' then
       redis.call('HSET', key, 'status', 'succeeded', 'result', value, 'finished_at', now)
       redis.call('HDEL', key, 'error', 'error_type')

@@ -1,33 +1,50 @@
 -- One page of the jobs with a status, in a stable order, from a cursor.
 -- KEYS: 1 the index: the delayed set (scheduled, by run time, soonest
 --       first), the succeeded or failed set (by finish time, newest
---       first), or the stream (queued and running, oldest first)
+--       first), or the normal lane's stream (queued and running: lane by
+--       lane, high first, each oldest first); 2 high lane stream, 3 low
+--       lane stream
 -- ARGV: 1 job key prefix, 2 kind: 'asc' or 'desc' (a sorted set) or
 --       'stream', 3 status wanted (for the stream), 4 cursor ('' for the
---       first page; 'score:id' for a set, an entry id for the stream),
+--       first page; 'score:id' for a set, an entry name for the streams),
 --       5 page size, 6 most stream entries to look at
 -- Returns {next cursor ('' when done), job ids...}.
 local prefix, kind, want, cursor = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local limit = tonumber(ARGV[5])
 local out = { '' }
 if kind == 'stream' then
-  local start = '-'
-  if cursor ~= '' then start = '(' .. cursor end
   local scan = tonumber(ARGV[6])
-  local entries = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', scan)
-  local last = ''
-  for _, e in ipairs(entries) do
-    last = e[1]
-    local id = ''
-    for i = 1, #e[2], 2 do
-      if e[2][i] == 'id' then id = e[2][i + 1] end
-    end
-    if redis.call('HGET', prefix .. id, 'status') == want then
-      out[#out + 1] = id
-      if #out - 1 >= limit then break end
+  local first, after = 1, nil
+  if cursor ~= '' then
+    local stream, bare = entry_stream(cursor)
+    after = bare
+    for n, lane in ipairs(LANES) do
+      if lane.stream == stream then first = n end
     end
   end
-  if #entries == scan or #out - 1 >= limit then out[1] = last end
+  local last, looked = '', 0
+  for n = first, #LANES do
+    local lane = LANES[n]
+    local from = '-'
+    if n == first and after then from = '(' .. after end
+    local entries = redis.call('XRANGE', lane.stream, from, '+', 'COUNT', scan - looked)
+    for _, e in ipairs(entries) do
+      last = lane.prefix .. e[1]
+      looked = looked + 1
+      local id = ''
+      for i = 1, #e[2], 2 do
+        if e[2][i] == 'id' then id = e[2][i + 1] end
+      end
+      if redis.call('HGET', prefix .. id, 'status') == want then
+        out[#out + 1] = id
+        if #out - 1 >= limit then break end
+      end
+    end
+    if looked >= scan or #out - 1 >= limit then
+      out[1] = last
+      return out
+    end
+  end
   return out
 end
 -- A sorted set, ordered by score, then by member (as Redis orders ties).

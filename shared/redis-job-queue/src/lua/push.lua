@@ -1,10 +1,11 @@
 -- Enqueue a batch of jobs.
--- KEYS: 1 stream, 2 delayed, 3 stats
+-- KEYS: 1 stream, 2 delayed, 3 stats, 4 high lane stream, 5 low lane stream
 -- ARGV: 1 job key prefix, 2 idempotency key prefix, 3 idempotency window
---       secs, then 8 per job: id, payload, metadata JSON ('' for none),
+--       secs, then 9 per job: id, payload, metadata JSON ('' for none),
 --       max attempts, delay ms (0 = now; counted on the server's clock,
 --       like every time here), timeout ms (0 = the queue's), idempotency
---       key ('' for none), fingerprint of what was asked
+--       key ('' for none), fingerprint of what was asked, priority
+--       ('high', 'low', or '' for normal)
 -- Returns one integer per job: 1 enqueued; 0 refused (the id exists);
 -- 2 a repeat (the idempotency key was used with the same fingerprint:
 -- nothing enqueued); 3 a conflict (the key was used with another one).
@@ -12,7 +13,7 @@ local prefix, idem_prefix = ARGV[1], ARGV[2]
 local window = tonumber(ARGV[3])
 local out = {}
 local added = 0
-for i = 4, #ARGV, 8 do
+for i = 4, #ARGV, 9 do
   local id = ARGV[i]
   local key = prefix .. id
   local idem, fingerprint = ARGV[i + 6], ARGV[i + 7]
@@ -40,6 +41,11 @@ for i = 4, #ARGV, 8 do
       fields[#fields + 1] = 'run_at'
       fields[#fields + 1] = run_at
     end
+    local priority = ARGV[i + 8]
+    if priority ~= '' then
+      fields[#fields + 1] = 'priority'
+      fields[#fields + 1] = priority
+    end
     if tonumber(ARGV[i + 5]) > 0 then
       fields[#fields + 1] = 'timeout_ms'
       fields[#fields + 1] = ARGV[i + 5]
@@ -48,7 +54,7 @@ for i = 4, #ARGV, 8 do
     if delay > 0 then
       redis.call('ZADD', KEYS[2], run_at, id)
     else
-      redis.call('XADD', KEYS[1], '*', 'id', id)
+      redis.call('XADD', lane_stream(priority), '*', 'id', id)
     end
     if idem ~= '' then
       redis.call('SET', idem_prefix .. idem, fingerprint, 'EX', window)

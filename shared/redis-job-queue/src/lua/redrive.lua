@@ -1,7 +1,7 @@
 -- Re-drive failed jobs: each runs again as its next attempt, with a fresh
 -- attempt budget, and its metadata keeps what the failed attempt carried
 -- (its span, for the new attempt to link to).
--- KEYS: 1 stream, 2 failed, 3 stats
+-- KEYS: 1 stream, 2 failed, 3 stats, 4 high lane stream, 5 low lane stream
 -- ARGV: 1 job key prefix, 2 mode: 'one' or 'all', 3 job id (one) or the
 --       error type to match ('' for any; all), 4 most jobs to re-drive
 --       (all), 5 most failed entries to look at (all)
@@ -9,7 +9,7 @@
 local prefix, mode = ARGV[1], ARGV[2]
 local function redrive(id)
   local key = prefix .. id
-  local j = redis.call('HMGET', key, 'attempts', 'max_attempts', 'budget')
+  local j = redis.call('HMGET', key, 'attempts', 'max_attempts', 'budget', 'priority')
   local attempts = tonumber(j[1]) or 0
   local budget = tonumber(j[3]) or tonumber(j[2]) or 1
   redis.call('HSET', key, 'status', 'queued', 'budget', budget,
@@ -17,7 +17,7 @@ local function redrive(id)
   redis.call('HDEL', key, 'finished_at', 'run_at')
   redis.call('PERSIST', key)
   redis.call('ZREM', KEYS[2], id)
-  redis.call('XADD', KEYS[1], '*', 'id', id)
+  redis.call('XADD', lane_stream(j[4]), '*', 'id', id)
   redis.call('HINCRBY', KEYS[3], 'redriven', 1)
 end
 if mode == 'one' then

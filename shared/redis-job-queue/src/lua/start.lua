@@ -1,6 +1,6 @@
 -- Mark the jobs of delivered stream entries as running (a function, shared
 -- by start_read.lua and take.lua).
--- KEYS: 1 stream, 2 failed, 3 stats
+-- KEYS: 1 stream, 2 failed, 3 stats, 4 high lane stream, 5 low lane stream
 -- ARGV: 1 job key prefix, 2 group, 3 consumer, 4 retention secs
 -- `entries` is a flat list: stream entry id, job id, ...
 -- Returns 9 values per started job: entry id, job id, payload, metadata,
@@ -17,8 +17,9 @@ local function start(entries)
   local function fail(key, entry, id, error)
     redis.call('HSET', key, 'status', 'failed', 'finished_at', now, 'error', error)
     redis.call('EXPIRE', key, retention)
-    redis.call('XACK', KEYS[1], group, entry)
-    redis.call('XDEL', KEYS[1], entry)
+    local stream, bare = entry_stream(entry)
+    redis.call('XACK', stream, group, bare)
+    redis.call('XDEL', stream, bare)
     redis.call('ZADD', KEYS[2], now, id)
     redis.call('EXPIRE', KEYS[2], retention)
     redis.call('HINCRBY', KEYS[3], 'failed', 1)
@@ -32,8 +33,9 @@ local function start(entries)
     local attempts, max = tonumber(j[2] or '0'), tonumber(j[3])
     if (not status) or status == 'succeeded' or status == 'failed'
         or status == 'cancelled' then
-      redis.call('XACK', KEYS[1], group, entry)
-      redis.call('XDEL', KEYS[1], entry)
+      local stream, bare = entry_stream(entry)
+      redis.call('XACK', stream, group, bare)
+      redis.call('XDEL', stream, bare)
     elseif (not attempts) or (not max) or (not j[4]) then
       -- Written by hand or by another program: fail it, saying what is
       -- wrong, rather than trip on it at every read.

@@ -22,7 +22,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::{MESSAGING_SYSTEM_REDIS, PREVIOUS_ATTEMPT};
 use crate::attributes::{
-    ERROR_TYPE, JOB_ATTEMPT, JOB_ID, JOB_QUEUE_WAIT_MS, JOB_TRACE_MODE,
+    ERROR_TYPE, JOB_ATTEMPT, JOB_ID, JOB_PRIORITY, JOB_QUEUE_WAIT_MS, JOB_TRACE_MODE,
     MESSAGING_CONSUMER_GROUP_NAME, MESSAGING_DESTINATION_NAME, MESSAGING_MESSAGE_ID,
     MESSAGING_OPERATION_NAME, MESSAGING_OPERATION_TYPE, MESSAGING_SYSTEM, SERVER_ADDRESS,
     SERVER_PORT,
@@ -315,6 +315,7 @@ impl Settings {
             { JOB_ID } = %lease.id,
             { JOB_ATTEMPT } = lease.attempt,
             { JOB_QUEUE_WAIT_MS } = lease.queue_wait().as_millis() as u64,
+            { JOB_PRIORITY } = lease.priority().as_str(),
             { JOB_TRACE_MODE } = Empty,
             otel.status_code = Empty,
             { ERROR_TYPE } = Empty,

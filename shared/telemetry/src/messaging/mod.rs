@@ -42,9 +42,9 @@ use std::sync::Arc;
 use axum::Router;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use redis_job_queue::{QueueError, QueueStats, RedisQueue};
+use redis_job_queue::{Priority, QueueError, QueueStats, RedisQueue};
 
-use crate::metrics::{Metrics, QueueLabels};
+use crate::metrics::{LaneLabels, Metrics, QueueLabels};
 
 pub use consumer::{ConsumerTracing, TraceMode, TracedConsumer};
 pub use producer::{Sent, SentBatch, TracedProducer};
@@ -93,6 +93,22 @@ impl Metrics {
         set(&self.delayed, stats.delayed);
         set(&self.failed, stats.failed);
         set(&self.live_workers, stats.live_consumers);
+        let normal = stats
+            .waiting
+            .saturating_sub(stats.waiting_high + stats.waiting_low);
+        for (priority, n) in [
+            (Priority::High, stats.waiting_high),
+            (Priority::Normal, normal),
+            (Priority::Low, stats.waiting_low),
+        ] {
+            let labels = LaneLabels {
+                messaging_destination_name: queue.to_owned(),
+                job_priority: priority.as_str().to_owned(),
+            };
+            self.waiting
+                .get_or_create(&labels)
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
     }
 }
 
@@ -120,6 +136,8 @@ mod tests {
         let m = Metrics::new();
         let stats = QueueStats {
             waiting: 7,
+            waiting_high: 4,
+            waiting_low: 1,
             in_flight: 2,
             delayed: 1,
             failed: 3,
@@ -133,6 +151,9 @@ mod tests {
         let text = m.openmetrics();
         for line in [
             r#"jobs_queue_depth{messaging_destination_name="weather"} 7"#,
+            r#"jobs_waiting{messaging_destination_name="weather",job_priority="high"} 4"#,
+            r#"jobs_waiting{messaging_destination_name="weather",job_priority="normal"} 2"#,
+            r#"jobs_waiting{messaging_destination_name="weather",job_priority="low"} 1"#,
             r#"jobs_in_flight{messaging_destination_name="weather"} 2"#,
             r#"jobs_delayed{messaging_destination_name="weather"} 1"#,
             r#"jobs_failed{messaging_destination_name="weather"} 3"#,

@@ -11,7 +11,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::{DUPLICATE_ID, MESSAGING_SYSTEM_REDIS, queue_error_type};
 use crate::attributes::{
-    ERROR_TYPE, JOB_DELAY_MS, JOB_REPEAT, MESSAGING_BATCH_MESSAGE_COUNT,
+    ERROR_TYPE, JOB_DELAY_MS, JOB_PRIORITY, JOB_REPEAT, MESSAGING_BATCH_MESSAGE_COUNT,
     MESSAGING_DESTINATION_NAME, MESSAGING_MESSAGE_ID, MESSAGING_OPERATION_NAME,
     MESSAGING_OPERATION_TYPE, MESSAGING_SYSTEM, SERVER_ADDRESS, SERVER_PORT,
 };
@@ -73,6 +73,7 @@ impl TracedProducer {
     pub async fn send(&self, job: NewJob) -> Result<Sent, QueueError> {
         let id = job.id().to_owned();
         let span = self.span(Some(&id), None);
+        span.record(JOB_PRIORITY, job.priority().as_str());
         if let Some(delay) = job.delay() {
             span.record(JOB_DELAY_MS, delay.as_millis() as u64);
         }
@@ -101,6 +102,11 @@ impl TracedProducer {
     /// `messaging.batch.message_count`; every job gets its context.
     pub async fn send_batch(&self, jobs: Vec<NewJob>) -> Result<SentBatch, QueueError> {
         let span = self.span(None, Some(jobs.len()));
+        if let Some(first) = jobs.first()
+            && jobs.iter().all(|j| j.priority() == first.priority())
+        {
+            span.record(JOB_PRIORITY, first.priority().as_str());
+        }
         let trace_id = trace_id(&span);
         let enqueued = async {
             let carrier = self.carrier();
@@ -145,6 +151,7 @@ impl TracedProducer {
             { SERVER_ADDRESS } = %server.address,
             { SERVER_PORT } = server.port,
             { JOB_DELAY_MS } = Empty,
+            { JOB_PRIORITY } = Empty,
             { JOB_REPEAT } = Empty,
             otel.status_code = Empty,
             { ERROR_TYPE } = Empty,
