@@ -311,6 +311,9 @@ async fn create_job(
         let (k, v) = mode.metadata();
         new = new.with_metadata(k, v);
     }
+    if let Some(priority) = options.priority {
+        new = new.with_priority(priority);
+    }
     if let Some(key) = key {
         new = new
             .with_id(idempotent_id(&state.queue, key))
@@ -393,10 +396,10 @@ async fn create_batch(
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body.map_err(rejection)?;
-    let (items, batch_trace) = validate::batch(&body, MAX_BATCH).map_err(ApiError::Invalid)?;
-    let mut results = Vec::with_capacity(items.len());
+    let batch = validate::batch(&body, MAX_BATCH).map_err(ApiError::Invalid)?;
+    let mut results = Vec::with_capacity(batch.jobs.len());
     let mut jobs = Vec::new();
-    for (index, item) in items.iter().enumerate() {
+    for (index, item) in batch.jobs.iter().enumerate() {
         let checked = validate::job(item)
             .and_then(|job| validate::options(item, state.max_delay).map(|options| (job, options)));
         let (job, options) = match checked {
@@ -416,9 +419,12 @@ async fn create_batch(
             new = new.run_after(delay);
         }
         // Fan-out defaults to a trace per job.
-        let mode = options.trace.or(batch_trace).unwrap_or(TraceMode::Link);
+        let mode = options.trace.or(batch.trace).unwrap_or(TraceMode::Link);
         let (k, v) = mode.metadata();
         new = new.with_metadata(k, v);
+        if let Some(priority) = options.priority.or(batch.priority) {
+            new = new.with_priority(priority);
+        }
         results.push(openapi::BatchItem {
             index,
             id: Some(new.id().to_owned()),
@@ -588,6 +594,7 @@ fn job_view(record: JobRecord) -> openapi::Job {
         error: record.error,
         error_type: record.error_type,
         worker: record.worker,
+        priority: record.priority.into(),
     }
 }
 

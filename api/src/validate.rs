@@ -2,11 +2,12 @@
 //!
 //! Accepted: `{"city": "Berlin"}` or `{"latitude": 52.5, "longitude": 13.4}`,
 //! each with an optional `"units": "metric" | "imperial"`, and options of
-//! the job: `"delay_secs"` or `"run_at"` (RFC 3339), and
-//! `"trace": "parent" | "link"`.
+//! the job: `"delay_secs"` or `"run_at"` (RFC 3339),
+//! `"trace": "parent" | "link"` and `"priority": "high" | "normal" | "low"`.
 
 use std::time::{Duration, SystemTime};
 
+use redis_job_queue::Priority;
 use serde_json::{Map, Value};
 use telemetry::messaging::TraceMode;
 use time::format_description::well_known::Rfc3339;
@@ -19,6 +20,8 @@ pub(crate) struct JobOptions {
     pub(crate) delay: Option<Duration>,
     /// The job's own trace mode.
     pub(crate) trace: Option<TraceMode>,
+    /// The job's own priority.
+    pub(crate) priority: Option<Priority>,
 }
 
 /// The options of `body` (already checked to be an object by [`job`]);
@@ -69,9 +72,11 @@ pub(crate) fn options(body: &Value, max_delay: Duration) -> Result<JobOptions, S
         return Err(too_long(d));
     }
     let trace = trace_mode(body)?;
+    let priority = priority(body)?;
     Ok(JobOptions {
         delay: delay.filter(|d| !d.is_zero()),
         trace,
+        priority,
     })
 }
 
@@ -85,6 +90,7 @@ const FIELDS: &[&str] = &[
     "delay_secs",
     "run_at",
     "trace",
+    "priority",
 ];
 
 fn number(body: &Map<String, Value>, name: &str, limit: f64) -> Result<Option<f64>, String> {
@@ -128,7 +134,7 @@ pub(crate) fn job(body: &Value) -> Result<WeatherJob, String> {
     if let Some(unknown) = body.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(format!(
             "unknown field \"{unknown}\"; the fields are city, latitude, longitude, units, \
-             delay_secs, run_at and trace"
+             delay_secs, run_at, trace and priority"
         ));
     }
     let units = match body.get("units") {
@@ -198,10 +204,33 @@ fn trace_mode(body: &Map<String, Value>) -> Result<Option<TraceMode>, String> {
     }
 }
 
-/// The jobs of a batch request `{"jobs": [...], "trace": "parent" | "link"}`
-/// (at most `max` of them), and its trace mode for the jobs that name
-/// none. Each job is checked on its own later.
-pub(crate) fn batch(body: &Value, max: usize) -> Result<(&[Value], Option<TraceMode>), String> {
+/// The `"priority"` field of `body`: `"high"`, `"normal"` or `"low"`, if
+/// given.
+fn priority(body: &Map<String, Value>) -> Result<Option<Priority>, String> {
+    match body.get("priority") {
+        None => Ok(None),
+        Some(Value::String(p)) => Priority::parse(p).map(Some).ok_or_else(|| {
+            format!("\"priority\" must be \"high\", \"normal\" or \"low\", got \"{p}\"")
+        }),
+        Some(other) => Err(format!(
+            "\"priority\" must be a string, got {}",
+            kind(other)
+        )),
+    }
+}
+
+/// A batch request `{"jobs": [...], "trace"?, "priority"?}`: its jobs
+/// (checked on their own later) and the defaults for those that name
+/// none.
+#[derive(Debug)]
+pub(crate) struct Batch<'a> {
+    pub(crate) jobs: &'a [Value],
+    pub(crate) trace: Option<TraceMode>,
+    pub(crate) priority: Option<Priority>,
+}
+
+/// The batch `body` asks for, with at most `max` jobs.
+pub(crate) fn batch(body: &Value, max: usize) -> Result<Batch<'_>, String> {
     let Value::Object(body) = body else {
         return Err(format!(
             "the body must be a JSON object such as {{\"jobs\": [{{\"city\": \"Berlin\"}}]}}, got {}",
@@ -210,10 +239,11 @@ pub(crate) fn batch(body: &Value, max: usize) -> Result<(&[Value], Option<TraceM
     };
     if let Some(unknown) = body
         .keys()
-        .find(|k| !["jobs", "trace"].contains(&k.as_str()))
+        .find(|k| !["jobs", "trace", "priority"].contains(&k.as_str()))
     {
         return Err(format!(
-            "unknown field \"{unknown}\"; a batch has \"jobs\" and, optionally, \"trace\""
+            "unknown field \"{unknown}\"; a batch has \"jobs\" and, optionally, \"trace\" \
+             and \"priority\""
         ));
     }
     let jobs = match body.get("jobs") {
@@ -227,8 +257,11 @@ pub(crate) fn batch(body: &Value, max: usize) -> Result<(&[Value], Option<TraceM
             jobs.len()
         ));
     }
-    let trace = trace_mode(body)?;
-    Ok((jobs, trace))
+    Ok(Batch {
+        jobs,
+        trace: trace_mode(body)?,
+        priority: priority(body)?,
+    })
 }
 
 /// The error type and limit of a bulk re-drive `{"error_type"?, "limit"?}`.
@@ -283,9 +316,14 @@ mod tests {
             options(&json!({ "city": "Oslo" }), MONTH),
             Ok(JobOptions::default())
         );
-        let o = options(&json!({ "delay_secs": 2.5, "trace": "link" }), MONTH).expect("ok");
+        let o = options(
+            &json!({ "delay_secs": 2.5, "trace": "link", "priority": "high" }),
+            MONTH,
+        )
+        .expect("ok");
         assert_eq!(o.delay, Some(Duration::from_millis(2500)));
         assert_eq!(o.trace, Some(TraceMode::Link));
+        assert_eq!(o.priority, Some(Priority::High));
         let soon = time::OffsetDateTime::now_utc() + time::Duration::seconds(60);
         let at = soon
             .format(&time::format_description::well_known::Rfc3339)
@@ -303,8 +341,14 @@ mod tests {
     #[test]
     fn a_batch_is_an_object_with_1_to_max_jobs() {
         let body = json!({ "jobs": [{ "city": "Oslo" }, { "city": "" }], "trace": "parent" });
-        let (jobs, trace) = batch(&body, 3).expect("a batch");
-        assert_eq!((jobs.len(), trace), (2, Some(TraceMode::Parent)));
+        let b = batch(&body, 3).expect("a batch");
+        assert_eq!(
+            (b.jobs.len(), b.trace, b.priority),
+            (2, Some(TraceMode::Parent), None)
+        );
+        let body = json!({ "jobs": [1], "priority": "low" });
+        let b = batch(&body, 3).expect("a batch");
+        assert_eq!(b.priority, Some(Priority::Low));
         for (body, want) in [
             (json!([]), "JSON object"),
             (json!({}), "missing \"jobs\""),
@@ -316,6 +360,10 @@ mod tests {
                 "\"parent\" or \"link\"",
             ),
             (json!({ "jobs": [1], "when": 1 }), "unknown field \"when\""),
+            (
+                json!({ "jobs": [1], "priority": "urgent" }),
+                "\"high\", \"normal\" or \"low\"",
+            ),
         ] {
             let err = batch(&body, 3).expect_err(&body.to_string());
             assert!(err.contains(want), "{body}: {err:?} lacks {want:?}");
@@ -340,6 +388,12 @@ mod tests {
                 "not both",
             ),
             (json!({ "trace": "sideways" }), "\"parent\" or \"link\""),
+            (
+                json!({ "priority": "urgent" }),
+                "\"high\", \"normal\" or \"low\"",
+            ),
+            (json!({ "priority": 1 }), "must be a string, got a number"),
+            (json!({ "priority": null }), "must be a string, got null"),
             (json!({ "trace": true }), "must be a string"),
             (json!({ "trace": null }), "must be a string"),
             (json!({ "delay_secs": null }), "must be a number, got null"),

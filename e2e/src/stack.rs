@@ -55,6 +55,9 @@ pub struct Options<'a> {
     /// Redis speaks only TLS and wants a password; the services get a
     /// `rediss://` URL and the CA (`REDIS_CA_CERT`).
     pub tls_redis: bool,
+    /// Workers started with the stack (2 unless given); more can be
+    /// added with [`Stack::add_worker`].
+    pub workers: Option<usize>,
 }
 
 /// What starting another worker needs.
@@ -202,7 +205,7 @@ impl Stack {
             redis,
             setup,
         };
-        for _ in 0..2 {
+        for _ in 0..options.workers.unwrap_or(2) {
             stack.add_worker().await?;
         }
         Ok(stack)

@@ -443,3 +443,97 @@ async fn fifty_concurrent_posts_with_one_key_make_one_job_through_the_real_api()
     assert_eq!(consumers, 1, "the job ran once");
     Ok(())
 }
+
+#[tokio::test]
+async fn high_priority_jobs_start_first_and_low_ones_still_get_their_share() -> anyhow::Result<()> {
+    // No worker yet: the jobs wait, then one worker runs one at a time.
+    let mut stack = Stack::launch(e2e::Options {
+        workers: Some(0),
+        worker_env: &[("WORKER_CONCURRENCY", "1")],
+        ..e2e::Options::default()
+    })
+    .await?;
+    let mut ids: Vec<(String, &str)> = Vec::new();
+    // Low first, then normal, then high: arrival order is the reverse of
+    // the order the lanes are served in.
+    for (n, priority) in ["low"; 6]
+        .into_iter()
+        .chain(["normal"; 16])
+        .chain(["high"; 4])
+        .enumerate()
+    {
+        let body = serde_json::json!({
+            "latitude": 10.0 + n as f64,
+            "longitude": 20.0,
+            "priority": priority,
+        });
+        let (id, _) = stack.enqueue(&body.to_string(), &[]).await?;
+        ids.push((id, priority));
+    }
+    assert_eq!(stack.job(&ids[25].0).await?["priority"], "high");
+    let metrics = stack.scrape(&stack.api_url).await?;
+    for (priority, want) in [("high", 4.0), ("normal", 16.0), ("low", 6.0)] {
+        let label = format!("job_priority=\"{priority}\"");
+        assert_eq!(
+            e2e::sum(&metrics, "jobs_waiting", &[&label]),
+            want,
+            "{priority} jobs waiting"
+        );
+    }
+
+    stack.add_worker().await?;
+    for (id, _) in &ids {
+        assert_eq!(stack.wait_done(id).await?["status"], "succeeded");
+    }
+    // The order the worker started them in, from the CONSUMER spans.
+    let consumers = stack
+        .zipkin
+        .wait_for(WAIT, "every job's CONSUMER span", |spans| {
+            let mut found: Vec<(u64, String, String)> = spans
+                .iter()
+                .filter(|s| s["kind"] == "CONSUMER")
+                .map(|s| {
+                    (
+                        s["timestamp"].as_u64().unwrap_or(0),
+                        tag(s, "job.id").to_owned(),
+                        tag(s, "job.priority").to_owned(),
+                    )
+                })
+                .collect();
+            (found.len() >= ids.len()).then(|| {
+                found.sort();
+                found
+            })
+        })
+        .await?;
+    let lanes: Vec<&str> = consumers.iter().map(|(_, _, p)| p.as_str()).collect();
+    for (_, id, priority) in &consumers {
+        let asked = ids
+            .iter()
+            .find(|(i, _)| i == id)
+            .context("a job of ours")?
+            .1;
+        assert_eq!(priority, asked, "job {id}'s CONSUMER span names its lane");
+    }
+    let last_high = lanes
+        .iter()
+        .rposition(|p| *p == "high")
+        .context("high ran")?;
+    let first_normal = lanes
+        .iter()
+        .position(|p| *p == "normal")
+        .context("normal ran")?;
+    assert!(last_high < first_normal, "high after normal: {lanes:?}");
+    let last_normal = lanes
+        .iter()
+        .rposition(|p| *p == "normal")
+        .context("normal ran")?;
+    let early_low = lanes[..last_normal].iter().filter(|p| **p == "low").count();
+    assert!(
+        early_low >= 2,
+        "low jobs waited for every normal one (starved): {lanes:?}"
+    );
+    let (producer, _) = producer_and_consumer(&stack, &ids[25].0).await?;
+    assert_eq!(tag(&producer, "job.priority"), "high", "{producer}");
+    Ok(())
+}

@@ -101,6 +101,14 @@ pub(crate) async fn submit() -> Response {
                         option value="imperial" { "imperial (°F, mph)" }
                     }
                 }
+                p {
+                    label for="priority" { "Priority" }
+                    select #priority name="priority" {
+                        option value="high" { "high" }
+                        option value="normal" selected { "normal" }
+                        option value="low" { "low" }
+                    }
+                }
                 button type="submit" { "Submit" }
             }
             p.hint { "Each job's trace starts here, in your browser: the page sends a " code { "traceparent" } " with the job and records its own span." }
@@ -271,6 +279,7 @@ pub(crate) async fn job(State(ui): Ui, Path(id): Path<String>) -> Response {
                     dt { "Status" } dd { span class=(format!("status status-{}", record.status.as_str())) #status { (record.status.as_str()) } }
                     @if let Some(error) = &record.error { dt { "Error" } dd.err { (error) } }
                     dt { "Attempts" } dd { (record.attempts) " of " (record.max_attempts) }
+                    dt { "Priority" } dd #priority { (record.priority.as_str()) }
                     dt { "Queued at" } dd { (rfc3339(record.enqueued_at_ms)) }
                     @if let (JobStatus::Scheduled, Some(at)) = (record.status, record.run_at_ms) {
                         dt { "Runs at" } dd #runs-at { (rfc3339(at)) }

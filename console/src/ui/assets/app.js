@@ -14,12 +14,12 @@ function nowMicros() {
 }
 
 // "52.52, 13.41" is a coordinate pair; anything else a place name.
-function job(line, units) {
+function job(line, options) {
   const m = line.match(/^\s*(-?\d+(?:\.\d+)?)\s*[, ]\s*(-?\d+(?:\.\d+)?)\s*$/);
   const place = m
     ? { latitude: Number(m[1]), longitude: Number(m[2]) }
     : { city: line.trim() };
-  return Object.assign(place, { units });
+  return Object.assign(place, options);
 }
 
 function cell(row, name) {
@@ -44,7 +44,7 @@ function follow(row, id) {
   events.onerror = () => events.close();
 }
 
-async function submitOne(tbody, line, units) {
+async function submitOne(tbody, line, options) {
   const row = tbody.insertRow(0);
   for (const name of ["Place", "Job", "Status", "Attempts", "Trace"]) {
     const td = row.insertCell();
@@ -64,7 +64,7 @@ async function submitOne(tbody, line, units) {
         "content-type": "application/json",
         traceparent: `00-${traceId}-${spanId}-01`,
       },
-      body: JSON.stringify(job(line, units)),
+      body: JSON.stringify(job(line, options)),
     });
     body = await res.json().catch(() => ({}));
   } catch (err) {
@@ -113,11 +113,13 @@ function setupSubmit() {
   if (!form) return;
   form.addEventListener("submit", (e) => {
     e.preventDefault();
-    const units = document.getElementById("units").value;
+    const options = { units: document.getElementById("units").value };
+    const priority = document.getElementById("priority").value;
+    if (priority !== "normal") options.priority = priority;
     const tbody = document.querySelector("#jobs tbody");
     const lines = document.getElementById("places").value.split("\n").filter((l) => l.trim());
     for (const line of lines) {
-      submitOne(tbody, line, units);
+      submitOne(tbody, line, options);
     }
   });
 }
