@@ -191,6 +191,7 @@ fn routes() -> OpenApiRouter<AppState> {
             )
         })
         .routes(routes!(job_status, cancel_job))
+        .routes(routes!(batch_status))
         .routes(routes!(ready))
         .routes(routes!(openapi::openapi_json))
         .routes(routes!(docs::page))
@@ -397,6 +398,7 @@ async fn create_batch(
 ) -> Result<Response, ApiError> {
     let Json(body) = body.map_err(rejection)?;
     let batch = validate::batch(&body, MAX_BATCH).map_err(ApiError::Invalid)?;
+    let batch_id = uuid::Uuid::now_v7().to_string();
     let mut results = Vec::with_capacity(batch.jobs.len());
     let mut jobs = Vec::new();
     for (index, item) in batch.jobs.iter().enumerate() {
@@ -414,7 +416,7 @@ async fn create_batch(
                 continue;
             }
         };
-        let mut new = NewJob::new(&job)?;
+        let mut new = NewJob::new(&job)?.in_batch(&batch_id);
         if let Some(delay) = options.delay {
             new = new.run_after(delay);
         }
@@ -456,10 +458,17 @@ async fn create_batch(
         }
     }
     let accepted = results.iter().filter(|r| r.id.is_some()).count();
-    tracing::info!(accepted, refused = results.len() - accepted, "batch queued");
+    tracing::info!(
+        batch.id = %batch_id,
+        accepted,
+        refused = results.len() - accepted,
+        "batch queued"
+    );
     Ok((
         StatusCode::ACCEPTED,
+        [(header::LOCATION, format!("/v1/batches/{batch_id}"))],
         Json(openapi::BatchAccepted {
+            batch_id,
             trace_id: sent.trace_id,
             accepted,
             refused: results.len() - accepted,
@@ -550,6 +559,56 @@ async fn job_status(
     Ok(Json(current_view(&state, &id).await?))
 }
 
+/// Read a batch
+///
+/// The jobs `POST /v1/jobs/batch` sent together, in their order, with how
+/// many are in each status. A batch is kept as long as its jobs are.
+#[utoipa::path(
+    get,
+    path = "/v1/batches/{id}",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The `batch_id` `POST /v1/jobs/batch` answered")),
+    responses(
+        (status = 200, description = "The batch", body = openapi::Batch),
+        (status = 404, response = openapi::NotFound),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::ServiceUnavailable),
+    )
+)]
+async fn batch_status(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<openapi::Batch>, ApiError> {
+    let id = id.map_or_else(|_| String::new(), |Path(id)| id);
+    let unknown = || ApiError::NotFound(format!(
+        "no batch with id {id:?} (batches are kept as long as their jobs)"
+    ));
+    if !plausible_id(&id) {
+        return Err(unknown());
+    }
+    let records = state
+        .queue
+        .batch(&id, MAX_BATCH)
+        .await?
+        .ok_or_else(unknown)?;
+    let mut counts = openapi::BatchCounts::default();
+    for r in &records {
+        *match r.status {
+            JobStatus::Scheduled => &mut counts.scheduled,
+            JobStatus::Queued => &mut counts.queued,
+            JobStatus::Running => &mut counts.running,
+            JobStatus::Succeeded => &mut counts.succeeded,
+            JobStatus::Failed => &mut counts.failed,
+            JobStatus::Cancelled => &mut counts.cancelled,
+        } += 1;
+    }
+    Ok(Json(openapi::Batch {
+        id,
+        counts,
+        jobs: records.into_iter().map(job_view).collect(),
+    }))
+}
+
 /// The job id of a path; one that does not decode (`%FF`) or could not
 /// be an id names no job.
 fn job_id(id: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
@@ -595,6 +654,7 @@ fn job_view(record: JobRecord) -> openapi::Job {
         error_type: record.error_type,
         worker: record.worker,
         priority: record.priority.into(),
+        batch_id: record.batch,
     }
 }
 

@@ -283,6 +283,8 @@ pub struct BatchItem {
 /// The answer to a batch: one result per job, in order.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct BatchAccepted {
+    /// The batch's id: `GET /v1/batches/{id}` shows its jobs together.
+    pub batch_id: String,
     /// The trace of the batch's PRODUCER span.
     #[schema(pattern = "^[0-9a-f]{32}$")]
     pub trace_id: String,
@@ -346,6 +348,34 @@ pub struct JobList {
     /// The `cursor` of the next page; `null` on the last.
     #[schema(required = true)]
     pub next_cursor: Option<String>,
+}
+
+/// The jobs of one batch, together.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Batch {
+    /// The batch's id.
+    pub id: String,
+    /// How many of its jobs are in each status.
+    pub counts: BatchCounts,
+    /// Its jobs still kept, in the order they were sent.
+    pub jobs: Vec<Job>,
+}
+
+/// How many jobs of a batch are in each status.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct BatchCounts {
+    /// Waiting for their run time or a retry.
+    pub scheduled: usize,
+    /// Waiting for a worker.
+    pub queued: usize,
+    /// Running.
+    pub running: usize,
+    /// Done.
+    pub succeeded: usize,
+    /// Given up on.
+    pub failed: usize,
+    /// Cancelled before they ran.
+    pub cancelled: usize,
 }
 
 /// Which failed jobs to re-drive.
@@ -448,6 +478,9 @@ pub struct Job {
     pub worker: Option<String>,
     /// Its lane.
     pub priority: Priority,
+    /// The batch it was sent with (`GET /v1/batches/{id}`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<String>,
 }
 
 /// `GET /healthz`'s answer.

@@ -772,6 +772,27 @@ async fn a_batch_enqueues_its_valid_jobs_and_says_why_the_others_were_refused() 
     assert_eq!(a.body["trace_id"].as_str().map(str::len), Some(32));
     assert_eq!(api.enqueued().await, 2);
 
+    // The batch reads back together: its jobs in order, counted by status.
+    let batch_id = a.body["batch_id"].as_str().expect("batch_id");
+    let batch = api.get(&format!("/v1/batches/{batch_id}")).await;
+    assert_eq!(batch.status, StatusCode::OK, "{}", batch.body);
+    let ids: Vec<&str> = batch.body["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .filter_map(|j| j["id"].as_str())
+        .collect();
+    assert_eq!(ids, [&results[0]["id"], &results[2]["id"]].map(|v| v.as_str().expect("id")));
+    assert_eq!(batch.body["counts"]["queued"], 1, "{}", batch.body);
+    assert_eq!(batch.body["counts"]["scheduled"], 1, "{}", batch.body);
+    assert_eq!(batch.body["jobs"][0]["batch_id"], batch_id);
+    let job = api.get(&format!("/v1/jobs/{}", ids[1])).await;
+    assert_eq!(job.body["batch_id"], batch_id, "{}", job.body);
+    assert_eq!(job.body["priority"], "normal", "{}", job.body);
+    for unknown in ["/v1/batches/0190a0a0-0000-7000-8000-000000000000", "/v1/batches/not%20an%20id"] {
+        assert_problem(&api.get(unknown).await, StatusCode::NOT_FOUND, "no batch");
+    }
+
     // Each job's trace mode: link by default (fan-out), or its own.
     let mode = |i: usize| {
         let id = results[i]["id"].as_str().expect("id").to_owned();

@@ -101,7 +101,7 @@ async fn a_place_submitted_in_the_console_succeeds_and_its_trace_starts_in_the_b
 async fn drive(client: &Client, console: &str, shots: &std::path::Path) -> anyhow::Result<()> {
     client.goto(console).await?;
     // The keyboard alone: type the place, Tab to the units, Tab to the
-    // button, Enter.
+    // priority, Tab to the button, Enter.
     let places = client.find(Locator::Css("#places")).await?;
     places.clear().await?;
     places.click().await?;
@@ -117,6 +117,13 @@ async fn drive(client: &Client, console: &str, shots: &std::path::Path) -> anyho
         "Tab reaches the units"
     );
     units.send_keys(&tab).await?;
+    let priority = client.active_element().await?;
+    assert_eq!(
+        priority.attr("id").await?.as_deref(),
+        Some("priority"),
+        "Tab reaches the priority"
+    );
+    priority.send_keys(&tab).await?;
     let button = client.active_element().await?;
     assert_eq!(button.text().await?, "Submit", "then the button");
     button.send_keys(&enter).await?;

@@ -180,6 +180,43 @@ async fn the_console_cancels_and_retries_jobs_and_shows_what_waits_and_the_sched
         anyhow::ensure!(std::time::Instant::now() < deadline, "not re-driven");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+
+    // A batch's jobs, shown together, in the order they were sent.
+    let sent: serde_json::Value = stack
+        .http
+        .post(format!("{}/v1/jobs/batch", stack.api_url))
+        .json(&json!({ "jobs": [
+            { "city": "Tartu" },
+            { "city": "Narva", "delay_secs": 600 },
+            { "latitude": 58.4, "longitude": 24.5, "priority": "high" },
+        ] }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let batch = sent["batch_id"].as_str().context("batch_id")?;
+    let ids: Vec<&str> = sent["results"]
+        .as_array()
+        .context("results")?
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 3, "{sent}");
+    stack.wait_done(ids[0]).await?;
+    stack.wait_done(ids[2]).await?;
+    let html = page(&format!("/batches/{batch}")).await?;
+    let at = |id: &str| html.find(&format!("/jobs/{id}\"")).with_context(|| format!("{id} not shown: {html}"));
+    assert!(at(ids[0])? < at(ids[1])? && at(ids[1])? < at(ids[2])?, "in order: {html}");
+    for shown in ["Tartu", "Narva", "58.4, 24.5", "3 jobs", "2 succeeded", "1 scheduled", "high"] {
+        assert!(html.contains(shown), "{shown:?} not on the batch page: {html}");
+    }
+    let job_page = page(&format!("/jobs/{}", ids[1])).await?;
+    assert!(
+        job_page.contains(&format!("href=\"/batches/{batch}\"")),
+        "the job page links to its batch: {job_page}"
+    );
+    let missing = http.get(format!("{console}/batches/no-such-batch")).send().await?;
+    assert_eq!(missing.status(), 404);
     Ok(())
 }
 

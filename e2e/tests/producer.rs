@@ -165,12 +165,12 @@ async fn an_idempotent_repeat_is_marked_on_its_producer_span() -> anyhow::Result
     Ok(())
 }
 
-/// Posts a batch of `cities`; answers the job ids.
+/// Posts a batch of `cities`; answers its id and the job ids.
 async fn post_batch(
     stack: &Stack,
     cities: &[&str],
     trace: Option<&str>,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<(String, Vec<String>)> {
     let jobs: Vec<Value> = cities
         .iter()
         .map(|c| serde_json::json!({ "city": c }))
@@ -190,12 +190,14 @@ async fn post_batch(
     if status != 202 {
         bail!("the batch was answered {status}: {answer}");
     }
-    answer["results"]
+    let batch = answer["batch_id"].as_str().context("batch_id")?.to_owned();
+    let ids = answer["results"]
         .as_array()
         .context("results")?
         .iter()
         .map(|r| r["id"].as_str().map(str::to_owned).context("an id per job"))
-        .collect()
+        .collect::<anyhow::Result<_>>()?;
+    Ok((batch, ids))
 }
 
 #[tokio::test]
@@ -205,7 +207,7 @@ async fn a_batch_fans_out_in_one_producer_span_in_link_and_in_parent_mode() -> a
         (None, ["Porto", "Faro", "Braga"]),
         (Some("parent"), ["Gent", "Brugge", "Leuven"]),
     ] {
-        let ids = post_batch(&stack, &cities, mode).await?;
+        let (batch, ids) = post_batch(&stack, &cities, mode).await?;
         for id in &ids {
             assert_eq!(stack.wait_done(id).await?["status"], "succeeded");
         }
@@ -243,6 +245,7 @@ async fn a_batch_fans_out_in_one_producer_span_in_link_and_in_parent_mode() -> a
             "3",
             "{producer}"
         );
+        assert_eq!(tag(&producer, "job.batch_id"), batch, "{producer}");
         let producer_ref = format!(
             "{}-{}",
             producer["traceId"].as_str().unwrap_or_default(),

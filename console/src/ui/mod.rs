@@ -5,6 +5,7 @@
 //! assets are compiled into the binary, so it works offline.
 
 mod actions;
+mod batch;
 mod charts;
 mod map;
 mod pages;
@@ -137,6 +138,8 @@ pub(crate) fn routes(state: Arc<UiState>) -> Router {
         .route("/failed", get(pages::failed))
         .route("/scheduled", get(pages::scheduled))
         .route("/map", get(pages::map))
+        .route("/batches/{id}", get(batch::page))
+        .route("/ui/batches/{id}/fragment", get(batch::fragment))
         .route("/ui/jobs", post(pages::create_job))
         .route("/ui/jobs/{id}/events", get(pages::job_events))
         .route("/ui/jobs/{id}/trace", get(pages::job_trace))

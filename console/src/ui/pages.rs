@@ -22,7 +22,7 @@ use super::waterfall::{self, millis};
 pub(crate) type Ui = State<Arc<UiState>>;
 
 /// The frame of every page: navigation, title, the page's content.
-fn page(title: &str, here: &str, body: Markup) -> Response {
+pub(crate) fn page(title: &str, here: &str, body: Markup) -> Response {
     let nav = [
         ("/", "Submit"),
         ("/queues", "Queues"),
@@ -63,7 +63,7 @@ fn page(title: &str, here: &str, body: Markup) -> Response {
 }
 
 /// A page saying the queue cannot be read (yet).
-fn no_queue(title: &str, here: &str) -> Response {
+pub(crate) fn no_queue(title: &str, here: &str) -> Response {
     let mut res = page(
         title,
         here,
@@ -78,7 +78,7 @@ pub(crate) fn rfc3339(ms: u64) -> String {
 }
 
 /// The trace id in a job's `traceparent`.
-fn trace_id_of(record: &JobRecord) -> Option<&str> {
+pub(crate) fn trace_id_of(record: &JobRecord) -> Option<&str> {
     record.metadata.get("traceparent")?.split('-').nth(1)
 }
 
@@ -280,6 +280,7 @@ pub(crate) async fn job(State(ui): Ui, Path(id): Path<String>) -> Response {
                     @if let Some(error) = &record.error { dt { "Error" } dd.err { (error) } }
                     dt { "Attempts" } dd { (record.attempts) " of " (record.max_attempts) }
                     dt { "Priority" } dd #priority { (record.priority.as_str()) }
+                    @if let Some(b) = &record.batch { dt { "Batch" } dd { a #batch href=(format!("/batches/{b}")) { code { (b) } } } }
                     dt { "Queued at" } dd { (rfc3339(record.enqueued_at_ms)) }
                     @if let (JobStatus::Scheduled, Some(at)) = (record.status, record.run_at_ms) {
                         dt { "Runs at" } dd #runs-at { (rfc3339(at)) }

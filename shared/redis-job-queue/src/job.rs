@@ -26,6 +26,8 @@ pub struct NewJob {
     /// Idempotency key and the fingerprint of what was asked.
     pub(crate) idempotency: Option<(String, String)>,
     pub(crate) priority: Priority,
+    /// The batch it was pushed with, if any.
+    pub(crate) batch: Option<String>,
 }
 
 /// Which lane a job waits in. A waiting high job starts before any waiting
@@ -109,6 +111,7 @@ impl NewJob {
             timeout: None,
             idempotency: None,
             priority: Priority::Normal,
+            batch: None,
         })
     }
 
@@ -207,6 +210,18 @@ impl NewJob {
     /// The lane the job waits in.
     pub fn priority(&self) -> Priority {
         self.priority
+    }
+
+    /// Lists the job in batch `id`, so [`crate::RedisQueue::batch`] reads
+    /// the jobs of a batch together.
+    pub fn in_batch(mut self, id: impl Into<String>) -> Self {
+        self.batch = Some(id.into());
+        self
+    }
+
+    /// The batch the job is listed in.
+    pub fn batch(&self) -> Option<&str> {
+        self.batch.as_deref()
     }
 
     /// Gives this job its own attempt budget instead of the queue's.
@@ -344,6 +359,8 @@ pub struct JobRecord {
     pub error_type: Option<String>,
     /// The lane it waits in.
     pub priority: Priority,
+    /// The batch it was pushed with, if any.
+    pub batch: Option<String>,
 }
 
 /// One page of jobs with a status ([`crate::RedisQueue::list`]).
@@ -418,6 +435,7 @@ impl JobRecord {
             worker: f.remove("worker"),
             metadata,
             priority,
+            batch: f.remove("batch"),
         })
     }
 }

@@ -69,6 +69,7 @@
 //! | `{prefix}:{q}:consumers`    | zset   | live consumers scored by last heartbeat       |
 //! | `{prefix}:{q}:stats`        | hash   | lifetime counters                             |
 //! | `{prefix}:{q}:idem:{key}`   | string | an idempotency key's fingerprint (expires)    |
+//! | `{prefix}:{q}:batch:{id}`   | list   | the ids of a batch's jobs (expires with them) |
 //!
 //! Why Streams rather than lists (`BLMOVE`) or sorted sets:
 //! - `XREADGROUP BLOCK` wakes a waiting worker the moment `XADD` lands, so

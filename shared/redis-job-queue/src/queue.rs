@@ -76,6 +76,8 @@ pub(crate) struct Keys {
     pub(crate) job_prefix: String,
     /// Prefix of the idempotency keys; the caller's key is appended.
     pub(crate) idem_prefix: String,
+    /// Prefix of the batch indexes; the batch id is appended.
+    pub(crate) batch_prefix: String,
     pub(crate) group: String,
 }
 
@@ -93,6 +95,7 @@ impl Keys {
             stats: format!("{base}:stats"),
             job_prefix: format!("{base}:job:"),
             idem_prefix: format!("{base}:idem:"),
+            batch_prefix: format!("{base}:batch:"),
             group: CONSUMER_GROUP.into(),
         }
     }
@@ -384,22 +387,7 @@ impl RedisQueue {
             Some(c) => Some(c.to_owned()),
         };
         let ids: Vec<String> = answer.drain(1.min(answer.len())..).collect();
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            pipe.cmd("HGETALL").arg(self.keys.job(id));
-        }
-        let hashes: Vec<BTreeMap<String, String>> = if ids.is_empty() {
-            Vec::new()
-        } else {
-            pipe.query_async(&mut conn).await?
-        };
-        // A record may have expired since the index was read: skip it.
-        let jobs = ids
-            .iter()
-            .zip(hashes)
-            .filter(|(_, fields)| !fields.is_empty())
-            .map(|(id, fields)| JobRecord::from_hash(id, fields))
-            .collect::<Result<_, _>>()?;
+        let jobs = self.records(&ids).await?;
         Ok(JobPage {
             jobs,
             next_cursor: next,
@@ -455,6 +443,45 @@ impl RedisQueue {
             redriven,
             more: redriven as usize >= limit.max(1) || looked as usize >= SCAN,
         })
+    }
+
+    /// The jobs of batch `id` ([`NewJob::in_batch`]) in the order they were
+    /// pushed, the first `limit` of them; `None` when no such batch is
+    /// known (or its index expired with its last job).
+    pub async fn batch(&self, id: &str, limit: usize) -> Result<Option<Vec<JobRecord>>, QueueError> {
+        if limit == 0 {
+            return Ok(Some(Vec::new()));
+        }
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = redis::cmd("LRANGE")
+            .arg(format!("{}{id}", self.keys.batch_prefix))
+            .arg(0)
+            .arg(limit - 1)
+            .query_async(&mut conn)
+            .await?;
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        self.records(&ids).await.map(Some)
+    }
+
+    /// The records of `ids` still kept, in that order.
+    async fn records(&self, ids: &[String]) -> Result<Vec<JobRecord>, QueueError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("HGETALL").arg(self.keys.job(id));
+        }
+        let hashes: Vec<BTreeMap<String, String>> = pipe.query_async(&mut conn).await?;
+        // A record may have expired since the index was read: skip it.
+        ids.iter()
+            .zip(hashes)
+            .filter(|(_, fields)| !fields.is_empty())
+            .map(|(id, fields)| JobRecord::from_hash(id, fields))
+            .collect()
     }
 
     /// The job's status, attempts, result or error; `None` when the id is
@@ -569,16 +596,7 @@ impl RedisQueue {
             .arg(limit - 1)
             .query_async(&mut conn)
             .await?;
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            pipe.cmd("HGETALL").arg(self.keys.job(id));
-        }
-        let hashes: Vec<BTreeMap<String, String>> = pipe.query_async(&mut conn).await?;
-        ids.iter()
-            .zip(hashes)
-            .filter(|(_, fields)| !fields.is_empty())
-            .map(|(id, fields)| JobRecord::from_hash(id, fields))
-            .collect()
+        self.records(&ids).await
     }
 
     /// An apalis backend that runs at most `concurrency` jobs of this queue
@@ -602,7 +620,9 @@ fn push_script(
         .key(&keys.stream_low)
         .arg(&keys.job_prefix)
         .arg(&keys.idem_prefix)
-        .arg(cfg.idempotency_window.as_secs().max(1));
+        .arg(cfg.idempotency_window.as_secs().max(1))
+        .arg(&keys.batch_prefix)
+        .arg(cfg.retention.as_secs().max(1));
     for job in jobs {
         let (idem, fingerprint) = job
             .idempotency
@@ -619,7 +639,8 @@ fn push_script(
             )
             .arg(idem)
             .arg(fingerprint)
-            .arg(job.priority.stored());
+            .arg(job.priority.stored())
+            .arg(job.batch.as_deref().unwrap_or_default());
     }
     inv
 }

@@ -1317,3 +1317,35 @@ async fn a_job_keeps_its_lane_when_delayed_retried_reclaimed_or_redriven() {
     assert_eq!(lane_of(3), [Priority::High], "delayed");
     assert_eq!(lane_of(4), [Priority::Low], "reclaimed from the ghost");
 }
+
+#[tokio::test]
+async fn a_batch_lists_its_jobs_in_order_for_as_long_as_they_may_be_kept() {
+    let fx = Fixture::new(|c| c.retention = Duration::from_secs(60)).await;
+    let mut jobs: Vec<NewJob> = (0..3)
+        .map(|n| NewJob::new(&Job { n }).expect("encode").in_batch("b1"))
+        .collect();
+    jobs.push(
+        NewJob::new(&Job { n: 3 })
+            .expect("encode")
+            .in_batch("b1")
+            .run_after(Duration::from_secs(600)),
+    );
+    let ids: Vec<String> = jobs.iter().map(|j| j.id().to_owned()).collect();
+    fx.queue.push_batch(jobs).await.expect("push");
+    fx.push(99).await;
+
+    let batch = fx.queue.batch("b1", 1000).await.expect("batch").expect("known");
+    let listed: Vec<&str> = batch.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(listed, ids.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(batch.iter().all(|r| r.batch.as_deref() == Some("b1")));
+    assert_eq!(fx.queue.batch("b1", 2).await.expect("batch").map(|b| b.len()), Some(2));
+    assert_eq!(fx.queue.batch("b2", 10).await.expect("batch"), None);
+    // The index outlives the delayed job's run time by the retention.
+    let mut conn = fx.redis_conn().await;
+    let ttl: i64 = redis::cmd("TTL")
+        .arg("jobs:{test}:batch:b1")
+        .query_async(&mut conn)
+        .await
+        .expect("TTL");
+    assert!((600..=660).contains(&ttl), "the batch index expires in {ttl} s");
+}

@@ -40,6 +40,8 @@ pub const JOB_DELAY_MS: &str = "job.delay_ms";
 /// The job's priority lane: `high`, `normal` or `low` (on a batch's
 /// PRODUCER span only when every job shares it).
 pub const JOB_PRIORITY: &str = "job.priority";
+/// On a batch's PRODUCER span: the batch's id, which lists its jobs.
+pub const JOB_BATCH_ID: &str = "job.batch_id";
 /// How the CONSUMER span relates to the PRODUCER span: `parent` or `link`.
 pub const JOB_TRACE_MODE: &str = "job.trace_mode";
 /// Whether the weather cache had the answer (on the cache lookup span and

@@ -254,7 +254,8 @@ pub(crate) fn finish_script(
         .key(&keys.stream_low)
         .arg(&keys.job_prefix)
         .arg(&keys.group)
-        .arg(cfg.retention.as_secs().max(1));
+        .arg(cfg.retention.as_secs().max(1))
+        .arg(&keys.batch_prefix);
     for d in done {
         inv.arg(&*d.consumer)
             .arg(&d.entry)

@@ -1,7 +1,8 @@
 -- Record the outcomes of a batch of attempts and acknowledge their entries.
 -- KEYS: 1 stream, 2 delayed, 3 failed, 4 stats, 5 succeeded, 6 high lane
 --       stream, 7 low lane stream
--- ARGV: 1 job key prefix, 2 group, 3 retention secs, then 9 per attempt:
+-- ARGV: 1 job key prefix, 2 group, 3 retention secs, 4 batch index key
+--       prefix, then 9 per attempt:
 --       consumer, entry id, job id, attempt, outcome (ok|retry|fail),
 --       result JSON or error text, retry delay ms (from the server's now),
 --       a JSON object of metadata to merge in for a later attempt ('' for
@@ -13,10 +14,18 @@
 -- record never expires, so Redis lost its data: restarted empty, say).
 -- Outcomes may arrive long after the attempt ended (kept by the worker
 -- through an outage): the fence below makes that safe.
-local prefix, group = ARGV[1], ARGV[2]
+local prefix, group, batch_prefix = ARGV[1], ARGV[2], ARGV[4]
 local retention = tonumber(ARGV[3])
 local out = {}
 local counts = { succeeded = 0, retried = 0, failed = 0 }
+-- A job that ends keeps its batch's index for as long as its own record.
+local function keep_batch(batch)
+  if not batch then return end
+  local index = batch_prefix .. batch
+  if redis.call('TTL', index) < retention then
+    redis.call('EXPIRE', index, retention)
+  end
+end
 -- Merges a JSON object of metadata into the job's.
 local function carry(key, extra)
   if extra == '' then return end
@@ -26,12 +35,12 @@ local function carry(key, extra)
   for k, v in pairs(cjson.decode(extra)) do meta[k] = v end
   redis.call('HSET', key, 'meta', cjson.encode(meta))
 end
-for i = 4, #ARGV, 9 do
+for i = 5, #ARGV, 9 do
   local consumer, entry, id, attempt, outcome, value =
     ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   local error_type = ARGV[i + 8]
   local key = prefix .. id
-  local j = redis.call('HMGET', key, 'status', 'attempts', 'worker')
+  local j = redis.call('HMGET', key, 'status', 'attempts', 'worker', 'batch')
   if not j[1] then
     out[#out + 1] = 2
   elseif j[1] ~= 'running' or j[2] ~= attempt or j[3] ~= consumer then
@@ -45,6 +54,7 @@ for i = 4, #ARGV, 9 do
       redis.call('HDEL', key, 'error', 'error_type')
       redis.call('EXPIRE', key, retention)
       redis.call('ZADD', KEYS[5], now, id)
+      keep_batch(j[4])
       counts.succeeded = counts.succeeded + 1
     else
       carry(key, ARGV[i + 7])
@@ -62,6 +72,7 @@ for i = 4, #ARGV, 9 do
         redis.call('HSET', key, 'status', 'failed', 'error', value, 'finished_at', now)
         redis.call('EXPIRE', key, retention)
         redis.call('ZADD', KEYS[3], now, id)
+        keep_batch(j[4])
         counts.failed = counts.failed + 1
       end
     end

@@ -1,19 +1,22 @@
 -- Enqueue a batch of jobs.
 -- KEYS: 1 stream, 2 delayed, 3 stats, 4 high lane stream, 5 low lane stream
 -- ARGV: 1 job key prefix, 2 idempotency key prefix, 3 idempotency window
---       secs, then 9 per job: id, payload, metadata JSON ('' for none),
+--       secs, 4 batch index key prefix, 5 retention secs, then 10 per job: id, payload, metadata JSON ('' for none),
 --       max attempts, delay ms (0 = now; counted on the server's clock,
 --       like every time here), timeout ms (0 = the queue's), idempotency
 --       key ('' for none), fingerprint of what was asked, priority
---       ('high', 'low', or '' for normal)
+--       ('high', 'low', or '' for normal), batch id ('' for none)
+-- A job of a batch is listed in the batch's index, which lives at least
+-- as long as the retention after the job may run (the finish script
+-- extends it as the batch's jobs end).
 -- Returns one integer per job: 1 enqueued; 0 refused (the id exists);
 -- 2 a repeat (the idempotency key was used with the same fingerprint:
 -- nothing enqueued); 3 a conflict (the key was used with another one).
-local prefix, idem_prefix = ARGV[1], ARGV[2]
-local window = tonumber(ARGV[3])
+local prefix, idem_prefix, batch_prefix = ARGV[1], ARGV[2], ARGV[4]
+local window, retention = tonumber(ARGV[3]), tonumber(ARGV[5])
 local out = {}
 local added = 0
-for i = 4, #ARGV, 9 do
+for i = 6, #ARGV, 10 do
   local id = ARGV[i]
   local key = prefix .. id
   local idem, fingerprint = ARGV[i + 6], ARGV[i + 7]
@@ -41,7 +44,17 @@ for i = 4, #ARGV, 9 do
       fields[#fields + 1] = 'run_at'
       fields[#fields + 1] = run_at
     end
-    local priority = ARGV[i + 8]
+    local priority, batch = ARGV[i + 8], ARGV[i + 9]
+    if batch ~= '' then
+      fields[#fields + 1] = 'batch'
+      fields[#fields + 1] = batch
+      local index = batch_prefix .. batch
+      redis.call('RPUSH', index, id)
+      local ttl = retention + math.ceil(delay / 1000)
+      if redis.call('TTL', index) < ttl then
+        redis.call('EXPIRE', index, ttl)
+      end
+    end
     if priority ~= '' then
       fields[#fields + 1] = 'priority'
       fields[#fields + 1] = priority

@@ -11,7 +11,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::{DUPLICATE_ID, MESSAGING_SYSTEM_REDIS, queue_error_type};
 use crate::attributes::{
-    ERROR_TYPE, JOB_DELAY_MS, JOB_PRIORITY, JOB_REPEAT, MESSAGING_BATCH_MESSAGE_COUNT,
+    ERROR_TYPE, JOB_BATCH_ID, JOB_DELAY_MS, JOB_PRIORITY, JOB_REPEAT, MESSAGING_BATCH_MESSAGE_COUNT,
     MESSAGING_DESTINATION_NAME, MESSAGING_MESSAGE_ID, MESSAGING_OPERATION_NAME,
     MESSAGING_OPERATION_TYPE, MESSAGING_SYSTEM, SERVER_ADDRESS, SERVER_PORT,
 };
@@ -107,6 +107,11 @@ impl TracedProducer {
         {
             span.record(JOB_PRIORITY, first.priority().as_str());
         }
+        if let Some(batch) = jobs.first().and_then(NewJob::batch)
+            && jobs.iter().all(|j| j.batch() == Some(batch))
+        {
+            span.record(JOB_BATCH_ID, batch);
+        }
         let trace_id = trace_id(&span);
         let enqueued = async {
             let carrier = self.carrier();
@@ -151,6 +156,7 @@ impl TracedProducer {
             { SERVER_ADDRESS } = %server.address,
             { SERVER_PORT } = server.port,
             { JOB_DELAY_MS } = Empty,
+            { JOB_BATCH_ID } = Empty,
             { JOB_PRIORITY } = Empty,
             { JOB_REPEAT } = Empty,
             otel.status_code = Empty,
