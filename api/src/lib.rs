@@ -580,9 +580,11 @@ async fn batch_status(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<openapi::Batch>, ApiError> {
     let id = id.map_or_else(|_| String::new(), |Path(id)| id);
-    let unknown = || ApiError::NotFound(format!(
-        "no batch with id {id:?} (batches are kept as long as their jobs)"
-    ));
+    let unknown = || {
+        ApiError::NotFound(format!(
+            "no batch with id {id:?} (batches are kept as long as their jobs)"
+        ))
+    };
     if !plausible_id(&id) {
         return Err(unknown());
     }

@@ -400,6 +400,7 @@ const OPERATIONS: &[&str] = &[
     "POST /v1/jobs/{id}/retry",
     "GET /v1/jobs/{id}",
     "DELETE /v1/jobs/{id}",
+    "GET /v1/batches/{id}",
     "GET /healthz",
     "GET /readyz",
     "GET /metrics",
@@ -782,14 +783,20 @@ async fn a_batch_enqueues_its_valid_jobs_and_says_why_the_others_were_refused() 
         .iter()
         .filter_map(|j| j["id"].as_str())
         .collect();
-    assert_eq!(ids, [&results[0]["id"], &results[2]["id"]].map(|v| v.as_str().expect("id")));
+    assert_eq!(
+        ids,
+        [&results[0]["id"], &results[2]["id"]].map(|v| v.as_str().expect("id"))
+    );
     assert_eq!(batch.body["counts"]["queued"], 1, "{}", batch.body);
     assert_eq!(batch.body["counts"]["scheduled"], 1, "{}", batch.body);
     assert_eq!(batch.body["jobs"][0]["batch_id"], batch_id);
     let job = api.get(&format!("/v1/jobs/{}", ids[1])).await;
     assert_eq!(job.body["batch_id"], batch_id, "{}", job.body);
     assert_eq!(job.body["priority"], "normal", "{}", job.body);
-    for unknown in ["/v1/batches/0190a0a0-0000-7000-8000-000000000000", "/v1/batches/not%20an%20id"] {
+    for unknown in [
+        "/v1/batches/0190a0a0-0000-7000-8000-000000000000",
+        "/v1/batches/not%20an%20id",
+    ] {
         assert_problem(&api.get(unknown).await, StatusCode::NOT_FOUND, "no batch");
     }
 

@@ -205,17 +205,37 @@ async fn the_console_cancels_and_retries_jobs_and_shows_what_waits_and_the_sched
     stack.wait_done(ids[0]).await?;
     stack.wait_done(ids[2]).await?;
     let html = page(&format!("/batches/{batch}")).await?;
-    let at = |id: &str| html.find(&format!("/jobs/{id}\"")).with_context(|| format!("{id} not shown: {html}"));
-    assert!(at(ids[0])? < at(ids[1])? && at(ids[1])? < at(ids[2])?, "in order: {html}");
-    for shown in ["Tartu", "Narva", "58.4, 24.5", "3 jobs", "2 succeeded", "1 scheduled", "high"] {
-        assert!(html.contains(shown), "{shown:?} not on the batch page: {html}");
+    let at = |id: &str| {
+        html.find(&format!("/jobs/{id}\""))
+            .with_context(|| format!("{id} not shown: {html}"))
+    };
+    assert!(
+        at(ids[0])? < at(ids[1])? && at(ids[1])? < at(ids[2])?,
+        "in order: {html}"
+    );
+    for shown in [
+        "Tartu",
+        "Narva",
+        "58.4, 24.5",
+        "3 jobs",
+        "2 succeeded",
+        "1 scheduled",
+        "high",
+    ] {
+        assert!(
+            html.contains(shown),
+            "{shown:?} not on the batch page: {html}"
+        );
     }
     let job_page = page(&format!("/jobs/{}", ids[1])).await?;
     assert!(
         job_page.contains(&format!("href=\"/batches/{batch}\"")),
         "the job page links to its batch: {job_page}"
     );
-    let missing = http.get(format!("{console}/batches/no-such-batch")).send().await?;
+    let missing = http
+        .get(format!("{console}/batches/no-such-batch"))
+        .send()
+        .await?;
     assert_eq!(missing.status(), 404);
     Ok(())
 }

@@ -111,7 +111,11 @@ fn render(jobs: &[JobRecord]) -> Markup {
 /// The place a job asks about: its city, or its coordinates.
 fn place(r: &JobRecord) -> String {
     let p = &r.payload["place"];
-    match (p["city"].as_str(), p["latitude"].as_f64(), p["longitude"].as_f64()) {
+    match (
+        p["city"].as_str(),
+        p["latitude"].as_f64(),
+        p["longitude"].as_f64(),
+    ) {
         (Some(city), _, _) => city.to_owned(),
         (None, Some(lat), Some(lon)) => format!("{lat}, {lon}"),
         _ => r.payload.to_string(),

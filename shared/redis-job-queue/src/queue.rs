@@ -448,7 +448,11 @@ impl RedisQueue {
     /// The jobs of batch `id` ([`NewJob::in_batch`]) in the order they were
     /// pushed, the first `limit` of them; `None` when no such batch is
     /// known (or its index expired with its last job).
-    pub async fn batch(&self, id: &str, limit: usize) -> Result<Option<Vec<JobRecord>>, QueueError> {
+    pub async fn batch(
+        &self,
+        id: &str,
+        limit: usize,
+    ) -> Result<Option<Vec<JobRecord>>, QueueError> {
         if limit == 0 {
             return Ok(Some(Vec::new()));
         }

@@ -1334,11 +1334,23 @@ async fn a_batch_lists_its_jobs_in_order_for_as_long_as_they_may_be_kept() {
     fx.queue.push_batch(jobs).await.expect("push");
     fx.push(99).await;
 
-    let batch = fx.queue.batch("b1", 1000).await.expect("batch").expect("known");
+    let batch = fx
+        .queue
+        .batch("b1", 1000)
+        .await
+        .expect("batch")
+        .expect("known");
     let listed: Vec<&str> = batch.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(listed, ids.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(batch.iter().all(|r| r.batch.as_deref() == Some("b1")));
-    assert_eq!(fx.queue.batch("b1", 2).await.expect("batch").map(|b| b.len()), Some(2));
+    assert_eq!(
+        fx.queue
+            .batch("b1", 2)
+            .await
+            .expect("batch")
+            .map(|b| b.len()),
+        Some(2)
+    );
     assert_eq!(fx.queue.batch("b2", 10).await.expect("batch"), None);
     // The index outlives the delayed job's run time by the retention.
     let mut conn = fx.redis_conn().await;
@@ -1347,5 +1359,8 @@ async fn a_batch_lists_its_jobs_in_order_for_as_long_as_they_may_be_kept() {
         .query_async(&mut conn)
         .await
         .expect("TTL");
-    assert!((600..=660).contains(&ttl), "the batch index expires in {ttl} s");
+    assert!(
+        (600..=660).contains(&ttl),
+        "the batch index expires in {ttl} s"
+    );
 }
