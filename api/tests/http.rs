@@ -837,3 +837,39 @@ async fn a_batch_enqueues_its_valid_jobs_and_says_why_the_others_were_refused() 
     );
     assert_eq!(api.enqueued().await, 2);
 }
+
+#[tokio::test]
+async fn listings_page_with_cursors_and_any_cursor_of_the_right_shape_is_answered() {
+    let api = spawn_api().await;
+    for city in ["Oslo", "Bergen", "Tromsø"] {
+        let body = format!(r#"{{"city": "{city}"}}"#);
+        assert_eq!(api.post(&body).await.status, StatusCode::ACCEPTED);
+    }
+    let first = api.get("/v1/jobs?status=queued&limit=2").await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    assert_eq!(first.body["jobs"].as_array().map(Vec::len), Some(2));
+    let next = first.body["next_cursor"].as_str().expect("a next page");
+    let rest = api
+        .get(&format!("/v1/jobs?status=queued&limit=2&cursor={next}"))
+        .await;
+    assert_eq!(
+        rest.body["jobs"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        rest.body
+    );
+    assert_eq!(rest.body["jobs"][0]["job"]["place"]["city"], "Tromsø");
+    // Past every id (a number too large for one): an empty last page.
+    for cursor in ["99999999999999999999:1", "1:99999999999999999999.high"] {
+        let page = api
+            .get(&format!("/v1/jobs?status=queued&cursor={cursor}"))
+            .await;
+        assert_eq!(page.status, StatusCode::OK, "{cursor}: {}", page.body);
+        assert!(page.body["next_cursor"].is_null(), "{}", page.body);
+    }
+    assert_problem(
+        &api.get("/v1/jobs?status=queued&cursor=nonsense").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "cursor",
+    );
+}

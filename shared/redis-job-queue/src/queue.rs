@@ -363,7 +363,7 @@ impl RedisQueue {
             )));
         }
         let cursor = match kind {
-            "stream" => stream_cursor_to_entry(cursor)?,
+            "stream" => stream_cursor_to_entry(cursor),
             _ => cursor.to_owned(),
         };
         let mut conn = self.conn.clone();
@@ -696,24 +696,25 @@ pub async fn connect_with_retry(url: &str, cfg: QueueConfig) -> Result<RedisQueu
 /// A listing cursor of the queued or running jobs, `{ms}:{seq}` with
 /// `.high` or `.low` after it outside the normal lane, as the entry name
 /// the list script takes (`h:{ms}-{seq}`); empty for the first page. A
-/// cursor of the right shape whose rest is not a number (not one handed
-/// out) starts after the entry's millisecond.
-fn stream_cursor_to_entry(cursor: &str) -> Result<String, QueueError> {
+/// cursor of the right shape not handed out reads as the nearest entry
+/// id: a rest that is not a number as `{ms}-0`, a number past the
+/// largest id as the largest (after which nothing comes).
+fn stream_cursor_to_entry(cursor: &str) -> String {
     let Some((ms, rest)) = cursor.split_once(':') else {
-        return Ok(String::new());
+        return String::new();
     };
-    let Ok(ms) = ms.parse::<u64>() else {
-        return Err(QueueError::Invalid(format!(
-            "cursor {cursor:?} is not one this listing hands out: {ms} is past any time"
-        )));
-    };
+    let ms = ms.parse::<u64>().unwrap_or(u64::MAX);
     let (seq, priority) = match rest.split_once('.') {
         Some((seq, "high")) => (seq, Priority::High),
         Some((seq, "low")) => (seq, Priority::Low),
         _ => (rest, Priority::Normal),
     };
-    let seq = seq.parse::<u64>().unwrap_or(0);
-    Ok(format!("{}{ms}-{seq}", priority.entry_prefix()))
+    let seq = match seq.parse::<u64>() {
+        Ok(seq) => seq,
+        Err(_) if !seq.is_empty() && seq.bytes().all(|b| b.is_ascii_digit()) => u64::MAX,
+        Err(_) => 0,
+    };
+    format!("{}{ms}-{seq}", priority.entry_prefix())
 }
 
 /// The cursor [`stream_cursor_to_entry`] reads back, for an entry name.
@@ -751,14 +752,19 @@ mod tests {
         ] {
             let cursor = entry_to_stream_cursor(entry);
             assert!(is_cursor(&cursor), "{cursor}");
-            assert_eq!(stream_cursor_to_entry(&cursor).expect("valid"), entry);
+            assert_eq!(stream_cursor_to_entry(&cursor), entry);
         }
         assert_eq!(entry_to_stream_cursor("h:12-4"), "12:4.high");
-        assert_eq!(stream_cursor_to_entry("12:x.low").expect("valid"), "l:12-0");
+        assert_eq!(stream_cursor_to_entry("12:x.low"), "l:12-0");
+        // Shapes the listing never hands out: past the largest id.
+        let max = u64::MAX;
         assert_eq!(
-            stream_cursor_to_entry("12:99999999999999999999").expect("valid"),
-            "12-0"
+            stream_cursor_to_entry("12:99999999999999999999"),
+            format!("12-{max}")
         );
-        assert!(stream_cursor_to_entry("99999999999999999999:1").is_err());
+        assert_eq!(
+            stream_cursor_to_entry("99999999999999999999:1"),
+            format!("{max}-1")
+        );
     }
 }
