@@ -14,7 +14,8 @@
 //! of them into `503`s (or `429`s with `Retry-After`), so slowness and
 //! errors can be seen in traces. `GET`/`PUT /stub/failures` reads and
 //! changes the failures while the stub runs, so a test can make the
-//! service fail and then recover.
+//! service fail and then recover. `GET /stub/calls` counts the searches
+//! and forecasts answered (untraced, so polling it leaves no span).
 //! Requests are SERVER spans continuing the caller's trace.
 
 mod open_meteo;
@@ -86,8 +87,9 @@ pub fn app(config: &Config, propagation: Propagation) -> Router {
             status: config.fail_status,
             retry_after_secs: config.retry_after_secs,
         })),
+        calls: std::sync::Arc::default(),
     };
-    open_meteo::routes(behaviour)
+    open_meteo::routes(behaviour.clone())
         .route("/healthz", get(telemetry::http_server::healthz))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(axum::middleware::from_fn_with_state(
@@ -97,6 +99,7 @@ pub fn app(config: &Config, propagation: Propagation) -> Router {
             },
             telemetry::http_server::trace_request,
         ))
+        .merge(open_meteo::untraced_routes(behaviour))
 }
 
 /// Serves the stub on `listener` until `shutdown` completes.
@@ -239,6 +242,18 @@ mod tests {
         }
         let (status, _) = get(&app, "/v2/nothing").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn the_calls_answered_are_counted() {
+        let app = app(&config(0, 0.0), Propagation::default());
+        get(&app, "/v1/search?name=Oslo").await;
+        for lat in ["1", "2", "x"] {
+            get(&app, &format!("/v1/forecast?latitude={lat}&longitude=3")).await;
+        }
+        let (status, calls) = get(&app, "/stub/calls").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(calls, serde_json::json!({ "search": 1, "forecast": 3 }));
     }
 
     #[tokio::test]

@@ -2,6 +2,7 @@
 //! from a stable hash of the question, plus the injected slowness and
 //! failures.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -15,7 +16,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 /// `GET /v1/search` and `GET /v1/forecast`, misbehaving as `behaviour`
-/// says, and `GET`/`PUT /stub/failures` to read and change how.
+/// says, `GET`/`PUT /stub/failures` to read and change how, and `GET
+/// /stub/calls` to count the calls answered.
 pub(crate) fn routes(behaviour: Behaviour) -> Router {
     Router::new()
         .route("/v1/search", get(search))
@@ -30,6 +32,32 @@ pub(crate) fn routes(behaviour: Behaviour) -> Router {
 pub(crate) struct Behaviour {
     pub(crate) latency: Duration,
     pub(crate) failures: Arc<RwLock<Failures>>,
+    pub(crate) calls: Arc<Calls>,
+}
+
+/// `GET /stub/calls`, for the stub's untraced routes: polling it leaves no
+/// span behind.
+pub(crate) fn untraced_routes(behaviour: Behaviour) -> Router {
+    Router::new()
+        .route("/stub/calls", get(get_calls))
+        .with_state(behaviour)
+}
+
+/// Calls answered (with weather or with an error) since the stub started.
+#[derive(Debug, Default)]
+pub(crate) struct Calls {
+    search: AtomicU64,
+    forecast: AtomicU64,
+}
+
+/// `GET /stub/calls`: how many searches and forecasts were answered, so a
+/// test or a benchmark counts upstream calls without reading spans.
+async fn get_calls(State(b): State<Behaviour>) -> Response {
+    Json(json!({
+        "search": b.calls.search.load(Ordering::Relaxed),
+        "forecast": b.calls.forecast.load(Ordering::Relaxed),
+    }))
+    .into_response()
 }
 
 /// Which answers fail, and how.
@@ -144,6 +172,7 @@ async fn search(
     State(b): State<Behaviour>,
     query: Result<Query<SearchQuery>, QueryRejection>,
 ) -> Response {
+    b.calls.search.fetch_add(1, Ordering::Relaxed);
     let q = match query {
         Ok(Query(q)) => q,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
@@ -231,6 +260,7 @@ async fn forecast(
     State(b): State<Behaviour>,
     query: Result<Query<ForecastQuery>, QueryRejection>,
 ) -> Response {
+    b.calls.forecast.fetch_add(1, Ordering::Relaxed);
     let q = match query {
         Ok(Query(q)) => q,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
