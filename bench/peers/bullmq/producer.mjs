@@ -1,0 +1,34 @@
+// The BullMQ peer's producer: adds BENCH_JOBS jobs one at a time from
+// BENCH_PRODUCERS concurrent loops (Queue.add), then prints
+// {"jobs": n, "ms": elapsed} on one line. Job i asks for a place of its
+// own, so every job misses the cache.
+import { setupTracing } from "./otel.mjs";
+const { telemetry, shutdown } = setupTracing("bullmq-producer");
+const { Queue } = await import("bullmq");
+
+const jobs = Number(process.env.BENCH_JOBS);
+const producers = Number(process.env.BENCH_PRODUCERS || 32);
+const offset = Number(process.env.BENCH_OFFSET || 0);
+const queue = new Queue("weather", {
+  connection: { url: process.env.BENCH_REDIS_URL },
+  telemetry,
+});
+await queue.waitUntilReady();
+let next = 0;
+const start = process.hrtime.bigint();
+await Promise.all(
+  Array.from({ length: producers }, async () => {
+    for (let i = next++; i < jobs; i = next++) {
+      const n = offset + i;
+      // Place n: a point of its own on a 0.01° grid, as every producer.
+      const latitude = (n % 10000) / 100 - 50;
+      const longitude = Math.floor(n / 10000) / 100 - 170;
+      await queue.add("weather", { latitude, longitude });
+    }
+  }),
+);
+const ms = Number(process.hrtime.bigint() - start) / 1e6;
+console.log(JSON.stringify({ jobs, ms }));
+await queue.close();
+await shutdown();
+process.exit(0);

@@ -1,0 +1,46 @@
+"""The Celery peer's producer: sends BENCH_JOBS tasks one at a time
+(apply_async) from BENCH_PRODUCERS threads, then prints
+{"jobs": n, "ms": elapsed} on one line. Task i asks for a place of its
+own, so every task misses the cache."""
+
+import json
+import os
+import threading
+import time
+
+import tasks
+
+tasks.setup_tracing("celery-producer")
+jobs = int(os.environ["BENCH_JOBS"])
+producers = int(os.environ.get("BENCH_PRODUCERS", "32"))
+offset = int(os.environ.get("BENCH_OFFSET", "0"))
+lock = threading.Lock()
+counter = iter(range(jobs))
+
+
+def produce():
+    while True:
+        with lock:
+            i = next(counter, None)
+        if i is None:
+            return
+        n = offset + i
+        # Place n: a point of its own on a 0.01 degree grid, as every producer.
+        tasks.weather.apply_async(((n % 10000) / 100 - 50, (n // 10000) / 100 - 170))
+
+
+# Connect once before timing.
+with tasks.app.connection_for_write() as conn:
+    conn.ensure_connection()
+start = time.monotonic()
+threads = [threading.Thread(target=produce) for _ in range(producers)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+ms = (time.monotonic() - start) * 1000
+print(json.dumps({"jobs": jobs, "ms": ms}), flush=True)
+if tasks.ZIPKIN:
+    from opentelemetry import trace
+
+    trace.get_tracer_provider().shutdown()

@@ -1,0 +1,52 @@
+//! The project's benchmark: this system against BullMQ (with bullmq-otel),
+//! Celery (with its OpenTelemetry instrumentation) and apalis-redis, each
+//! doing the same job (a cache GET, the forecast call to the weather stub,
+//! a cache SET EX) with tracing off and on (every span exported as Zipkin
+//! v2 JSON to a local listener).
+//!
+//! ```sh
+//! cargo build --release --bins
+//! cargo run --release -p bench -- run            # 3 interleaved rounds of 20,000 jobs
+//! cargo run --release -p bench -- run --quick    # 1 round of 300 (a check, not a measure)
+//! ```
+//!
+//! It writes `bench-results/results.json` and `results.md` (see
+//! `--out`). The peers live in `bench/peers/` and are installed on first
+//! use (`npm ci`, a Python venv), which needs `node`, `npm` and
+//! `python3-venv`.
+
+mod collector;
+mod measure;
+mod peers;
+mod report;
+mod systems;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(about = "The project's benchmark against BullMQ, Celery and apalis-redis")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the benchmark and writes its results.
+    Run(measure::RunArgs),
+    /// (Used by `run`.) Pushes jobs as a producer of `system` does.
+    #[command(hide = true)]
+    Produce(peers::ProduceArgs),
+    /// (Used by `run`.) The apalis-redis worker.
+    #[command(hide = true)]
+    ApalisWorker(peers::ApalisWorkerArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Run(args) => measure::run(args).await,
+        Command::Produce(args) => peers::produce(args).await,
+        Command::ApalisWorker(args) => peers::apalis_worker(args).await,
+    }
+}

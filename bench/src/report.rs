@@ -1,0 +1,251 @@
+//! The results: every run as JSON, and the medians as a Markdown table with
+//! the ratios to the peers and the targets, each marked met or not.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::measure::Run;
+use crate::systems::System;
+
+/// The median and the range of one measure over the rounds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+fn spread(values: &[f64]) -> Spread {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    v.sort_by(f64::total_cmp);
+    let median = match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    };
+    Spread {
+        median,
+        min: v.first().copied().unwrap_or(f64::NAN),
+        max: v.last().copied().unwrap_or(f64::NAN),
+    }
+}
+
+/// One system with tracing off or on, over the rounds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub system: System,
+    pub label: &'static str,
+    pub tracing: bool,
+    pub rounds: usize,
+    pub enqueue_per_sec: Spread,
+    pub drain_per_sec: Spread,
+    pub worker_cpu_ms: Spread,
+    pub redis_cpu_ms: Spread,
+    pub worker_rss_mib: Spread,
+    pub spans_per_job: Spread,
+    pub traces_per_job: Spread,
+}
+
+pub fn summarize(runs: &[Run]) -> Vec<Summary> {
+    let mut groups: BTreeMap<(System, bool), Vec<&Run>> = BTreeMap::new();
+    for r in runs {
+        groups.entry((r.system, r.tracing)).or_default().push(r);
+    }
+    groups
+        .into_iter()
+        .map(|((system, tracing), rs)| {
+            let of = |f: fn(&Run) -> f64| spread(&rs.iter().map(|r| f(r)).collect::<Vec<_>>());
+            Summary {
+                system,
+                label: system.label(),
+                tracing,
+                rounds: rs.len(),
+                enqueue_per_sec: of(|r| r.enqueue_per_sec),
+                drain_per_sec: of(|r| r.drain_per_sec),
+                worker_cpu_ms: of(|r| r.worker_cpu_ms),
+                redis_cpu_ms: of(|r| r.redis_cpu_ms),
+                worker_rss_mib: of(|r| r.worker_rss_mib),
+                spans_per_job: of(|r| r.spans_per_job),
+                traces_per_job: of(|r| r.traces_per_job),
+            }
+        })
+        .collect()
+}
+
+/// Writes `results.json` and `results.md` into `out`.
+pub fn write(out: &Path, runs: &[Run], quick: bool) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out)?;
+    let summary = summarize(runs);
+    let json = serde_json::json!({ "quick": quick, "runs": runs, "summary": summary });
+    std::fs::write(
+        out.join("results.json"),
+        serde_json::to_string_pretty(&json)?,
+    )?;
+    let md = markdown(&summary, quick);
+    std::fs::write(out.join("results.md"), &md)?;
+    println!("{md}");
+    Ok(())
+}
+
+fn find(summary: &[Summary], system: System, tracing: bool) -> Option<&Summary> {
+    summary
+        .iter()
+        .find(|s| s.system == system && s.tracing == tracing)
+}
+
+/// The Markdown tables.
+pub fn markdown(summary: &[Summary], quick: bool) -> String {
+    let mut md = String::new();
+    if quick {
+        md.push_str(
+            "**Quick run** (one round of 300 jobs): it checks the benchmark runs; \
+             the figures mean nothing.\n\n",
+        );
+    }
+    let rounds = summary.iter().map(|s| s.rounds).max().unwrap_or(0);
+    let _ = writeln!(
+        md,
+        "Medians of {rounds} interleaved round(s); in brackets, the range.\n"
+    );
+    md.push_str(
+        "| system | drain jobs/s, tracing off → on | tracing cost on drain | enqueue jobs/s, off → on | \
+         worker CPU ms/job (on) | Redis CPU ms/job (on) | worker RSS MiB (on) | spans/job | traces/job |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for system in System::ALL {
+        let (Some(off), Some(on)) = (find(summary, system, false), find(summary, system, true))
+        else {
+            continue;
+        };
+        let cost = 1.0 - on.drain_per_sec.median / off.drain_per_sec.median;
+        let _ = writeln!(
+            md,
+            "| {} | {} → {} | {:.0}% | {} → {} | {:.3} | {:.3} | {:.0} | {:.2} | {:.2} |",
+            system.label(),
+            rate(off.drain_per_sec),
+            rate(on.drain_per_sec),
+            cost * 100.0,
+            rate(off.enqueue_per_sec),
+            rate(on.enqueue_per_sec),
+            on.worker_cpu_ms.median,
+            on.redis_cpu_ms.median,
+            on.worker_rss_mib.median,
+            on.spans_per_job.median,
+            on.traces_per_job.median,
+        );
+    }
+    md.push('\n');
+    md.push_str(&targets(summary));
+    md
+}
+
+fn rate(s: Spread) -> String {
+    format!("{:.0} [{:.0}–{:.0}]", s.median, s.min, s.max)
+}
+
+/// The targets, each met or not (tracing on, drain).
+fn targets(summary: &[Summary]) -> String {
+    let drain = |s: System| find(summary, s, true).map(|x| x.drain_per_sec.median);
+    let ours_on = find(summary, System::Ours, true);
+    let ours_off = find(summary, System::Ours, false);
+    let mut rows = Vec::new();
+    let mut ratio = |peer: System, want: f64| {
+        if let (Some(o), Some(p)) = (drain(System::Ours), drain(peer)) {
+            rows.push((
+                format!("drain ≥ {want}× {} (tracing on)", peer.key()),
+                format!("{:.2}×", o / p),
+                o / p >= want,
+            ));
+        }
+    };
+    ratio(System::Bullmq, 2.5);
+    ratio(System::Celery, 20.0);
+    if let (Some(on), Some(off)) = (ours_on, ours_off) {
+        let cost = 1.0 - on.drain_per_sec.median / off.drain_per_sec.median;
+        rows.push((
+            "tracing cost on drain ≤ 5%".into(),
+            format!("{:.0}%", cost * 100.0),
+            cost <= 0.05,
+        ));
+    }
+    if let Some(on) = ours_on {
+        rows.push((
+            "worker CPU ≤ 0.045 ms/job".into(),
+            format!("{:.3}", on.worker_cpu_ms.median),
+            on.worker_cpu_ms.median <= 0.045,
+        ));
+        rows.push((
+            "Redis CPU ≤ 0.025 ms/job".into(),
+            format!("{:.3}", on.redis_cpu_ms.median),
+            on.redis_cpu_ms.median <= 0.025,
+        ));
+        rows.push((
+            "worker RSS < 30 MiB".into(),
+            format!("{:.0}", on.worker_rss_mib.median),
+            on.worker_rss_mib.median < 30.0,
+        ));
+    }
+    let mut md = String::from("| target (this project) | measured | met |\n|---|---:|:---:|\n");
+    for (what, got, met) in rows {
+        let _ = writeln!(
+            md,
+            "| {what} | {got} | {} |",
+            if met { "yes" } else { "no" }
+        );
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_and_ranges_of_odd_and_even_counts() {
+        let s = spread(&[3.0, 1.0, 2.0]);
+        assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
+        assert_eq!(spread(&[4.0, 1.0, 2.0, 3.0]).median, 2.5);
+        assert!(spread(&[]).median.is_nan());
+    }
+
+    #[test]
+    fn the_table_marks_each_target_met_or_not() {
+        let run = |system, tracing, drain, cpu| Run {
+            system,
+            tracing,
+            round: 1,
+            jobs: 100,
+            enqueue_per_sec: 1000.0,
+            drain_per_sec: drain,
+            worker_cpu_ms: cpu,
+            redis_cpu_ms: 0.02,
+            worker_rss_mib: 20.0,
+            spans_per_job: 6.0,
+            traces_per_job: 1.0,
+        };
+        let runs = [
+            run(System::Ours, false, 21_000.0, 0.04),
+            run(System::Ours, true, 20_000.0, 0.044),
+            run(System::Bullmq, false, 9_000.0, 0.1),
+            run(System::Bullmq, true, 8_000.0, 0.15),
+        ];
+        let md = markdown(&summarize(&runs), false);
+        assert!(
+            md.contains("| drain ≥ 2.5× bullmq (tracing on) | 2.50× | yes |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| tracing cost on drain ≤ 5% | 5% | yes |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| worker CPU ≤ 0.045 ms/job | 0.044 | yes |"),
+            "{md}"
+        );
+        assert!(md.contains("21000 [21000–21000] → 20000"), "{md}");
+        assert!(!md.contains("celery"), "no row for a system not run: {md}");
+    }
+}
