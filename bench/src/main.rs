@@ -10,11 +10,12 @@
 //! cargo run --release -p bench -- run --quick    # 1 round of 300 (a check, not a measure)
 //! ```
 //!
-//! It writes `bench-results/results.json` and `results.md` (see
-//! `--out`). The peers live in `bench/peers/` and are installed on first
+//! It writes `bench-results/results.json`, `results.md` and `results.png`
+//! (see `--out`); `bench report results.json` draws them again. The peers live in `bench/peers/` and are installed on first
 //! use (`npm ci`, a Python venv), which needs `node`, `npm` and
 //! `python3-venv`.
 
+mod chart;
 mod collector;
 mod measure;
 mod peers;
@@ -34,6 +35,14 @@ struct Cli {
 enum Command {
     /// Runs the benchmark and writes its results.
     Run(measure::RunArgs),
+    /// Writes the table and the chart again from a `results.json`.
+    Report {
+        /// The `results.json` a run wrote.
+        results: std::path::PathBuf,
+        /// Where the table and the chart go (default: beside it).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// (Used by `run`.) Pushes jobs as a producer of `system` does.
     #[command(hide = true)]
     Produce(peers::ProduceArgs),
@@ -46,6 +55,7 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run(args) => measure::run(args).await,
+        Command::Report { results, out } => report::rewrite(&results, out.as_deref()),
         Command::Produce(args) => peers::produce(args).await,
         Command::ApalisWorker(args) => peers::apalis_worker(args).await,
     }

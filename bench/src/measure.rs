@@ -53,7 +53,7 @@ pub struct RunArgs {
 }
 
 /// What one run measured.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Run {
     pub system: System,
     pub tracing: bool,
@@ -67,6 +67,14 @@ pub struct Run {
     pub worker_cpu_ms: f64,
     /// CPU of redis-server per job during the drain, ms.
     pub redis_cpu_ms: f64,
+    /// CPU of the weather stub per job during the drain, ms: the third
+    /// party's share of the machine.
+    #[serde(default)]
+    pub stub_cpu_ms: f64,
+    /// Redis commands per job during the drain (`INFO commandstats`; a
+    /// script's own commands are counted with it).
+    #[serde(default)]
+    pub redis_calls: f64,
     /// The worker's resident memory (with its children) at 90%, MiB.
     pub worker_rss_mib: f64,
     /// Spans received per job (producer and worker).
@@ -124,15 +132,22 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<()> {
                     offset,
                 };
                 offset += args.jobs;
-                let run = one(system, round, &setup, &redis, &collector, &http)
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "{} with tracing {}, round {round}",
-                            system.key(),
-                            if tracing { "on" } else { "off" }
-                        )
-                    })?;
+                let run = one(
+                    system,
+                    round,
+                    &setup,
+                    (&redis, stub.pid()),
+                    &collector,
+                    &http,
+                )
+                .await
+                .with_context(|| {
+                    format!(
+                        "{} with tracing {}, round {round}",
+                        system.key(),
+                        if tracing { "on" } else { "off" }
+                    )
+                })?;
                 eprintln!(
                     "round {round} {:>6} tracing {:>3}: enqueue {:>8.0}/s, drain {:>8.0}/s, \
                      worker {:.3} ms/job, redis {:.3} ms/job, {:.1} MiB, {:.2} spans/job",
@@ -152,9 +167,8 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<()> {
     drop(stub);
     report::write(&args.out, &runs, args.quick)?;
     eprintln!(
-        "wrote {} and {}",
-        args.out.join("results.json").display(),
-        args.out.join("results.md").display()
+        "wrote results.json, results.md and results.png in {}",
+        args.out.display()
     );
     Ok(())
 }
@@ -164,7 +178,7 @@ async fn one(
     system: System,
     round: usize,
     setup: &Setup,
-    redis: &RedisServer,
+    (redis, stub_pid): (&RedisServer, u32),
     collector: &Collector,
     http: &reqwest::Client,
 ) -> anyhow::Result<Run> {
@@ -178,6 +192,10 @@ async fn one(
 
     // Drain: the worker empties the queue.
     let calls_before = forecasts(http, &setup.stub_url).await?;
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn)
+        .await?;
     let log = std::env::temp_dir().join(format!(
         "bench-{}-{}-{}.log",
         std::process::id(),
@@ -188,6 +206,7 @@ async fn one(
     let clk = clock_ticks();
     let (mut t1, mut t2) = (None, None);
     let (mut cpu1, mut cpu2, mut rcpu1, mut rcpu2, mut rss) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    let (mut scpu1, mut scpu2) = (0.0, 0.0);
     let mut last_progress = (0, Instant::now());
     loop {
         let done = forecasts(http, &setup.stub_url).await? - calls_before;
@@ -197,12 +216,14 @@ async fn one(
             t1 = Some((now, done));
             cpu1 = cpu_secs(&pids, clk);
             rcpu1 = cpu_secs(&[redis.pid()], clk);
+            scpu1 = cpu_secs(&[stub_pid], clk);
         }
         if t2.is_none() && done as f64 >= 0.9 * n as f64 {
             let pids = worker.tree();
             t2 = Some((now, done));
             cpu2 = cpu_secs(&pids, clk);
             rcpu2 = cpu_secs(&[redis.pid()], clk);
+            scpu2 = cpu_secs(&[stub_pid], clk);
             rss = rss_mib(&pids);
         }
         if done >= n as u64 {
@@ -221,6 +242,7 @@ async fn one(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let redis_calls = commands(&mut conn).await? as f64 / n as f64;
     worker.stop(Duration::from_secs(15)).await;
     // Every span the processes flushed on their way out.
     let (spans, traces) = settle(collector).await;
@@ -235,6 +257,8 @@ async fn one(
         drain_per_sec: jobs_between / (b - a).as_secs_f64().max(1e-6),
         worker_cpu_ms: (cpu2 - cpu1) * 1000.0 / jobs_between,
         redis_cpu_ms: (rcpu2 - rcpu1) * 1000.0 / jobs_between,
+        stub_cpu_ms: (scpu2 - scpu1) * 1000.0 / jobs_between,
+        redis_calls,
         worker_rss_mib: rss,
         spans_per_job: spans as f64 / n as f64,
         traces_per_job: traces as f64 / n as f64,
@@ -264,6 +288,24 @@ fn produce(system: System, setup: &Setup) -> anyhow::Result<f64> {
         .with_context(|| format!("the producer printed no result: {stdout}"))?;
     let v: serde_json::Value = serde_json::from_str(&line)?;
     v["ms"].as_f64().context("ms")
+}
+
+/// Commands Redis ran since the last `CONFIG RESETSTAT`, less the ones the
+/// benchmark itself sent (`INFO`, `CONFIG`).
+async fn commands(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<u64> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await?;
+    Ok(info
+        .lines()
+        .filter_map(|l| l.strip_prefix("cmdstat_"))
+        .filter(|l| !l.starts_with("info:") && !l.starts_with("config|"))
+        .filter_map(|l| {
+            let calls = l.split("calls=").nth(1)?.split(',').next()?;
+            calls.parse::<u64>().ok()
+        })
+        .sum())
 }
 
 /// Forecast calls the stub has answered.

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
+use anyhow::Context;
 use serde::Serialize;
 
 use crate::measure::Run;
@@ -44,6 +45,8 @@ pub struct Summary {
     pub drain_per_sec: Spread,
     pub worker_cpu_ms: Spread,
     pub redis_cpu_ms: Spread,
+    pub stub_cpu_ms: Spread,
+    pub redis_calls: Spread,
     pub worker_rss_mib: Spread,
     pub spans_per_job: Spread,
     pub traces_per_job: Spread,
@@ -67,6 +70,8 @@ pub fn summarize(runs: &[Run]) -> Vec<Summary> {
                 drain_per_sec: of(|r| r.drain_per_sec),
                 worker_cpu_ms: of(|r| r.worker_cpu_ms),
                 redis_cpu_ms: of(|r| r.redis_cpu_ms),
+                stub_cpu_ms: of(|r| r.stub_cpu_ms),
+                redis_calls: of(|r| r.redis_calls),
                 worker_rss_mib: of(|r| r.worker_rss_mib),
                 spans_per_job: of(|r| r.spans_per_job),
                 traces_per_job: of(|r| r.traces_per_job),
@@ -75,7 +80,7 @@ pub fn summarize(runs: &[Run]) -> Vec<Summary> {
         .collect()
 }
 
-/// Writes `results.json` and `results.md` into `out`.
+/// Writes `results.json`, `results.md` and `results.png` into `out`.
 pub fn write(out: &Path, runs: &[Run], quick: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(out)?;
     let summary = summarize(runs);
@@ -84,10 +89,31 @@ pub fn write(out: &Path, runs: &[Run], quick: bool) -> anyhow::Result<()> {
         out.join("results.json"),
         serde_json::to_string_pretty(&json)?,
     )?;
-    let md = markdown(&summary, quick);
+    tables_and_chart(out, &summary, quick)
+}
+
+fn tables_and_chart(out: &Path, summary: &[Summary], quick: bool) -> anyhow::Result<()> {
+    let md = markdown(summary, quick);
     std::fs::write(out.join("results.md"), &md)?;
     println!("{md}");
-    Ok(())
+    crate::chart::draw(&out.join("results.png"), summary)
+}
+
+/// Writes the table and the chart again from the `results.json` of a run.
+pub fn rewrite(results: &Path, out: Option<&Path>) -> anyhow::Result<()> {
+    #[derive(serde::Deserialize)]
+    struct Saved {
+        quick: bool,
+        runs: Vec<Run>,
+    }
+    let saved: Saved = serde_json::from_slice(
+        &std::fs::read(results).with_context(|| format!("reading {}", results.display()))?,
+    )?;
+    let out = out
+        .or_else(|| results.parent())
+        .unwrap_or_else(|| Path::new("."));
+    std::fs::create_dir_all(out)?;
+    tables_and_chart(out, &summarize(&saved.runs), saved.quick)
 }
 
 fn find(summary: &[Summary], system: System, tracing: bool) -> Option<&Summary> {
@@ -112,8 +138,9 @@ pub fn markdown(summary: &[Summary], quick: bool) -> String {
     );
     md.push_str(
         "| system | drain jobs/s, tracing off → on | tracing cost on drain | enqueue jobs/s, off → on | \
-         worker CPU ms/job (on) | Redis CPU ms/job (on) | worker RSS MiB (on) | spans/job | traces/job |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         worker CPU ms/job (on) | Redis CPU ms/job (on) | stub CPU ms/job (on) | Redis commands/job (on) | \
+         worker RSS MiB (on) | spans/job | traces/job |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for system in System::ALL {
         let (Some(off), Some(on)) = (find(summary, system, false), find(summary, system, true))
@@ -123,7 +150,7 @@ pub fn markdown(summary: &[Summary], quick: bool) -> String {
         let cost = 1.0 - on.drain_per_sec.median / off.drain_per_sec.median;
         let _ = writeln!(
             md,
-            "| {} | {} → {} | {:.0}% | {} → {} | {:.3} | {:.3} | {:.0} | {:.2} | {:.2} |",
+            "| {} | {} → {} | {:.0}% | {} → {} | {:.3} | {:.3} | {:.3} | {:.1} | {:.0} | {:.2} | {:.2} |",
             system.label(),
             rate(off.drain_per_sec),
             rate(on.drain_per_sec),
@@ -132,6 +159,8 @@ pub fn markdown(summary: &[Summary], quick: bool) -> String {
             rate(on.enqueue_per_sec),
             on.worker_cpu_ms.median,
             on.redis_cpu_ms.median,
+            on.stub_cpu_ms.median,
+            on.redis_calls.median,
             on.worker_rss_mib.median,
             on.spans_per_job.median,
             on.traces_per_job.median,
@@ -222,6 +251,8 @@ mod tests {
             drain_per_sec: drain,
             worker_cpu_ms: cpu,
             redis_cpu_ms: 0.02,
+            stub_cpu_ms: 0.05,
+            redis_calls: 10.0,
             worker_rss_mib: 20.0,
             spans_per_job: 6.0,
             traces_per_job: 1.0,
