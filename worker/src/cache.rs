@@ -97,19 +97,31 @@ impl WeatherCache {
         .await
     }
 
-    /// Stores `value` under `key` for the TTL.
-    pub async fn set(&self, key: &str, value: &WeatherResult) -> Result<(), redis::RedisError> {
+    /// Stores `value` under `key` for the TTL, and sends `also` in the
+    /// same round trip (its answer ignored): releasing a single-flight
+    /// lease, say.
+    pub async fn set(
+        &self,
+        key: &str,
+        value: &WeatherResult,
+        also: Option<redis::Cmd>,
+    ) -> Result<(), redis::RedisError> {
         let span = redis_span(&self.server, "SET", "SET ? ? EX ?");
         let mut conn = self.conn.clone();
         let key = self.key(key);
         let json = serde_json::to_string(value).unwrap_or_default();
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(&key)
+            .arg(json)
+            .arg("EX")
+            .arg(self.ttl.as_secs().max(1))
+            .ignore();
+        if let Some(cmd) = also {
+            pipe.add_command(cmd).ignore();
+        }
         async {
-            redis::cmd("SET")
-                .arg(&key)
-                .arg(json)
-                .arg("EX")
-                .arg(self.ttl.as_secs().max(1))
-                .query_async::<()>(&mut conn)
+            pipe.query_async::<()>(&mut conn)
                 .await
                 .inspect_err(|e| failed(&tracing::Span::current(), e))
         }

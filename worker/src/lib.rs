@@ -26,6 +26,7 @@ use apalis::layers::WorkerBuilderExt;
 use apalis_core::error::{AbortError, BoxDynError, RetryAfterError};
 use apalis_core::task::data::Data;
 use apalis_core::worker::builder::WorkerBuilder;
+use apalis_core::worker::ext::parallelize::ParallelizeExt;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use redis_job_queue::{JobLease, RedisQueue};
@@ -279,6 +280,36 @@ pub async fn process(
     }
 }
 
+/// Runs `job` as a task of its own, aborted when the returned future is
+/// dropped.
+fn spawn_owned<F>(job: F) -> Owned<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    Owned(tokio::spawn(job))
+}
+
+/// A spawned job's handle that aborts the job when dropped.
+struct Owned<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Future for Owned<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<T> Drop for Owned<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The weather for the job: from the cache, or from the weather service
 /// (and then cached).
 async fn fetch(job: &WeatherJob, deps: &Deps) -> Result<WeatherResult, JobError> {
@@ -311,8 +342,10 @@ async fn fetch(job: &WeatherJob, deps: &Deps) -> Result<WeatherResult, JobError>
             String::new()
         }
     };
-    let fetched = fetch_upstream(job, deps, &key).await;
-    if !token.is_empty() {
+    // On success the lease is released with the cache write (one round
+    // trip); on failure, here.
+    let fetched = fetch_upstream(job, deps, &key, &token).await;
+    if fetched.is_err() && !token.is_empty() {
         deps.upstream.land(&token).await;
     }
     fetched
@@ -333,11 +366,13 @@ async fn guarded<T>(
     Ok(result?)
 }
 
-/// Geocodes (for a city) and reads the current weather, then caches it.
+/// Geocodes (for a city) and reads the current weather, then caches it,
+/// releasing the single-flight lease `token` in the same round trip.
 async fn fetch_upstream(
     job: &WeatherJob,
     deps: &Deps,
     key: &str,
+    token: &str,
 ) -> Result<WeatherResult, JobError> {
     let (place, country, latitude, longitude) = match &job.place {
         Place::City { city } => {
@@ -371,7 +406,11 @@ async fn fetch_upstream(
         source: Source::Upstream,
         fetched_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
     };
-    if let Err(e) = deps.cache.set(key, &result).await {
+    if let Err(e) = deps
+        .cache
+        .set(key, &result, deps.upstream.land_cmd(token))
+        .await
+    {
         tracing::warn!(error = %e, "cache write failed");
     }
     Ok(result)
@@ -421,6 +460,12 @@ pub async fn run(
     let routes = telemetry::messaging::metrics_routes(deps.metrics.clone(), queue);
     let worker = WorkerBuilder::new(backend.consumer().to_owned())
         .backend(backend)
+        // Each job runs as a task of its own on the runtime, so a worker
+        // uses every core it is given (apalis otherwise polls every job
+        // inside the worker's one future, on one thread). The task is
+        // aborted when its future is dropped (a timeout, the end of the
+        // grace), as the job itself would be without the spawn.
+        .parallelize(spawn_owned)
         .layer(tracing)
         .catch_panic()
         .data(deps)

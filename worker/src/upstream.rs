@@ -315,6 +315,16 @@ impl Upstream {
         }
     }
 
+    /// The command that releases a single-flight lease taken by
+    /// [`Self::fly`], to send in a pipeline with other work (the cache
+    /// write); `None` for an empty token (no lease held).
+    pub fn land_cmd(&self, token: &str) -> Option<redis::Cmd> {
+        let (lease, me) = token.split_once('\u{0}')?;
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(LAND_LUA).arg(1).arg(lease).arg(me);
+        Some(cmd)
+    }
+
     /// Releases a single-flight lease taken by [`Self::fly`].
     pub async fn land(&self, token: &str) {
         let Some((lease, me)) = token.split_once('\u{0}') else {
@@ -330,11 +340,10 @@ fn lease_token(lease: &str, me: &str) -> String {
 }
 
 /// Releases a single-flight lease if the caller still holds it.
-static LAND: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-    )
-});
+const LAND_LUA: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+static LAND: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(LAND_LUA));
 
 /// One slot of the current second, on Redis's clock: answers 0 when
 /// taken, else the ms until the next second.
