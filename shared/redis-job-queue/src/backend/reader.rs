@@ -61,48 +61,7 @@ impl Reader {
         let keys = &q.keys;
         let mut entries = Vec::new();
         if Instant::now() >= self.next_claim {
-            let priority = Priority::ALL[self.claim_lane % Priority::ALL.len()];
-            let mut conn = q.conn.clone();
-            let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-                .arg(keys.lane(priority))
-                .arg(&keys.group)
-                .arg(&*shared.consumer)
-                .arg(shared.cfg().lease.as_millis() as u64)
-                .arg(&self.claim_cursor)
-                .arg("COUNT")
-                .arg(want)
-                .query_async(&mut conn)
-                .await?;
-            // Entries this consumer holds are running here: their lease
-            // only looked lapsed (heartbeats failed during an outage, say).
-            // The claim renewed them; starting them again would run the
-            // job twice at once.
-            entries = reply
-                .claimed
-                .into_iter()
-                .map(|e| named(priority, e))
-                .filter(|e| !shared.holds(&e.id))
-                .collect();
-            if !entries.is_empty() {
-                tracing::info!(
-                    count = entries.len(),
-                    consumer = %shared.consumer,
-                    priority = priority.as_str(),
-                    "reclaimed jobs whose lease expired"
-                );
-            }
-            self.claim_cursor = reply.next_stream_id;
-            if self.claim_cursor == "0-0" {
-                // Scanned every pending entry of this lane: on to the
-                // next; after the last, look again in half a lease.
-                self.claim_lane = (self.claim_lane + 1) % Priority::ALL.len();
-                if self.claim_lane == 0 {
-                    let half = shared.cfg().lease / 2;
-                    self.next_claim = Instant::now()
-                        .checked_add(half)
-                        .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-                }
-            }
+            entries = self.reclaim(shared, want).await?;
         }
         if entries.is_empty() {
             // While there is a backlog, read and start in one round trip.
@@ -146,6 +105,64 @@ impl Reader {
             return Ok(Vec::new());
         }
         start(shared, entries).await
+    }
+}
+
+impl Reader {
+    /// Claims entries whose lease ran out, lane after lane, up to `want`;
+    /// once every lane is scanned, the next scan is due in half a lease.
+    async fn reclaim(&mut self, shared: &Shared, want: usize) -> Result<Vec<StreamId>, QueueError> {
+        let keys = &shared.queue.keys;
+        let mut entries = Vec::new();
+        while entries.len() < want {
+            let priority = Priority::ALL[self.claim_lane % Priority::ALL.len()];
+            let mut conn = shared.queue.conn.clone();
+            let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+                .arg(keys.lane(priority))
+                .arg(&keys.group)
+                .arg(&*shared.consumer)
+                .arg(shared.cfg().lease.as_millis() as u64)
+                .arg(&self.claim_cursor)
+                .arg("COUNT")
+                .arg(want - entries.len())
+                .query_async(&mut conn)
+                .await?;
+            // Entries this consumer holds are running here: their lease
+            // only looked lapsed (heartbeats failed during an outage, say).
+            // The claim renewed them; starting them again would run the
+            // job twice at once.
+            let claimed: Vec<StreamId> = reply
+                .claimed
+                .into_iter()
+                .map(|e| named(priority, e))
+                .filter(|e| !shared.holds(&e.id))
+                .collect();
+            if !claimed.is_empty() {
+                tracing::info!(
+                    count = claimed.len(),
+                    consumer = %shared.consumer,
+                    priority = priority.as_str(),
+                    "reclaimed jobs whose lease expired"
+                );
+            }
+            entries.extend(claimed);
+            self.claim_cursor = reply.next_stream_id;
+            if self.claim_cursor != "0-0" {
+                // More pending in this lane: go on from here next read.
+                break;
+            }
+            // Scanned every pending entry of this lane: on to the next;
+            // after the last, look again in half a lease.
+            self.claim_lane = (self.claim_lane + 1) % Priority::ALL.len();
+            if self.claim_lane == 0 {
+                let half = shared.cfg().lease / 2;
+                self.next_claim = Instant::now()
+                    .checked_add(half)
+                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+                break;
+            }
+        }
+        Ok(entries)
     }
 }
 
