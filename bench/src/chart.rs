@@ -50,26 +50,13 @@ pub fn draw(path: &Path, summary: &[Summary]) -> anyhow::Result<()> {
         .map(|x| x.drain_per_sec.max)
         .fold(1.0, f64::max)
         * 1.15;
-    let n = systems.len() as f64;
-    let mut chart = ChartBuilder::on(&left)
-        .caption(
-            "Drain, jobs/s (median; higher is better)",
-            ("sans-serif", 22),
-        )
-        .margin(16)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0.0..n, 0.0..top)
-        .map_err(draw_error)?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(systems.len() * 2 + 1)
-        .x_label_formatter(&|x| label(&systems, *x))
-        .y_label_formatter(&|y| format!("{y:.0}"))
-        .label_style(("sans-serif", 15))
-        .draw()
-        .map_err(draw_error)?;
+    let mut chart = panel(
+        &left,
+        "Drain, jobs/s (median; higher is better)",
+        &systems,
+        top,
+        0,
+    )?;
     for (tracing, color, shift) in [(false, OFF, 0.12), (true, ON, 0.5)] {
         let bars = systems.iter().enumerate().filter_map(|(i, s)| {
             let v = get(*s, tracing)?.drain_per_sec.median;
@@ -98,25 +85,13 @@ pub fn draw(path: &Path, summary: &[Summary]) -> anyhow::Result<()> {
         .map(|x| x.worker_cpu_ms.median + x.redis_cpu_ms.median)
         .fold(0.01, f64::max)
         * 1.15;
-    let mut chart = ChartBuilder::on(&right)
-        .caption(
-            "CPU per job, ms, tracing on (lower is better)",
-            ("sans-serif", 22),
-        )
-        .margin(16)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0.0..n, 0.0..top)
-        .map_err(draw_error)?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(systems.len() * 2 + 1)
-        .x_label_formatter(&|x| label(&systems, *x))
-        .y_label_formatter(&|y| format!("{y:.2}"))
-        .label_style(("sans-serif", 15))
-        .draw()
-        .map_err(draw_error)?;
+    let mut chart = panel(
+        &right,
+        "CPU per job, ms, tracing on (lower is better)",
+        &systems,
+        top,
+        2,
+    )?;
     let on: Vec<(usize, &Summary)> = systems
         .iter()
         .enumerate()
@@ -152,6 +127,40 @@ pub fn draw(path: &Path, summary: &[Summary]) -> anyhow::Result<()> {
         .map_err(draw_error)?;
     root.present().map_err(draw_error)?;
     Ok(())
+}
+
+type Panel<'a> = ChartContext<
+    'a,
+    BitMapBackend<'a>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// One bar chart of the figure: a bar group per system, from 0 to `top`,
+/// its values shown with `decimals`.
+fn panel<'a>(
+    area: &DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>,
+    caption: &str,
+    systems: &[System],
+    top: f64,
+    decimals: usize,
+) -> anyhow::Result<Panel<'a>> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..systems.len() as f64, 0.0..top)
+        .map_err(draw_error)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(systems.len() * 2 + 1)
+        .x_label_formatter(&|x| label(systems, *x))
+        .y_label_formatter(&|y| format!("{y:.decimals$}"))
+        .label_style(("sans-serif", 15))
+        .draw()
+        .map_err(draw_error)?;
+    Ok(chart)
 }
 
 /// The system whose bars are centred on `x` (key points fall on halves).
