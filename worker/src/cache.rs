@@ -73,7 +73,8 @@ impl WeatherCache {
         }
     }
 
-    fn key(&self, key: &str) -> String {
+    /// The Redis key of the entry `key`.
+    pub fn key(&self, key: &str) -> String {
         format!("{}:{key}", self.prefix)
     }
 

@@ -331,7 +331,7 @@ async fn fetch(job: &WeatherJob, deps: &Deps) -> Result<WeatherResult, JobError>
     // One fetch per place at a time, across workers; the others read its
     // result from the cache.
     let cached = || async { matches!(deps.cache.get(&key).await, Ok(Some(_))) };
-    let token = match deps.upstream.fly(&key, cached).await {
+    let token = match deps.upstream.fly(&key, &deps.cache.key(&key), cached).await {
         upstream::Flight::Leader(token) => token,
         upstream::Flight::Waited => {
             if let Ok(Some(mut cached)) = deps.cache.get(&key).await {

@@ -276,8 +276,11 @@ impl Upstream {
     }
 
     /// Becomes the one fetcher of `key`, or waits (at most the lease) for
-    /// the one that is, polling `cached` until it sees the result.
-    pub async fn fly<F, Fut>(&self, key: &str, mut cached: F) -> Flight
+    /// the one that is, polling `cached` until it sees the result. The
+    /// lease is taken only while the cache has no `cache_entry`, in one
+    /// script: a fetcher that finished between this job's cache miss and
+    /// its try for the lease is seen, not fetched after.
+    pub async fn fly<F, Fut>(&self, key: &str, cache_entry: &str, mut cached: F) -> Flight
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
@@ -288,17 +291,17 @@ impl Upstream {
         let mut counted = false;
         loop {
             let mut conn = self.conn.clone();
-            let took: redis::RedisResult<Option<String>> = redis::cmd("SET")
-                .arg(&lease)
+            let took: redis::RedisResult<u8> = FLY
+                .key(&lease)
+                .key(cache_entry)
                 .arg(&me)
-                .arg("NX")
-                .arg("PX")
                 .arg(FLIGHT_LEASE.as_millis() as u64)
-                .query_async(&mut conn)
+                .invoke_async(&mut conn)
                 .await;
             match took {
-                Ok(Some(_)) | Err(_) => return Flight::Leader(lease_token(&lease, &me)),
-                Ok(None) => {}
+                Ok(1) | Err(_) => return Flight::Leader(lease_token(&lease, &me)),
+                Ok(2) => return Flight::Waited,
+                Ok(_) => {}
             }
             if !counted {
                 counted = true;
@@ -338,6 +341,17 @@ impl Upstream {
 fn lease_token(lease: &str, me: &str) -> String {
     format!("{lease}\u{0}{me}")
 }
+
+/// Takes a single-flight lease unless the cache has the entry: 1 taken,
+/// 2 cached meanwhile, 0 another job holds it.
+static FLY: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0",
+    )
+});
 
 /// Releases a single-flight lease if the caller still holds it.
 const LAND_LUA: &str =
