@@ -50,6 +50,17 @@ pub struct RunArgs {
     /// One round of 300 jobs: checks the benchmark runs, measures nothing.
     #[arg(long)]
     quick: bool,
+    /// Every worker's concurrency (Celery: pool processes) instead of each
+    /// system's own (ours 64, BullMQ and apalis 50, Celery 4): for sweeps.
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Runs the workers on these CPUs only (`taskset -c`, e.g. `0` or
+    /// `0,1`), to see how a worker scales with cores.
+    #[arg(long)]
+    worker_cpus: Option<String>,
+    /// Tracing settings to run: `off`, `on`, or both (the default).
+    #[arg(long, value_delimiter = ',', default_value = "off,on")]
+    tracing: Vec<String>,
 }
 
 /// What one run measured.
@@ -58,6 +69,9 @@ pub struct Run {
     pub system: System,
     pub tracing: bool,
     pub round: usize,
+    /// The worker's concurrency (Celery: processes).
+    #[serde(default)]
+    pub concurrency: usize,
     pub jobs: usize,
     /// Jobs pushed per second by the system's producer.
     pub enqueue_per_sec: f64,
@@ -119,6 +133,13 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<()> {
     for round in 1..=args.rounds {
         for &system in &systems {
             for tracing in [false, true] {
+                if !args
+                    .tracing
+                    .iter()
+                    .any(|t| t == if tracing { "on" } else { "off" })
+                {
+                    continue;
+                }
                 let setup = Setup {
                     redis_url: redis.url(),
                     stub_url: stub_url.clone(),
@@ -130,6 +151,8 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<()> {
                     },
                     producers: args.producers,
                     offset,
+                    concurrency: args.concurrency,
+                    worker_cpus: args.worker_cpus.clone(),
                 };
                 offset += args.jobs;
                 let run = one(
@@ -252,6 +275,7 @@ async fn one(
         system,
         tracing: setup.zipkin.is_some(),
         round,
+        concurrency: setup.concurrency.unwrap_or(system.concurrency()),
         jobs: n,
         enqueue_per_sec: n as f64 / (enqueue_ms / 1000.0),
         drain_per_sec: jobs_between / (b - a).as_secs_f64().max(1e-6),

@@ -38,7 +38,7 @@ fn spread(values: &[f64]) -> Spread {
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub system: System,
-    pub label: &'static str,
+    pub label: String,
     pub tracing: bool,
     pub rounds: usize,
     pub enqueue_per_sec: Spread,
@@ -63,7 +63,14 @@ pub fn summarize(runs: &[Run]) -> Vec<Summary> {
             let of = |f: fn(&Run) -> f64| spread(&rs.iter().map(|r| f(r)).collect::<Vec<_>>());
             Summary {
                 system,
-                label: system.label(),
+                // Results written before the concurrency was recorded
+                // ran at the system's own.
+                label: system.label(
+                    rs.first()
+                        .map(|r| r.concurrency)
+                        .filter(|c| *c > 0)
+                        .unwrap_or(system.concurrency()),
+                ),
                 tracing,
                 rounds: rs.len(),
                 enqueue_per_sec: of(|r| r.enqueue_per_sec),
@@ -138,35 +145,43 @@ pub fn markdown(summary: &[Summary], quick: bool) -> String {
     );
     md.push_str(
         "| system | drain jobs/s, tracing off → on | tracing cost on drain | enqueue jobs/s, off → on | \
-         worker CPU ms/job (on) | Redis CPU ms/job (on) | stub CPU ms/job (on) | Redis commands/job (on) | \
-         worker RSS MiB (on) | spans/job | traces/job |\n\
+         worker CPU ms/job | Redis CPU ms/job | stub CPU ms/job | Redis commands/job | \
+         worker RSS MiB | spans/job | traces/job |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for system in System::ALL {
-        let (Some(off), Some(on)) = (find(summary, system, false), find(summary, system, true))
-        else {
+        let (off, on) = (find(summary, system, false), find(summary, system, true));
+        // The per-job columns are tracing on's when it ran.
+        let Some(main) = on.or(off) else {
             continue;
         };
-        let cost = 1.0 - on.drain_per_sec.median / off.drain_per_sec.median;
+        let cost = match (off, on) {
+            (Some(off), Some(on)) => format!(
+                "{:.0}%",
+                (1.0 - on.drain_per_sec.median / off.drain_per_sec.median) * 100.0
+            ),
+            _ => "–".into(),
+        };
+        let both = |f: fn(&Summary) -> Spread| {
+            let show = |x: Option<&Summary>| x.map_or_else(|| "–".into(), |x| rate(f(x)));
+            format!("{} → {}", show(off), show(on))
+        };
         let _ = writeln!(
             md,
-            "| {} | {} → {} | {:.0}% | {} → {} | {:.3} | {:.3} | {:.3} | {:.1} | {:.0} | {:.2} | {:.2} |",
-            system.label(),
-            rate(off.drain_per_sec),
-            rate(on.drain_per_sec),
-            cost * 100.0,
-            rate(off.enqueue_per_sec),
-            rate(on.enqueue_per_sec),
-            on.worker_cpu_ms.median,
-            on.redis_cpu_ms.median,
-            on.stub_cpu_ms.median,
-            on.redis_calls.median,
-            on.worker_rss_mib.median,
-            on.spans_per_job.median,
-            on.traces_per_job.median,
+            "| {} | {} | {cost} | {} | {:.3} | {:.3} | {:.3} | {:.1} | {:.0} | {:.2} | {:.2} |",
+            main.label,
+            both(|x| x.drain_per_sec),
+            both(|x| x.enqueue_per_sec),
+            main.worker_cpu_ms.median,
+            main.redis_cpu_ms.median,
+            main.stub_cpu_ms.median,
+            main.redis_calls.median,
+            main.worker_rss_mib.median,
+            main.spans_per_job.median,
+            main.traces_per_job.median,
         );
     }
-    md.push('\n');
+    md.push_str("\nThe per-job columns are with tracing on (off when only off ran).\n\n");
     md.push_str(&targets(summary));
     md
 }
@@ -246,6 +261,7 @@ mod tests {
             system,
             tracing,
             round: 1,
+            concurrency: 8,
             jobs: 100,
             enqueue_per_sec: 1000.0,
             drain_per_sec: drain,

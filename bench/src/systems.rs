@@ -29,6 +29,11 @@ pub struct Setup {
     pub producers: usize,
     /// Job numbers start here, so every run's places are new to the cache.
     pub offset: usize,
+    /// The worker's concurrency (Celery: processes), else the system's
+    /// default ([`System::concurrency`]).
+    pub concurrency: Option<usize>,
+    /// CPUs the worker may run on (`taskset -c`), else all.
+    pub worker_cpus: Option<String>,
 }
 
 impl System {
@@ -47,13 +52,35 @@ impl System {
         }
     }
 
-    /// How the tables name it, with what it was tuned to.
-    pub fn label(self) -> &'static str {
+    /// The worker's concurrency unless asked for another (Celery: pool
+    /// processes), as picked from a sweep (see the README).
+    pub fn concurrency(self) -> usize {
         match self {
-            Self::Ours => "traced-jobs, 1 worker process, concurrency 64",
-            Self::Bullmq => "BullMQ 6.7 + bullmq-otel, concurrency 50",
-            Self::Celery => "Celery 5.7 + OpenTelemetry, 4 processes",
-            Self::Apalis => "apalis-redis 1.0, concurrency 50",
+            Self::Ours => 64,
+            Self::Bullmq | Self::Apalis => 50,
+            Self::Celery => 4,
+        }
+    }
+
+    /// How the tables name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ours => "traced-jobs",
+            Self::Bullmq => "BullMQ 6.7 + bullmq-otel",
+            Self::Celery => "Celery 5.7 + OpenTelemetry",
+            Self::Apalis => "apalis-redis 1.0",
+        }
+    }
+
+    /// The name with the concurrency it ran at.
+    pub fn label(self, concurrency: usize) -> String {
+        match self {
+            Self::Ours => format!(
+                "{}, 1 worker process, concurrency {concurrency}",
+                self.name()
+            ),
+            Self::Celery => format!("{}, {concurrency} processes", self.name()),
+            _ => format!("{}, concurrency {concurrency}", self.name()),
         }
     }
 
@@ -113,26 +140,29 @@ impl System {
         Ok(cmd)
     }
 
-    /// The worker, at the concurrency the tables name.
+    /// The worker, at the concurrency the setup asks for, on the CPUs it
+    /// names.
     pub fn worker(self, setup: &Setup, listen_port: u16) -> anyhow::Result<Command> {
+        let concurrency = setup.concurrency.unwrap_or(self.concurrency()).to_string();
         let mut cmd = match self {
             Self::Ours => {
                 let mut cmd = Command::new(beside_me("worker")?);
                 cmd.env("REDIS_URL", &setup.redis_url)
                     .env("GEOCODING_BASE_URL", &setup.stub_url)
                     .env("WEATHER_BASE_URL", &setup.stub_url)
-                    .env("WORKER_CONCURRENCY", "64")
+                    .env("WORKER_CONCURRENCY", &concurrency)
                     .env("WORKER_LISTEN", format!("127.0.0.1:{listen_port}"));
                 cmd
             }
             Self::Apalis => {
                 let mut cmd = Command::new(std::env::current_exe()?);
-                cmd.arg("apalis-worker").env("BENCH_CONCURRENCY", "50");
+                cmd.arg("apalis-worker")
+                    .env("BENCH_CONCURRENCY", &concurrency);
                 cmd
             }
             Self::Bullmq => {
                 let mut cmd = node("worker.mjs");
-                cmd.env("BENCH_CONCURRENCY", "50");
+                cmd.env("BENCH_CONCURRENCY", &concurrency);
                 cmd
             }
             Self::Celery => {
@@ -144,7 +174,7 @@ impl System {
                     "--pool",
                     "prefork",
                     "--concurrency",
-                    "4",
+                    &concurrency,
                     "--loglevel",
                     "WARNING",
                     "--without-gossip",
@@ -155,8 +185,32 @@ impl System {
             }
         };
         common_env(&mut cmd, setup, "worker");
-        Ok(cmd)
+        Ok(match &setup.worker_cpus {
+            Some(cpus) => pinned(cmd, cpus),
+            None => cmd,
+        })
     }
+}
+
+/// `cmd` run under `taskset -c cpus`, with its environment and directory.
+fn pinned(cmd: Command, cpus: &str) -> Command {
+    let mut pinned = Command::new("taskset");
+    pinned
+        .arg("-c")
+        .arg(cpus)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => pinned.env(k, v),
+            None => pinned.env_remove(k),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        pinned.current_dir(dir);
+    }
+    pinned.stdin(Stdio::null());
+    pinned
 }
 
 /// What every process of a run is told.
