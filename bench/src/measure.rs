@@ -51,7 +51,8 @@ pub struct RunArgs {
     #[arg(long)]
     quick: bool,
     /// Every worker's concurrency (Celery: pool processes) instead of each
-    /// system's own (ours 64, BullMQ and apalis 50, Celery 4): for sweeps.
+    /// system's own (ours 256, BullMQ 100, apalis 400, Celery 4): for
+    /// sweeps.
     #[arg(long)]
     concurrency: Option<usize>,
     /// Runs the workers on these CPUs only (`taskset -c`, e.g. `0` or

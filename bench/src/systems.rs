@@ -53,11 +53,13 @@ impl System {
     }
 
     /// The worker's concurrency unless asked for another (Celery: pool
-    /// processes), as picked from a sweep (see the README).
+    /// processes): each system's best drain with tracing on in a sweep
+    /// (see the README), ours kept under 30 MiB.
     pub fn concurrency(self) -> usize {
         match self {
-            Self::Ours => 64,
-            Self::Bullmq | Self::Apalis => 50,
+            Self::Ours => 256,
+            Self::Bullmq => 100,
+            Self::Apalis => 400,
             Self::Celery => 4,
         }
     }
