@@ -8,6 +8,7 @@
 //! cargo build --release --bins
 //! cargo run --release -p bench -- run            # 3 interleaved rounds of 20,000 jobs
 //! cargo run --release -p bench -- run --quick    # 1 round of 300 (a check, not a measure)
+//! cargo run --release -p bench -- api            # POST /v1/jobs from 32 connections
 //! ```
 //!
 //! It writes `bench-results/results.json`, `results.md` and `results.png`
@@ -15,6 +16,7 @@
 //! use (`npm ci`, a Python venv), which needs `node`, `npm` and
 //! `python3-venv`.
 
+mod api;
 mod chart;
 mod collector;
 mod measure;
@@ -35,6 +37,8 @@ struct Cli {
 enum Command {
     /// Runs the benchmark and writes its results.
     Run(measure::RunArgs),
+    /// Enqueue through the api: POST/s and latency at fixed connections.
+    Api(api::ApiArgs),
     /// Writes the table and the chart again from a `results.json`.
     Report {
         /// The `results.json` a run wrote.
@@ -55,6 +59,7 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run(args) => measure::run(args).await,
+        Command::Api(args) => api::run(args).await,
         Command::Report { results, out } => report::rewrite(&results, out.as_deref()),
         Command::Produce(args) => peers::produce(args).await,
         Command::ApalisWorker(args) => peers::apalis_worker(args).await,

@@ -474,6 +474,11 @@ fn cpu_secs(pids: &[u32], clock_ticks: f64) -> f64 {
         .sum()
 }
 
+/// User and system CPU of one process, in seconds.
+pub fn cpu_secs_of(pid: u32, clock_ticks: f64) -> f64 {
+    cpu_secs(&[pid], clock_ticks)
+}
+
 /// Resident memory of `pids`, MiB.
 fn rss_mib(pids: &[u32]) -> f64 {
     pids.iter()
@@ -492,7 +497,7 @@ fn rss_mib(pids: &[u32]) -> f64 {
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`, 100 on Linux).
-fn clock_ticks() -> f64 {
+pub fn clock_ticks() -> f64 {
     std::process::Command::new("getconf")
         .arg("CLK_TCK")
         .output()
