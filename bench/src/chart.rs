@@ -69,14 +69,7 @@ pub fn draw(path: &Path, summary: &[Summary]) -> anyhow::Result<()> {
             .label(if tracing { "tracing on" } else { "tracing off" })
             .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 12, y + 6)], color.filled()));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 15))
-        .draw()
-        .map_err(draw_error)?;
+    legend(&mut chart)?;
 
     // CPU per job with tracing on: worker and Redis, stacked.
     let top = systems
@@ -117,14 +110,7 @@ pub fn draw(path: &Path, summary: &[Summary]) -> anyhow::Result<()> {
         .map_err(draw_error)?
         .label("redis-server")
         .legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 12, y + 6)], REDIS.filled()));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 15))
-        .draw()
-        .map_err(draw_error)?;
+    legend(&mut chart)?;
     root.present().map_err(draw_error)?;
     Ok(())
 }
@@ -161,6 +147,18 @@ fn panel<'a>(
         .draw()
         .map_err(draw_error)?;
     Ok(chart)
+}
+
+/// The panel's legend, top right.
+fn legend(chart: &mut Panel<'_>) -> anyhow::Result<()> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 15))
+        .draw()
+        .map_err(draw_error)
 }
 
 /// The system whose bars are centred on `x` (key points fall on halves).

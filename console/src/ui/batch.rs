@@ -8,7 +8,7 @@ use maud::{Markup, html};
 use redis_job_queue::{JobRecord, JobStatus, RedisQueue};
 use telemetry::http_server::problem;
 
-use super::pages::{Ui, no_queue, page as frame, rfc3339, trace_id_of};
+use super::pages::{Ui, no_queue, page as frame, plausible_id, rfc3339, trace_id_of};
 
 /// Most jobs one batch can hold (the api's limit).
 const MAX_JOBS: usize = 1000;
@@ -50,11 +50,7 @@ pub(crate) async fn fragment(State(ui): Ui, Path(id): Path<String>) -> Response 
 
 /// The batch's summary and its jobs; `None` for an unknown batch.
 async fn body(queue: &RedisQueue, id: &str) -> Result<Option<Markup>, Response> {
-    let plausible = (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if !plausible {
+    if !plausible_id(id) {
         return Ok(None);
     }
     let jobs = queue.batch(id, MAX_JOBS).await.map_err(|e| {

@@ -223,16 +223,20 @@ fn status_events(ui: Arc<UiState>, id: String) -> impl Stream<Item = Result<Even
 
 // ---- Job ----------------------------------------------------------------
 
+/// Whether `id` could name a job or a batch (ids the api hands out); others
+/// name nothing and are not looked up.
+pub(crate) fn plausible_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 async fn lookup(ui: &UiState, id: &str) -> Result<Option<JobRecord>, Response> {
     let Some(queue) = ui.queue() else {
         return Err(no_queue("Job", ""));
     };
-    if id.is_empty()
-        || id.len() > 128
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
+    if !plausible_id(id) {
         return Ok(None);
     }
     queue.status(id).await.map_err(|e| {

@@ -400,13 +400,8 @@ impl RedisQueue {
     /// a `Failed` job was re-driven.
     pub async fn retry(&self, id: &str) -> Result<Option<JobStatus>, QueueError> {
         let mut conn = self.conn.clone();
-        let (_, _, before): (u64, u64, String) = scripts::REDRIVE
-            .key(&self.keys.stream)
-            .key(&self.keys.failed)
-            .key(&self.keys.stats)
-            .key(&self.keys.stream_high)
-            .key(&self.keys.stream_low)
-            .arg(&self.keys.job_prefix)
+        let (_, _, before): (u64, u64, String) = self
+            .redrive_script()
             .arg("one")
             .arg(id)
             .arg(1)
@@ -426,13 +421,8 @@ impl RedisQueue {
     ) -> Result<Redriven, QueueError> {
         const SCAN: usize = 10_000;
         let mut conn = self.conn.clone();
-        let (redriven, looked, _): (u64, u64, String) = scripts::REDRIVE
-            .key(&self.keys.stream)
-            .key(&self.keys.failed)
-            .key(&self.keys.stats)
-            .key(&self.keys.stream_high)
-            .key(&self.keys.stream_low)
-            .arg(&self.keys.job_prefix)
+        let (redriven, looked, _): (u64, u64, String) = self
+            .redrive_script()
             .arg("all")
             .arg(error_type.unwrap_or_default())
             .arg(limit.max(1))
@@ -486,6 +476,18 @@ impl RedisQueue {
             .filter(|(_, fields)| !fields.is_empty())
             .map(|(id, fields)| JobRecord::from_hash(id, fields))
             .collect()
+    }
+
+    /// The re-drive script with its keys and first argument.
+    fn redrive_script(&self) -> redis::ScriptInvocation<'static> {
+        let mut inv = scripts::REDRIVE.prepare_invoke();
+        inv.key(&self.keys.stream)
+            .key(&self.keys.failed)
+            .key(&self.keys.stats)
+            .key(&self.keys.stream_high)
+            .key(&self.keys.stream_low)
+            .arg(&self.keys.job_prefix);
+        inv
     }
 
     /// The job's status, attempts, result or error; `None` when the id is
