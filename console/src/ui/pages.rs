@@ -18,6 +18,7 @@ use telemetry::http_server::problem;
 use super::UiState;
 use super::charts::sparkline;
 use super::waterfall::{self, millis};
+use crate::store::model::{Kind, Span};
 
 pub(crate) type Ui = State<Arc<UiState>>;
 
@@ -261,10 +262,7 @@ pub(crate) async fn job(State(ui): Ui, Path(id): Path<String>) -> Response {
         }
         Err(res) => return res,
     };
-    let trace = match trace_id_of(&record) {
-        Some(t) => ui.source.trace(&ui.http, t).await.unwrap_or_default(),
-        None => Vec::new(),
-    };
+    let trace = job_spans(&ui, &record).await.unwrap_or_default();
     let waited = record
         .started_at_ms
         .map(|s| s.saturating_sub(record.enqueued_at_ms));
@@ -316,6 +314,35 @@ pub(crate) async fn job(State(ui): Ui, Path(id): Path<String>) -> Response {
     )
 }
 
+/// The spans of a job's trace: the request's trace it carries, and, when
+/// the job ran in a trace of its own (link mode: no CONSUMER span of it in
+/// the request's), that trace too.
+async fn job_spans(ui: &UiState, record: &JobRecord) -> Result<Vec<Span>, String> {
+    let mut spans = match trace_id_of(record) {
+        Some(t) => ui.source.trace(&ui.http, t).await?,
+        None => Vec::new(),
+    };
+    let ran_here = spans.iter().any(|s| {
+        s.kind == Some(Kind::Consumer)
+            && s.tags.get("job.id").map(String::as_str) == Some(&record.id)
+    });
+    if record.attempts > 0 && !ran_here {
+        let own = ui
+            .source
+            .job_traces(&ui.http, &record.id, record.enqueued_at_ms)
+            .await?;
+        for s in own {
+            if !spans
+                .iter()
+                .any(|x| x.trace_id == s.trace_id && x.id == s.id)
+            {
+                spans.push(s);
+            }
+        }
+    }
+    Ok(spans)
+}
+
 /// The waterfall of a job's trace, for the job page to refresh.
 pub(crate) async fn job_trace(State(ui): Ui, Path(id): Path<String>) -> Response {
     let record = match lookup(&ui, &id).await {
@@ -323,12 +350,9 @@ pub(crate) async fn job_trace(State(ui): Ui, Path(id): Path<String>) -> Response
         Ok(None) => return problem(StatusCode::NOT_FOUND, "no such job"),
         Err(res) => return res,
     };
-    let trace = match trace_id_of(&record) {
-        Some(t) => match ui.source.trace(&ui.http, t).await {
-            Ok(spans) => spans,
-            Err(e) => return problem(StatusCode::BAD_GATEWAY, &e),
-        },
-        None => Vec::new(),
+    let trace = match job_spans(&ui, &record).await {
+        Ok(spans) => spans,
+        Err(e) => return problem(StatusCode::BAD_GATEWAY, &e),
     };
     let mut res = waterfall::render(&trace, ui.zipkin_ui.as_deref()).into_response();
     res.headers_mut().insert(

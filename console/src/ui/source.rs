@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::store::Store;
+use crate::store::TraceQuery;
 use crate::store::model::{DependencyLink, Kind, Span, SpanIn, TraceId};
 
 /// The console's traces.
@@ -41,6 +42,55 @@ impl TraceSource {
                     .json()
                     .await
                     .map_err(|e| format!("Zipkin at {base} sent an unexpected answer: {e}"))
+            }
+        }
+    }
+
+    /// The spans of the traces that hold a span tagged `job.id` = `job`
+    /// (a job that runs in a trace of its own, linked to the request's),
+    /// looking back to `since_ms`.
+    pub(crate) async fn job_traces(
+        &self,
+        http: &reqwest::Client,
+        job: &str,
+        since_ms: u64,
+    ) -> Result<Vec<Span>, String> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let lookback = now_ms.saturating_sub(since_ms).saturating_add(60_000);
+        let tag = format!("job.id={job}");
+        match self {
+            Self::Embedded(store) => {
+                let q = TraceQuery {
+                    service_name: None,
+                    span_name: None,
+                    annotation_query: vec![("job.id".into(), Some(job.into()))],
+                    min_duration: None,
+                    max_duration: None,
+                    end_ts: now_ms,
+                    lookback,
+                    limit: 10,
+                };
+                Ok(store.traces(&q).into_iter().flatten().collect())
+            }
+            Self::Zipkin(base) => {
+                let traces: Vec<Vec<Span>> = http
+                    .get(format!("{}/api/v2/traces", base.trim_end_matches('/')))
+                    .query(&[
+                        ("annotationQuery", tag.as_str()),
+                        ("endTs", &now_ms.to_string()),
+                        ("lookback", &lookback.to_string()),
+                        ("limit", "10"),
+                    ])
+                    .send()
+                    .await
+                    .and_then(reqwest::Response::error_for_status)
+                    .map_err(|e| format!("Zipkin at {base} could not be read: {e}"))?
+                    .json()
+                    .await
+                    .map_err(|e| format!("Zipkin at {base} sent an unexpected answer: {e}"))?;
+                Ok(traces.into_iter().flatten().collect())
             }
         }
     }

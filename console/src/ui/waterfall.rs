@@ -91,7 +91,13 @@ pub(crate) fn render(spans: &[Span], zipkin_ui: Option<&str>) -> Markup {
     let total = end.saturating_sub(start).max(1) as f64;
     let pct = |us: u64| us as f64 * 100.0 / total;
     let ids: HashSet<&str> = spans.iter().map(|s| s.id.as_str()).collect();
-    let trace_id = spans[0].trace_id.as_str();
+    // A job in link mode shows two traces: the request's and its own.
+    let mut trace_ids: Vec<&str> = Vec::new();
+    for s in spans {
+        if !trace_ids.contains(&s.trace_id.as_str()) {
+            trace_ids.push(s.trace_id.as_str());
+        }
+    }
     let mut services: Vec<&str> = spans.iter().map(service).collect();
     services.sort_unstable();
     services.dedup();
@@ -99,10 +105,17 @@ pub(crate) fn render(spans: &[Span], zipkin_ui: Option<&str>) -> Markup {
     html! {
         div.trace-head {
             p {
-                "Trace " code { (trace_id) } ": " (spans.len()) " spans, "
+                @if trace_ids.len() == 1 { "Trace " } @else { "Traces " }
+                @for (i, t) in trace_ids.iter().enumerate() {
+                    @if i > 0 { " and " }
+                    code { (t) }
+                }
+                ": " (spans.len()) " spans, "
                 (services.len()) " services, " (millis(total as u64)) "."
                 @if let Some(ui) = zipkin_ui {
-                    " " a href=(format!("{}/zipkin/traces/{trace_id}", ui.trim_end_matches('/'))) { "Open in Zipkin" }
+                    @for t in &trace_ids {
+                        " " a href=(format!("{}/zipkin/traces/{t}", ui.trim_end_matches('/'))) { "Open " code { (&t[..8]) } " in Zipkin" }
+                    }
                 }
             }
             ul.legend aria-label="Services" {
