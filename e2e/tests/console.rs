@@ -242,7 +242,10 @@ async fn the_console_cancels_and_retries_jobs_and_shows_what_waits_and_the_sched
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
     assert!(waterfall.contains("send weather"), "{waterfall}");
-    assert!(waterfall.contains("Traces "), "two traces named: {waterfall}");
+    assert!(
+        waterfall.contains("Traces "),
+        "two traces named: {waterfall}"
+    );
     let job_page = page(&format!("/jobs/{}", ids[1])).await?;
     assert!(
         job_page.contains(&format!("href=\"/batches/{batch}\"")),
