@@ -75,21 +75,15 @@ impl TraceSource {
                 Ok(store.traces(&q).into_iter().flatten().collect())
             }
             Self::Zipkin(base) => {
-                let traces: Vec<Vec<Span>> = http
+                let req = http
                     .get(format!("{}/api/v2/traces", base.trim_end_matches('/')))
                     .query(&[
                         ("annotationQuery", tag.as_str()),
                         ("endTs", &now_ms.to_string()),
                         ("lookback", &lookback.to_string()),
                         ("limit", "10"),
-                    ])
-                    .send()
-                    .await
-                    .and_then(reqwest::Response::error_for_status)
-                    .map_err(|e| format!("Zipkin at {base} could not be read: {e}"))?
-                    .json()
-                    .await
-                    .map_err(|e| format!("Zipkin at {base} sent an unexpected answer: {e}"))?;
+                    ]);
+                let traces: Vec<Vec<Span>> = zipkin_json(req, base).await?;
                 Ok(traces.into_iter().flatten().collect())
             }
         }
@@ -104,18 +98,13 @@ impl TraceSource {
     ) -> Result<Vec<DependencyLink>, String> {
         match self {
             Self::Embedded(store) => Ok(store.dependencies(end_ts_ms, lookback_ms)),
-            Self::Zipkin(base) => http
-                .get(format!(
+            Self::Zipkin(base) => {
+                let req = http.get(format!(
                     "{}/api/v2/dependencies?endTs={end_ts_ms}&lookback={lookback_ms}",
                     base.trim_end_matches('/')
-                ))
-                .send()
-                .await
-                .and_then(reqwest::Response::error_for_status)
-                .map_err(|e| format!("Zipkin at {base} could not be read: {e}"))?
-                .json()
-                .await
-                .map_err(|e| format!("Zipkin at {base} sent an unexpected answer: {e}")),
+                ));
+                zipkin_json(req, base).await
+            }
         }
     }
 
@@ -182,4 +171,18 @@ impl TraceSource {
                 .map_err(|e| format!("Zipkin at {base} refused the spans: {e}")),
         }
     }
+}
+
+/// Sends `req` to the Zipkin at `base` and decodes its JSON answer.
+async fn zipkin_json<T: serde::de::DeserializeOwned>(
+    req: reqwest::RequestBuilder,
+    base: &str,
+) -> Result<T, String> {
+    req.send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| format!("Zipkin at {base} could not be read: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("Zipkin at {base} sent an unexpected answer: {e}"))
 }
