@@ -210,6 +210,9 @@ pub fn init(args: &TelemetryArgs, default_service: &str) -> Result<TelemetryGuar
         .with_tracer(tracer)
         .with_tracked_inactivity(false)
         .with_threads(false)
+        // Nothing here reads `opentelemetry::Context::current()` (spans are
+        // asked for their context), so entering a span need not attach one.
+        .with_context_activation(false)
         .with_filter(LevelFilter::INFO);
     let registry = tracing_subscriber::registry().with(otel);
     let installed = match args.log_format {
