@@ -239,9 +239,10 @@ pub struct JobAccepted {
     /// `true` when an `Idempotency-Key` repeated an earlier request: this
     /// is that request's job, and nothing new was enqueued.
     pub repeat: bool,
-    /// The trace the job continues: the request's own, or a new one.
-    #[schema(pattern = "^[0-9a-f]{32}$")]
-    pub trace_id: String,
+    /// The trace the job continues: the request's own, or a new one
+    /// (`null` when tracing is disabled, `OTEL_SDK_DISABLED`).
+    #[schema(required = true, pattern = "^[0-9a-f]{32}$")]
+    pub trace_id: Option<String>,
 }
 
 /// Jobs to enqueue together, in one PRODUCER span.
@@ -285,9 +286,10 @@ pub struct BatchItem {
 pub struct BatchAccepted {
     /// The batch's id: `GET /v1/batches/{id}` shows its jobs together.
     pub batch_id: String,
-    /// The trace of the batch's PRODUCER span.
-    #[schema(pattern = "^[0-9a-f]{32}$")]
-    pub trace_id: String,
+    /// The trace of the batch's PRODUCER span (`null` when tracing is
+    /// disabled).
+    #[schema(required = true, pattern = "^[0-9a-f]{32}$")]
+    pub trace_id: Option<String>,
     /// Jobs enqueued.
     pub accepted: usize,
     /// Jobs refused.

@@ -1,7 +1,7 @@
 //! The JSON log lines of a job carry its trace id in every process.
 
 use anyhow::Context;
-use e2e::{Stack, job_log_lines};
+use e2e::{Options, Stack, job_log_lines};
 use serde_json::Value;
 
 #[tokio::test]
@@ -48,5 +48,50 @@ async fn the_json_logs_of_a_job_share_its_trace_id_across_api_and_worker() -> an
         "api and worker lines share the trace id"
     );
     assert_ne!(done["span_id"], queued["span_id"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn with_the_sdk_disabled_jobs_run_and_nothing_is_traced() -> anyhow::Result<()> {
+    let off = [("OTEL_SDK_DISABLED", "true")];
+    let stack = Stack::launch(Options {
+        api_env: &off,
+        worker_env: &off,
+        workers: Some(1),
+        ..Options::default()
+    })
+    .await?;
+    let caller = "00-abcdef0123456789abcdef0123456789-00f067aa0ba902b7-01";
+    let (status, answer) = stack
+        .post(r#"{"city": "Lisbon"}"#, &[("traceparent", caller)])
+        .await?;
+    assert_eq!(status, 202, "{answer}");
+    assert!(answer["trace_id"].is_null(), "no trace id: {answer}");
+    let id = answer["id"].as_str().context("id")?.to_owned();
+    let done = stack.wait_done(&id).await?;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert!(
+        done["trace_id"].is_null(),
+        "the job carries no trace: {done}"
+    );
+
+    let worker_logs = stack.workers[0].logs();
+    let line = job_log_lines(&worker_logs, &id)
+        .into_iter()
+        .find(|l| l["message"] == "weather job done")
+        .with_context(|| format!("no 'weather job done' line for {id}:\n{worker_logs}"))?;
+    assert!(line.get("trace_id").is_none(), "{line}");
+
+    // Every process flushes on its way out: api and worker sent nothing.
+    let zipkin = stack.flush().await?;
+    let ours: Vec<Value> = zipkin
+        .spans()
+        .into_iter()
+        .filter(|s| {
+            let service = &s["localEndpoint"]["serviceName"];
+            service == "api" || service == "worker"
+        })
+        .collect();
+    assert!(ours.is_empty(), "spans from api or worker: {ours:?}");
     Ok(())
 }

@@ -44,7 +44,7 @@ async fn main() -> Result<(), BoxDynError> {
         .send(NewJob::new(&"Ada")?)
         .instrument(caller)
         .await?;
-    tracing::info!(id = %sent.id, trace_id = %sent.trace_id, "job sent");
+    tracing::info!(id = %sent.id, trace_id = sent.trace_id.as_deref(), "job sent");
 
     // Consumer side: one layer opens each attempt's CONSUMER span.
     let worker = WorkerBuilder::new("greeter")

@@ -190,7 +190,7 @@ async fn jobs_resume_their_producers_trace_as_parent_or_link_and_retries_link_ba
         .wait_for(WAIT, "the parent-mode trace", |spans| {
             let trace: Vec<Value> = spans
                 .iter()
-                .filter(|s| s["traceId"] == sent.trace_id.as_str())
+                .filter(|s| s["traceId"].as_str() == sent.trace_id.as_deref())
                 .cloned()
                 .collect();
             (trace.len() == 4).then_some(trace)
@@ -238,7 +238,9 @@ async fn jobs_resume_their_producers_trace_as_parent_or_link_and_retries_link_ba
         .wait_for(WAIT, "the batch PRODUCER span", |spans| {
             spans
                 .iter()
-                .find(|s| s["traceId"] == batch.trace_id.as_str() && s["kind"] == "PRODUCER")
+                .find(|s| {
+                    s["traceId"].as_str() == batch.trace_id.as_deref() && s["kind"] == "PRODUCER"
+                })
                 .cloned()
         })
         .await?;
@@ -266,7 +268,10 @@ async fn jobs_resume_their_producers_trace_as_parent_or_link_and_retries_link_ba
         .wait_for(WAIT, "the timed-out CONSUMER span", |spans| {
             spans
                 .iter()
-                .find(|s| s["kind"] == "CONSUMER" && s["traceId"] == sent_hung.trace_id.as_str())
+                .find(|s| {
+                    s["kind"] == "CONSUMER"
+                        && s["traceId"].as_str() == sent_hung.trace_id.as_deref()
+                })
                 .cloned()
         })
         .await?;

@@ -27,8 +27,9 @@ pub struct Sent {
     /// The push repeated an idempotent one: nothing was enqueued, and `id`
     /// is the job the first push made.
     pub repeat: bool,
-    /// The trace the job continues (32 hex digits), sampled or not.
-    pub trace_id: String,
+    /// The trace the job continues (32 hex digits), sampled or not; `None`
+    /// when tracing is disabled (`OTEL_SDK_DISABLED`).
+    pub trace_id: Option<String>,
 }
 
 /// Jobs pushed by [`TracedProducer::send_batch`].
@@ -37,8 +38,9 @@ pub struct SentBatch {
     /// Per job and in order, whether it was enqueued (`false`: a job with
     /// that id already exists and was left untouched).
     pub enqueued: Vec<bool>,
-    /// The trace every job of the batch continues.
-    pub trace_id: String,
+    /// The trace every job of the batch continues (`None` when tracing is
+    /// disabled).
+    pub trace_id: Option<String>,
 }
 
 /// Pushes jobs onto a queue inside PRODUCER spans (`send {queue}`, child
@@ -194,7 +196,9 @@ impl TracedProducer {
     }
 }
 
-/// The trace id of `span` (valid whether or not it is sampled).
-fn trace_id(span: &tracing::Span) -> String {
-    span.context().span().span_context().trace_id().to_string()
+/// The trace id of `span`, sampled or not; `None` when there is no
+/// tracing layer (`OTEL_SDK_DISABLED`).
+fn trace_id(span: &tracing::Span) -> Option<String> {
+    let sc = span.context().span().span_context().clone();
+    sc.is_valid().then(|| sc.trace_id().to_string())
 }
