@@ -119,7 +119,8 @@ async fn one(
         common.push(("OTEL_TRACES_EXPORTER", "zipkin".into()));
         common.push(("OTEL_EXPORTER_ZIPKIN_ENDPOINT", collector.endpoint()));
     } else {
-        common.push(("OTEL_TRACES_EXPORTER", "none".into()));
+        // Off means off: no span is built.
+        common.push(("OTEL_SDK_DISABLED", "true".into()));
     }
     let mut env = common.clone();
     env.push(("API_LISTEN", format!("127.0.0.1:{port}")));
@@ -196,7 +197,7 @@ async fn start_worker(
         beside_me("weather-stub")?.to_str().context("path")?,
         &[
             ("STUB_LISTEN", format!("127.0.0.1:{stub_port}")),
-            ("OTEL_TRACES_EXPORTER", "none".into()),
+            ("OTEL_SDK_DISABLED", "true".into()),
         ],
         &format!("{stub_url}healthz"),
     )

@@ -121,7 +121,7 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<()> {
             .context("the stub's path")?,
         &[
             ("STUB_LISTEN", format!("127.0.0.1:{stub_port}")),
-            ("OTEL_TRACES_EXPORTER", "none".into()),
+            ("OTEL_SDK_DISABLED", "true".into()),
             ("RUST_LOG", "warn".into()),
         ],
         &format!("{stub_url}healthz"),

@@ -235,8 +235,10 @@ fn common_env(cmd: &mut Command, setup: &Setup, role: &str) {
                 .env("OTEL_EXPORTER_ZIPKIN_ENDPOINT", url);
         }
         None => {
+            // Off means off: our services and the apalis peer build no
+            // span (the SDKs of the other peers read it too).
             cmd.env("BENCH_ZIPKIN_URL", "")
-                .env("OTEL_TRACES_EXPORTER", "none");
+                .env("OTEL_SDK_DISABLED", "true");
         }
     }
 }
