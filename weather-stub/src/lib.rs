@@ -15,7 +15,8 @@
 //! errors can be seen in traces. `GET`/`PUT /stub/failures` reads and
 //! changes the failures while the stub runs, so a test can make the
 //! service fail and then recover. `GET /stub/calls` counts the searches
-//! and forecasts answered (untraced, so polling it leaves no span).
+//! and forecasts answered, and `GET /stub/forecasts` lists the latest
+//! forecasts asked for, with when (untraced, so polling leaves no span).
 //! Requests are SERVER spans continuing the caller's trace.
 
 mod open_meteo;
@@ -254,6 +255,26 @@ mod tests {
         let (status, calls) = get(&app, "/stub/calls").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(calls, serde_json::json!({ "search": 1, "forecast": 3 }));
+        // The forecasts for a place, with when they came.
+        let (status, arrivals) = get(&app, "/stub/forecasts").await;
+        assert_eq!(status, StatusCode::OK);
+        let places: Vec<(f64, f64)> = arrivals
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|a| {
+                (
+                    a["latitude"].as_f64().unwrap_or(f64::NAN),
+                    a["longitude"].as_f64().unwrap_or(f64::NAN),
+                )
+            })
+            .collect();
+        assert_eq!(places, [(1.0, 3.0), (2.0, 3.0)], "{arrivals}");
+        assert!(
+            arrivals[0]["at_us"]
+                .as_u64()
+                .is_some_and(|t| t > 1_600_000_000_000_000)
+        );
     }
 
     #[tokio::test]

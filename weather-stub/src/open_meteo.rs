@@ -2,9 +2,10 @@
 //! from a stable hash of the question, plus the injected slowness and
 //! failures.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -40,6 +41,7 @@ pub(crate) struct Behaviour {
 pub(crate) fn untraced_routes(behaviour: Behaviour) -> Router {
     Router::new()
         .route("/stub/calls", get(get_calls))
+        .route("/stub/forecasts", get(get_forecasts))
         .with_state(behaviour)
 }
 
@@ -48,6 +50,52 @@ pub(crate) fn untraced_routes(behaviour: Behaviour) -> Router {
 pub(crate) struct Calls {
     search: AtomicU64,
     forecast: AtomicU64,
+    /// The latest forecasts asked for, oldest first.
+    arrivals: Mutex<VecDeque<Arrival>>,
+}
+
+/// Forecasts remembered for `GET /stub/forecasts`.
+const ARRIVALS_KEPT: usize = 100_000;
+
+/// When a forecast for a place was asked for.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct Arrival {
+    latitude: f64,
+    longitude: f64,
+    /// Microseconds since the Unix epoch.
+    at_us: u64,
+}
+
+impl Calls {
+    fn arrived(&self, latitude: f64, longitude: f64) {
+        let at_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let mut arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
+        if arrivals.len() == ARRIVALS_KEPT {
+            arrivals.pop_front();
+        }
+        arrivals.push_back(Arrival {
+            latitude,
+            longitude,
+            at_us,
+        });
+    }
+}
+
+/// `GET /stub/forecasts`: the latest forecasts asked for (at most
+/// 100,000), with the place and when, so a benchmark reads each job's
+/// latency to its forecast call.
+async fn get_forecasts(State(b): State<Behaviour>) -> Response {
+    let arrivals: Vec<Arrival> = b
+        .calls
+        .arrivals
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .copied()
+        .collect();
+    Json(arrivals).into_response()
 }
 
 /// `GET /stub/calls`: how many searches and forecasts were answered, so a
@@ -272,6 +320,7 @@ async fn forecast(
         Ok(c) => c,
         Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
     };
+    b.calls.arrived(latitude, longitude);
     let wanted: Vec<&str> = q
         .current
         .as_deref()
