@@ -3,7 +3,7 @@
 //! they export.
 
 use anyhow::Context;
-use e2e::{SEARCH_AND_FORECAST, Stack, WAIT, assert_job_tree};
+use e2e::{Options, SEARCH_AND_FORECAST, Stack, WAIT, assert_job_tree};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -245,5 +245,60 @@ async fn each_retry_is_its_own_span_linked_to_the_attempt_before() -> anyhow::Re
             ),
         }
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn trace_filter_leaves_out_the_spans_it_names_and_refuses_nonsense() -> anyhow::Result<()> {
+    let stack = Stack::launch(Options {
+        worker_env: &[("TRACE_FILTER", "info,worker::cache=off")],
+        workers: Some(1),
+        ..Options::default()
+    })
+    .await?;
+    let (id, trace) = stack.enqueue(r#"{"city": "Lima"}"#, &[]).await?;
+    stack.wait_done(&id).await?;
+    let zipkin = stack.flush().await?;
+    let worker: Vec<Value> = zipkin
+        .trace(&trace)
+        .into_iter()
+        .filter(|s| s["localEndpoint"]["serviceName"] == "worker")
+        .collect();
+    let client = |s: &&Value| s["kind"] == "CLIENT";
+    assert_eq!(
+        worker.iter().filter(|s| s["kind"] == "CONSUMER").count(),
+        1,
+        "{worker:#?}"
+    );
+    assert_eq!(
+        worker.iter().filter(client).count(),
+        2,
+        "the search and the forecast, no cache spans: {worker:#?}"
+    );
+    assert!(
+        worker
+            .iter()
+            .filter(client)
+            .all(|s| s["tags"]["db.system.name"].is_null()),
+        "{worker:#?}"
+    );
+
+    // A filter that does not parse stops the service at start, saying why.
+    let run = tokio::process::Command::new(testkit::project_binary("worker")?)
+        .env("TRACE_FILTER", "worker=loudly")
+        .env("OTEL_TRACES_EXPORTER", "none")
+        // Nothing listens there: the worker must fail before using it.
+        .env(
+            "REDIS_URL",
+            format!("redis://127.0.0.1:{}", testkit::free_port()?),
+        )
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(WAIT, run)
+        .await
+        .context("the worker did not stop on a bad TRACE_FILTER")??;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("TRACE_FILTER"), "{stderr}");
     Ok(())
 }

@@ -42,7 +42,6 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer as _;
-use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -123,6 +122,11 @@ pub struct TelemetryArgs {
     /// Most bytes of caller baggage kept (`key=value` pairs).
     #[arg(long, env = "BAGGAGE_MAX_BYTES", default_value_t = propagation::DEFAULT_BAGGAGE_MAX_BYTES)]
     pub baggage_max_bytes: usize,
+    /// Which spans are traced, as `RUST_LOG`-style directives on span
+    /// targets: `info` (every span), or e.g. `info,worker::cache=off` to
+    /// leave out the Redis cache spans. Spans are info level.
+    #[arg(long, env = "TRACE_FILTER", default_value = "info")]
+    pub trace_filter: String,
     /// Longest time a finished span waits before export, in milliseconds.
     #[arg(long, env = "OTEL_BSP_SCHEDULE_DELAY", default_value_t = 5000)]
     pub bsp_schedule_delay: u64,
@@ -181,6 +185,14 @@ pub enum TelemetryError {
         /// What went wrong.
         reason: String,
     },
+    /// `TRACE_FILTER` does not parse.
+    #[error("TRACE_FILTER {filter:?}: {reason}")]
+    TraceFilter {
+        /// The setting.
+        filter: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A global logger was already installed.
     #[error("cannot install the log subscriber: {0}")]
     Subscriber(String),
@@ -212,7 +224,13 @@ pub fn init(args: &TelemetryArgs, default_service: &str) -> Result<TelemetryGuar
     };
 
     // RUST_LOG filters log lines only: how much is logged must not decide
-    // what is traced. Spans are info level and above.
+    // what is traced; TRACE_FILTER decides (spans are info level).
+    let traced = EnvFilter::builder()
+        .parse(&args.trace_filter)
+        .map_err(|e| TelemetryError::TraceFilter {
+            filter: args.trace_filter.clone(),
+            reason: e.to_string(),
+        })?;
     let log_filter =
         || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // busy/idle times and thread names are noise next to the semantic
@@ -226,7 +244,7 @@ pub fn init(args: &TelemetryArgs, default_service: &str) -> Result<TelemetryGuar
             // Nothing here reads `opentelemetry::Context::current()` (spans are
             // asked for their context), so entering a span need not attach one.
             .with_context_activation(false)
-            .with_filter(LevelFilter::INFO)
+            .with_filter(traced)
     });
     let registry = tracing_subscriber::registry().with(otel);
     let installed = match args.log_format {
