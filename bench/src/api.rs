@@ -43,16 +43,30 @@ pub struct ApiArgs {
     with_worker: bool,
 }
 
+impl ApiArgs {
+    /// `secs` seconds from 32 connections, no worker.
+    pub(crate) fn enqueue_only(secs: u64) -> Self {
+        Self {
+            connections: 32,
+            secs,
+            rounds: 1,
+            out: PathBuf::new(),
+            quick: false,
+            with_worker: false,
+        }
+    }
+}
+
 /// One measurement.
 #[derive(Debug, Clone, serde::Serialize)]
-struct ApiRun {
+pub(crate) struct ApiRun {
     tracing: bool,
     round: usize,
-    requests_per_sec: f64,
+    pub(crate) requests_per_sec: f64,
     p50_ms: f64,
     p99_ms: f64,
     /// CPU of the api per request, ms.
-    api_cpu_ms: f64,
+    pub(crate) api_cpu_ms: f64,
     /// CPU of redis-server per request, ms.
     redis_cpu_ms: f64,
     /// Answers other than 202.
@@ -74,7 +88,7 @@ pub async fn run(mut args: ApiArgs) -> anyhow::Result<()> {
     let mut runs = Vec::new();
     for round in 1..=args.rounds {
         for tracing in [false, true] {
-            let run = one(&args, round, tracing, &collector).await?;
+            let run = one(&args, round, tracing, &[], &collector).await?;
             eprintln!(
                 "round {round} api tracing {:>3}: {:>8.0} POST/s, p50 {:.2} ms, p99 {:.2} ms, \
                  api {:.3} ms/request, redis {:.3} ms/request, {} errors",
@@ -100,10 +114,13 @@ pub async fn run(mut args: ApiArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn one(
+/// One measurement; `extra` settings go to the api (and worker) after the
+/// tracing ones.
+pub(crate) async fn one(
     args: &ApiArgs,
     round: usize,
     tracing: bool,
+    extra: &[(&'static str, String)],
     collector: &Collector,
 ) -> anyhow::Result<ApiRun> {
     // A fresh Redis each time: the queue grows by every request.
@@ -122,6 +139,7 @@ async fn one(
         // Off means off: no span is built.
         common.push(("OTEL_SDK_DISABLED", "true".into()));
     }
+    common.extend(extra.iter().cloned());
     let mut env = common.clone();
     env.push(("API_LISTEN", format!("127.0.0.1:{port}")));
     // Every request is admitted: this measures the api, not its shedding.

@@ -9,6 +9,8 @@
 //! cargo run --release -p bench -- run            # 3 interleaved rounds of 20,000 jobs
 //! cargo run --release -p bench -- run --quick    # 1 round of 300 (a check, not a measure)
 //! cargo run --release -p bench -- api            # POST /v1/jobs from 32 connections
+//! cargo run --release -p bench -- latency        # at 200 jobs/s, and after 30 s idle
+//! cargo run --release -p bench -- overhead       # tracing's cost by span source
 //! ```
 //!
 //! It writes `bench-results/results.json`, `results.md` and `results.png`
@@ -19,7 +21,9 @@
 mod api;
 mod chart;
 mod collector;
+mod latency;
 mod measure;
+mod overhead;
 mod peers;
 mod report;
 mod systems;
@@ -39,6 +43,10 @@ enum Command {
     Run(measure::RunArgs),
     /// Enqueue through the api: POST/s and latency at fixed connections.
     Api(api::ApiArgs),
+    /// Latency at a fixed rate, and after idle.
+    Latency(latency::LatencyArgs),
+    /// Where tracing's cost goes, by span source and export.
+    Overhead(overhead::OverheadArgs),
     /// Writes the table and the chart again from a `results.json`.
     Report {
         /// The `results.json` a run wrote.
@@ -60,6 +68,8 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run(args) => measure::run(args).await,
         Command::Api(args) => api::run(args).await,
+        Command::Overhead(args) => overhead::run(args).await,
+        Command::Latency(args) => latency::run(args).await,
         Command::Report { results, out } => report::rewrite(&results, out.as_deref()),
         Command::Produce(args) => peers::produce(args).await,
         Command::ApalisWorker(args) => peers::apalis_worker(args).await,

@@ -62,6 +62,10 @@ pub struct RunArgs {
     /// Tracing settings to run: `off`, `on`, or both (the default).
     #[arg(long, value_delimiter = ',', default_value = "off,on")]
     tracing: Vec<String>,
+    /// Worker processes draining the queue together, comma-separated for
+    /// several runs (e.g. `1,2,4`); each runs at the system's concurrency.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    workers: Vec<usize>,
 }
 
 /// What one run measured.
@@ -73,6 +77,9 @@ pub struct Run {
     /// The worker's concurrency (Celery: processes).
     #[serde(default)]
     pub concurrency: usize,
+    /// Worker processes that drained the queue together.
+    #[serde(default = "one_worker")]
+    pub workers: usize,
     pub jobs: usize,
     /// Jobs pushed per second by the system's producer.
     pub enqueue_per_sec: f64,
@@ -98,10 +105,17 @@ pub struct Run {
     pub traces_per_job: f64,
 }
 
+fn one_worker() -> usize {
+    1
+}
+
 pub async fn run(mut args: RunArgs) -> anyhow::Result<()> {
     if args.quick {
         args.jobs = 300;
         args.rounds = 1;
+    }
+    if args.workers.contains(&0) {
+        bail!("--workers counts worker processes: 1 or more");
     }
     let systems: Vec<System> = args
         .systems
@@ -111,29 +125,15 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<()> {
     for s in &systems {
         s.ensure_installed()?;
     }
-    let redis = RedisServer::start().await?;
-    let stub_port = free_port()?;
-    let stub_url = format!("http://127.0.0.1:{stub_port}/");
-    let stub = ServiceProcess::start(
-        "weather-stub",
-        crate::systems::beside_me("weather-stub")?
-            .to_str()
-            .context("the stub's path")?,
-        &[
-            ("STUB_LISTEN", format!("127.0.0.1:{stub_port}")),
-            ("OTEL_SDK_DISABLED", "true".into()),
-            ("RUST_LOG", "warn".into()),
-        ],
-        &format!("{stub_url}healthz"),
-    )
-    .await?;
-    let collector = Collector::start().await?;
-    let http = reqwest::Client::new();
+    let rig = Rig::start().await?;
     let mut runs = Vec::new();
     let mut offset = 0;
     for round in 1..=args.rounds {
         for &system in &systems {
-            for tracing in [false, true] {
+            for (tracing, workers) in [false, true]
+                .into_iter()
+                .flat_map(|t| args.workers.iter().map(move |&w| (t, w)))
+            {
                 if !args
                     .tracing
                     .iter()
@@ -142,9 +142,9 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<()> {
                     continue;
                 }
                 let setup = Setup {
-                    redis_url: redis.url(),
-                    stub_url: stub_url.clone(),
-                    zipkin: tracing.then(|| collector.endpoint()),
+                    redis_url: rig.redis.url(),
+                    stub_url: rig.stub_url.clone(),
+                    zipkin: tracing.then(|| rig.collector.endpoint()),
                     jobs: match system {
                         // Its fetch script fails with more waiting.
                         System::Apalis => args.jobs.min(APALIS_MAX_JOBS),
@@ -154,18 +154,11 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<()> {
                     offset,
                     concurrency: args.concurrency,
                     worker_cpus: args.worker_cpus.clone(),
+                    workers,
+                    extra_env: Vec::new(),
                 };
                 offset += args.jobs;
-                let run = one(
-                    system,
-                    round,
-                    &setup,
-                    (&redis, stub.pid()),
-                    &collector,
-                    &http,
-                )
-                .await
-                .with_context(|| {
+                let run = rig.one(system, round, &setup).await.with_context(|| {
                     format!(
                         "{} with tracing {}, round {round}",
                         system.key(),
@@ -173,7 +166,7 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<()> {
                     )
                 })?;
                 eprintln!(
-                    "round {round} {:>6} tracing {:>3}: enqueue {:>8.0}/s, drain {:>8.0}/s, \
+                    "round {round} {:>6} x{workers} tracing {:>3}: enqueue {:>8.0}/s, drain {:>8.0}/s, \
                      worker {:.3} ms/job, redis {:.3} ms/job, {:.1} MiB, {:.2} spans/job",
                     system.key(),
                     if tracing { "on" } else { "off" },
@@ -188,7 +181,7 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<()> {
             }
         }
     }
-    drop(stub);
+    drop(rig);
     report::write(&args.out, &runs, args.quick)?;
     eprintln!(
         "wrote results.json, results.md and results.png in {}",
@@ -197,8 +190,58 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What every run shares: Redis, the weather stub and the span listener.
+pub(crate) struct Rig {
+    pub redis: RedisServer,
+    stub: ServiceProcess,
+    pub stub_url: String,
+    pub collector: Collector,
+    pub http: reqwest::Client,
+}
+
+impl Rig {
+    pub async fn start() -> anyhow::Result<Self> {
+        let redis = RedisServer::start().await?;
+        let stub_port = free_port()?;
+        let stub_url = format!("http://127.0.0.1:{stub_port}/");
+        let stub = ServiceProcess::start(
+            "weather-stub",
+            crate::systems::beside_me("weather-stub")?
+                .to_str()
+                .context("the stub's path")?,
+            &[
+                ("STUB_LISTEN", format!("127.0.0.1:{stub_port}")),
+                ("OTEL_SDK_DISABLED", "true".into()),
+                ("RUST_LOG", "warn".into()),
+            ],
+            &format!("{stub_url}healthz"),
+        )
+        .await?;
+        Ok(Self {
+            redis,
+            stub,
+            stub_url,
+            collector: Collector::start().await?,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// One system, one tracing setting: enqueue, then drain.
+    pub async fn one(&self, system: System, round: usize, setup: &Setup) -> anyhow::Result<Run> {
+        drain(
+            system,
+            round,
+            setup,
+            (&self.redis, self.stub.pid()),
+            &self.collector,
+            &self.http,
+        )
+        .await
+    }
+}
+
 /// One system, one tracing setting: enqueue, then drain.
-async fn one(
+async fn drain(
     system: System,
     round: usize,
     setup: &Setup,
@@ -226,7 +269,7 @@ async fn one(
         system.key(),
         setup.offset
     ));
-    let mut worker = Spawned::start(system.worker(setup, free_port()?)?, &log)?;
+    let mut workers = Workers::start(system, setup, &log)?;
     let clk = clock_ticks();
     let (mut t1, mut t2) = (None, None);
     let (mut cpu1, mut cpu2, mut rcpu1, mut rcpu2, mut rss) = (0.0, 0.0, 0.0, 0.0, 0.0);
@@ -236,14 +279,14 @@ async fn one(
         let done = forecasts(http, &setup.stub_url).await? - calls_before;
         let now = Instant::now();
         if t1.is_none() && done as f64 >= 0.1 * n as f64 {
-            let pids = worker.tree();
+            let pids = workers.tree();
             t1 = Some((now, done));
             cpu1 = cpu_secs(&pids, clk);
             rcpu1 = cpu_secs(&[redis.pid()], clk);
             scpu1 = cpu_secs(&[stub_pid], clk);
         }
         if t2.is_none() && done as f64 >= 0.9 * n as f64 {
-            let pids = worker.tree();
+            let pids = workers.tree();
             t2 = Some((now, done));
             cpu2 = cpu_secs(&pids, clk);
             rcpu2 = cpu_secs(&[redis.pid()], clk);
@@ -258,16 +301,16 @@ async fn one(
         } else if now - last_progress.1 > Duration::from_secs(60) {
             bail!(
                 "the drain stopped at {done} of {n} jobs\n--- worker output ---\n{}",
-                worker.logs()
+                workers.logs()
             );
         }
-        if !worker.running() {
-            bail!("the worker exited\n--- its output ---\n{}", worker.logs());
+        if !workers.running() {
+            bail!("a worker exited\n--- the output ---\n{}", workers.logs());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let redis_calls = commands(&mut conn).await? as f64 / n as f64;
-    worker.stop(Duration::from_secs(15)).await;
+    workers.stop(Duration::from_secs(15)).await;
     // Every span the processes flushed on their way out.
     let (spans, traces) = settle(collector).await;
     let ((a, da), (b, db)) = (t1.context("10% mark")?, t2.context("90% mark")?);
@@ -277,6 +320,7 @@ async fn one(
         tracing: setup.zipkin.is_some(),
         round,
         concurrency: setup.concurrency.unwrap_or(system.concurrency()),
+        workers: setup.workers,
         jobs: n,
         enqueue_per_sec: n as f64 / (enqueue_ms / 1000.0),
         drain_per_sec: jobs_between / (b - a).as_secs_f64().max(1e-6),
@@ -292,6 +336,11 @@ async fn one(
 
 /// Runs the producer; answers how long it took to push, in ms.
 fn produce(system: System, setup: &Setup) -> anyhow::Result<f64> {
+    produce_report(system, setup)?["ms"].as_f64().context("ms")
+}
+
+/// Runs the producer; answers what it printed: `{"jobs", "ms", "t0_ms"}`.
+pub(crate) fn produce_report(system: System, setup: &Setup) -> anyhow::Result<serde_json::Value> {
     let mut cmd = system.producer(setup)?;
     let out = cmd
         .stdout(Stdio::piped())
@@ -311,8 +360,7 @@ fn produce(system: System, setup: &Setup) -> anyhow::Result<f64> {
         .map_while(Result::ok)
         .find(|l| l.starts_with('{'))
         .with_context(|| format!("the producer printed no result: {stdout}"))?;
-    let v: serde_json::Value = serde_json::from_str(&line)?;
-    v["ms"].as_f64().context("ms")
+    Ok(serde_json::from_str(&line)?)
 }
 
 /// Commands Redis ran since the last `CONFIG RESETSTAT`, less the ones the
@@ -334,7 +382,7 @@ async fn commands(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Resul
 }
 
 /// Forecast calls the stub has answered.
-async fn forecasts(http: &reqwest::Client, stub: &str) -> anyhow::Result<u64> {
+pub(crate) async fn forecasts(http: &reqwest::Client, stub: &str) -> anyhow::Result<u64> {
     let v: serde_json::Value = http
         .get(format!("{stub}stub/calls"))
         .send()
@@ -361,6 +409,46 @@ async fn settle(collector: &Collector) -> (u64, u64) {
         }
     }
     last
+}
+
+/// The worker processes of a run, draining the queue together.
+pub(crate) struct Workers(Vec<Spawned>);
+
+impl Workers {
+    pub(crate) fn start(
+        system: System,
+        setup: &Setup,
+        log: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        (0..setup.workers)
+            .map(|i| {
+                let log = log.with_extension(format!("{i}.log"));
+                Spawned::start(system.worker(setup, free_port()?)?, &log)
+            })
+            .collect::<anyhow::Result<_>>()
+            .map(Self)
+    }
+
+    pub(crate) fn running(&mut self) -> bool {
+        self.0.iter_mut().all(Spawned::running)
+    }
+
+    pub(crate) fn logs(&self) -> String {
+        self.0
+            .iter()
+            .map(Spawned::logs)
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    }
+
+    /// Every worker process and its descendants.
+    fn tree(&self) -> Vec<u32> {
+        self.0.iter().flat_map(Spawned::tree).collect()
+    }
+
+    pub(crate) async fn stop(self, limit: Duration) {
+        futures::future::join_all(self.0.into_iter().map(|w| w.stop(limit))).await;
+    }
 }
 
 /// A worker process with its output in a log file.

@@ -35,6 +35,10 @@ pub struct ProduceArgs {
     /// Job `i` asks for place `offset + i` (see [`coordinates`]).
     #[arg(long, env = "BENCH_OFFSET", default_value_t = 0)]
     offset: usize,
+    /// Jobs per second, each sent when due (job `i` at `i / rate` s after
+    /// the start, whatever came before it); 0: as fast as possible.
+    #[arg(long, env = "BENCH_RATE", default_value_t = 0.0)]
+    rate: f64,
     #[command(flatten)]
     telemetry: TelemetryArgs,
 }
@@ -56,20 +60,33 @@ fn coordinates(n: usize) -> Coordinates {
     }
 }
 
+/// Waits until job `i` is due at `rate` jobs per second from `start`.
+async fn due(start: Instant, i: usize, rate: f64) {
+    if rate > 0.0 {
+        tokio::time::sleep_until((start + Duration::from_secs_f64(i as f64 / rate)).into()).await;
+    }
+}
+
 /// Pushes `jobs` jobs from `producers` concurrent loops, then prints
-/// `{"jobs": n, "ms": elapsed}`.
+/// `{"jobs": n, "ms": elapsed, "t0_ms": the start, ms since the epoch}`.
 pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let guard = telemetry::init(&args.telemetry, "bench-producer")?;
     let next = Arc::new(AtomicUsize::new(0));
-    let (jobs, offset) = (args.jobs, args.offset);
+    let (jobs, offset, rate) = (args.jobs, args.offset, args.rate);
     let start;
+    let t0_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    let t0;
     match args.system.as_str() {
         "ours" => {
             let queue =
                 redis_job_queue::connect_with_retry(&args.redis_url, QueueConfig::new("weather"))
                     .await?;
             let producer = TracedProducer::new(queue, guard.propagation().clone());
-            start = Instant::now();
+            (start, t0) = (Instant::now(), t0_ms());
             let loops = (0..args.producers).map(|_| {
                 let (producer, next) = (producer.clone(), next.clone());
                 tokio::spawn(async move {
@@ -78,6 +95,7 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
                         if i >= jobs {
                             return Ok::<(), anyhow::Error>(());
                         }
+                        due(start, i, rate).await;
                         let c = coordinates(offset + i);
                         let job = WeatherJob {
                             place: Place::Coordinates {
@@ -97,7 +115,7 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         "apalis" => {
             let conn = apalis_redis::connect(args.redis_url.as_str()).await?;
             let storage = apalis_storage(conn, 50);
-            start = Instant::now();
+            (start, t0) = (Instant::now(), t0_ms());
             let loops = (0..args.producers).map(|_| {
                 let (mut storage, next) = (storage.clone(), next.clone());
                 tokio::spawn(async move {
@@ -106,6 +124,7 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
                         if i >= jobs {
                             return Ok::<(), anyhow::Error>(());
                         }
+                        due(start, i, rate).await;
                         storage
                             .push(coordinates(offset + i))
                             .await
@@ -120,7 +139,10 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         other => anyhow::bail!("no Rust producer for {other:?}"),
     }
     let ms = start.elapsed().as_secs_f64() * 1000.0;
-    println!("{}", serde_json::json!({ "jobs": jobs, "ms": ms }));
+    println!(
+        "{}",
+        serde_json::json!({ "jobs": jobs, "ms": ms, "t0_ms": t0 })
+    );
     guard.shutdown().await;
     Ok(())
 }

@@ -40,6 +40,8 @@ pub struct Summary {
     pub system: System,
     pub label: String,
     pub tracing: bool,
+    /// Worker processes draining together.
+    pub workers: usize,
     pub rounds: usize,
     pub enqueue_per_sec: Spread,
     pub drain_per_sec: Spread,
@@ -53,13 +55,16 @@ pub struct Summary {
 }
 
 pub fn summarize(runs: &[Run]) -> Vec<Summary> {
-    let mut groups: BTreeMap<(System, bool), Vec<&Run>> = BTreeMap::new();
+    let mut groups: BTreeMap<(System, bool, usize), Vec<&Run>> = BTreeMap::new();
     for r in runs {
-        groups.entry((r.system, r.tracing)).or_default().push(r);
+        groups
+            .entry((r.system, r.tracing, r.workers))
+            .or_default()
+            .push(r);
     }
     groups
         .into_iter()
-        .map(|((system, tracing), rs)| {
+        .map(|((system, tracing, workers), rs)| {
             let of = |f: fn(&Run) -> f64| spread(&rs.iter().map(|r| f(r)).collect::<Vec<_>>());
             Summary {
                 system,
@@ -70,8 +75,10 @@ pub fn summarize(runs: &[Run]) -> Vec<Summary> {
                         .map(|r| r.concurrency)
                         .filter(|c| *c > 0)
                         .unwrap_or(system.concurrency()),
+                    workers,
                 ),
                 tracing,
+                workers,
                 rounds: rs.len(),
                 enqueue_per_sec: of(|r| r.enqueue_per_sec),
                 drain_per_sec: of(|r| r.drain_per_sec),
@@ -103,7 +110,22 @@ fn tables_and_chart(out: &Path, summary: &[Summary], quick: bool) -> anyhow::Res
     let md = markdown(summary, quick);
     std::fs::write(out.join("results.md"), &md)?;
     println!("{md}");
-    crate::chart::draw(&out.join("results.png"), summary)
+    crate::chart::draw(&out.join("results.png"), &fewest_workers(summary))
+}
+
+/// Each system's runs with the fewest worker processes: the main table's
+/// and the chart's.
+fn fewest_workers(summary: &[Summary]) -> Vec<Summary> {
+    summary
+        .iter()
+        .filter(|s| {
+            summary
+                .iter()
+                .filter(|x| x.system == s.system)
+                .all(|x| x.workers >= s.workers)
+        })
+        .cloned()
+        .collect()
 }
 
 /// Writes the table and the chart again from the `results.json` of a run.
@@ -130,7 +152,9 @@ fn find(summary: &[Summary], system: System, tracing: bool) -> Option<&Summary> 
 }
 
 /// The Markdown tables.
-pub fn markdown(summary: &[Summary], quick: bool) -> String {
+pub fn markdown(all: &[Summary], quick: bool) -> String {
+    let main = fewest_workers(all);
+    let summary = main.as_slice();
     let mut md = String::new();
     if quick {
         md.push_str(
@@ -183,6 +207,62 @@ pub fn markdown(summary: &[Summary], quick: bool) -> String {
     }
     md.push_str("\nThe per-job columns are with tracing on (off when only off ran).\n\n");
     md.push_str(&targets(summary));
+    md.push_str(&scaling(all));
+    md
+}
+
+/// Drain by the number of worker processes, when several ran: jobs/s
+/// (worker CPU ms/job), tracing on where it ran.
+fn scaling(summary: &[Summary]) -> String {
+    let mut counts: Vec<usize> = summary.iter().map(|s| s.workers).collect();
+    counts.sort_unstable();
+    counts.dedup();
+    if counts.len() < 2 {
+        return String::new();
+    }
+    let mut md = String::from(
+        "\nDrain by worker processes, jobs/s (worker CPU ms/job, all processes):\n\n| system | tracing |",
+    );
+    for n in &counts {
+        let _ = write!(md, " {n} worker{} |", if *n == 1 { "" } else { "s" });
+    }
+    md.push_str("\n|---|---|");
+    md.push_str(&"---:|".repeat(counts.len()));
+    md.push('\n');
+    for system in System::ALL {
+        for tracing in [false, true] {
+            let rows: Vec<Option<&Summary>> = counts
+                .iter()
+                .map(|n| {
+                    summary
+                        .iter()
+                        .find(|s| s.system == system && s.tracing == tracing && s.workers == *n)
+                })
+                .collect();
+            if rows.iter().flatten().count() < 2 {
+                continue;
+            }
+            let _ = write!(
+                md,
+                "| {} | {} |",
+                system.name(),
+                if tracing { "on" } else { "off" }
+            );
+            for row in rows {
+                match row {
+                    Some(s) => {
+                        let _ = write!(
+                            md,
+                            " {:.0} ({:.3}) |",
+                            s.drain_per_sec.median, s.worker_cpu_ms.median
+                        );
+                    }
+                    None => md.push_str(" – |"),
+                }
+            }
+            md.push('\n');
+        }
+    }
     md
 }
 
@@ -262,6 +342,7 @@ mod tests {
             tracing,
             round: 1,
             concurrency: 8,
+            workers: 1,
             jobs: 100,
             enqueue_per_sec: 1000.0,
             drain_per_sec: drain,
@@ -294,5 +375,35 @@ mod tests {
         );
         assert!(md.contains("21000 [21000–21000] → 20000"), "{md}");
         assert!(!md.contains("celery"), "no row for a system not run: {md}");
+        assert!(!md.contains("by worker processes"), "one count: {md}");
+    }
+
+    #[test]
+    fn runs_with_more_workers_get_a_table_of_their_own() {
+        let run = |workers, drain| Run {
+            system: System::Ours,
+            tracing: true,
+            round: 1,
+            concurrency: 8,
+            workers,
+            jobs: 100,
+            enqueue_per_sec: 1000.0,
+            drain_per_sec: drain,
+            worker_cpu_ms: 0.05,
+            redis_cpu_ms: 0.02,
+            stub_cpu_ms: 0.05,
+            redis_calls: 10.0,
+            worker_rss_mib: 20.0,
+            spans_per_job: 5.0,
+            traces_per_job: 1.0,
+        };
+        let md = markdown(&summarize(&[run(1, 10_000.0), run(2, 12_000.0)]), false);
+        // The main table has the one-process run only.
+        assert!(md.contains("→ 10000 [10000–10000] |"), "{md}");
+        assert!(!md.contains("12000 ["), "{md}");
+        assert!(
+            md.contains("| traced-jobs | on | 10000 (0.050) | 12000 (0.050) |"),
+            "{md}"
+        );
     }
 }

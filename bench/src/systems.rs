@@ -34,6 +34,10 @@ pub struct Setup {
     pub concurrency: Option<usize>,
     /// CPUs the worker may run on (`taskset -c`), else all.
     pub worker_cpus: Option<String>,
+    /// Worker processes, each at the concurrency.
+    pub workers: usize,
+    /// Settings given to every process after the tracing ones.
+    pub extra_env: Vec<(&'static str, String)>,
 }
 
 impl System {
@@ -74,15 +78,21 @@ impl System {
         }
     }
 
-    /// The name with the concurrency it ran at.
-    pub fn label(self, concurrency: usize) -> String {
-        match self {
+    /// The name with the concurrency it ran at, and the worker processes
+    /// when more than one.
+    pub fn label(self, concurrency: usize, workers: usize) -> String {
+        let label = match self {
             Self::Ours => format!(
                 "{}, 1 worker process, concurrency {concurrency}",
                 self.name()
             ),
             Self::Celery => format!("{}, {concurrency} processes", self.name()),
             _ => format!("{}, concurrency {concurrency}", self.name()),
+        };
+        match (self, workers) {
+            (_, 1) => label,
+            (Self::Ours, n) => label.replace("1 worker process", &format!("{n} worker processes")),
+            (_, n) => format!("{label}, {n} workers"),
         }
     }
 
@@ -241,6 +251,7 @@ fn common_env(cmd: &mut Command, setup: &Setup, role: &str) {
                 .env("OTEL_SDK_DISABLED", "true");
         }
     }
+    cmd.envs(setup.extra_env.iter().map(|(k, v)| (k, v)));
 }
 
 fn node(script: &str) -> Command {

@@ -1,7 +1,8 @@
 // The BullMQ peer's producer: adds BENCH_JOBS jobs one at a time from
 // BENCH_PRODUCERS concurrent loops (Queue.add), then prints
-// {"jobs": n, "ms": elapsed} on one line. Job i asks for a place of its
-// own, so every job misses the cache.
+// {"jobs": n, "ms": elapsed, "t0_ms": start since the epoch} on one line.
+// Job i asks for a place of its own, so every job misses the cache. With
+// BENCH_RATE > 0, job i is sent when due: i / rate seconds after the start.
 import { setupTracing } from "./otel.mjs";
 const { telemetry, shutdown } = setupTracing("bullmq-producer");
 const { Queue } = await import("bullmq");
@@ -9,6 +10,7 @@ const { Queue } = await import("bullmq");
 const jobs = Number(process.env.BENCH_JOBS);
 const producers = Number(process.env.BENCH_PRODUCERS || 32);
 const offset = Number(process.env.BENCH_OFFSET || 0);
+const rate = Number(process.env.BENCH_RATE || 0);
 const queue = new Queue("weather", {
   connection: { url: process.env.BENCH_REDIS_URL },
   telemetry,
@@ -16,9 +18,14 @@ const queue = new Queue("weather", {
 await queue.waitUntilReady();
 let next = 0;
 const start = process.hrtime.bigint();
+const t0 = performance.timeOrigin + performance.now();
 await Promise.all(
   Array.from({ length: producers }, async () => {
     for (let i = next++; i < jobs; i = next++) {
+      if (rate > 0) {
+        const wait = i * 1000 / rate - Number(process.hrtime.bigint() - start) / 1e6;
+        if (wait > 0) await new Promise((done) => setTimeout(done, wait));
+      }
       const n = offset + i;
       // Place n: a point of its own on a 0.01° grid, as every producer.
       const latitude = (n % 10000) / 100 - 50;
@@ -28,7 +35,7 @@ await Promise.all(
   }),
 );
 const ms = Number(process.hrtime.bigint() - start) / 1e6;
-console.log(JSON.stringify({ jobs, ms }));
+console.log(JSON.stringify({ jobs, ms, t0_ms: t0 }));
 await queue.close();
 await shutdown();
 process.exit(0);

@@ -1,7 +1,9 @@
 """The Celery peer's producer: sends BENCH_JOBS tasks one at a time
 (apply_async) from BENCH_PRODUCERS threads, then prints
-{"jobs": n, "ms": elapsed} on one line. Task i asks for a place of its
-own, so every task misses the cache."""
+{"jobs": n, "ms": elapsed, "t0_ms": start since the epoch} on one line.
+Task i asks for a place of its own, so every task misses the cache. With
+BENCH_RATE > 0, task i is sent when due: i / rate seconds after the
+start."""
 
 import json
 import os
@@ -14,6 +16,7 @@ tasks.setup_tracing("celery-producer")
 jobs = int(os.environ["BENCH_JOBS"])
 producers = int(os.environ.get("BENCH_PRODUCERS", "32"))
 offset = int(os.environ.get("BENCH_OFFSET", "0"))
+rate = float(os.environ.get("BENCH_RATE", "0"))
 lock = threading.Lock()
 counter = iter(range(jobs))
 
@@ -24,6 +27,8 @@ def produce():
             i = next(counter, None)
         if i is None:
             return
+        if rate > 0:
+            time.sleep(max(0.0, start + i / rate - time.monotonic()))
         n = offset + i
         # Place n: a point of its own on a 0.01 degree grid, as every producer.
         tasks.weather.apply_async(((n % 10000) / 100 - 50, (n // 10000) / 100 - 170))
@@ -33,13 +38,14 @@ def produce():
 with tasks.app.connection_for_write() as conn:
     conn.ensure_connection()
 start = time.monotonic()
+t0 = time.time() * 1000
 threads = [threading.Thread(target=produce) for _ in range(producers)]
 for t in threads:
     t.start()
 for t in threads:
     t.join()
 ms = (time.monotonic() - start) * 1000
-print(json.dumps({"jobs": jobs, "ms": ms}), flush=True)
+print(json.dumps({"jobs": jobs, "ms": ms, "t0_ms": t0}), flush=True)
 if tasks.ZIPKIN:
     from opentelemetry import trace
 
