@@ -71,24 +71,13 @@ pub async fn run(mut args: LatencyArgs) -> anyhow::Result<()> {
     if !(args.rate > 0.0 && args.rate.is_finite()) {
         bail!("--rate must be above 0");
     }
-    let systems: Vec<System> = args
-        .systems
-        .iter()
-        .map(|s| System::parse(s).with_context(|| format!("unknown system {s:?}")))
-        .collect::<anyhow::Result<_>>()?;
-    for s in &systems {
-        s.ensure_installed()?;
-    }
+    let systems = System::installed(&args.systems)?;
     let rig = Rig::start().await?;
     let mut results = Vec::new();
     let mut offset = 0;
     for &system in &systems {
         for tracing in [false, true] {
-            if !args
-                .tracing
-                .iter()
-                .any(|t| t == if tracing { "on" } else { "off" })
-            {
+            if !crate::systems::asked(&args.tracing, tracing) {
                 continue;
             }
             let l = one(&rig, system, tracing, &args, &mut offset)

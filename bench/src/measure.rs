@@ -117,14 +117,7 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<()> {
     if args.workers.contains(&0) {
         bail!("--workers counts worker processes: 1 or more");
     }
-    let systems: Vec<System> = args
-        .systems
-        .iter()
-        .map(|s| System::parse(s).with_context(|| format!("unknown system {s:?}")))
-        .collect::<anyhow::Result<_>>()?;
-    for s in &systems {
-        s.ensure_installed()?;
-    }
+    let systems = System::installed(&args.systems)?;
     let rig = Rig::start().await?;
     let mut runs = Vec::new();
     let mut offset = 0;
@@ -134,11 +127,7 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<()> {
                 .into_iter()
                 .flat_map(|t| args.workers.iter().map(move |&w| (t, w)))
             {
-                if !args
-                    .tracing
-                    .iter()
-                    .any(|t| t == if tracing { "on" } else { "off" })
-                {
+                if !crate::systems::asked(&args.tracing, tracing) {
                     continue;
                 }
                 let setup = Setup {

@@ -12,6 +12,7 @@ use anyhow::Context;
 
 use crate::api::ApiArgs;
 use crate::measure::Rig;
+use crate::report::spread;
 use crate::systems::{Setup, System};
 
 /// Settings of the breakdown.
@@ -42,75 +43,74 @@ struct Variant {
     env: &'static [(&'static str, &'static str)],
 }
 
-const BUILT_NOT_EXPORTED: &[(&str, &str)] = &[
-    ("OTEL_SDK_DISABLED", "false"),
-    ("OTEL_TRACES_EXPORTER", "none"),
-];
+/// Tracing off: nothing built.
+const OFF: Variant = Variant {
+    name: "off (OTEL_SDK_DISABLED)",
+    exported: false,
+    env: &[],
+};
+
+/// Every span built, none exported.
+const BUILT: Variant = Variant {
+    name: "spans built, not exported",
+    exported: false,
+    env: &[
+        ("OTEL_SDK_DISABLED", "false"),
+        ("OTEL_TRACES_EXPORTER", "none"),
+    ],
+};
+
+/// Every span built and exported.
+const ON: Variant = Variant {
+    name: "on: every span exported",
+    exported: true,
+    env: &[],
+};
+
+/// Exported, less the spans `filter` leaves out.
+const fn without(name: &'static str, filter: &'static [(&'static str, &'static str)]) -> Variant {
+    Variant {
+        name,
+        exported: true,
+        env: filter,
+    }
+}
 
 /// The worker's variants, drained in this order.
 const WORKER: &[Variant] = &[
-    Variant {
-        name: "off (OTEL_SDK_DISABLED)",
-        exported: false,
-        env: &[],
-    },
-    Variant {
-        name: "spans built, not exported",
-        exported: false,
-        env: BUILT_NOT_EXPORTED,
-    },
-    Variant {
-        name: "CONSUMER span only",
-        exported: true,
-        env: &[(
+    OFF,
+    BUILT,
+    without(
+        "CONSUMER span only",
+        &[(
             "TRACE_FILTER",
             "info,worker::cache=off,telemetry::http_client=off",
         )],
-    },
-    Variant {
-        name: "without the Redis cache spans",
-        exported: true,
-        env: &[("TRACE_FILTER", "info,worker::cache=off")],
-    },
-    Variant {
-        name: "without the HTTP CLIENT spans",
-        exported: true,
-        env: &[("TRACE_FILTER", "info,telemetry::http_client=off")],
-    },
-    Variant {
-        name: "on: every span exported",
-        exported: true,
-        env: &[],
-    },
+    ),
+    without(
+        "without the Redis cache spans",
+        &[("TRACE_FILTER", "info,worker::cache=off")],
+    ),
+    without(
+        "without the HTTP CLIENT spans",
+        &[("TRACE_FILTER", "info,telemetry::http_client=off")],
+    ),
+    ON,
 ];
 
 /// The api's variants.
 const API: &[Variant] = &[
-    Variant {
-        name: "off (OTEL_SDK_DISABLED)",
-        exported: false,
-        env: &[],
-    },
-    Variant {
-        name: "spans built, not exported",
-        exported: false,
-        env: BUILT_NOT_EXPORTED,
-    },
-    Variant {
-        name: "without the SERVER span",
-        exported: true,
-        env: &[("TRACE_FILTER", "info,telemetry::http_server=off")],
-    },
-    Variant {
-        name: "without the PRODUCER span",
-        exported: true,
-        env: &[("TRACE_FILTER", "info,telemetry::messaging::producer=off")],
-    },
-    Variant {
-        name: "on: every span exported",
-        exported: true,
-        env: &[],
-    },
+    OFF,
+    BUILT,
+    without(
+        "without the SERVER span",
+        &[("TRACE_FILTER", "info,telemetry::http_server=off")],
+    ),
+    without(
+        "without the PRODUCER span",
+        &[("TRACE_FILTER", "info,telemetry::messaging::producer=off")],
+    ),
+    ON,
 ];
 
 fn env(v: &Variant) -> Vec<(&'static str, String)> {
@@ -186,23 +186,14 @@ pub async fn run(mut args: OverheadArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
 /// Medians per variant: (rate, CPU).
 fn medians(samples: &Samples) -> Vec<(f64, f64)> {
     samples
         .iter()
         .map(|s| {
             (
-                median(s.iter().map(|x| x.0).collect()),
-                median(s.iter().map(|x| x.1).collect()),
+                spread(&s.iter().map(|x| x.0).collect::<Vec<_>>()).median,
+                spread(&s.iter().map(|x| x.1).collect::<Vec<_>>()).median,
             )
         })
         .collect()

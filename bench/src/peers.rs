@@ -234,7 +234,7 @@ pub async fn apalis_worker(args: ApalisWorkerArgs) -> anyhow::Result<()> {
             .build()?,
         stub: args.stub_url,
     };
-    let worker = WorkerBuilder::new("bench-apalis")
+    let worker = WorkerBuilder::new(format!("bench-apalis-{}", std::process::id()))
         .backend(apalis_storage(conn, args.concurrency))
         // apalis's job spans are DEBUG by default: INFO, so they are kept.
         .layer(TraceLayer::new().make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO)))

@@ -19,7 +19,7 @@ pub struct Spread {
     pub max: f64,
 }
 
-fn spread(values: &[f64]) -> Spread {
+pub fn spread(values: &[f64]) -> Spread {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
     v.sort_by(f64::total_cmp);
     let median = match v.len() {

@@ -43,6 +43,18 @@ pub struct Setup {
 impl System {
     pub const ALL: [Self; 4] = [Self::Ours, Self::Bullmq, Self::Celery, Self::Apalis];
 
+    /// The systems named (`ours`, `bullmq`, ...), each installed.
+    pub fn installed(names: &[String]) -> anyhow::Result<Vec<Self>> {
+        let systems: Vec<Self> = names
+            .iter()
+            .map(|s| Self::parse(s).with_context(|| format!("unknown system {s:?}")))
+            .collect::<anyhow::Result<_>>()?;
+        for s in &systems {
+            s.ensure_installed()?;
+        }
+        Ok(systems)
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|x| x.key() == s)
     }
@@ -258,6 +270,11 @@ fn node(script: &str) -> Command {
     let mut cmd = Command::new("node");
     cmd.arg(script).current_dir(peer_dir("bullmq"));
     cmd
+}
+
+/// Whether the `--tracing` settings asked for (`off`, `on`) include `on`.
+pub fn asked(settings: &[String], on: bool) -> bool {
+    settings.iter().any(|t| t == if on { "on" } else { "off" })
 }
 
 /// `bench/peers/{name}`.
