@@ -67,12 +67,42 @@ async fn due(start: Instant, i: usize, rate: f64) {
     }
 }
 
+/// Runs `args.producers` loops sharing the job numbers below `args.jobs`;
+/// each pushes job `i` (place `offset + i`), when due, with `push`.
+async fn push_all<C>(
+    args: &ProduceArgs,
+    start: Instant,
+    client: C,
+    push: for<'a> fn(&'a mut C, usize) -> futures::future::BoxFuture<'a, anyhow::Result<()>>,
+) -> anyhow::Result<()>
+where
+    C: Clone + Send + 'static,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let (jobs, offset, rate) = (args.jobs, args.offset, args.rate);
+    let loops = (0..args.producers).map(|_| {
+        let (mut client, next) = (client.clone(), next.clone());
+        tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= jobs {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                due(start, i, rate).await;
+                push(&mut client, offset + i).await?;
+            }
+        })
+    });
+    for r in futures::future::join_all(loops).await {
+        r??;
+    }
+    Ok(())
+}
+
 /// Pushes `jobs` jobs from `producers` concurrent loops, then prints
 /// `{"jobs": n, "ms": elapsed, "t0_ms": the start, ms since the epoch}`.
 pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let guard = telemetry::init(&args.telemetry, "bench-producer")?;
-    let next = Arc::new(AtomicUsize::new(0));
-    let (jobs, offset, rate) = (args.jobs, args.offset, args.rate);
     let start;
     let t0_ms = || {
         std::time::SystemTime::now()
@@ -87,58 +117,38 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
                     .await?;
             let producer = TracedProducer::new(queue, guard.propagation().clone());
             (start, t0) = (Instant::now(), t0_ms());
-            let loops = (0..args.producers).map(|_| {
-                let (producer, next) = (producer.clone(), next.clone());
-                tokio::spawn(async move {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= jobs {
-                            return Ok::<(), anyhow::Error>(());
-                        }
-                        due(start, i, rate).await;
-                        let c = coordinates(offset + i);
-                        let job = WeatherJob {
-                            place: Place::Coordinates {
-                                latitude: c.latitude,
-                                longitude: c.longitude,
-                            },
-                            units: Units::Metric,
-                        };
-                        producer.send(NewJob::new(&job)?).await?;
-                    }
+            push_all(&args, start, producer, |producer, n| {
+                Box::pin(async move {
+                    let c = coordinates(n);
+                    let job = WeatherJob {
+                        place: Place::Coordinates {
+                            latitude: c.latitude,
+                            longitude: c.longitude,
+                        },
+                        units: Units::Metric,
+                    };
+                    producer.send(NewJob::new(&job)?).await?;
+                    Ok(())
                 })
-            });
-            for r in futures::future::join_all(loops).await {
-                r??;
-            }
+            })
+            .await?;
         }
         "apalis" => {
             let conn = apalis_redis::connect(args.redis_url.as_str()).await?;
-            let storage = apalis_storage(conn, 50);
             (start, t0) = (Instant::now(), t0_ms());
-            let loops = (0..args.producers).map(|_| {
-                let (mut storage, next) = (storage.clone(), next.clone());
-                tokio::spawn(async move {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= jobs {
-                            return Ok::<(), anyhow::Error>(());
-                        }
-                        due(start, i, rate).await;
-                        storage
-                            .push(coordinates(offset + i))
-                            .await
-                            .map_err(|e| anyhow::anyhow!("apalis-redis push: {e}"))?;
-                    }
+            push_all(&args, start, apalis_storage(conn, 50), |storage, n| {
+                Box::pin(async move {
+                    storage
+                        .push(coordinates(n))
+                        .await
+                        .map_err(|e| anyhow::anyhow!("apalis-redis push: {e}"))
                 })
-            });
-            for r in futures::future::join_all(loops).await {
-                r??;
-            }
+            })
+            .await?;
         }
         other => anyhow::bail!("no Rust producer for {other:?}"),
     }
-    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    let (jobs, ms) = (args.jobs, start.elapsed().as_secs_f64() * 1000.0);
     println!(
         "{}",
         serde_json::json!({ "jobs": jobs, "ms": ms, "t0_ms": t0 })
