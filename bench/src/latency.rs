@@ -1,9 +1,11 @@
 //! Latency at a fixed rate, and after idle, for every system: its producer
 //! sends job `i` when due (`i / rate` seconds after its start, whatever
 //! came before: an open loop, so a slow system cannot slow the load), and
-//! a job's latency runs from that time to the stub receiving its forecast
-//! call (`GET /stub/forecasts`): pick-up, the cache GET and the call
-//! itself, the same for every system. Then the worker sits idle, and a few
+//! a job's latency runs from its send (the producer notes the time just
+//! before it pushes: timers wake up to a millisecond off the due time, so
+//! the due time itself would count each runtime's timer error) to the stub
+//! receiving its forecast call (`GET /stub/forecasts`): the push, pick-up,
+//! the cache GET and the call itself, the same for every system. Then the worker sits idle, and a few
 //! jobs come one a second: how soon an idle worker notices.
 
 use std::fmt::Write as _;
@@ -196,6 +198,17 @@ async fn send(
         tokio::task::spawn_blocking(move || produce_report(system, &setup)).await??
     };
     let t0_ms = report["t0_ms"].as_f64().context("the producer's t0_ms")?;
+    let sent: Vec<f64> = report["sent_ms"]
+        .as_array()
+        .map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect())
+        .unwrap_or_default();
+    if rate > 0.0 && sent.len() != setup.jobs {
+        bail!(
+            "the producer gave {} send times for {} jobs",
+            sent.len(),
+            setup.jobs
+        );
+    }
     let deadline = Instant::now() + limit;
     while forecasts(&rig.http, &rig.stub_url).await? < before + setup.jobs as u64 {
         if Instant::now() > deadline {
@@ -231,15 +244,10 @@ async fn send(
             continue;
         };
         if let Some(slot) = latency.get_mut(i) {
-            // Sent when due: i / rate after the start (at once without a rate).
-            let due_ms = t0_ms
-                + if rate > 0.0 {
-                    i as f64 * 1000.0 / rate
-                } else {
-                    0.0
-                };
+            // From the job's send; without a rate, all were due at once.
+            let sent_ms = sent.get(i).copied().unwrap_or(t0_ms);
             if slot.is_nan() {
-                *slot = at_us / 1000.0 - due_ms;
+                *slot = at_us / 1000.0 - sent_ms;
             }
         }
     }

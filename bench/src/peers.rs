@@ -67,14 +67,24 @@ async fn due(start: Instant, i: usize, rate: f64) {
     }
 }
 
+/// Now, in ms since the epoch.
+fn epoch_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
 /// Runs `args.producers` loops sharing the job numbers below `args.jobs`;
-/// each pushes job `i` (place `offset + i`), when due, with `push`.
+/// each pushes job `i` (place `offset + i`), when due, with `push`. At a
+/// fixed rate, answers when each job was sent (ms since the epoch, in job
+/// order): timers wake late or early by up to a millisecond, so latency
+/// counts from the send, not from the due time.
 async fn push_all<C>(
     args: &ProduceArgs,
     start: Instant,
     client: C,
     push: for<'a> fn(&'a mut C, usize) -> futures::future::BoxFuture<'a, anyhow::Result<()>>,
-) -> anyhow::Result<()>
+) -> anyhow::Result<Vec<f64>>
 where
     C: Clone + Send + 'static,
 {
@@ -83,41 +93,49 @@ where
     let loops = (0..args.producers).map(|_| {
         let (mut client, next) = (client.clone(), next.clone());
         tokio::spawn(async move {
+            let mut sent = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= jobs {
-                    return Ok::<(), anyhow::Error>(());
+                    return Ok::<_, anyhow::Error>(sent);
                 }
                 due(start, i, rate).await;
+                if rate > 0.0 {
+                    sent.push((i, epoch_ms()));
+                }
                 push(&mut client, offset + i).await?;
             }
         })
     });
+    let mut sent = if rate > 0.0 {
+        vec![0.0; jobs]
+    } else {
+        Vec::new()
+    };
     for r in futures::future::join_all(loops).await {
-        r??;
+        for (i, at) in r?? {
+            sent[i] = at;
+        }
     }
-    Ok(())
+    Ok(sent)
 }
 
 /// Pushes `jobs` jobs from `producers` concurrent loops, then prints
-/// `{"jobs": n, "ms": elapsed, "t0_ms": the start, ms since the epoch}`.
+/// `{"jobs": n, "ms": elapsed, "t0_ms": the start, ms since the epoch,
+/// "sent_ms": each job's send, at a fixed rate (else empty)}`.
 pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let guard = telemetry::init(&args.telemetry, "bench-producer")?;
     let start;
-    let t0_ms = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
     let t0;
+    let sent;
     match args.system.as_str() {
         "ours" => {
             let queue =
                 redis_job_queue::connect_with_retry(&args.redis_url, QueueConfig::new("weather"))
                     .await?;
             let producer = TracedProducer::new(queue, guard.propagation().clone());
-            (start, t0) = (Instant::now(), t0_ms());
-            push_all(&args, start, producer, |producer, n| {
+            (start, t0) = (Instant::now(), epoch_ms());
+            sent = push_all(&args, start, producer, |producer, n| {
                 Box::pin(async move {
                     let c = coordinates(n);
                     let job = WeatherJob {
@@ -135,8 +153,8 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         }
         "apalis" => {
             let conn = apalis_redis::connect(args.redis_url.as_str()).await?;
-            (start, t0) = (Instant::now(), t0_ms());
-            push_all(&args, start, apalis_storage(conn, 50), |storage, n| {
+            (start, t0) = (Instant::now(), epoch_ms());
+            sent = push_all(&args, start, apalis_storage(conn, 50), |storage, n| {
                 Box::pin(async move {
                     storage
                         .push(coordinates(n))
@@ -151,7 +169,7 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let (jobs, ms) = (args.jobs, start.elapsed().as_secs_f64() * 1000.0);
     println!(
         "{}",
-        serde_json::json!({ "jobs": jobs, "ms": ms, "t0_ms": t0 })
+        serde_json::json!({ "jobs": jobs, "ms": ms, "t0_ms": t0, "sent_ms": sent })
     );
     guard.shutdown().await;
     Ok(())
