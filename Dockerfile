@@ -1,4 +1,5 @@
-# One image holding the api, worker, weather-stub and console binaries.
+# One image holding the api, worker, weather-stub, console and alerts
+# binaries.
 # Build stage: compile in release mode with the locked dependencies.
 ARG BUILD_RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
@@ -7,9 +8,10 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bins -p api -p worker -p weather-stub -p console \
+    cargo build --release --locked --bins -p api -p worker -p weather-stub -p console -p alerts \
  && mkdir -p /out \
- && cp target/release/api target/release/worker target/release/weather-stub target/release/console /out/
+ && cp target/release/api target/release/worker target/release/weather-stub target/release/console \
+       target/release/alerts /out/
 
 # Runtime stage: a slim Debian, CA certificates for the public weather API,
 # curl for health checks, and a user without privileges.

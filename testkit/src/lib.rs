@@ -1,5 +1,5 @@
 //! Real servers for the project's tests and benchmarks: `redis-server`, a
-//! Zipkin collector stand-in, and the project's own binaries (the console
+//! Kafka-compatible broker (`tansu`), a Zipkin collector stand-in, and the project's own binaries (the console
 //! among them) as processes.
 //!
 //! Every server listens on a free loopback port and lives in a temporary
@@ -14,10 +14,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 pub mod console;
+pub mod kafka;
 pub mod process;
 pub mod zipkin;
 
 pub use console::Console;
+pub use kafka::KafkaBroker;
 pub use process::{ServiceProcess, project_binary};
 pub use zipkin::ZipkinCollector;
 

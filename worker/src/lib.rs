@@ -9,7 +9,10 @@
 //! also links to the attempt before it. Under it, [`process`] makes the
 //! cache lookup (Redis `GET`), on a miss the geocoding and forecast calls
 //! (HTTP CLIENT spans, continued by the weather service), and the cache
-//! write (Redis `SET`).
+//! write (Redis `SET`). With `KAFKA_BROKERS` set, a successful job then
+//! publishes a `weather.updated` event in a PRODUCER span `send
+//! weather.updated` (the `telemetry` crate's [`EventProducer`]); the job
+//! never waits for Kafka.
 
 mod cache;
 pub mod schedule;
@@ -34,13 +37,14 @@ use reqwest::Url;
 use telemetry::TelemetryArgs;
 use telemetry::attributes::{JOB_ID, WEATHER_CACHE_HIT};
 use telemetry::http_client::{HttpError, TracedClient};
+use telemetry::kafka::{EventProducer, Published};
 use telemetry::messaging::{ConsumerTracing, TraceMode, TracedProducer};
 use telemetry::metrics::Metrics;
 use telemetry::propagation::Propagation;
 use tokio::net::TcpListener;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use weather_jobs::settings::QueueArgs;
-use weather_jobs::{Place, Source, WeatherJob, WeatherResult};
+use weather_jobs::settings::{KafkaArgs, QueueArgs};
+use weather_jobs::{Place, Source, WeatherJob, WeatherResult, WeatherUpdated};
 
 pub use cache::WeatherCache;
 pub use weather_client::WeatherClient;
@@ -112,6 +116,17 @@ pub struct Config {
     /// Redis and the weather queue.
     #[command(flatten)]
     pub queue: QueueArgs,
+    /// Kafka, for the `weather.updated` events.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Most events waiting for Kafka (a slow or down broker); past it new
+    /// events are dropped and counted (`kafka_events_dropped_total`).
+    #[arg(long, env = "KAFKA_BUFFER", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub kafka_buffer: u32,
+    /// How long an event may wait for Kafka before it is dropped and
+    /// counted, in milliseconds.
+    #[arg(long, env = "KAFKA_DELIVERY_TIMEOUT_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub kafka_delivery_timeout_ms: u64,
     /// Tracing and logging.
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
@@ -140,6 +155,8 @@ pub struct Deps {
     /// Rate limit, circuit breaker and single flight for the weather
     /// service.
     pub upstream: upstream::Upstream,
+    /// Publishes the `weather.updated` events (with `KAFKA_BROKERS`).
+    pub events: Option<EventProducer>,
 }
 
 impl Deps {
@@ -150,6 +167,7 @@ impl Deps {
         propagation: Propagation,
     ) -> anyhow::Result<Self> {
         let cache_requests = Family::<CacheLabels, Counter>::default();
+        let events_dropped = telemetry::kafka::Dropped::default();
         let upstream = upstream::Upstream::new(
             queue.connection(),
             format!("{}:weather", config.queue.queue_key_prefix),
@@ -181,6 +199,11 @@ impl Deps {
                 "Jobs that waited for another job's fetch of the same place",
                 upstream.single_flight_waits.clone(),
             );
+            registry.register(
+                "kafka_events_dropped",
+                "Weather events never delivered to Kafka, by reason",
+                events_dropped.clone(),
+            );
         }));
         let http = TracedClient::new(
             propagation.clone(),
@@ -196,6 +219,23 @@ impl Deps {
             format!("{}:cache:weather", config.queue.queue_key_prefix),
             Duration::from_secs(config.cache_ttl_secs),
         );
+        let events = match config.kafka.kafka_brokers.as_deref().map(str::trim) {
+            Some(brokers) if !brokers.is_empty() => Some(
+                EventProducer::new(
+                    &telemetry::kafka::ProducerSettings {
+                        brokers: brokers.to_owned(),
+                        topic: config.kafka.kafka_topic.clone(),
+                        buffer: config.kafka_buffer,
+                        delivery_timeout: Duration::from_millis(config.kafka_delivery_timeout_ms),
+                    },
+                    propagation.clone(),
+                    Some(metrics.clone()),
+                    events_dropped,
+                )
+                .map_err(|e| anyhow::anyhow!("KAFKA_BROKERS: {e}"))?,
+            ),
+            _ => None,
+        };
         Ok(Self {
             propagation,
             cache,
@@ -203,6 +243,7 @@ impl Deps {
             metrics,
             cache_requests,
             upstream,
+            events,
         })
     }
 
@@ -271,12 +312,27 @@ pub async fn process(
     match fetch(&job, &deps).await {
         Ok(result) => {
             tracing::info!({ JOB_ID } = %lease.id, source = ?result.source, "weather job done");
+            if let Some(events) = &deps.events {
+                publish(events, &lease.id, &job, &result);
+            }
             Ok(result)
         }
         Err(e) => {
             tracing::warn!({ JOB_ID } = %lease.id, attempt = lease.attempt, error = %e, "weather job failed");
             Err(e.into_apalis())
         }
+    }
+}
+
+/// Publishes the job's `weather.updated` event; never waits for Kafka.
+fn publish(events: &EventProducer, job_id: &str, job: &WeatherJob, result: &WeatherResult) {
+    let event = WeatherUpdated::new(job_id, job, result);
+    match serde_json::to_vec(&event) {
+        // A drop is counted and logged by the producer.
+        Ok(payload) => {
+            let _: Published = events.publish(&event.key, job_id, &payload);
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot encode the weather event"),
     }
 }
 
@@ -458,6 +514,7 @@ pub async fn run(
         .metrics(deps.metrics.clone())
         .error_type(JobError::classify);
     let routes = telemetry::messaging::metrics_routes(deps.metrics.clone(), queue);
+    let deps_events = deps.events.clone();
     let worker = WorkerBuilder::new(backend.consumer().to_owned())
         .backend(backend)
         // Each job runs as a task of its own on the runtime, so a worker
@@ -505,6 +562,21 @@ pub async fn run(
         }
     };
     scheduler.abort();
+    if let Some(events) = deps_events {
+        // Events still buffered get a few seconds to reach Kafka.
+        let left = tokio::task::spawn_blocking(move || {
+            events
+                .flush(Duration::from_secs(5))
+                .map_err(|_| events.in_flight())
+        })
+        .await;
+        if let Ok(Err(n)) = left {
+            tracing::warn!(
+                events = n,
+                "weather events not delivered to Kafka at shutdown"
+            );
+        }
+    }
     let _ = stop_http.send(());
     let _ = http.await;
     ran?;

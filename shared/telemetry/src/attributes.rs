@@ -11,9 +11,10 @@
 pub use opentelemetry_semantic_conventions::attribute::{
     DB_OPERATION_NAME, DB_QUERY_TEXT, DB_SYSTEM_NAME, ERROR_TYPE, HTTP_REQUEST_METHOD,
     HTTP_RESPONSE_STATUS_CODE, HTTP_ROUTE, MESSAGING_BATCH_MESSAGE_COUNT,
-    MESSAGING_CONSUMER_GROUP_NAME, MESSAGING_DESTINATION_NAME, MESSAGING_MESSAGE_ID,
-    MESSAGING_OPERATION_NAME, MESSAGING_OPERATION_TYPE, MESSAGING_SYSTEM, OTEL_SCOPE_NAME,
-    OTEL_STATUS_CODE, SERVER_ADDRESS, SERVER_PORT, URL_FULL, URL_PATH, URL_SCHEME,
+    MESSAGING_CONSUMER_GROUP_NAME, MESSAGING_DESTINATION_NAME, MESSAGING_DESTINATION_PARTITION_ID,
+    MESSAGING_KAFKA_MESSAGE_KEY, MESSAGING_KAFKA_OFFSET, MESSAGING_MESSAGE_BODY_SIZE,
+    MESSAGING_MESSAGE_ID, MESSAGING_OPERATION_NAME, MESSAGING_OPERATION_TYPE, MESSAGING_SYSTEM,
+    OTEL_SCOPE_NAME, OTEL_STATUS_CODE, SERVER_ADDRESS, SERVER_PORT, URL_FULL, URL_PATH, URL_SCHEME,
 };
 pub use opentelemetry_semantic_conventions::resource::SERVICE_NAME;
 
@@ -47,3 +48,8 @@ pub const JOB_TRACE_MODE: &str = "job.trace_mode";
 /// Whether the weather cache had the answer (on the cache lookup span and
 /// on the job's span).
 pub const WEATHER_CACHE_HIT: &str = "weather.cache.hit";
+/// On the alerts service's CONSUMER span: how many alerts the event raised.
+pub const ALERTS_RAISED: &str = "alerts.raised";
+/// On the alerts service's CONSUMER span: the event was delivered again
+/// and had been processed already (nothing changed).
+pub const ALERTS_DUPLICATE: &str = "alerts.duplicate";

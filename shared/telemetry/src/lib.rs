@@ -26,6 +26,8 @@ pub mod attributes;
 mod export;
 pub mod http_client;
 pub mod http_server;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod logs;
 #[cfg(feature = "queue")]
 pub mod messaging;

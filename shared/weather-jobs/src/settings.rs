@@ -132,3 +132,14 @@ mod tests {
         assert!("http://nope".parse::<RedisUrl>().is_err());
     }
 }
+
+/// Where the `weather.updated` events go (Kafka).
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Kafka brokers, `host:port` comma-separated. Unset: no events.
+    #[arg(long, env = "KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+    /// The topic of the weather events.
+    #[arg(long, env = "KAFKA_TOPIC", default_value = crate::WEATHER_UPDATED_TOPIC)]
+    pub kafka_topic: String,
+}

@@ -61,6 +61,7 @@ pub struct Propagation {
     inbound: Arc<TextMapCompositePropagator>,
     outbound: Arc<TextMapCompositePropagator>,
     job: Arc<TextMapCompositePropagator>,
+    record: Arc<TextMapCompositePropagator>,
 }
 
 impl fmt::Debug for Propagation {
@@ -153,9 +154,23 @@ impl Propagation {
                 write: Some(encoding),
             }));
         }
+        // Event records (Kafka) go to our own consumers: W3C trace context
+        // and baggage, plus B3 when it is configured.
+        let mut record: Vec<Box<dyn TextMapPropagator + Send + Sync>> = vec![
+            Box::new(TraceContextPropagator::new()),
+            Box::new(BaggagePropagator::new()),
+        ];
+        if let Some(encoding) = b3_out {
+            record.push(Box::new(B3Propagator {
+                read_single: false,
+                read_multi: false,
+                write: Some(encoding),
+            }));
+        }
         Self {
             formats,
             edge: EdgePolicy::default(),
+            record: Arc::new(TextMapCompositePropagator::new(record)),
             inbound: Arc::new(TextMapCompositePropagator::new(inbound)),
             outbound: Arc::new(TextMapCompositePropagator::new(outbound)),
             job: Arc::new(TextMapCompositePropagator::new(vec![
@@ -211,6 +226,31 @@ impl Propagation {
                 .collect(),
         );
         self.job.extract_with_context(&Context::new(), &carrier)
+    }
+}
+
+impl Propagation {
+    /// The headers of an event record (Kafka) carrying `cx`: W3C trace
+    /// context and baggage, plus B3 when `OTEL_PROPAGATORS` names it.
+    pub fn inject_record(&self, cx: &Context) -> BTreeMap<String, String> {
+        let mut carrier = MapCarrier(BTreeMap::new());
+        self.record.inject_context(cx, &mut carrier);
+        carrier.0
+    }
+
+    /// The remote context carried by an event record's headers, read with
+    /// the inbound propagators (every configured format, B3 included).
+    pub fn extract_record<'a>(
+        &self,
+        headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Context {
+        let carrier = MapCarrier(
+            headers
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
+                .collect(),
+        );
+        self.inbound.extract_with_context(&Context::new(), &carrier)
     }
 }
 

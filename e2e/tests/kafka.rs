@@ -1,0 +1,399 @@
+//! The trace goes on through Kafka: a weather job's event, published by the
+//! worker, reaches the alerts service in the same trace, against a real
+//! Kafka-compatible broker (`tansu`) started by the test.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use e2e::{Options, Stack, WAIT, one, service, sum};
+use serde_json::{Value, json};
+use testkit::{KafkaBroker, ServiceProcess, free_port, project_binary};
+
+/// Starts the alerts service on `brokers`, exporting spans to `endpoint`.
+async fn start_alerts(
+    stack: &Stack,
+    brokers: &str,
+    endpoint: &str,
+    extra: &[(&'static str, &str)],
+) -> anyhow::Result<(ServiceProcess, String)> {
+    let port = free_port()?;
+    let url = format!("http://127.0.0.1:{port}");
+    let mut env: Vec<(&str, String)> = vec![
+        ("ALERTS_LISTEN", format!("127.0.0.1:{port}")),
+        ("KAFKA_BROKERS", brokers.to_owned()),
+        ("KAFKA_SESSION_TIMEOUT_MS", "6000".into()),
+        ("REDIS_URL", stack.redis_url()),
+        ("OTEL_TRACES_EXPORTER", "zipkin".into()),
+        ("OTEL_EXPORTER_ZIPKIN_ENDPOINT", endpoint.to_owned()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "50".into()),
+        ("LOG_FORMAT", "json".into()),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    let bin = project_binary("alerts")?;
+    let process = ServiceProcess::start(
+        "alerts",
+        bin.to_str().context("path")?,
+        &env,
+        &format!("{url}/healthz"),
+    )
+    .await?;
+    Ok((process, url))
+}
+
+/// The alerts the service keeps for job `id`, once there are `n` (within
+/// `limit`).
+async fn wait_alerts(
+    http: &reqwest::Client,
+    alerts: &str,
+    id: &str,
+    n: usize,
+    limit: Duration,
+) -> anyhow::Result<Vec<Value>> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let page: Value = http
+            .get(format!("{alerts}/v1/alerts?limit=1000"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let mine: Vec<Value> = page["alerts"]
+            .as_array()
+            .context("alerts")?
+            .iter()
+            .filter(|a| a["event_id"] == id)
+            .cloned()
+            .collect();
+        if mine.len() >= n {
+            return Ok(mine);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} of {n} alerts for job {id} within {limit:?}: {page}",
+                mine.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `metric` (with `filters`) on `base`'s `/metrics` reaches
+/// `at_least`; answers its value.
+async fn wait_metric(
+    stack: &Stack,
+    base: &str,
+    metric: &str,
+    filters: &[&str],
+    at_least: f64,
+    limit: Duration,
+) -> anyhow::Result<f64> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let value = sum(&stack.scrape(base).await?, metric, filters);
+        if value >= at_least {
+            return Ok(value);
+        }
+        if Instant::now() > deadline {
+            bail!("{metric}{filters:?} on {base} is {value}, not {at_least}, after {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_jobs_trace_goes_on_through_kafka_to_the_alert() -> anyhow::Result<()> {
+    let kafka = KafkaBroker::start().await?;
+    let brokers = kafka.brokers();
+    let stack = Stack::launch(Options {
+        console: true,
+        workers: Some(1),
+        worker_env: &[("KAFKA_BROKERS", &brokers)],
+        ..Options::default()
+    })
+    .await?;
+    let console = stack.console.as_ref().context("a console")?;
+    // Every event raises a wind alert.
+    let (_alerts, alerts_url) = start_alerts(
+        &stack,
+        &brokers,
+        &console.endpoint(),
+        &[("ALERT_WIND_KMH", "0")],
+    )
+    .await?;
+
+    let (caller, trace) = ("00f067aa0ba902b7", "4bf92f3577b34da6a3ce929d0e0e4738");
+    let (id, _) = stack
+        .enqueue(
+            r#"{"city": "Oslo"}"#,
+            &[("traceparent", &format!("00-{trace}-{caller}-01"))],
+        )
+        .await?;
+    let done = stack.wait_done(&id).await?;
+    assert_eq!(done["status"], "succeeded", "{done}");
+
+    let alerts = wait_alerts(&stack.http, &alerts_url, &id, 1, WAIT).await?;
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    let alert = &alerts[0];
+    assert_eq!(alert["kind"], "wind");
+    assert_eq!(alert["place"], "Oslo");
+    assert_eq!(alert["key"], "city:oslo");
+    assert_eq!(alert["trace_id"], trace, "the alert names the job's trace");
+
+    // One trace from the POST to the alert: api 2, worker 5, stub 2,
+    // Kafka PRODUCER 1, alerts CONSUMER and its Redis call 2.
+    let spans = console
+        .wait_trace(trace, WAIT, |spans| spans.len() >= 12)
+        .await?;
+    assert_eq!(spans.len(), 12, "{spans:#?}");
+    let ids: Vec<&Value> = spans.iter().map(|s| &s["id"]).collect();
+    for s in &spans {
+        assert_eq!(s["traceId"], trace);
+        match s.get("parentId") {
+            Some(parent) if parent == caller => assert_eq!(s["name"], "post /v1/jobs"),
+            Some(parent) => assert!(ids.contains(&parent), "a parent outside the trace: {s}"),
+            None => panic!("a second root: {s}"),
+        }
+    }
+    let named = |name: &str| one(&spans, name, |s| s["name"] == name);
+    let job = named("process weather");
+    let send = named("send weather.updated");
+    let process = named("process weather.updated");
+    let store = one(&spans, "the alerts' Redis call", |s| {
+        service(s) == "alerts" && s["kind"] == "CLIENT"
+    });
+
+    assert_eq!(
+        (service(send), send["kind"].as_str()),
+        ("worker", Some("PRODUCER"))
+    );
+    assert_eq!(send["parentId"], job["id"], "published from the job's span");
+    let tags = &send["tags"];
+    assert_eq!(tags["messaging.system"], "kafka");
+    assert_eq!(tags["messaging.operation.type"], "send");
+    assert_eq!(tags["messaging.destination.name"], "weather.updated");
+    assert_eq!(tags["messaging.kafka.message.key"], "city:oslo");
+    assert_eq!(tags["messaging.message.id"], id.as_str());
+    let partition = tags["messaging.destination.partition.id"]
+        .as_str()
+        .context("the partition")?;
+    let offset = tags["messaging.kafka.offset"]
+        .as_str()
+        .context("the offset")?;
+    assert!(
+        partition.parse::<u32>().is_ok() && offset.parse::<u64>().is_ok(),
+        "{send}"
+    );
+    assert_eq!(send["remoteEndpoint"]["serviceName"], "kafka");
+    assert_eq!(send["remoteEndpoint"]["ipv4"], "127.0.0.1");
+    assert_eq!(send["remoteEndpoint"]["port"], kafka.port());
+
+    assert_eq!(
+        (service(process), process["kind"].as_str()),
+        ("alerts", Some("CONSUMER"))
+    );
+    assert_eq!(
+        process["parentId"], send["id"],
+        "the alerts resume the PRODUCER span"
+    );
+    assert_eq!(
+        process["tags"]["otel.link.0"],
+        format!("{trace}-{}", send["id"].as_str().unwrap_or_default()),
+        "and link to it"
+    );
+    let tags = &process["tags"];
+    assert_eq!(tags["messaging.system"], "kafka");
+    assert_eq!(tags["messaging.operation.type"], "process");
+    assert_eq!(tags["messaging.destination.name"], "weather.updated");
+    assert_eq!(tags["messaging.consumer.group.name"], "alerts");
+    assert_eq!(tags["messaging.destination.partition.id"], partition);
+    assert_eq!(tags["messaging.kafka.offset"], offset);
+    assert_eq!(tags["messaging.kafka.message.key"], "city:oslo");
+    assert_eq!(tags["messaging.message.id"], id.as_str());
+    assert_eq!(tags["alerts.raised"], "1");
+    assert_eq!(tags["alerts.duplicate"], "false");
+    assert_eq!(process["remoteEndpoint"]["serviceName"], "kafka");
+    assert_eq!(store["parentId"], process["id"]);
+    assert_eq!(store["tags"]["db.system.name"], "redis");
+
+    // The service map: worker → kafka → alerts.
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
+    let links = console
+        .get_ok(&format!("/api/v2/dependencies?endTs={now_ms}"))
+        .await?;
+    let links = links.as_array().context("links")?;
+    for (parent, child) in [
+        ("worker", "kafka"),
+        ("kafka", "alerts"),
+        ("alerts", "redis"),
+    ] {
+        assert!(
+            links
+                .iter()
+                .any(|l| l["parent"] == parent && l["child"] == child && l["callCount"] == 1),
+            "no {parent} → {child} link in {links:#?}"
+        );
+    }
+    assert_eq!(
+        wait_metric(
+            &stack,
+            &alerts_url,
+            "alerts_raised_total",
+            &["kind=\"wind\""],
+            1.0,
+            WAIT
+        )
+        .await?,
+        1.0
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn with_kafka_down_jobs_succeed_drops_are_counted_and_events_flow_again() -> anyhow::Result<()>
+{
+    let mut kafka = KafkaBroker::start().await?;
+    let brokers = kafka.brokers();
+    let stack = Stack::launch(Options {
+        workers: Some(1),
+        worker_env: &[
+            ("KAFKA_BROKERS", &brokers),
+            ("KAFKA_DELIVERY_TIMEOUT_MS", "1500"),
+        ],
+        ..Options::default()
+    })
+    .await?;
+    let worker = stack.worker_urls[0].clone();
+    let (_alerts, alerts_url) = start_alerts(
+        &stack,
+        &brokers,
+        &stack.zipkin.endpoint(),
+        &[("ALERT_WIND_KMH", "0")],
+    )
+    .await?;
+    let (id, _) = stack.enqueue(r#"{"city": "Lima"}"#, &[]).await?;
+    stack.wait_done(&id).await?;
+    wait_alerts(&stack.http, &alerts_url, &id, 1, WAIT).await?;
+
+    // Kafka goes away: jobs go on, their events are dropped and counted.
+    kafka.stop()?;
+    let started = Instant::now();
+    let mut lost = Vec::new();
+    for city in ["Quito", "Dakar", "Cairo"] {
+        let (id, _) = stack
+            .enqueue(&json!({ "city": city }).to_string(), &[])
+            .await?;
+        let done = stack.wait_done(&id).await?;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        lost.push(id);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "jobs waited for Kafka: {:?}",
+        started.elapsed()
+    );
+    let dropped = wait_metric(
+        &stack,
+        &worker,
+        "kafka_events_dropped_total",
+        &["reason=\"delivery_failed\""],
+        3.0,
+        WAIT,
+    )
+    .await?;
+    assert_eq!(dropped, 3.0);
+
+    // Back (its memory empty, so the topic is made again): events flow.
+    kafka.restart().await?;
+    kafka.create_topic("weather.updated", 3)?;
+    let (id, _) = stack.enqueue(r#"{"city": "Berlin"}"#, &[]).await?;
+    stack.wait_done(&id).await?;
+    wait_alerts(&stack.http, &alerts_url, &id, 1, Duration::from_secs(40)).await?;
+    let page = stack.scrape(&worker).await?;
+    assert_eq!(
+        sum(
+            &page,
+            "messaging_client_sent_messages_total",
+            &["weather.updated", "outcome=\"success\""]
+        ),
+        2.0,
+        "the first event and the last reached Kafka"
+    );
+    assert_eq!(sum(&page, "kafka_events_dropped_total", &[]), 3.0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_event_delivered_again_after_a_crash_counts_once() -> anyhow::Result<()> {
+    let kafka = KafkaBroker::start().await?;
+    let brokers = kafka.brokers();
+    let stack = Stack::launch(Options {
+        workers: Some(1),
+        worker_env: &[("KAFKA_BROKERS", &brokers)],
+        ..Options::default()
+    })
+    .await?;
+    // Offsets are committed rarely: the crash comes before the commit.
+    let settings = [
+        ("ALERT_WIND_KMH", "0"),
+        ("KAFKA_COMMIT_INTERVAL_MS", "600000"),
+    ];
+    let (alerts, alerts_url) =
+        start_alerts(&stack, &brokers, &stack.zipkin.endpoint(), &settings).await?;
+    let (id, trace) = stack.enqueue(r#"{"city": "Oslo"}"#, &[]).await?;
+    stack.wait_done(&id).await?;
+    wait_alerts(&stack.http, &alerts_url, &id, 1, WAIT).await?;
+    let deliveries = |n: usize| {
+        let trace = trace.clone();
+        move |spans: &[Value]| {
+            let mine: Vec<Value> = spans
+                .iter()
+                .filter(|s| {
+                    s["traceId"] == trace.as_str() && s["name"] == "process weather.updated"
+                })
+                .cloned()
+                .collect();
+            (mine.len() == n).then_some(mine)
+        }
+    };
+    stack
+        .zipkin
+        .wait_for(WAIT, "the first delivery", deliveries(1))
+        .await?;
+    // Killed (SIGKILL), its offset never committed.
+    drop(alerts);
+
+    let (_alerts, alerts_url) =
+        start_alerts(&stack, &brokers, &stack.zipkin.endpoint(), &settings).await?;
+    // Once the group hands it the partitions, the event comes again.
+    wait_metric(
+        &stack,
+        &alerts_url,
+        "alerts_events_total",
+        &["result=\"duplicate\""],
+        1.0,
+        Duration::from_secs(40),
+    )
+    .await?;
+    let alerts = wait_alerts(&stack.http, &alerts_url, &id, 1, WAIT).await?;
+    assert_eq!(alerts.len(), 1, "stored once: {alerts:#?}");
+    let page = stack.scrape(&alerts_url).await?;
+    assert_eq!(
+        sum(&page, "alerts_raised_total", &[]),
+        0.0,
+        "raised by the first run only"
+    );
+    assert_eq!(sum(&page, "alerts_events_total", &["result=\"new\""]), 0.0);
+
+    // Both deliveries are in the job's trace; the second says so.
+    let spans = stack
+        .zipkin
+        .wait_for(WAIT, "both deliveries", deliveries(2))
+        .await?;
+    let mut duplicate: Vec<&str> = spans
+        .iter()
+        .map(|s| s["tags"]["alerts.duplicate"].as_str().unwrap_or_default())
+        .collect();
+    duplicate.sort_unstable();
+    assert_eq!(duplicate, ["false", "true"]);
+    Ok(())
+}

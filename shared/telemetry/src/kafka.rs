@@ -1,0 +1,354 @@
+//! Tracing across Kafka, the event-stream half of the messaging pattern
+//! (the job queue is the other, in `messaging`):
+//!
+//! - **Producer side**: [`EventProducer::publish`] sends a record inside a
+//!   PRODUCER span `send {topic}` (child of the current span) whose context
+//!   goes into the record's headers (W3C `traceparent`, `tracestate`,
+//!   `baggage`, plus B3 when configured). It never waits for the broker:
+//!   the record joins librdkafka's bounded buffer and a task awaits its
+//!   delivery, then records the partition and offset and ends the span. A
+//!   full buffer, or a record the broker never acknowledged within the
+//!   delivery timeout, is dropped and counted
+//!   (`kafka_events_dropped_total{reason}`); the caller goes on.
+//! - **Consumer side**: [`process_span`] opens the CONSUMER span `process
+//!   {topic}` of a received record: its parent is the producer's span, read
+//!   from the headers, and it links to it, as for a job.
+//!
+//! Both spans carry the Kafka conventions: `messaging.system=kafka`, the
+//! topic, partition, offset and `messaging.kafka.message.key`, and the
+//! broker as `server.address`/`server.port` (the Zipkin exporter makes it
+//! the remote endpoint `kafka`, so the dependency graph draws
+//! producer → kafka → consumer).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry::trace::TraceContextExt;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::attributes::{
+    ERROR_TYPE, MESSAGING_CONSUMER_GROUP_NAME, MESSAGING_DESTINATION_NAME,
+    MESSAGING_DESTINATION_PARTITION_ID, MESSAGING_KAFKA_MESSAGE_KEY, MESSAGING_KAFKA_OFFSET,
+    MESSAGING_MESSAGE_BODY_SIZE, MESSAGING_MESSAGE_ID, MESSAGING_OPERATION_NAME,
+    MESSAGING_OPERATION_TYPE, MESSAGING_SYSTEM, SERVER_ADDRESS, SERVER_PORT,
+};
+use crate::metrics::{Metrics, OutcomeLabels};
+use crate::propagation::Propagation;
+
+/// `messaging.system` of the Kafka spans.
+pub const MESSAGING_SYSTEM_KAFKA: &str = "kafka";
+
+/// Labels of `kafka_events_dropped_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    /// The topic.
+    pub messaging_destination_name: String,
+    /// `buffer_full`: the bounded buffer had no room; `delivery_failed`:
+    /// the broker did not take it within the delivery timeout.
+    pub reason: String,
+}
+
+/// Events dropped, by topic and reason: register it with the service's
+/// metrics (`Metrics::with`) and hand it to [`EventProducer::new`].
+pub type Dropped = Family<DropLabels, Counter>;
+
+/// Where and how an [`EventProducer`] publishes.
+#[derive(Debug, Clone)]
+pub struct ProducerSettings {
+    /// `host:port` of the brokers, comma-separated.
+    pub brokers: String,
+    /// The topic.
+    pub topic: String,
+    /// Most records waiting for the broker; past it records are dropped.
+    pub buffer: u32,
+    /// How long a record may wait for the broker (a down broker, say)
+    /// before it is dropped.
+    pub delivery_timeout: Duration,
+}
+
+/// The first broker of a `host:port,…` list, as `server.address` and
+/// `server.port`.
+pub fn first_broker(brokers: &str) -> (String, u16) {
+    let first = brokers.split(',').next().unwrap_or_default().trim();
+    match first.rsplit_once(':') {
+        Some((host, port)) => (
+            host.trim_matches(['[', ']']).to_owned(),
+            port.parse().unwrap_or(9092),
+        ),
+        None => (first.to_owned(), 9092),
+    }
+}
+
+/// What [`EventProducer::publish`] did with a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// In the buffer, on its way to the broker.
+    Queued,
+    /// Dropped at once: the buffer was full (counted).
+    Dropped,
+}
+
+struct Inner {
+    producer: FutureProducer,
+    topic: String,
+    server: (String, u16),
+    propagation: Propagation,
+    metrics: Option<Arc<Metrics>>,
+    dropped: Dropped,
+}
+
+/// Publishes records to one topic inside PRODUCER spans, without ever
+/// waiting for the broker (see the module docs). Cheap to clone.
+#[derive(Clone)]
+pub struct EventProducer {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for EventProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventProducer")
+            .field("topic", &self.inner.topic)
+            .field("server", &self.inner.server)
+            .finish()
+    }
+}
+
+impl EventProducer {
+    /// A producer for `settings.topic`, writing trace context with
+    /// `propagation`, counting drops in `dropped` and sends in `metrics`'
+    /// `messaging_client_sent_messages_total`. Connects lazily: a broker
+    /// that is down now is not an error.
+    pub fn new(
+        settings: &ProducerSettings,
+        propagation: Propagation,
+        metrics: Option<Arc<Metrics>>,
+        dropped: Dropped,
+    ) -> Result<Self, KafkaError> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &settings.brokers)
+            .set(
+                "queue.buffering.max.messages",
+                settings.buffer.max(1).to_string(),
+            )
+            .set(
+                "message.timeout.ms",
+                settings.delivery_timeout.as_millis().max(1).to_string(),
+            )
+            .set("linger.ms", "5")
+            // Back soon after the broker is.
+            .set("reconnect.backoff.max.ms", "2000")
+            .create()?;
+        // Both series exist from the start, so rates work from 0.
+        for reason in ["buffer_full", "delivery_failed"] {
+            dropped
+                .get_or_create(&DropLabels {
+                    messaging_destination_name: settings.topic.clone(),
+                    reason: reason.into(),
+                })
+                .inc_by(0);
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                producer,
+                topic: settings.topic.clone(),
+                server: first_broker(&settings.brokers),
+                propagation,
+                metrics,
+                dropped,
+            }),
+        })
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.inner.topic
+    }
+
+    /// Publishes `payload` under `key` inside a PRODUCER span `send
+    /// {topic}` (child of the current span), `message_id` naming it in
+    /// the span. Returns at once; must run inside a tokio runtime.
+    pub fn publish(&self, key: &str, message_id: &str, payload: &[u8]) -> Published {
+        let inner = &self.inner;
+        let span = tracing::info_span!(
+            target: "telemetry::kafka::producer",
+            "send",
+            otel.name = %format!("send {}", inner.topic),
+            otel.kind = "producer",
+            { MESSAGING_SYSTEM } = MESSAGING_SYSTEM_KAFKA,
+            { MESSAGING_OPERATION_NAME } = "send",
+            { MESSAGING_OPERATION_TYPE } = "send",
+            { MESSAGING_DESTINATION_NAME } = inner.topic.as_str(),
+            { MESSAGING_KAFKA_MESSAGE_KEY } = key,
+            { MESSAGING_MESSAGE_ID } = message_id,
+            { MESSAGING_MESSAGE_BODY_SIZE } = payload.len() as u64,
+            { SERVER_ADDRESS } = inner.server.0.as_str(),
+            { SERVER_PORT } = inner.server.1,
+            { MESSAGING_DESTINATION_PARTITION_ID } = Empty,
+            { MESSAGING_KAFKA_OFFSET } = Empty,
+            otel.status_code = Empty,
+            { ERROR_TYPE } = Empty,
+        );
+        let mut headers = OwnedHeaders::new();
+        for (name, value) in inner.propagation.inject_record(&span.context()) {
+            headers = headers.insert(Header {
+                key: &name,
+                value: Some(&value),
+            });
+        }
+        let record = FutureRecord::to(&inner.topic)
+            .key(key)
+            .payload(payload)
+            .headers(headers);
+        match inner.producer.send_result(record) {
+            Ok(delivery) => {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let error = match delivery.await {
+                        Ok(Ok(d)) => {
+                            span.record(
+                                MESSAGING_DESTINATION_PARTITION_ID,
+                                d.partition.to_string(),
+                            );
+                            span.record(MESSAGING_KAFKA_OFFSET, d.offset);
+                            None
+                        }
+                        Ok(Err((e, _))) => Some(error_type(&e)),
+                        // The producer went away with the record.
+                        Err(_) => Some("cancelled".to_owned()),
+                    };
+                    this.settle(&span, error.as_deref(), "delivery_failed");
+                });
+                Published::Queued
+            }
+            Err((e, _)) => {
+                let error = error_type(&e);
+                self.settle(&span, Some(&error), "buffer_full");
+                Published::Dropped
+            }
+        }
+    }
+
+    /// Records a record's fate on its span and in the metrics.
+    fn settle(&self, span: &tracing::Span, error: Option<&str>, drop_reason: &str) {
+        let inner = &self.inner;
+        if let Some(error) = error {
+            span.record("otel.status_code", "ERROR");
+            span.record(ERROR_TYPE, error);
+            inner
+                .dropped
+                .get_or_create(&DropLabels {
+                    messaging_destination_name: inner.topic.clone(),
+                    reason: drop_reason.into(),
+                })
+                .inc();
+            tracing::warn!(
+                parent: span,
+                topic = %inner.topic,
+                error.type = error,
+                reason = drop_reason,
+                "event dropped"
+            );
+        }
+        if let Some(metrics) = &inner.metrics {
+            Metrics::count(&metrics.jobs_sent, &OutcomeLabels::new(&inner.topic, error));
+        }
+    }
+
+    /// Waits up to `timeout` for the buffered records to reach the broker
+    /// (at shutdown). Blocks: call it outside async code, or through
+    /// `spawn_blocking`.
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.inner.producer.flush(timeout)
+    }
+
+    /// Records waiting for the broker.
+    pub fn in_flight(&self) -> i32 {
+        self.inner.producer.in_flight_count()
+    }
+}
+
+/// A low-cardinality `error.type` for a Kafka error.
+fn error_type(e: &KafkaError) -> String {
+    match e.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::QueueFull) => "buffer_full".into(),
+        Some(RDKafkaErrorCode::MessageTimedOut) => "timeout".into(),
+        Some(code) => format!("{code:?}").to_ascii_lowercase(),
+        None => "kafka".into(),
+    }
+}
+
+/// The CONSUMER span `process {topic}` of a received record, in consumer
+/// group `group` of the brokers at `server`: its parent is the span that
+/// published it (from the headers), and it links to it. A record without
+/// a trace context starts a new trace. `messaging.message.id` is left to
+/// record once the payload is read.
+pub fn process_span<M: Message>(
+    propagation: &Propagation,
+    record: &M,
+    group: &str,
+    server: &(String, u16),
+) -> tracing::Span {
+    let headers: Vec<(&str, &str)> = record
+        .headers()
+        .map(|h| {
+            h.iter()
+                .filter_map(|h| Some((h.key, std::str::from_utf8(h.value?).ok()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let producer = propagation.extract_record(headers);
+    let producer_span = producer.span().span_context().clone();
+    let topic = record.topic();
+    let key = record
+        .key()
+        .map(String::from_utf8_lossy)
+        .unwrap_or_default();
+    let span = tracing::info_span!(
+        target: "telemetry::kafka::consumer",
+        "process",
+        otel.name = %format!("process {topic}"),
+        otel.kind = "consumer",
+        { MESSAGING_SYSTEM } = MESSAGING_SYSTEM_KAFKA,
+        { MESSAGING_OPERATION_NAME } = "process",
+        { MESSAGING_OPERATION_TYPE } = "process",
+        { MESSAGING_DESTINATION_NAME } = topic,
+        { MESSAGING_CONSUMER_GROUP_NAME } = group,
+        { MESSAGING_DESTINATION_PARTITION_ID } = record.partition().to_string(),
+        { MESSAGING_KAFKA_OFFSET } = record.offset(),
+        { MESSAGING_KAFKA_MESSAGE_KEY } = key.as_ref(),
+        { MESSAGING_MESSAGE_BODY_SIZE } = record.payload().map_or(0, <[u8]>::len) as u64,
+        { SERVER_ADDRESS } = server.0.as_str(),
+        { SERVER_PORT } = server.1,
+        { MESSAGING_MESSAGE_ID } = Empty,
+        otel.status_code = Empty,
+        { ERROR_TYPE } = Empty,
+    );
+    if producer_span.is_valid() {
+        let _ = span.set_parent(producer);
+        span.add_link(producer_span);
+    }
+    span
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_broker_names_the_server() {
+        assert_eq!(
+            first_broker("127.0.0.1:19092,other:9092"),
+            ("127.0.0.1".into(), 19092)
+        );
+        assert_eq!(first_broker("kafka"), ("kafka".into(), 9092));
+        assert_eq!(first_broker("[::1]:9093"), ("::1".into(), 9093));
+    }
+}
