@@ -82,6 +82,10 @@ pub struct Config {
     /// The api, where the console's page submits jobs.
     #[arg(long, env = "API_URL", default_value = "http://localhost:8080")]
     pub api_url: String,
+    /// The alerts service (`/v1/alerts`), for the console's alerts page
+    /// (unset: the page says there is none).
+    #[arg(long, env = "ALERTS_URL")]
+    pub alerts_url: Option<String>,
     /// A key of the api's `API_KEYS`, sent with what the console passes on
     /// to the api (submit, cancel, retry); never to the browser.
     #[arg(long, env = "CONSOLE_API_KEY", hide_env_values = true)]
@@ -197,6 +201,7 @@ impl AppState {
             config.api_url.clone(),
             config.api_key.clone(),
             config.zipkin_ui_url.clone(),
+            config.alerts_url.clone(),
         );
         Self {
             store,

@@ -1,11 +1,16 @@
 //! A Kafka-compatible broker for one test: `tansu`, a single process
-//! keeping its topics in memory, on a free loopback port.
+//! keeping its topics in memory, behind a TCP proxy of the test's own on a
+//! free loopback port (the address the broker advertises), so a test can
+//! take the broker away from its clients and give it back with its data,
+//! as a restarted Kafka keeps its log.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
 
 use crate::free_port;
 
@@ -14,30 +19,67 @@ pub const INSTALL_TANSU: &str = "cargo install tansu --version 0.6.0 --locked \
      --no-default-features --features dynostore";
 
 /// A `tansu` broker started for one test, killed (by its PID) when
-/// dropped. It keeps topics and offsets in memory: a restart loses them.
+/// dropped, and the proxy its clients reach it through.
 #[derive(Debug)]
 pub struct KafkaBroker {
-    child: Option<Child>,
+    child: Child,
+    /// Where clients connect (the proxy).
     port: u16,
+    /// Where the broker itself listens.
+    inner_port: u16,
     dir: PathBuf,
-    bin: String,
+    proxy: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl KafkaBroker {
-    /// Starts `tansu` (from `PATH`, or `TANSU_BIN`) and waits until it
-    /// takes connections.
+    /// Starts `tansu` (from `PATH`, or `TANSU_BIN`) and its proxy, and waits
+    /// until the broker takes connections through it.
     pub async fn start() -> anyhow::Result<Self> {
         let bin = std::env::var("TANSU_BIN").unwrap_or_else(|_| "tansu".into());
-        let port = free_port()?;
+        let (port, inner_port) = (free_port()?, free_port()?);
         // It reads a `.env` file from where it starts: an empty directory.
         let dir = std::env::temp_dir().join(format!("testkit-tansu-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        let mut broker = Self {
-            child: None,
-            port,
-            dir,
-            bin,
+        let log = std::fs::File::create(dir.join("broker.log"))?;
+        let child = Command::new(&bin)
+            .args(["broker", "--cluster-id", "testkit"])
+            .args(["--listener-url", &format!("tcp://127.0.0.1:{inner_port}")])
+            .args([
+                "--advertised-listener-url",
+                &format!("tcp://127.0.0.1:{port}"),
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .current_dir(&dir)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn();
+        let child = match child {
+            Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "`{bin}` was not found: install the tansu broker ({INSTALL_TANSU}) or set \
+                 TANSU_BIN to its path"
+            ),
+            Err(e) => return Err(e).context("starting tansu"),
         };
+        let mut broker = Self {
+            child,
+            port,
+            inner_port,
+            dir,
+            proxy: None,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", inner_port)).await.is_err() {
+            if let Some(status) = broker.child.try_wait()? {
+                bail!("tansu exited early ({status}):\n{}", broker.logs());
+            }
+            if Instant::now() > deadline {
+                bail!("tansu took no connection within 20 s:\n{}", broker.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         broker.restart().await?;
         Ok(broker)
     }
@@ -47,86 +89,46 @@ impl KafkaBroker {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// The port.
+    /// The port clients use.
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// The broker's PID, while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+    /// Takes the broker away from its clients, as if it stopped: every
+    /// connection is closed and new ones are refused. Its data stays.
+    pub fn stop(&mut self) {
+        if let Some(proxy) = self.proxy.take() {
+            proxy.abort();
+        }
     }
 
-    /// Starts the broker (again, after [`Self::stop`]) on the same port.
+    /// Gives the broker back to its clients (after [`Self::stop`]).
     pub async fn restart(&mut self) -> anyhow::Result<()> {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let log = std::fs::File::create(self.dir.join("broker.log"))?;
-        let child = Command::new(&self.bin)
-            .args(["broker", "--cluster-id", "testkit"])
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
-            .current_dir(&self.dir)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn();
-        let child = match child {
-            Ok(child) => child,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-                "`{}` was not found: install the tansu broker ({INSTALL_TANSU}) or set \
-                 TANSU_BIN to its path",
-                self.bin
-            ),
-            Err(e) => return Err(e).context("starting tansu"),
+        self.stop();
+        // The port was just released: binding it again may take a moment.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match TcpListener::bind(("127.0.0.1", self.port)).await {
+                Ok(listener) => break listener,
+                Err(e) if Instant::now() > deadline => {
+                    return Err(e).context("binding the broker's port again");
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
         };
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                bail!("tansu exited early ({status}):\n{}", self.logs());
+        let inner = self.inner_port;
+        self.proxy = Some(tokio::spawn(async move {
+            // Dropped with the task: aborting it closes every connection.
+            let mut connections = JoinSet::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                while connections.try_join_next().is_some() {}
+                connections.spawn(async move {
+                    if let Ok(mut broker) = TcpStream::connect(("127.0.0.1", inner)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut broker).await;
+                    }
+                });
             }
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("tansu took no connection within 20 s:\n{}", self.logs());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Creates `topic` with `partitions` partitions.
-    pub fn create_topic(&self, topic: &str, partitions: u32) -> anyhow::Result<()> {
-        let out = Command::new(&self.bin)
-            .args(["topic", "create", topic])
-            .args(["--broker", &format!("tcp://127.0.0.1:{}", self.port)])
-            .args(["--partitions", &partitions.to_string()])
-            .current_dir(&self.dir)
-            .output()
-            .context("running tansu topic create")?;
-        if !out.status.success() {
-            bail!(
-                "tansu topic create {topic} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(())
-    }
-
-    /// Kills the broker (as a crash would) and waits until it is gone.
-    pub fn stop(&mut self) -> anyhow::Result<()> {
-        if let Some(mut child) = self.child.take() {
-            child.kill()?;
-            child.wait()?;
-        }
+        }));
         Ok(())
     }
 
@@ -138,7 +140,9 @@ impl KafkaBroker {
 
 impl Drop for KafkaBroker {
     fn drop(&mut self) {
-        let _ = self.stop();
+        self.stop();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -1,6 +1,6 @@
 //! The web console: submit jobs and watch them live, each job's trace as a
-//! waterfall, the queues, the workers, the failed jobs and the service
-//! map. Server-rendered HTML (maud, which escapes every value), a little
+//! waterfall, the queues, the workers, the failed jobs, the service map
+//! and the alerts the weather events raised. Server-rendered HTML (maud, which escapes every value), a little
 //! plain JavaScript for live updates, SVG for charts and the map; the
 //! assets are compiled into the binary, so it works offline.
 
@@ -49,6 +49,8 @@ pub(crate) struct UiState {
     pub queue_name: String,
     pub api_url: String,
     pub zipkin_ui: Option<String>,
+    /// The alerts service, if any.
+    pub alerts_url: Option<String>,
     /// For the trace source (a Zipkin, perhaps).
     pub http: reqwest::Client,
     /// For the api: carries the api key, if any, which no other service
@@ -73,6 +75,7 @@ pub(crate) fn start(
     api_url: String,
     api_key: Option<crate::ApiKey>,
     zipkin_ui: Option<String>,
+    alerts_url: Option<String>,
 ) -> Arc<UiState> {
     // The key goes with every request to the api, marked sensitive so
     // no log or debug output shows it.
@@ -89,6 +92,9 @@ pub(crate) fn start(
         queue_name: queue.name.clone(),
         api_url: api_url.trim_end_matches('/').to_owned(),
         zipkin_ui,
+        alerts_url: alerts_url
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .filter(|u| !u.is_empty()),
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -138,6 +144,7 @@ pub(crate) fn routes(state: Arc<UiState>) -> Router {
         .route("/failed", get(pages::failed))
         .route("/scheduled", get(pages::scheduled))
         .route("/map", get(pages::map))
+        .route("/alerts", get(pages::alerts))
         .route("/batches/{id}", get(batch::page))
         .route("/ui/batches/{id}/fragment", get(batch::fragment))
         .route("/ui/jobs", post(pages::create_job))

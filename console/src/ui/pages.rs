@@ -31,6 +31,7 @@ pub(crate) fn page(title: &str, here: &str, body: Markup) -> Response {
         ("/scheduled", "Scheduled"),
         ("/failed", "Failed jobs"),
         ("/map", "Service map"),
+        ("/alerts", "Alerts"),
     ];
     html! {
         (DOCTYPE)
@@ -472,9 +473,59 @@ fn error_types(list: &[JobRecord]) -> Vec<String> {
     types
 }
 
+/// The newest alerts, read from the alerts service.
+async fn alerts_body(ui: &UiState) -> Markup {
+    let Some(base) = &ui.alerts_url else {
+        return html! { p { "No alerts service is set (" code { "ALERTS_URL" } "): alerts come from the weather events on Kafka, read by the alerts service." } };
+    };
+    let read = async {
+        ui.http
+            .get(format!("{base}/v1/alerts?limit=100"))
+            .send()
+            .await?
+            .error_for_status()?
+            .json::<Value>()
+            .await
+    };
+    let list = match read.await {
+        Ok(page) => page["alerts"].as_array().cloned().unwrap_or_default(),
+        Err(e) => {
+            return html! { p.notice role="status" { "The alerts service could not be read: " (e.to_string()) } };
+        }
+    };
+    if list.is_empty() {
+        return html! { p { "No alert yet: none of the weather events crossed a threshold." } };
+    }
+    let text = |a: &Value, k: &str| a[k].as_str().unwrap_or_default().to_owned();
+    html! {
+        table.alerts {
+            caption { "The newest 100 alerts, each from a weather job's event" }
+            thead { tr { th scope="col" { "Raised at" } th scope="col" { "Kind" } th scope="col" { "Place" } th scope="col" { "Value" } th scope="col" { "Threshold" } th scope="col" { "Job and its trace" } } }
+            tbody {
+                @for a in &list {
+                    @let unit = text(a, "unit");
+                    tr {
+                        td data-label="Raised at" { (text(a, "raised_at")) }
+                        td data-label="Kind" { code { (text(a, "kind")) } }
+                        td data-label="Place" { (text(a, "place")) }
+                        td data-label="Value" { (format!("{:.1} {unit}", a["value"].as_f64().unwrap_or_default())) }
+                        td data-label="Threshold" { (format!("{:.1} {unit}", a["threshold"].as_f64().unwrap_or_default())) }
+                        td data-label="Job and its trace" {
+                            a href=(format!("/jobs/{}#trace-h", text(a, "event_id"))) { code { (text(a, "event_id")) } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 async fn fragment_body(ui: &UiState, which: &str) -> Option<Result<Markup, Response>> {
     if which == "map" {
         return Some(Ok(super::map::body(ui).await));
+    }
+    if which == "alerts" {
+        return Some(Ok(alerts_body(ui).await));
     }
     let queue = ui.queue();
     let body = match (which, &queue) {
@@ -520,6 +571,10 @@ pub(crate) async fn scheduled(State(ui): Ui) -> Response {
 
 pub(crate) async fn map(State(ui): Ui) -> Response {
     live_page(&ui, "map", "Service map", "/map").await
+}
+
+pub(crate) async fn alerts(State(ui): Ui) -> Response {
+    live_page(&ui, "alerts", "Alerts", "/alerts").await
 }
 
 /// A page's live part, for its script to refresh.
