@@ -330,7 +330,9 @@ pub async fn run(
 /// Creates the topic unless it exists (a broker that is down is tried
 /// again when the consumer finds the topic missing).
 async fn ensure_topic(admin: &AdminClient<DefaultClientContext>, topic: &NewTopic<'_>) {
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(5)));
+    let options = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(5)))
+        .request_timeout(Some(Duration::from_secs(5)));
     match admin.create_topics([topic], &options).await {
         Ok(results) => {
             for result in results {

@@ -3,7 +3,9 @@
 //! spans built and not exported (`OTEL_TRACES_EXPORTER=none`), and with
 //! tracing off (`OTEL_SDK_DISABLED`). Rounds are interleaved; the tables
 //! give medians, and each source's cost is the difference between two
-//! variants' CPU per job.
+//! variants' CPU per job. One more drain publishes each job's
+//! `weather.updated` event to a Kafka-compatible broker (`tansu`, started
+//! here): what publishing costs the worker, and the broker, per job.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -11,7 +13,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use crate::api::ApiArgs;
-use crate::measure::Rig;
+use crate::measure::{Rig, clock_ticks, cpu_secs_of};
 use crate::report::spread;
 use crate::systems::{Setup, System};
 
@@ -41,6 +43,8 @@ struct Variant {
     /// Spans exported to the listener (else the settings below decide).
     exported: bool,
     env: &'static [(&'static str, &'static str)],
+    /// Publishing each job's event to Kafka.
+    kafka: bool,
 }
 
 /// Tracing off: nothing built.
@@ -48,6 +52,7 @@ const OFF: Variant = Variant {
     name: "off (OTEL_SDK_DISABLED)",
     exported: false,
     env: &[],
+    kafka: false,
 };
 
 /// Every span built, none exported.
@@ -58,6 +63,7 @@ const BUILT: Variant = Variant {
         ("OTEL_SDK_DISABLED", "false"),
         ("OTEL_TRACES_EXPORTER", "none"),
     ],
+    kafka: false,
 };
 
 /// Every span built and exported.
@@ -65,6 +71,15 @@ const ON: Variant = Variant {
     name: "on: every span exported",
     exported: true,
     env: &[],
+    kafka: false,
+};
+
+/// [`ON`], each job also publishing its event to Kafka.
+const KAFKA: Variant = Variant {
+    name: "on, and each job's event sent to Kafka",
+    exported: true,
+    env: &[],
+    kafka: true,
 };
 
 /// Exported, less the spans `filter` leaves out.
@@ -73,6 +88,7 @@ const fn without(name: &'static str, filter: &'static [(&'static str, &'static s
         name,
         exported: true,
         env: filter,
+        kafka: false,
     }
 }
 
@@ -96,6 +112,7 @@ const WORKER: &[Variant] = &[
         &[("TRACE_FILTER", "info,telemetry::http_client=off")],
     ),
     ON,
+    KAFKA,
 ];
 
 /// The api's variants.
@@ -127,12 +144,19 @@ pub async fn run(mut args: OverheadArgs) -> anyhow::Result<()> {
         args.rounds = 1;
     }
     let rig = Rig::start().await?;
+    let kafka = testkit::KafkaBroker::start_direct()
+        .await
+        .context("the Kafka drain needs the tansu broker (scripts/tansu installs it)")?;
+    // No alerts service here to make it.
+    kafka.create_topic("weather.updated", 3)?;
+    let ticks = clock_ticks();
+    let mut broker: Vec<f64> = Vec::new();
     let mut worker: Samples = vec![Vec::new(); WORKER.len()];
     let mut api: Samples = vec![Vec::new(); API.len()];
     let mut offset = 0;
     for round in 1..=args.rounds {
         for (i, v) in WORKER.iter().enumerate() {
-            let setup = Setup {
+            let mut setup = Setup {
                 redis_url: rig.redis.url(),
                 stub_url: rig.stub_url.clone(),
                 zipkin: v.exported.then(|| rig.collector.endpoint()),
@@ -144,11 +168,19 @@ pub async fn run(mut args: OverheadArgs) -> anyhow::Result<()> {
                 workers: 1,
                 extra_env: env(v),
             };
+            if v.kafka {
+                setup.extra_env.push(("KAFKA_BROKERS", kafka.brokers()));
+            }
             offset += args.jobs;
+            let broker_before = cpu_secs_of(kafka.pid(), ticks);
             let run = rig
                 .one(System::Ours, round, &setup)
                 .await
                 .with_context(|| format!("worker, {}", v.name))?;
+            if v.kafka {
+                let secs = cpu_secs_of(kafka.pid(), ticks) - broker_before;
+                broker.push(secs * 1000.0 / args.jobs as f64);
+            }
             eprintln!(
                 "round {round} worker, {:<32} drain {:>8.0}/s, worker {:.4} ms/job, {:.2} spans/job",
                 v.name, run.drain_per_sec, run.worker_cpu_ms, run.spans_per_job
@@ -172,7 +204,8 @@ pub async fn run(mut args: OverheadArgs) -> anyhow::Result<()> {
             api[i].push((run.requests_per_sec, run.api_cpu_ms));
         }
     }
-    let md = markdown(&worker, &api, args.rounds, args.quick);
+    let broker = spread(&broker).median;
+    let md = markdown(&worker, &api, broker, args.rounds, args.quick);
     std::fs::create_dir_all(&args.out)?;
     std::fs::write(args.out.join("overhead.md"), &md)?;
     std::fs::write(
@@ -180,6 +213,7 @@ pub async fn run(mut args: OverheadArgs) -> anyhow::Result<()> {
         serde_json::to_string_pretty(&serde_json::json!({
             "worker": WORKER.iter().zip(&worker).map(|(v, s)| (v.name, s)).collect::<Vec<_>>(),
             "api": API.iter().zip(&api).map(|(v, s)| (v.name, s)).collect::<Vec<_>>(),
+            "kafka_broker_cpu_ms_per_job": broker,
         }))?,
     )?;
     println!("{md}");
@@ -199,7 +233,7 @@ fn medians(samples: &Samples) -> Vec<(f64, f64)> {
         .collect()
 }
 
-fn markdown(worker: &Samples, api: &Samples, rounds: usize, quick: bool) -> String {
+fn markdown(worker: &Samples, api: &Samples, broker_ms: f64, rounds: usize, quick: bool) -> String {
     let mut md = String::new();
     if quick {
         md.push_str("**Quick run**: it checks the breakdown runs; the figures mean nothing.\n\n");
@@ -256,6 +290,13 @@ fn markdown(worker: &Samples, api: &Samples, rounds: usize, quick: bool) -> Stri
         };
         let _ = writeln!(md, "| {what} | {ms:.4} | {:.0}% |", ms / total * 100.0);
     }
+    let _ = writeln!(
+        md,
+        "\n| publishing each job's event to Kafka | CPU ms per job |\n|---|---:|\n\
+         | worker: the PRODUCER span, the record and its delivery | {:.4} |\n\
+         | the broker (tansu) | {broker_ms:.4} |",
+        w[6].1 - w_on
+    );
     md
 }
 
@@ -266,9 +307,9 @@ mod tests {
     #[test]
     fn each_source_costs_the_difference_between_two_variants() {
         let one = |cpu: &[f64]| -> Samples { cpu.iter().map(|c| vec![(1000.0, *c)]).collect() };
-        let worker = one(&[0.040, 0.055, 0.050, 0.065, 0.068, 0.070]);
+        let worker = one(&[0.040, 0.055, 0.050, 0.065, 0.068, 0.070, 0.082]);
         let api = one(&[0.030, 0.035, 0.036, 0.037, 0.039]);
-        let md = markdown(&worker, &api, 1, false);
+        let md = markdown(&worker, &api, 0.02, 1, false);
         assert!(
             md.contains("| worker: the Redis cache spans (GET, SET) | 0.0050 | 17% |"),
             "{md}"
@@ -285,5 +326,10 @@ mod tests {
             md.contains("| on: every span exported | 1000 | 0.0700 | +0.0300 |"),
             "{md}"
         );
+        assert!(
+            md.contains("| worker: the PRODUCER span, the record and its delivery | 0.0120 |"),
+            "{md}"
+        );
+        assert!(md.contains("| the broker (tansu) | 0.0200 |"), "{md}");
     }
 }

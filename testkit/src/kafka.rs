@@ -28,6 +28,7 @@ pub struct KafkaBroker {
     /// Where the broker itself listens.
     inner_port: u16,
     dir: PathBuf,
+    bin: String,
     proxy: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -35,8 +36,20 @@ impl KafkaBroker {
     /// Starts `tansu` (from `PATH`, or `TANSU_BIN`) and its proxy, and waits
     /// until the broker takes connections through it.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_as(true).await
+    }
+
+    /// Starts `tansu` without the proxy, its clients connecting to it
+    /// directly (for benchmarks: the proxy would cost CPU). It cannot be
+    /// [stopped](Self::stop) for its clients.
+    pub async fn start_direct() -> anyhow::Result<Self> {
+        Self::start_as(false).await
+    }
+
+    async fn start_as(proxied: bool) -> anyhow::Result<Self> {
         let bin = std::env::var("TANSU_BIN").unwrap_or_else(|_| "tansu".into());
-        let (port, inner_port) = (free_port()?, free_port()?);
+        let inner_port = free_port()?;
+        let port = if proxied { free_port()? } else { inner_port };
         // It reads a `.env` file from where it starts: an empty directory.
         let dir = std::env::temp_dir().join(format!("testkit-tansu-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
@@ -68,6 +81,7 @@ impl KafkaBroker {
             port,
             inner_port,
             dir,
+            bin,
             proxy: None,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -80,7 +94,9 @@ impl KafkaBroker {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        broker.restart().await?;
+        if proxied {
+            broker.restart().await?;
+        }
         Ok(broker)
     }
 
@@ -94,6 +110,11 @@ impl KafkaBroker {
         self.port
     }
 
+    /// The broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Takes the broker away from its clients, as if it stopped: every
     /// connection is closed and new ones are refused. Its data stays.
     pub fn stop(&mut self) {
@@ -104,6 +125,9 @@ impl KafkaBroker {
 
     /// Gives the broker back to its clients (after [`Self::stop`]).
     pub async fn restart(&mut self) -> anyhow::Result<()> {
+        if self.port == self.inner_port {
+            bail!("a broker started without its proxy cannot be stopped or restarted");
+        }
         self.stop();
         // The port was just released: binding it again may take a moment.
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -129,6 +153,25 @@ impl KafkaBroker {
                 });
             }
         }));
+        Ok(())
+    }
+
+    /// Creates `topic` with `partitions` partitions (the broker makes no
+    /// topic by itself).
+    pub fn create_topic(&self, topic: &str, partitions: u32) -> anyhow::Result<()> {
+        let out = Command::new(&self.bin)
+            .args(["topic", "create", topic])
+            .args(["--broker", &format!("tcp://127.0.0.1:{}", self.inner_port)])
+            .args(["--partitions", &partitions.to_string()])
+            .current_dir(&self.dir)
+            .output()
+            .context("running tansu topic create")?;
+        if !out.status.success() {
+            bail!(
+                "tansu topic create {topic} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         Ok(())
     }
 

@@ -92,7 +92,8 @@ pub fn first_broker(brokers: &str) -> (String, u16) {
 pub enum Published {
     /// In the buffer, on its way to the broker.
     Queued,
-    /// Dropped at once: the buffer was full (counted).
+    /// Dropped at once (counted): the buffer was full, or the client
+    /// refused the record.
     Dropped,
 }
 
@@ -224,22 +225,27 @@ impl EventProducer {
                         // The producer went away with the record.
                         Err(_) => Some("cancelled".to_owned()),
                     };
-                    this.settle(&span, error.as_deref(), "delivery_failed");
+                    this.settle(&span, error.as_deref());
                 });
                 Published::Queued
             }
             Err((e, _)) => {
                 let error = error_type(&e);
-                self.settle(&span, Some(&error), "buffer_full");
+                self.settle(&span, Some(&error));
                 Published::Dropped
             }
         }
     }
 
     /// Records a record's fate on its span and in the metrics.
-    fn settle(&self, span: &tracing::Span, error: Option<&str>, drop_reason: &str) {
+    fn settle(&self, span: &tracing::Span, error: Option<&str>) {
         let inner = &self.inner;
         if let Some(error) = error {
+            let drop_reason = if error == "buffer_full" {
+                "buffer_full"
+            } else {
+                "delivery_failed"
+            };
             span.record("otel.status_code", "ERROR");
             span.record(ERROR_TYPE, error);
             inner

@@ -481,4 +481,35 @@ mod tests {
         );
         assert_eq!(ids(&p.extract_job([])), None);
     }
+
+    #[test]
+    fn event_records_carry_w3c_baggage_and_the_configured_b3_and_round_trip() {
+        let incoming = headers(&[
+            ("traceparent", &format!("00-{TRACE}-{SPAN}-01")),
+            ("baggage", "tenant=acme"),
+        ]);
+        let p = Propagation::default();
+        let record = p.inject_record(&p.extract_http(&incoming));
+        assert_eq!(record["traceparent"], format!("00-{TRACE}-{SPAN}-01"));
+        assert_eq!(record["baggage"], "tenant=acme", "our own consumers get it");
+        assert!(!record.contains_key("b3"), "no B3 unless configured");
+        let back = p.extract_record(record.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        assert_eq!(ids(&back), Some((TRACE.into(), SPAN.into(), true)));
+
+        let p = Propagation::from_setting(Some("tracecontext,baggage,b3multi")).expect("valid");
+        let record = p.inject_record(&p.extract_http(&incoming));
+        assert_eq!(record["x-b3-traceid"], TRACE);
+        assert_eq!(record["x-b3-spanid"], SPAN);
+        // A consumer reading B3 alone finds the same span.
+        let b3_only: Vec<(&str, &str)> = record
+            .iter()
+            .filter(|(k, _)| k.starts_with("x-b3-"))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            ids(&p.extract_record(b3_only)),
+            Some((TRACE.into(), SPAN.into(), true))
+        );
+        assert_eq!(ids(&p.extract_record([("traceparent", "nonsense")])), None);
+    }
 }
