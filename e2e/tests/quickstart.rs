@@ -1,6 +1,7 @@
 //! The README's first command, as a new user runs it: `scripts/run` from a
 //! clean clone (of the committed tree), with no Zipkin and no Docker. A job
-//! posted to the api leaves its whole trace in the console.
+//! posted to the api leaves its whole trace in the console; with
+//! `--kafka`, the trace goes on to the alerts service.
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -50,10 +51,25 @@ async fn get_json(http: &reqwest::Client, url: &str) -> Option<Value> {
 
 #[tokio::test]
 async fn scripts_run_from_a_clean_clone_keeps_a_jobs_trace_in_the_console() -> anyhow::Result<()> {
+    quickstart(false).await
+}
+
+#[tokio::test]
+async fn scripts_run_with_kafka_carries_the_trace_on_to_the_alerts_service() -> anyhow::Result<()> {
+    quickstart(true).await
+}
+
+/// Runs `scripts/run` (with `--kafka` when `kafka`) from a clean clone,
+/// posts a job and finds its whole trace in the console.
+async fn quickstart(kafka: bool) -> anyhow::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("the workspace")?;
-    let clone = std::env::temp_dir().join(format!("e2e-clean-clone-{}", std::process::id()));
+    let clone = std::env::temp_dir().join(format!(
+        "e2e-clean-clone-{}{}",
+        std::process::id(),
+        if kafka { "-kafka" } else { "" }
+    ));
     let _ = std::fs::remove_dir_all(&clone);
     let cloned = Command::new("git")
         .args(["clone", "--quiet"])
@@ -74,10 +90,15 @@ async fn scripts_run_from_a_clean_clone_keeps_a_jobs_trace_in_the_console() -> a
         .join("clean-clone");
     let (api, stub, console, redis) = (free_port()?, free_port()?, free_port()?, free_port()?);
     let workers = format!("{} {}", free_port()?, free_port()?);
+    let (kafka_port, alerts) = (free_port()?, free_port()?);
     let log = clone.with_extension("log");
     let out = std::fs::File::create(&log)?;
-    let child = Command::new("bash")
-        .arg(clone.join("scripts/run"))
+    let mut command = Command::new("bash");
+    command.arg(clone.join("scripts/run"));
+    if kafka {
+        command.arg("--kafka");
+    }
+    let child = command
         .current_dir(&clone)
         .env("RUN_PROFILE", "debug")
         .env("CARGO_TARGET_DIR", &target)
@@ -86,8 +107,11 @@ async fn scripts_run_from_a_clean_clone_keeps_a_jobs_trace_in_the_console() -> a
         .env("CONSOLE_PORT", console.to_string())
         .env("REDIS_PORT", redis.to_string())
         .env("WORKER_PORTS", &workers)
+        .env("KAFKA_PORT", kafka_port.to_string())
+        .env("ALERTS_PORT", alerts.to_string())
         .env_remove("OTEL_EXPORTER_ZIPKIN_ENDPOINT")
         .env_remove("REDIS_URL")
+        .env_remove("KAFKA_BROKERS")
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out)
@@ -145,13 +169,16 @@ async fn scripts_run_from_a_clean_clone_keeps_a_jobs_trace_in_the_console() -> a
         res["id"].as_str().context("a job id")?.to_owned(),
         res["trace_id"].as_str().context("a trace id")?.to_owned(),
     );
+    // With Kafka: the event's PRODUCER span, the alerts' CONSUMER span and
+    // its Redis call.
+    let want = if kafka { 12 } else { 9 };
     let deadline = Instant::now() + Duration::from_secs(30);
     let spans = loop {
         let job = get_json(&http, &format!("{api_url}/v1/jobs/{id}")).await;
         let spans = get_json(&http, &format!("{console_url}/api/v2/trace/{trace}")).await;
         if let (Some(job), Some(Value::Array(spans))) = (job, spans)
             && job["status"] == "succeeded"
-            && spans.len() == 9
+            && spans.len() == want
         {
             break spans;
         }
@@ -169,7 +196,16 @@ async fn scripts_run_from_a_clean_clone_keeps_a_jobs_trace_in_the_console() -> a
         .collect();
     services.sort();
     services.dedup();
-    assert_eq!(services, ["api", "weather-stub", "worker"]);
+    if kafka {
+        assert_eq!(services, ["alerts", "api", "weather-stub", "worker"]);
+        let page = get_json(&http, &format!("http://127.0.0.1:{alerts}/v1/alerts")).await;
+        assert!(
+            page.is_some_and(|p| p["alerts"].is_array()),
+            "the alerts service answers"
+        );
+    } else {
+        assert_eq!(services, ["api", "weather-stub", "worker"]);
+    }
     let log = run.log.clone();
     drop(run);
     let _ = std::fs::remove_dir_all(&clone);
