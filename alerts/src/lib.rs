@@ -25,6 +25,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -502,7 +503,16 @@ struct Recent {
 }
 
 /// The newest alerts first, at most `limit` (1 to 1000, default 50).
-async fn recent(State(store): State<AlertStore>, Query(q): Query<Recent>) -> Response {
+async fn recent(
+    State(store): State<AlertStore>,
+    q: Result<Query<Recent>, QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = q else {
+        return telemetry::http_server::problem(
+            StatusCode::BAD_REQUEST,
+            "the query takes one `limit`, a whole number from 1 to 1000",
+        );
+    };
     let limit = match q.limit.as_deref().map(str::parse::<u32>) {
         None => 50,
         Some(Ok(n)) if (1..=1000).contains(&n) => n,

@@ -143,6 +143,19 @@ async fn a_jobs_trace_goes_on_through_kafka_to_the_alert() -> anyhow::Result<()>
     assert_eq!(alert["place"], "Oslo");
     assert_eq!(alert["key"], "city:oslo");
     assert_eq!(alert["trace_id"], trace, "the alert names the job's trace");
+    for bad in ["limit=0", "limit=1001", "limit=ten", "limit=1&limit=2"] {
+        let res = stack
+            .http
+            .get(format!("{alerts_url}/v1/alerts?{bad}"))
+            .send()
+            .await?;
+        assert_eq!(res.status(), 400, "{bad}");
+        assert_eq!(
+            res.headers()["content-type"],
+            "application/problem+json",
+            "{bad}"
+        );
+    }
     // The console's alerts page links it to the job and its trace.
     let page = stack
         .http

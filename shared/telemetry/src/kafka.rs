@@ -100,6 +100,8 @@ pub enum Published {
 struct Inner {
     producer: FutureProducer,
     topic: String,
+    /// `send {topic}`, made once.
+    span_name: String,
     server: (String, u16),
     propagation: Propagation,
     metrics: Option<Arc<Metrics>>,
@@ -160,6 +162,7 @@ impl EventProducer {
             inner: Arc::new(Inner {
                 producer,
                 topic: settings.topic.clone(),
+                span_name: format!("send {}", settings.topic),
                 server: first_broker(&settings.brokers),
                 propagation,
                 metrics,
@@ -181,7 +184,7 @@ impl EventProducer {
         let span = tracing::info_span!(
             target: "telemetry::kafka::producer",
             "send",
-            otel.name = %format!("send {}", inner.topic),
+            otel.name = inner.span_name.as_str(),
             otel.kind = "producer",
             { MESSAGING_SYSTEM } = MESSAGING_SYSTEM_KAFKA,
             { MESSAGING_OPERATION_NAME } = "send",
