@@ -76,6 +76,8 @@ struct Settings {
     propagation: Propagation,
     mode: TraceMode,
     queue: String,
+    /// `process {queue}`, made once.
+    span_name: String,
     group: String,
     server: ServerAddress,
     metrics: Option<Arc<Metrics>>,
@@ -123,6 +125,7 @@ impl ConsumerTracing {
                 propagation,
                 mode: TraceMode::Parent,
                 queue: queue.config().name.clone(),
+                span_name: format!("process {}", queue.config().name),
                 group: queue.consumer_group().to_owned(),
                 server: queue.server().clone(),
                 metrics: None,
@@ -299,20 +302,20 @@ impl Settings {
             .propagation
             .extract_job(metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let producer_span = producer.span().span_context().clone();
-        let queue = &self.queue;
+        let queue = self.queue.as_str();
         let span = tracing::info_span!(
             "process",
-            otel.name = %format!("process {queue}"),
+            otel.name = self.span_name.as_str(),
             otel.kind = "consumer",
             { MESSAGING_SYSTEM } = MESSAGING_SYSTEM_REDIS,
             { MESSAGING_OPERATION_NAME } = "process",
             { MESSAGING_OPERATION_TYPE } = "process",
-            { MESSAGING_DESTINATION_NAME } = %queue,
-            { MESSAGING_CONSUMER_GROUP_NAME } = %self.group,
-            { MESSAGING_MESSAGE_ID } = %lease.id,
-            { SERVER_ADDRESS } = %self.server.address,
+            { MESSAGING_DESTINATION_NAME } = queue,
+            { MESSAGING_CONSUMER_GROUP_NAME } = self.group.as_str(),
+            { MESSAGING_MESSAGE_ID } = lease.id.as_str(),
+            { SERVER_ADDRESS } = self.server.address.as_str(),
             { SERVER_PORT } = self.server.port,
-            { JOB_ID } = %lease.id,
+            { JOB_ID } = lease.id.as_str(),
             { JOB_ATTEMPT } = lease.attempt,
             { JOB_QUEUE_WAIT_MS } = lease.queue_wait().as_millis() as u64,
             { JOB_PRIORITY } = lease.priority().as_str(),

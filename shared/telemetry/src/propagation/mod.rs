@@ -219,12 +219,7 @@ impl Propagation {
         &self,
         metadata: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Context {
-        let carrier = MapCarrier(
-            metadata
-                .into_iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
-                .collect(),
-        );
+        let carrier = Pairs(metadata.into_iter().collect());
         self.job.extract_with_context(&Context::new(), &carrier)
     }
 }
@@ -244,12 +239,7 @@ impl Propagation {
         &self,
         headers: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Context {
-        let carrier = MapCarrier(
-            headers
-                .into_iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
-                .collect(),
-        );
+        let carrier = Pairs(headers.into_iter().collect());
         self.inbound.extract_with_context(&Context::new(), &carrier)
     }
 }
@@ -263,13 +253,21 @@ impl Injector for MapCarrier {
     }
 }
 
-impl Extractor for MapCarrier {
+/// Borrowed key-value pairs as an extraction carrier, keys matched without
+/// regard to case. A job or a record carries a handful: a scan costs less
+/// than building a map of owned, lower-cased copies for every job.
+struct Pairs<'a>(Vec<(&'a str, &'a str)>);
+
+impl Extractor for Pairs<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(&key.to_ascii_lowercase()).map(String::as_str)
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| *v)
     }
 
     fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(String::as_str).collect()
+        self.0.iter().map(|(k, _)| *k).collect()
     }
 }
 
