@@ -90,6 +90,10 @@ pub struct Config {
     /// Redis URL: the alerts and the event ids already processed.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/")]
     pub redis_url: RedisUrl,
+    /// PEM file of the root certificate(s) to trust for a `rediss://`
+    /// server, in place of the system's (a private CA).
+    #[arg(long, env = "REDIS_CA_CERT")]
+    pub redis_ca_cert: Option<std::path::PathBuf>,
     /// Prefix of the service's Redis keys.
     #[arg(long, env = "ALERTS_KEY_PREFIX", default_value = "alerts")]
     pub key_prefix: String,
@@ -249,9 +253,18 @@ pub async fn run(
             events.clone(),
         );
     }));
+    let ca = match &config.redis_ca_cert {
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("REDIS_CA_CERT {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let redis = redis_job_queue::redis_client(config.redis_url.expose(), ca.as_deref())
+        .map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?;
     let (stop, stopped) = watch::channel(false);
     let store = AlertStore::connect(
-        config.redis_url.expose(),
+        redis,
         &config.key_prefix,
         config.keep,
         Duration::from_secs(config.dedup_secs),

@@ -78,17 +78,16 @@ fn redis_span(
 }
 
 impl AlertStore {
-    /// Connects to Redis at `url`, trying again until it answers or
+    /// Connects to Redis with `client`, trying again until it answers or
     /// `stopped` turns true. Keys start with `prefix`; the newest `keep`
     /// alerts are kept; event ids are remembered for `dedup`.
     pub async fn connect(
-        url: &str,
+        client: redis::Client,
         prefix: &str,
         keep: u32,
         dedup: Duration,
         mut stopped: watch::Receiver<bool>,
     ) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url)?;
         let server = match client.get_connection_info().addr() {
             redis::ConnectionAddr::Tcp(host, port)
             | redis::ConnectionAddr::TcpTls { host, port, .. } => (host.clone(), *port),

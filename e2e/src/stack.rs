@@ -317,6 +317,16 @@ impl Stack {
         self.redis.url()
     }
 
+    /// The stack's Redis settings, as its services get them (`REDIS_URL`,
+    /// and `REDIS_CA_CERT` for a TLS Redis).
+    pub fn redis_env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![("REDIS_URL", self.redis.url())];
+        if self.redis.is_tls() {
+            env.push(("REDIS_CA_CERT", self.redis.ca_path().display().to_string()));
+        }
+        env
+    }
+
     /// Posts a job; answers the status and body.
     pub async fn post(&self, body: &str, headers: &[(&str, &str)]) -> anyhow::Result<(u16, Value)> {
         let mut req = self

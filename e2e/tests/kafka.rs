@@ -24,12 +24,12 @@ async fn start_alerts(
         ("ALERTS_LISTEN", format!("127.0.0.1:{port}")),
         ("KAFKA_BROKERS", brokers.to_owned()),
         ("KAFKA_SESSION_TIMEOUT_MS", "6000".into()),
-        ("REDIS_URL", stack.redis_url()),
         ("OTEL_TRACES_EXPORTER", "zipkin".into()),
         ("OTEL_EXPORTER_ZIPKIN_ENDPOINT", endpoint.to_owned()),
         ("OTEL_BSP_SCHEDULE_DELAY", "50".into()),
         ("LOG_FORMAT", "json".into()),
     ];
+    env.extend(stack.redis_env());
     env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
     let bin = project_binary("alerts")?;
     let process = ServiceProcess::start(
@@ -367,9 +367,12 @@ async fn with_kafka_down_jobs_succeed_drops_are_counted_and_events_flow_again() 
 async fn an_event_delivered_again_after_a_crash_counts_once() -> anyhow::Result<()> {
     let kafka = KafkaBroker::start().await?;
     let brokers = kafka.brokers();
+    // Redis over TLS, with a password: the alerts service trusts its CA
+    // (REDIS_CA_CERT), as the api and the worker do.
     let stack = Stack::launch(Options {
         workers: Some(1),
         worker_env: &[("KAFKA_BROKERS", &brokers)],
+        tls_redis: true,
         ..Options::default()
     })
     .await?;

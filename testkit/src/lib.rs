@@ -196,6 +196,11 @@ impl RedisServer {
         }
     }
 
+    /// Whether it speaks only TLS ([`Self::start_tls`]).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// `redis://127.0.0.1:{port}/`, or for a TLS server
     /// `rediss://:{password}@127.0.0.1:{port}/`.
     pub fn url(&self) -> String {

@@ -136,4 +136,4 @@ pub use job::{
     Priority, Pushed, QueueStats, Redriven,
 };
 pub use lease::{JobLease, meta_keys};
-pub use queue::{RedisQueue, ServerAddress, connect_with_retry};
+pub use queue::{RedisQueue, ServerAddress, connect_with_retry, redis_client};

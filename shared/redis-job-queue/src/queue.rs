@@ -143,7 +143,7 @@ impl RedisQueue {
     /// Connects to Redis at `url` and makes sure the queue's consumer group
     /// exists.
     pub async fn connect(url: &str, cfg: QueueConfig) -> Result<Self, QueueError> {
-        let client = client(url, cfg.tls_ca_pem.as_deref())?;
+        let client = redis_client(url, cfg.tls_ca_pem.as_deref())?;
         // Fail fast when Redis is down: the api answers 503 at once, and
         // workers retry in their own loops.
         let conn = ConnectionManager::new_with_config(
@@ -653,8 +653,9 @@ fn push_script(
 
 /// The client of the server at `url`: plain, or TLS for `rediss://`
 /// (trusting `ca_pem` when given, else the system's roots). A password
-/// goes in the URL (`redis://:password@host/` or `user:password@`).
-fn client(url: &str, ca_pem: Option<&[u8]>) -> Result<redis::Client, QueueError> {
+/// goes in the URL (`redis://:password@host/` or `user:password@`). The
+/// queue connects with it; other users of the same Redis may too.
+pub fn redis_client(url: &str, ca_pem: Option<&[u8]>) -> Result<redis::Client, QueueError> {
     if url.starts_with("rediss://") {
         // The redis crate takes TLS from the process's default provider;
         // another part of the process may have installed one already.
