@@ -37,7 +37,7 @@ use reqwest::Url;
 use telemetry::TelemetryArgs;
 use telemetry::attributes::{JOB_ID, WEATHER_CACHE_HIT};
 use telemetry::http_client::{HttpError, TracedClient};
-use telemetry::kafka::{EventProducer, Published};
+use telemetry::kafka::EventProducer;
 use telemetry::messaging::{ConsumerTracing, TraceMode, TracedProducer};
 use telemetry::metrics::Metrics;
 use telemetry::propagation::Propagation;
@@ -329,9 +329,7 @@ fn publish(events: &EventProducer, job_id: &str, job: &WeatherJob, result: &Weat
     let event = WeatherUpdated::new(job_id, job, result);
     match serde_json::to_vec(&event) {
         // A drop is counted and logged by the producer.
-        Ok(payload) => {
-            let _: Published = events.publish(&event.key, job_id, &payload);
-        }
+        Ok(payload) => events.publish(&event.key, job_id, &payload),
         Err(e) => tracing::warn!(error = %e, "cannot encode the weather event"),
     }
 }

@@ -87,16 +87,6 @@ pub fn first_broker(brokers: &str) -> (String, u16) {
     }
 }
 
-/// What [`EventProducer::publish`] did with a record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Published {
-    /// In the buffer, on its way to the broker.
-    Queued,
-    /// Dropped at once (counted): the buffer was full, or the client
-    /// refused the record.
-    Dropped,
-}
-
 struct Inner {
     producer: FutureProducer,
     topic: String,
@@ -171,15 +161,11 @@ impl EventProducer {
         })
     }
 
-    /// The topic.
-    pub fn topic(&self) -> &str {
-        &self.inner.topic
-    }
-
     /// Publishes `payload` under `key` inside a PRODUCER span `send
     /// {topic}` (child of the current span), `message_id` naming it in
-    /// the span. Returns at once; must run inside a tokio runtime.
-    pub fn publish(&self, key: &str, message_id: &str, payload: &[u8]) -> Published {
+    /// the span. Returns at once (a record dropped at once, its buffer
+    /// full, is counted and logged); must run inside a tokio runtime.
+    pub fn publish(&self, key: &str, message_id: &str, payload: &[u8]) {
         let inner = &self.inner;
         let span = tracing::info_span!(
             target: "telemetry::kafka::producer",
@@ -230,12 +216,10 @@ impl EventProducer {
                     };
                     this.settle(&span, error.as_deref());
                 });
-                Published::Queued
             }
             Err((e, _)) => {
                 let error = error_type(&e);
                 self.settle(&span, Some(&error));
-                Published::Dropped
             }
         }
     }
