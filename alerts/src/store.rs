@@ -5,12 +5,9 @@
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
-use telemetry::attributes::{
-    DB_OPERATION_NAME, DB_QUERY_TEXT, DB_SYSTEM_NAME, ERROR_TYPE, SERVER_ADDRESS, SERVER_PORT,
-};
+use telemetry::attributes::ERROR_TYPE;
 use tokio::sync::watch;
 use tracing::Instrument;
-use tracing::field::Empty;
 
 use crate::Alert;
 
@@ -55,26 +52,6 @@ impl std::fmt::Debug for AlertStore {
             .field("keep", &self.keep)
             .finish()
     }
-}
-
-/// A CLIENT span for one Redis command, per the database conventions.
-fn redis_span(
-    server: &(String, u16),
-    operation: &'static str,
-    query: &'static str,
-) -> tracing::Span {
-    tracing::info_span!(
-        "redis",
-        otel.name = operation,
-        otel.kind = "client",
-        { DB_SYSTEM_NAME } = "redis",
-        { DB_OPERATION_NAME } = operation,
-        { DB_QUERY_TEXT } = query,
-        { SERVER_ADDRESS } = server.0.as_str(),
-        { SERVER_PORT } = server.1,
-        otel.status_code = Empty,
-        { ERROR_TYPE } = Empty,
-    )
 }
 
 impl AlertStore {
@@ -139,7 +116,12 @@ impl AlertStore {
         let mut wait = Duration::from_millis(100);
         let mut stopped = self.stopped.clone();
         loop {
-            let span = redis_span(&self.server, "EVALSHA", "EVALSHA ? 2 ? ? ? ?");
+            let span = telemetry::redis_span!(
+                self.server.0.as_str(),
+                self.server.1,
+                "EVALSHA",
+                "EVALSHA ? 2 ? ? ? ?"
+            );
             let mut conn = self.conn.clone();
             let answer: redis::RedisResult<i64> = invocation
                 .invoke_async(&mut conn)

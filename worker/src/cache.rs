@@ -4,33 +4,24 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use redis_job_queue::ServerAddress;
-use telemetry::attributes::{
-    DB_OPERATION_NAME, DB_QUERY_TEXT, DB_SYSTEM_NAME, ERROR_TYPE, SERVER_ADDRESS, SERVER_PORT,
-    WEATHER_CACHE_HIT,
-};
+use telemetry::attributes::{ERROR_TYPE, WEATHER_CACHE_HIT};
 use tracing::Instrument;
 use tracing::field::Empty;
 use weather_jobs::WeatherResult;
 
-/// A CLIENT span for one Redis command, per the database conventions
-/// (`db.query.text` carries no values).
+/// A CLIENT span for one Redis command (`db.query.text` carries no
+/// values), which says whether the cache had the entry.
 fn redis_span(
     server: &ServerAddress,
     operation: &'static str,
     query: &'static str,
 ) -> tracing::Span {
-    tracing::info_span!(
-        "redis",
-        otel.name = operation,
-        otel.kind = "client",
-        { DB_SYSTEM_NAME } = "redis",
-        { DB_OPERATION_NAME } = operation,
-        { DB_QUERY_TEXT } = query,
-        { SERVER_ADDRESS } = %server.address,
-        { SERVER_PORT } = server.port,
+    telemetry::redis_span!(
+        server.address.as_str(),
+        server.port,
+        operation,
+        query,
         { WEATHER_CACHE_HIT } = Empty,
-        otel.status_code = Empty,
-        { ERROR_TYPE } = Empty,
     )
 }
 

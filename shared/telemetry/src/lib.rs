@@ -23,6 +23,7 @@
 //! (`otel_spans_dropped_total`, by reason).
 
 pub mod attributes;
+pub mod db;
 mod export;
 pub mod http_client;
 pub mod http_server;
