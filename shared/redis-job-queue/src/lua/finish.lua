@@ -18,6 +18,10 @@ local prefix, group, batch_prefix = ARGV[1], ARGV[2], ARGV[4]
 local retention = tonumber(ARGV[3])
 local out = {}
 local counts = { succeeded = 0, retried = 0, failed = 0 }
+-- Entries to acknowledge and delete, by stream, and the succeeded index's
+-- new members: each sent in one command after the loop (one call per
+-- batch costs Redis far less than one per job).
+local acks, streams, succeeded = {}, {}, {}
 -- A job that ends keeps its batch's index for as long as its own record.
 local function keep_batch(batch)
   if not batch then return end
@@ -40,20 +44,27 @@ for i = 5, #ARGV, 9 do
     ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   local error_type = ARGV[i + 8]
   local key = prefix .. id
-  local j = redis.call('HMGET', key, 'status', 'attempts', 'worker', 'batch')
+  local j = redis.call('HMGET', key, 'status', 'attempts', 'worker', 'batch',
+    'error', 'error_type')
   if not j[1] then
     out[#out + 1] = 2
   elseif j[1] ~= 'running' or j[2] ~= attempt or j[3] ~= consumer then
     out[#out + 1] = 0
   else
     local stream, bare = entry_stream(entry)
-    redis.call('XACK', stream, group, bare)
-    redis.call('XDEL', stream, bare)
+    if not acks[stream] then
+      acks[stream] = {}
+      streams[#streams + 1] = stream
+    end
+    local ids = acks[stream]
+    ids[#ids + 1] = bare
     if outcome == 'ok' then
       redis.call('HSET', key, 'status', 'succeeded', 'result', value, 'finished_at', now)
-      redis.call('HDEL', key, 'error', 'error_type')
+      -- Clear an earlier attempt's error, if there is one.
+      if j[5] or j[6] then redis.call('HDEL', key, 'error', 'error_type') end
       redis.call('EXPIRE', key, retention)
-      redis.call('ZADD', KEYS[5], now, id)
+      succeeded[#succeeded + 1] = now
+      succeeded[#succeeded + 1] = id
       keep_batch(j[4])
       counts.succeeded = counts.succeeded + 1
     else
@@ -79,6 +90,20 @@ for i = 5, #ARGV, 9 do
     out[#out + 1] = 1
   end
 end
+-- Sends `command` with `head` and then `list`'s items as arguments, in
+-- slices that stay within Lua's limit on unpacked values.
+local function each_slice(list, command, head)
+  for first = 1, #list, 1000 do
+    local args = { unpack(head) }
+    for i = first, math.min(first + 999, #list) do args[#args + 1] = list[i] end
+    redis.call(command, unpack(args))
+  end
+end
+for _, stream in ipairs(streams) do
+  each_slice(acks[stream], 'XACK', { stream, group })
+  each_slice(acks[stream], 'XDEL', { stream })
+end
+each_slice(succeeded, 'ZADD', { KEYS[5] })
 for name, n in pairs(counts) do
   if n > 0 then redis.call('HINCRBY', KEYS[4], name, n) end
 end
