@@ -276,10 +276,14 @@ impl Upstream {
     }
 
     /// Becomes the one fetcher of `key`, or waits (at most the lease) for
-    /// the one that is, polling `cached` until it sees the result. The
-    /// lease is taken only while the cache has no `cache_entry`, in one
-    /// script: a fetcher that finished between this job's cache miss and
-    /// its try for the lease is seen, not fetched after.
+    /// the one that is, polling `cached` until it sees the result.
+    ///
+    /// One round trip tries for the lease (`SET NX PX`) and then asks
+    /// whether the cache has `cache_entry`: a fetcher that finished between
+    /// this job's cache miss and its try is seen, not fetched after. That
+    /// holds without a script, because a fetcher writes the cache before it
+    /// releases the lease (see [`Self::land_cmd`]): if the try got the
+    /// lease after that release, the check comes after that write.
     pub async fn fly<F, Fut>(&self, key: &str, cache_entry: &str, mut cached: F) -> Flight
     where
         F: FnMut() -> Fut,
@@ -291,17 +295,26 @@ impl Upstream {
         let mut counted = false;
         loop {
             let mut conn = self.conn.clone();
-            let took: redis::RedisResult<u8> = FLY
-                .key(&lease)
-                .key(cache_entry)
+            let tried: redis::RedisResult<(bool, bool)> = redis::pipe()
+                .cmd("SET")
+                .arg(&lease)
                 .arg(&me)
+                .arg("NX")
+                .arg("PX")
                 .arg(FLIGHT_LEASE.as_millis() as u64)
-                .invoke_async(&mut conn)
+                .cmd("EXISTS")
+                .arg(cache_entry)
+                .query_async(&mut conn)
                 .await;
-            match took {
-                Ok(1) | Err(_) => return Flight::Leader(lease_token(&lease, &me)),
-                Ok(2) => return Flight::Waited,
-                Ok(_) => {}
+            match tried {
+                Ok((took, true)) => {
+                    if took {
+                        self.land(&lease_token(&lease, &me)).await;
+                    }
+                    return Flight::Waited;
+                }
+                Ok((true, false)) | Err(_) => return Flight::Leader(lease_token(&lease, &me)),
+                Ok((false, false)) => {}
             }
             if !counted {
                 counted = true;
@@ -319,12 +332,16 @@ impl Upstream {
     }
 
     /// The command that releases a single-flight lease taken by
-    /// [`Self::fly`], to send in a pipeline with other work (the cache
-    /// write); `None` for an empty token (no lease held).
+    /// [`Self::fly`] once its result is cached, to send in a pipeline
+    /// after the cache write; `None` for an empty token (no lease held).
+    /// A plain `DEL`: once the cache has the entry no job takes the lease
+    /// again ([`Self::fly`] sees the entry), so even a lease that expired
+    /// and went to another job is of no more use, and Redis is spared a
+    /// script per job.
     pub fn land_cmd(&self, token: &str) -> Option<redis::Cmd> {
-        let (lease, me) = token.split_once('\u{0}')?;
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(LAND_LUA).arg(1).arg(lease).arg(me);
+        let (lease, _) = token.split_once('\u{0}')?;
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(lease);
         Some(cmd)
     }
 
@@ -342,22 +359,12 @@ fn lease_token(lease: &str, me: &str) -> String {
     format!("{lease}\u{0}{me}")
 }
 
-/// Takes a single-flight lease unless the cache has the entry: 1 taken,
-/// 2 cached meanwhile, 0 another job holds it.
-static FLY: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+/// Releases a single-flight lease if the caller still holds it.
+static LAND: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
-        r"
-if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-return 0",
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
     )
 });
-
-/// Releases a single-flight lease if the caller still holds it.
-const LAND_LUA: &str =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
-static LAND: std::sync::LazyLock<redis::Script> =
-    std::sync::LazyLock::new(|| redis::Script::new(LAND_LUA));
 
 /// One slot of the current second, on Redis's clock: answers 0 when
 /// taken, else the ms until the next second.
