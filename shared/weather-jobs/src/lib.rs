@@ -115,7 +115,7 @@ pub struct WeatherResult {
     pub temperature_unit: String,
     /// Current wind speed.
     pub wind_speed: f64,
-    /// `km/h` or `mph`.
+    /// As the weather service names it: `km/h`, or `mp/h` for imperial.
     pub wind_speed_unit: String,
     /// Wind direction, degrees.
     pub wind_direction: f64,
