@@ -12,22 +12,14 @@ use anyhow::{Context, bail};
 use serde_json::json;
 use testkit::Console;
 
-/// Where Zipkin's OpenAPI file is: `ZIPKIN_API_SPEC`, or the external
-/// contracts folder beside the project (`../shared/specs/`).
+/// Zipkin's OpenAPI file, kept in the repository beside its licence
+/// (`tests/conformance/zipkin2-api.yaml`, Apache-2.0, from
+/// <https://zipkin.io/zipkin-api/zipkin2-api.yaml>), so the test needs
+/// nothing outside the clone.
 fn spec() -> anyhow::Result<PathBuf> {
-    if let Ok(path) = std::env::var("ZIPKIN_API_SPEC") {
-        return Ok(PathBuf::from(path));
-    }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("the console sits in the workspace")?;
-    let path = workspace.join("../shared/specs/zipkin2-api.yaml");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/zipkin2-api.yaml");
     if !path.exists() {
-        bail!(
-            "Zipkin's OpenAPI file is not at {}: set ZIPKIN_API_SPEC to a copy of \
-             https://zipkin.io/zipkin-api/zipkin2-api.yaml",
-            path.display()
-        );
+        bail!("Zipkin's OpenAPI file is missing from {}", path.display());
     }
     Ok(path)
 }

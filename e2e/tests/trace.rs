@@ -201,29 +201,30 @@ async fn each_retry_is_its_own_span_linked_to_the_attempt_before() -> anyhow::Re
         "{done}"
     );
 
-    let attempts = stack
+    // The PRODUCER span is the api's and the attempts the workers', each
+    // sent in its own process's export batch: wait for all four.
+    let (producer, attempts) = stack
         .zipkin
-        .wait_for(WAIT, "three CONSUMER spans", |spans| {
-            let mut c: Vec<Value> = spans
-                .iter()
-                .filter(|s| s["traceId"] == trace.as_str() && s["kind"] == "CONSUMER")
-                .cloned()
-                .collect();
-            c.sort_by_key(|s| {
-                s["tags"]["job.attempt"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned()
-            });
-            (c.len() == 3).then_some(c)
-        })
+        .wait_for(
+            WAIT,
+            "the PRODUCER span and three CONSUMER spans",
+            |spans| {
+                let of_trace = || spans.iter().filter(|s| s["traceId"] == trace.as_str());
+                let producer = of_trace().find(|s| s["kind"] == "PRODUCER")?.clone();
+                let mut c: Vec<Value> = of_trace()
+                    .filter(|s| s["kind"] == "CONSUMER")
+                    .cloned()
+                    .collect();
+                c.sort_by_key(|s| {
+                    s["tags"]["job.attempt"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned()
+                });
+                (c.len() == 3).then_some((producer, c))
+            },
+        )
         .await?;
-    let producer = stack
-        .zipkin
-        .trace(&trace)
-        .into_iter()
-        .find(|s| s["kind"] == "PRODUCER")
-        .context("producer span")?;
     for (i, attempt) in attempts.iter().enumerate() {
         assert_eq!(attempt["tags"]["job.attempt"], (i + 1).to_string());
         assert_eq!(

@@ -16,11 +16,13 @@ use anyhow::{Context, bail};
 pub mod console;
 pub mod kafka;
 pub mod process;
+pub mod wait;
 pub mod zipkin;
 
 pub use console::Console;
 pub use kafka::KafkaBroker;
 pub use process::{ServiceProcess, project_binary};
+pub use wait::eventually;
 pub use zipkin::ZipkinCollector;
 
 /// A free TCP port on 127.0.0.1 (the OS picks it; it is released at once
