@@ -260,11 +260,13 @@ pub async fn run(
         ),
         None => None,
     };
-    let redis = redis_job_queue::redis_client(config.redis_url.expose(), ca.as_deref())
+    // A malformed URL is a settings error, reported at once.
+    redis_job_queue::RedisTarget::open(config.redis_url.expose(), ca.as_deref())
         .map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?;
     let (stop, stopped) = watch::channel(false);
     let store = AlertStore::connect(
-        redis,
+        config.redis_url.expose(),
+        ca.as_deref(),
         &config.key_prefix,
         config.keep,
         Duration::from_secs(config.dedup_secs),

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use redis_job_queue::{RedisConnection, RedisTarget};
 use telemetry::attributes::ERROR_TYPE;
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -37,7 +37,7 @@ pub enum Stored {
 /// The alerts and the processed event ids, in Redis.
 #[derive(Clone)]
 pub struct AlertStore {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     server: (String, u16),
     prefix: String,
     keep: u32,
@@ -55,25 +55,28 @@ impl std::fmt::Debug for AlertStore {
 }
 
 impl AlertStore {
-    /// Connects to Redis with `client`, trying again until it answers or
-    /// `stopped` turns true. Keys start with `prefix`; the newest `keep`
-    /// alerts are kept; event ids are remembered for `dedup`.
+    /// Connects to Redis at `url` (a server or a cluster, see
+    /// [`RedisTarget::discover`]; `ca_pem` for TLS), trying again
+    /// until it answers or `stopped` turns true. Keys start with `prefix`,
+    /// as a hash tag (`{alerts}:recent`, `{alerts}:seen:{event}`), so the
+    /// script that writes two of them stays in one slot of a cluster; the
+    /// newest `keep` alerts are kept; event ids are remembered for `dedup`.
     pub async fn connect(
-        client: redis::Client,
+        url: &str,
+        ca_pem: Option<&[u8]>,
         prefix: &str,
         keep: u32,
         dedup: Duration,
         mut stopped: watch::Receiver<bool>,
     ) -> anyhow::Result<Self> {
-        let server = match client.get_connection_info().addr() {
-            redis::ConnectionAddr::Tcp(host, port)
-            | redis::ConnectionAddr::TcpTls { host, port, .. } => (host.clone(), *port),
-            other => (other.to_string(), 0),
-        };
         let mut wait = Duration::from_millis(100);
-        let conn = loop {
-            match ConnectionManager::new(client.clone()).await {
-                Ok(conn) => break conn,
+        let (target, conn) = loop {
+            let connected = match RedisTarget::discover(url, ca_pem).await {
+                Ok(target) => target.connect().await.map(|conn| (target, conn)),
+                Err(e) => Err(e),
+            };
+            match connected {
+                Ok(connected) => break connected,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot reach Redis yet");
                     tokio::select! {
@@ -84,9 +87,10 @@ impl AlertStore {
                 }
             }
         };
+        let address = target.server();
         Ok(Self {
             conn,
-            server,
+            server: (address.address, address.port),
             prefix: prefix.to_owned(),
             keep,
             dedup,
@@ -95,14 +99,14 @@ impl AlertStore {
     }
 
     fn list_key(&self) -> String {
-        format!("{}:recent", self.prefix)
+        format!("{{{}}}:recent", self.prefix)
     }
 
     /// Stores `alerts` of event `event_id` unless the event was seen.
     /// While Redis is down it tries again (the record stays uncommitted);
     /// `None` when told to stop first.
     pub async fn record(&self, event_id: &str, alerts: &[Alert]) -> Option<Stored> {
-        let seen = format!("{}:seen:{event_id}", self.prefix);
+        let seen = format!("{{{}}}:seen:{event_id}", self.prefix);
         let list = self.list_key();
         let mut invocation = RECORD.prepare_invoke();
         invocation

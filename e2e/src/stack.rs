@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde_json::Value;
-use testkit::{Console, RedisServer, ServiceProcess, ZipkinCollector, free_port, project_binary};
+use testkit::{
+    Console, RedisCluster, RedisServer, ServiceProcess, ZipkinCollector, free_port, project_binary,
+};
 
 /// How long a job, a trace or a metric may take to appear.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -31,8 +33,52 @@ pub struct Stack {
     /// The console, when the stack was started with one: the services
     /// export their spans to it instead of the collector stand-in.
     pub console: Option<Console>,
-    redis: RedisServer,
+    redis: StackRedis,
     setup: WorkerSetup,
+}
+
+/// The stack's Redis: one server, or a cluster.
+#[derive(Debug)]
+enum StackRedis {
+    Server(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl StackRedis {
+    fn url(&self) -> String {
+        match self {
+            Self::Server(server) => server.url(),
+            Self::Cluster(cluster) => cluster.url(),
+        }
+    }
+
+    fn server(&mut self) -> anyhow::Result<&mut RedisServer> {
+        match self {
+            Self::Server(server) => Ok(server),
+            Self::Cluster(_) => bail!("the stack runs on a Redis Cluster, not one server"),
+        }
+    }
+
+    /// The services' settings: `REDIS_URL`, and `REDIS_CA_CERT` for TLS.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![("REDIS_URL", self.url())];
+        if let Self::Server(server) = self
+            && server.is_tls()
+        {
+            env.push(("REDIS_CA_CERT", server.ca_path().display().to_string()));
+        }
+        env
+    }
+
+    /// A connection as the services make one (to a server or a cluster).
+    async fn connect(&self) -> anyhow::Result<redis_job_queue::RedisConnection> {
+        let ca = match self {
+            Self::Server(server) if server.is_tls() => Some(server.ca_pem().as_bytes().to_vec()),
+            _ => None,
+        };
+        let target = redis_job_queue::RedisTarget::discover(&self.url(), ca.as_deref()).await?;
+        Ok(target.connect().await?)
+    }
 }
 
 /// Settings a test gives the stack's processes, beside the defaults.
@@ -55,6 +101,9 @@ pub struct Options<'a> {
     /// Redis speaks only TLS and wants a password; the services get a
     /// `rediss://` URL and the CA (`REDIS_CA_CERT`).
     pub tls_redis: bool,
+    /// Redis is a Redis Cluster of three masters with a replica each; the
+    /// services get every node's URL, comma-separated.
+    pub redis_cluster: bool,
     /// Workers started with the stack (2 unless given); more can be
     /// added with [`Stack::add_worker`].
     pub workers: Option<usize>,
@@ -110,15 +159,17 @@ impl Stack {
 
     /// Starts the stack as `options` say.
     pub async fn launch(options: Options<'_>) -> anyhow::Result<Self> {
-        let redis = match (options.persistent_redis, options.tls_redis) {
-            (_, true) => RedisServer::start_tls("stack-password").await?,
-            (true, false) => RedisServer::start_persistent().await?,
-            (false, false) => RedisServer::start().await?,
+        let redis = match (
+            options.redis_cluster,
+            options.persistent_redis,
+            options.tls_redis,
+        ) {
+            (true, _, _) => StackRedis::Cluster(RedisCluster::start(3, 1).await?),
+            (false, _, true) => StackRedis::Server(RedisServer::start_tls("stack-password").await?),
+            (false, true, false) => StackRedis::Server(RedisServer::start_persistent().await?),
+            (false, false, false) => StackRedis::Server(RedisServer::start().await?),
         };
-        let mut redis_env = vec![("REDIS_URL", redis.url())];
-        if options.tls_redis {
-            redis_env.push(("REDIS_CA_CERT", redis.ca_path().display().to_string()));
-        }
+        let redis_env = redis.env();
         let zipkin = ZipkinCollector::start().await?;
         let api_port = free_port()?;
         let api_url = format!("http://127.0.0.1:{api_port}");
@@ -257,11 +308,7 @@ impl Stack {
     /// The consumers the queue's group holds, by name (a consumer joins
     /// with the first entry it is handed).
     pub async fn group_consumers(&self) -> anyhow::Result<Vec<String>> {
-        let mut conn = self
-            .redis
-            .client()?
-            .get_multiplexed_async_connection()
-            .await?;
+        let mut conn = self.redis.connect().await?;
         let reply: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
             .arg("CONSUMERS")
             .arg("jobs:{weather}:stream")
@@ -274,11 +321,7 @@ impl Stack {
     /// The consumers in the queue's live set (heart-beating, or not yet
     /// reaped), by name.
     pub async fn live_set(&self) -> anyhow::Result<Vec<String>> {
-        let mut conn = self
-            .redis
-            .client()?
-            .get_multiplexed_async_connection()
-            .await?;
+        let mut conn = self.redis.connect().await?;
         Ok(redis::cmd("ZRANGE")
             .arg("jobs:{weather}:consumers")
             .arg(0)
@@ -290,9 +333,9 @@ impl Stack {
     /// Stops Redis (SIGTERM), keeps it down for `outage`, and starts it
     /// again on the same port (with its data when it is persistent).
     pub async fn restart_redis(&mut self, outage: Duration) -> anyhow::Result<()> {
-        self.redis.stop().await?;
+        self.redis.server()?.stop().await?;
         tokio::time::sleep(outage).await;
-        self.redis.restart().await
+        self.redis.server()?.restart().await
     }
 
     /// Stops every service (SIGTERM: each flushes the spans it still
@@ -320,11 +363,13 @@ impl Stack {
     /// The stack's Redis settings, as its services get them (`REDIS_URL`,
     /// and `REDIS_CA_CERT` for a TLS Redis).
     pub fn redis_env(&self) -> Vec<(&'static str, String)> {
-        let mut env = vec![("REDIS_URL", self.redis.url())];
-        if self.redis.is_tls() {
-            env.push(("REDIS_CA_CERT", self.redis.ca_path().display().to_string()));
-        }
-        env
+        self.redis.env()
+    }
+
+    /// A connection to the stack's Redis (a server or a cluster), as the
+    /// services make one.
+    pub async fn redis_connection(&self) -> anyhow::Result<redis_job_queue::RedisConnection> {
+        self.redis.connect().await
     }
 
     /// Posts a job; answers the status and body.
@@ -426,7 +471,6 @@ impl Stack {
         trace_id: &str,
         upstream_calls: usize,
     ) -> anyhow::Result<Vec<Value>> {
-        let want_redis = if upstream_calls > 0 { 2 } else { 1 };
         self.zipkin
             .wait_for(WAIT, &format!("complete trace {trace_id}"), |spans| {
                 let trace: Vec<Value> = spans
@@ -434,21 +478,27 @@ impl Stack {
                     .filter(|s| s["traceId"] == trace_id)
                     .cloned()
                     .collect();
-                let count = |service: &str, kind: &str| {
-                    trace
-                        .iter()
-                        .filter(|s| {
-                            s["localEndpoint"]["serviceName"] == service && s["kind"] == kind
-                        })
-                        .count()
-                };
-                let complete = count("api", "SERVER") >= 1
-                    && count("api", "PRODUCER") == 1
-                    && count("worker", "CONSUMER") == 1
-                    && count("worker", "CLIENT") == want_redis + upstream_calls
-                    && count("weather-stub", "SERVER") == upstream_calls;
-                complete.then_some(trace)
+                job_trace_complete(&trace, upstream_calls).then_some(trace)
             })
             .await
     }
+}
+
+/// Whether `trace` holds every span a job leaves, with `upstream_calls`
+/// calls to the weather service: the api's SERVER and PRODUCER spans, the
+/// worker's CONSUMER span, its Redis and HTTP CLIENT spans, and the stub's
+/// SERVER spans.
+pub fn job_trace_complete(trace: &[Value], upstream_calls: usize) -> bool {
+    let want_redis = if upstream_calls > 0 { 2 } else { 1 };
+    let count = |service: &str, kind: &str| {
+        trace
+            .iter()
+            .filter(|s| s["localEndpoint"]["serviceName"] == service && s["kind"] == kind)
+            .count()
+    };
+    count("api", "SERVER") >= 1
+        && count("api", "PRODUCER") == 1
+        && count("worker", "CONSUMER") == 1
+        && count("worker", "CLIENT") == want_redis + upstream_calls
+        && count("weather-stub", "SERVER") == upstream_calls
 }

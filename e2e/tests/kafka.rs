@@ -5,79 +5,9 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use e2e::{Options, Stack, WAIT, one, service, sum};
+use e2e::{Options, Stack, WAIT, one, service, start_alerts, sum, wait_alerts};
 use serde_json::{Value, json};
-use testkit::{KafkaBroker, ServiceProcess, free_port, project_binary};
-
-/// Starts the alerts service on `port` (any free one when 0), reading
-/// `brokers`, exporting spans to `endpoint`.
-async fn start_alerts(
-    stack: &Stack,
-    port: u16,
-    brokers: &str,
-    endpoint: &str,
-    extra: &[(&'static str, &str)],
-) -> anyhow::Result<(ServiceProcess, String)> {
-    let port = if port == 0 { free_port()? } else { port };
-    let url = format!("http://127.0.0.1:{port}");
-    let mut env: Vec<(&str, String)> = vec![
-        ("ALERTS_LISTEN", format!("127.0.0.1:{port}")),
-        ("KAFKA_BROKERS", brokers.to_owned()),
-        ("KAFKA_SESSION_TIMEOUT_MS", "6000".into()),
-        ("OTEL_TRACES_EXPORTER", "zipkin".into()),
-        ("OTEL_EXPORTER_ZIPKIN_ENDPOINT", endpoint.to_owned()),
-        ("OTEL_BSP_SCHEDULE_DELAY", "50".into()),
-        ("LOG_FORMAT", "json".into()),
-    ];
-    env.extend(stack.redis_env());
-    env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
-    let bin = project_binary("alerts")?;
-    let process = ServiceProcess::start(
-        "alerts",
-        bin.to_str().context("path")?,
-        &env,
-        &format!("{url}/healthz"),
-    )
-    .await?;
-    Ok((process, url))
-}
-
-/// The alerts the service keeps for job `id`, once there are `n` (within
-/// `limit`).
-async fn wait_alerts(
-    http: &reqwest::Client,
-    alerts: &str,
-    id: &str,
-    n: usize,
-    limit: Duration,
-) -> anyhow::Result<Vec<Value>> {
-    let deadline = Instant::now() + limit;
-    loop {
-        let page: Value = http
-            .get(format!("{alerts}/v1/alerts?limit=1000"))
-            .send()
-            .await?
-            .json()
-            .await?;
-        let mine: Vec<Value> = page["alerts"]
-            .as_array()
-            .context("alerts")?
-            .iter()
-            .filter(|a| a["event_id"] == id)
-            .cloned()
-            .collect();
-        if mine.len() >= n {
-            return Ok(mine);
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "{} of {n} alerts for job {id} within {limit:?}: {page}",
-                mine.len()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use testkit::{KafkaBroker, free_port};
 
 /// Waits until `metric` (with `filters`) on `base`'s `/metrics` reaches
 /// `at_least`; answers its value.

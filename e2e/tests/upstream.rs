@@ -188,6 +188,32 @@ async fn the_shared_rate_limit_spaces_the_calls_of_every_worker() -> anyhow::Res
 }
 
 #[tokio::test]
+async fn a_rate_limit_that_cannot_be_read_keeps_the_gate_shut() -> anyhow::Result<()> {
+    let stack = Stack::start_with(&[], &[("WEATHER_RATE_LIMIT", "2")]).await?;
+    // The limit's key holds a value of the wrong type: its script fails.
+    let mut conn = stack.redis_connection().await?;
+    let _: () = redis::cmd("SET")
+        .arg("jobs:weather:ratelimit")
+        .arg("not a hash")
+        .query_async(&mut conn)
+        .await?;
+    let (id, _) = stack.enqueue(r#"{"city": "Gatekeep"}"#, &[]).await?;
+    let done = stack.wait_done(&id).await?;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["error_type"], "rate_limit_unavailable", "{done}");
+    assert_eq!(
+        done["attempts"], done["max_attempts"],
+        "every attempt: {done}"
+    );
+    assert_eq!(
+        upstream_calls(&stack).await?,
+        0.0,
+        "the service was never called"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_429s_retry_after_sets_when_the_job_runs_again() -> anyhow::Result<()> {
     let stack = Stack::start_with(
         &[

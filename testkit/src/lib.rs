@@ -13,12 +13,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+pub mod cluster;
 pub mod console;
 pub mod kafka;
 pub mod process;
 pub mod wait;
 pub mod zipkin;
 
+pub use cluster::RedisCluster;
 pub use console::Console;
 pub use kafka::KafkaBroker;
 pub use process::{ServiceProcess, project_binary};

@@ -2,8 +2,7 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
-use redis_job_queue::ServerAddress;
+use redis_job_queue::{RedisConnection, ServerAddress};
 use telemetry::attributes::{ERROR_TYPE, WEATHER_CACHE_HIT};
 use tracing::Instrument;
 use tracing::field::Empty;
@@ -33,7 +32,7 @@ fn failed(span: &tracing::Span, e: &redis::RedisError) {
 /// Weather results cached by place and units, with a TTL.
 #[derive(Clone)]
 pub struct WeatherCache {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     server: ServerAddress,
     prefix: String,
     ttl: Duration,
@@ -51,7 +50,7 @@ impl std::fmt::Debug for WeatherCache {
 impl WeatherCache {
     /// A cache on `conn` (to `server`) whose entries live `ttl`.
     pub fn new(
-        conn: ConnectionManager,
+        conn: RedisConnection,
         server: ServerAddress,
         prefix: impl Into<String>,
         ttl: Duration,
@@ -64,9 +63,11 @@ impl WeatherCache {
         }
     }
 
-    /// The Redis key of the entry `key`.
+    /// The Redis key of the entry `key`: `key` is its hash tag, which the
+    /// single-flight lease of the same entry shares (so the two are in one
+    /// slot of a Redis Cluster, and entries spread over its nodes).
     pub fn key(&self, key: &str) -> String {
-        format!("{}:{key}", self.prefix)
+        format!("{}:{{{key}}}", self.prefix)
     }
 
     /// The cached result under `key`. An entry that no longer decodes

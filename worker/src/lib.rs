@@ -257,6 +257,10 @@ impl Deps {
     }
 }
 
+/// How long a job waits before its next attempt when the shared rate
+/// limit could not be read.
+const RATE_LIMIT_RETRY: Duration = Duration::from_secs(1);
+
 /// Why a job failed; decides retry or give up.
 #[derive(Debug, thiserror::Error)]
 enum JobError {
@@ -269,6 +273,10 @@ enum JobError {
     /// The circuit breaker is open: the weather service was not called.
     #[error("the weather service keeps failing: circuit open, retry in {0:?}")]
     CircuitOpen(Duration),
+    /// The shared rate limit could not be read (Redis failed): the
+    /// weather service was not called, rather than called unlimited.
+    #[error("the shared rate limit is unavailable: {0}")]
+    RateLimitUnavailable(#[source] redis::RedisError),
 }
 
 impl JobError {
@@ -277,6 +285,7 @@ impl JobError {
             Self::UnknownPlace(_) => "unknown_place".into(),
             Self::Upstream(e) => e.error_type(),
             Self::CircuitOpen(_) => "circuit_open".into(),
+            Self::RateLimitUnavailable(_) => "rate_limit_unavailable".into(),
         }
     }
 
@@ -298,6 +307,7 @@ impl JobError {
                 let wait = *wait;
                 Box::new(RetryAfterError::new(self, wait))
             }
+            Self::RateLimitUnavailable(_) => Box::new(RetryAfterError::new(self, RATE_LIMIT_RETRY)),
             _ => Box::new(AbortError::new(self)),
         }
     }
@@ -413,7 +423,10 @@ async fn guarded<T>(
     if let upstream::Permit::Open(wait) = deps.upstream.permit() {
         return Err(JobError::CircuitOpen(wait));
     }
-    deps.upstream.take_slot().await;
+    deps.upstream
+        .take_slot()
+        .await
+        .map_err(JobError::RateLimitUnavailable)?;
     let result = call.await;
     deps.upstream
         .record(!matches!(&result, Err(e) if e.is_retryable()));

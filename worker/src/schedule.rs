@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use opentelemetry::trace::{SpanContext, TraceContextExt};
-use redis::aio::ConnectionManager;
 use redis_job_queue::{NewJob, QueueError, RedisQueue};
 use telemetry::messaging::{TraceMode, TracedProducer};
 use telemetry::propagation::Propagation;
@@ -154,7 +153,7 @@ pub struct Scheduler {
     schedules: Vec<Schedule>,
     producer: TracedProducer,
     propagation: Propagation,
-    conn: ConnectionManager,
+    conn: redis_job_queue::RedisConnection,
     /// This worker's name in the lease.
     me: String,
     lease_key: String,
@@ -172,15 +171,14 @@ impl Scheduler {
         propagation: Propagation,
         me: String,
     ) -> Self {
-        let base = format!("{}:{{{}}}", queue.config().key_prefix, queue.config().name);
         Self {
             schedules,
             producer,
             propagation,
             conn: queue.connection(),
             me,
-            lease_key: format!("{base}:scheduler"),
-            state_key: format!("{base}:schedules"),
+            lease_key: queue.schedule_keys().lease.clone(),
+            state_key: queue.schedule_keys().state.clone(),
             definitions: HashMap::new(),
         }
     }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use redis::aio::ConnectionManager;
+use redis_job_queue::RedisConnection;
 
 /// What the breaker says about a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,7 +151,7 @@ impl Breaker {
 pub struct Upstream {
     breaker: Mutex<Breaker>,
     rate_limit: u32,
-    conn: ConnectionManager,
+    conn: RedisConnection,
     key_prefix: String,
     /// `weather_circuit_state`.
     pub circuit_state: Gauge,
@@ -179,7 +179,7 @@ impl Upstream {
     /// none) and the breaker's settings, keeping their state under
     /// `key_prefix` in Redis.
     pub fn new(
-        conn: ConnectionManager,
+        conn: RedisConnection,
         key_prefix: String,
         rate_limit: u32,
         breaker: Breaker,
@@ -237,41 +237,38 @@ impl Upstream {
         }
     }
 
-    /// Waits for a slot of the shared rate limit.
-    pub async fn take_slot(&self) {
+    /// Waits for a slot of the shared rate limit. When Redis cannot say
+    /// (it is down, or the script fails), the gate stays shut: the caller
+    /// gets an error instead of calling the weather service unlimited.
+    pub async fn take_slot(&self) -> Result<(), redis::RedisError> {
         if self.rate_limit == 0 {
-            return;
+            return Ok(());
         }
         let key = format!("{}:ratelimit", self.key_prefix);
         let mut waited = false;
         loop {
             let mut conn = self.conn.clone();
-            let wait_ms: redis::RedisResult<u64> = RATE
+            let wait_ms: u64 = RATE
                 .key(&key)
                 .arg(self.rate_limit)
                 .invoke_async(&mut conn)
-                .await;
-            match wait_ms {
-                Ok(0) => return,
-                Ok(ms) => {
-                    if !waited {
-                        waited = true;
-                        self.rate_limited.inc();
-                        tracing::info!(
-                            limit_per_sec = self.rate_limit,
-                            wait_ms = ms,
-                            "rate limited: waiting for the next second"
-                        );
-                    }
-                    tokio::time::sleep(Duration::from_millis(ms)).await;
-                }
-                // Without Redis the limit cannot be shared; the breaker
-                // still protects the service.
-                Err(e) => {
-                    tracing::warn!(error = %e, "rate limit unavailable; calling anyway");
-                    return;
-                }
+                .await
+                .inspect_err(
+                    |e| tracing::warn!(error = %e, "rate limit unavailable: not calling"),
+                )?;
+            if wait_ms == 0 {
+                return Ok(());
             }
+            if !waited {
+                waited = true;
+                self.rate_limited.inc();
+                tracing::info!(
+                    limit_per_sec = self.rate_limit,
+                    wait_ms,
+                    "rate limited: waiting for the next second"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
         }
     }
 
@@ -289,7 +286,11 @@ impl Upstream {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let lease = format!("{}:flight:{key}", self.key_prefix);
+        // The entry's own hash tag, as the cache's key has: the lease and
+        // the entry sit in one slot, so the pipeline below (and the one
+        // that writes the entry and releases the lease) is never
+        // cross-slot on a Redis Cluster.
+        let lease = format!("{}:flight:{{{key}}}", self.key_prefix);
         let me = uuid::Uuid::new_v4().simple().to_string();
         let deadline = Instant::now() + FLIGHT_LEASE;
         let mut counted = false;
@@ -367,15 +368,19 @@ static LAND: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
 });
 
 /// One slot of the current second, on Redis's clock: answers 0 when
-/// taken, else the ms until the next second.
+/// taken, else the ms until the next second. One key (a hash: the second
+/// it counts, and the count), named by the caller, so the script touches
+/// only what it declares.
 static RATE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"
 local t = redis.call('TIME')
 local second = t[1]
-local key = KEYS[1] .. ':' .. second
-local n = redis.call('INCR', key)
-if n == 1 then redis.call('EXPIRE', key, 2) end
+if redis.call('HGET', KEYS[1], 'second') ~= second then
+  redis.call('HSET', KEYS[1], 'second', second, 'taken', 0)
+  redis.call('EXPIRE', KEYS[1], 2)
+end
+local n = redis.call('HINCRBY', KEYS[1], 'taken', 1)
 if n <= tonumber(ARGV[1]) then return 0 end
 return 1000 - math.floor(tonumber(t[2]) / 1000)",
     )

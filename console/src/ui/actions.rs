@@ -167,14 +167,10 @@ struct ScheduleRow {
 /// The schedules, from the hash the scheduler writes
 /// (`{name}:cron`, `:city`, `:last`, `:next`).
 async fn schedules(queue: &RedisQueue) -> Result<Vec<ScheduleRow>, String> {
-    let key = format!(
-        "{}:{{{}}}:schedules",
-        queue.config().key_prefix,
-        queue.config().name
-    );
+    let key = &queue.schedule_keys().state;
     let mut conn = queue.connection();
     let fields: std::collections::BTreeMap<String, String> = redis::cmd("HGETALL")
-        .arg(&key)
+        .arg(key)
         .query_async(&mut conn)
         .await
         .map_err(|e| e.to_string())?;

@@ -70,6 +70,8 @@
 //! | `{prefix}:{q}:stats`        | hash   | lifetime counters                             |
 //! | `{prefix}:{q}:idem:{key}`   | string | an idempotency key's fingerprint (expires)    |
 //! | `{prefix}:{q}:batch:{id}`   | list   | the ids of a batch's jobs (expires with them) |
+//! | `{prefix}:{q}:scheduler`    | string | the worker holding the scheduler's lease      |
+//! | `{prefix}:{q}:schedules`    | hash   | each schedule's cron, place, last and next run |
 //!
 //! Why Streams rather than lists (`BLMOVE`) or sorted sets:
 //! - `XREADGROUP BLOCK` wakes a waiting worker the moment `XADD` lands, so
@@ -119,21 +121,29 @@
 //! short with `CLIENT UNBLOCK`, hands back the jobs taken but not started,
 //! and leaves the group.
 
+mod admin;
 mod backend;
 mod batch;
 mod config;
+mod connection;
 mod error;
+mod finish;
+mod inspect;
 mod job;
+mod keys;
 mod lease;
+mod push;
 mod queue;
 mod scripts;
 
 pub use backend::{QueueBackend, QueueLayer, QueueService};
 pub use config::QueueConfig;
+pub use connection::{RedisConnection, RedisTarget, ServerAddress, slot};
 pub use error::{JobTimedOut, QueueError};
 pub use job::{
     Cancelled, ConsumerInfo, JobPage, JobRecord, JobStatus, LOW_LANE_EVERY, MAX_DELAY, NewJob,
     Priority, Pushed, QueueStats, Redriven,
 };
+pub use keys::ScheduleKeys;
 pub use lease::{JobLease, meta_keys};
-pub use queue::{RedisQueue, ServerAddress, connect_with_retry, redis_client};
+pub use queue::{RedisQueue, connect_with_retry};

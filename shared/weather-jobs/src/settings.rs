@@ -1,5 +1,7 @@
-//! Settings shared by the api and the worker: where Redis is and how the
-//! weather queue behaves. Each is a flag with an environment fallback.
+//! Settings shared by the services: where Redis is and how the weather
+//! queue behaves (the api, the worker and the console), and where Kafka
+//! is (the worker and the alerts service, which also reads the Redis URL
+//! from here). Each is a flag with an environment fallback.
 
 use std::fmt;
 use std::time::Duration;
@@ -10,7 +12,8 @@ use redis_job_queue::{QueueConfig, QueueError, RedisQueue};
 
 use crate::WEATHER_QUEUE;
 
-/// A Redis URL. It may hold a password, so it never prints in full.
+/// A Redis URL, or a comma-separated list of them: the seed nodes of a
+/// Redis Cluster. It may hold a password, so it never prints in full.
 #[derive(Clone)]
 pub struct RedisUrl(String);
 
@@ -19,38 +22,67 @@ impl RedisUrl {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// Each URL of the list (one for a single server).
+    fn parts(&self) -> impl Iterator<Item = &str> {
+        self.0.split(',').map(str::trim).filter(|u| !u.is_empty())
+    }
 }
 
 impl std::str::FromStr for RedisUrl {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        redis::parse_redis_url(s)
-            .map(|_| Self(s.to_owned()))
-            .ok_or_else(|| "not a redis:// or rediss:// URL".to_owned())
+        let url = Self(s.to_owned());
+        if url.parts().next().is_none() {
+            return Err("no redis:// or rediss:// URL".to_owned());
+        }
+        let bad = url
+            .parts()
+            .find(|u| redis::parse_redis_url(u).is_none())
+            .map(|u| Self(u.to_owned()));
+        match bad {
+            Some(bad) if url.parts().count() > 1 => Err(format!(
+                "{bad:?} in the list is not a redis:// or rediss:// URL"
+            )),
+            Some(_) => Err(
+                "not a redis:// or rediss:// URL (or a comma-separated list of them, \
+                 for a Redis Cluster)"
+                    .to_owned(),
+            ),
+            None => Ok(url),
+        }
     }
 }
 
 impl fmt::Debug for RedisUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match redis::parse_redis_url(&self.0) {
-            Some(url) => write!(
-                f,
-                "{}://{}{}:{}{}",
-                url.scheme(),
-                if url.password().is_some() { "***@" } else { "" },
-                url.host_str().unwrap_or_default(),
-                url.port().unwrap_or(6379),
-                url.path()
-            ),
-            None => f.write_str("<invalid redis url>"),
+        for (i, part) in self.parts().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            match redis::parse_redis_url(part) {
+                Some(url) => write!(
+                    f,
+                    "{}://{}{}:{}{}",
+                    url.scheme(),
+                    if url.password().is_some() { "***@" } else { "" },
+                    url.host_str().unwrap_or_default(),
+                    url.port().unwrap_or(6379),
+                    url.path()
+                )?,
+                None => f.write_str("<invalid redis url>")?,
+            }
         }
+        Ok(())
     }
 }
 
 /// Redis and queue settings.
 #[derive(Debug, Clone, Args)]
 pub struct QueueArgs {
-    /// Redis URL, for the queue and the cache.
+    /// Redis URL, for the queue and the cache; for a Redis Cluster, the
+    /// URLs of some of its nodes, comma-separated (a single node's URL
+    /// works too: the client asks it).
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/")]
     pub redis_url: RedisUrl,
     /// PEM file of the root certificate(s) to trust for a `rediss://`
@@ -130,6 +162,23 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert_eq!(shown, "redis://***@cache.internal:6380/2");
         assert!("http://nope".parse::<RedisUrl>().is_err());
+    }
+
+    #[test]
+    fn a_list_of_urls_names_a_clusters_seed_nodes_and_hides_their_passwords() {
+        let url: RedisUrl = "redis://:hunter2@10.0.0.1:7000, redis://:hunter2@10.0.0.2:7001"
+            .parse()
+            .expect("valid");
+        let shown = format!("{url:?}");
+        assert_eq!(shown, "redis://***@10.0.0.1:7000,redis://***@10.0.0.2:7001");
+        let err = "redis://10.0.0.1:7000,http://:hunter2@10.0.0.2"
+            .parse::<RedisUrl>()
+            .expect_err("one is not a Redis URL");
+        assert!(
+            err.contains("in the list") && !err.contains("hunter2"),
+            "{err}"
+        );
+        assert!(" , ".parse::<RedisUrl>().is_err());
     }
 }
 

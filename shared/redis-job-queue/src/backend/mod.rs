@@ -45,7 +45,6 @@ use crate::{JobLease, QueueConfig, QueueError, RedisQueue, meta_keys};
 
 pub use layer::{QueueLayer, QueueService};
 use outcome::Outcome;
-pub(crate) use outcome::{Finish, finish_script};
 use reader::{Reader, fetch};
 
 /// Most jobs one read asks for, whatever the free capacity.
@@ -76,7 +75,7 @@ struct Shared {
     held: Mutex<HashSet<String>>,
     /// Outcomes finished while Redis was unreachable, oldest first: their
     /// entries stay held (renewed) until the record loop writes them.
-    unrecorded: Mutex<VecDeque<Finish>>,
+    unrecorded: Mutex<VecDeque<crate::finish::Finish>>,
     /// Woken when capacity frees up.
     waker: AtomicWaker,
     stopping: AtomicBool,
@@ -331,10 +330,11 @@ impl<Args: DeserializeOwned + Send + 'static> Backend for QueueBackend<Args> {
                         let id = shared.reader_id.load(Ordering::SeqCst);
                         if id != 0 {
                             let mut conn = shared.queue.conn.clone();
-                            let _: redis::RedisResult<i64> = redis::cmd("CLIENT")
-                                .arg("UNBLOCK")
-                                .arg(id)
-                                .query_async(&mut conn)
+                            let _: Result<i64, QueueError> = conn
+                                .query_at(
+                                    &shared.queue.keys.stream,
+                                    redis::cmd("CLIENT").arg("UNBLOCK").arg(id),
+                                )
                                 .await;
                         }
                         let limit = shared.cfg().block_timeout + Duration::from_secs(1);

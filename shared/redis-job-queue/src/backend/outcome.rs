@@ -2,7 +2,6 @@
 //! (success with its result, a retry after a backoff, or failure for good),
 //! and how it is recorded.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use apalis_core::error::{AbortError, BoxDynError, RetryAfterError};
@@ -10,8 +9,8 @@ use backon::{ExponentialBuilder, Retryable};
 use serde::Serialize;
 
 use super::Shared;
-use crate::queue::Keys;
-use crate::{JobLease, MAX_DELAY, QueueConfig, QueueError, scripts};
+use crate::finish::{Finish, finish_script};
+use crate::{JobLease, MAX_DELAY, QueueConfig, QueueError};
 
 /// Most outcomes kept while Redis is unreachable. Past it an outcome is
 /// dropped, and its job runs again once its lease expires.
@@ -215,59 +214,6 @@ fn backoff(cfg: &QueueConfig, attempt: u32) -> Duration {
 fn source_text(err: &(dyn std::error::Error + 'static)) -> String {
     err.source()
         .map_or_else(|| err.to_string(), |s| s.to_string())
-}
-
-/// One attempt's outcome, as the finish script takes it.
-#[derive(Debug, Clone)]
-pub(crate) struct Finish {
-    consumer: Arc<str>,
-    entry: String,
-    id: String,
-    attempt: u32,
-    /// `ok`, `retry` or `fail`.
-    kind: &'static str,
-    /// The result JSON, or the error text.
-    value: String,
-    /// How long from the server's now until the retry may run.
-    retry_in_ms: u64,
-    /// Metadata for the next attempt (JSON object, or empty).
-    carry: String,
-    /// The error's low-cardinality type, if the attempt failed and a
-    /// layer named it (empty otherwise).
-    error_type: String,
-}
-
-/// The finish script for a batch of outcomes; it answers, per outcome,
-/// whether it was recorded.
-pub(crate) fn finish_script(
-    keys: &Keys,
-    cfg: &QueueConfig,
-    done: &[Finish],
-) -> redis::ScriptInvocation<'static> {
-    let mut inv = scripts::FINISH.prepare_invoke();
-    inv.key(&keys.stream)
-        .key(&keys.delayed)
-        .key(&keys.failed)
-        .key(&keys.stats)
-        .key(&keys.succeeded)
-        .key(&keys.stream_high)
-        .key(&keys.stream_low)
-        .arg(&keys.job_prefix)
-        .arg(&keys.group)
-        .arg(cfg.retention.as_secs().max(1))
-        .arg(&keys.batch_prefix);
-    for d in done {
-        inv.arg(&*d.consumer)
-            .arg(&d.entry)
-            .arg(&d.id)
-            .arg(d.attempt)
-            .arg(d.kind)
-            .arg(&d.value)
-            .arg(d.retry_in_ms)
-            .arg(&d.carry)
-            .arg(&d.error_type);
-    }
-    inv
 }
 
 /// What a finished attempt leaves in the queue.

@@ -6,8 +6,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use redis::AsyncConnectionConfig;
-use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 
 use super::loops::heartbeat_period;
@@ -19,7 +17,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The blocking-read connection and the reclaim cursor.
 pub(super) struct Reader {
-    conn: MultiplexedConnection,
+    conn: crate::RedisConnection,
     /// The lane being scanned for expired leases, and where in it.
     claim_lane: usize,
     claim_cursor: String,
@@ -31,16 +29,15 @@ impl Reader {
         let cfg = shared.cfg();
         // The read blocks for up to `block_timeout`; the client must wait
         // longer than that before calling the server unresponsive.
-        let conn_cfg = AsyncConnectionConfig::new()
-            .set_response_timeout(Some(cfg.block_timeout + Duration::from_secs(5)));
         let mut conn = shared
             .queue
-            .client
-            .get_multiplexed_async_connection_with_config(&conn_cfg)
+            .target
+            .connect_dedicated(cfg.block_timeout + Duration::from_secs(5))
             .await?;
-        let id: i64 = redis::cmd("CLIENT")
-            .arg("ID")
-            .query_async(&mut conn)
+        // On the node that holds the queue, where the read blocks (and
+        // where `CLIENT UNBLOCK` must go).
+        let id: i64 = conn
+            .query_at(&shared.queue.keys.stream, redis::cmd("CLIENT").arg("ID"))
             .await?;
         shared.reader_id.store(id, Ordering::SeqCst);
         Ok(Self {

@@ -1,0 +1,78 @@
+//! Acting on jobs already queued: cancel, and re-drive failed ones.
+
+use crate::job::{Cancelled, JobStatus, Redriven};
+use crate::{QueueError, RedisQueue, scripts};
+
+impl RedisQueue {
+    /// Cancels a job that has not started. A queued job's stream entry
+    /// stays until a worker reads and drops it.
+    pub async fn cancel(&self, id: &str) -> Result<Cancelled, QueueError> {
+        let mut conn = self.conn.clone();
+        let before: String = scripts::CANCEL
+            .key(&self.keys.delayed)
+            .key(&self.keys.stats)
+            .arg(self.keys.job(id))
+            .arg(id)
+            .arg(self.cfg.retention.as_secs().max(1))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(match JobStatus::parse(&before) {
+            None => Cancelled::Unknown,
+            Some(JobStatus::Scheduled | JobStatus::Queued) => Cancelled::Yes,
+            Some(status) => Cancelled::TooLate(status),
+        })
+    }
+
+    /// Re-drives a failed job: it runs again as its next attempt with a
+    /// fresh attempt budget, and its new attempt's span links to the
+    /// failed one. Answers the status it had (`None`: no such job); only
+    /// a `Failed` job was re-driven.
+    pub async fn retry(&self, id: &str) -> Result<Option<JobStatus>, QueueError> {
+        let mut conn = self.conn.clone();
+        let (_, _, before): (u64, u64, String) = self
+            .redrive_script()
+            .arg("one")
+            .arg(id)
+            .arg(1)
+            .arg(1)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(JobStatus::parse(&before))
+    }
+
+    /// Re-drives failed jobs, oldest first, all of them or those whose
+    /// error type is `error_type`: at most `limit` per call, looking at
+    /// most at 10,000 failed jobs ([`Redriven::more`] says to call again).
+    pub async fn redrive_failed(
+        &self,
+        error_type: Option<&str>,
+        limit: usize,
+    ) -> Result<Redriven, QueueError> {
+        const SCAN: usize = 10_000;
+        let mut conn = self.conn.clone();
+        let (redriven, looked, _): (u64, u64, String) = self
+            .redrive_script()
+            .arg("all")
+            .arg(error_type.unwrap_or_default())
+            .arg(limit.max(1))
+            .arg(SCAN)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(Redriven {
+            redriven,
+            more: redriven as usize >= limit.max(1) || looked as usize >= SCAN,
+        })
+    }
+
+    /// The re-drive script with its keys and first argument.
+    fn redrive_script(&self) -> redis::ScriptInvocation<'static> {
+        let mut inv = scripts::REDRIVE.prepare_invoke();
+        inv.key(&self.keys.stream)
+            .key(&self.keys.failed)
+            .key(&self.keys.stats)
+            .key(&self.keys.stream_high)
+            .key(&self.keys.stream_low)
+            .arg(&self.keys.job_prefix);
+        inv
+    }
+}

@@ -1,0 +1,83 @@
+//! The Redis keys of one queue (the table in the crate docs).
+
+use crate::QueueConfig;
+use crate::job::Priority;
+
+/// The name of every queue's consumer group
+/// (`messaging.consumer.group.name`).
+pub(crate) const CONSUMER_GROUP: &str = "workers";
+
+/// Redis keys of one queue.
+#[derive(Debug)]
+pub(crate) struct Keys {
+    /// The normal lane's stream.
+    pub(crate) stream: String,
+    /// The high lane's stream.
+    pub(crate) stream_high: String,
+    /// The low lane's stream.
+    pub(crate) stream_low: String,
+    pub(crate) delayed: String,
+    pub(crate) failed: String,
+    pub(crate) succeeded: String,
+    pub(crate) consumers: String,
+    pub(crate) stats: String,
+    /// Prefix of the job hashes; the job id is appended.
+    pub(crate) job_prefix: String,
+    /// Prefix of the idempotency keys; the caller's key is appended.
+    pub(crate) idem_prefix: String,
+    /// Prefix of the batch indexes; the batch id is appended.
+    pub(crate) batch_prefix: String,
+    pub(crate) group: String,
+    /// The scheduler's keys (kept by the workers' scheduler, read by the
+    /// console).
+    pub(crate) schedules: ScheduleKeys,
+}
+
+/// The Redis keys of a queue's schedules: in the queue's hash tag, beside
+/// its other keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleKeys {
+    /// A string: the worker that holds the scheduler's lease (it alone
+    /// fires the runs), with a TTL.
+    pub lease: String,
+    /// A hash of each schedule's state, `{name}:{field}` for the fields
+    /// `cron`, `city`, `last`, `next` and `definition`.
+    pub state: String,
+}
+
+impl Keys {
+    pub(crate) fn new(cfg: &QueueConfig) -> Self {
+        let base = format!("{}:{{{}}}", cfg.key_prefix, cfg.name);
+        Self {
+            stream: format!("{base}:stream"),
+            stream_high: format!("{base}:stream:high"),
+            stream_low: format!("{base}:stream:low"),
+            delayed: format!("{base}:delayed"),
+            failed: format!("{base}:failed"),
+            succeeded: format!("{base}:succeeded"),
+            consumers: format!("{base}:consumers"),
+            stats: format!("{base}:stats"),
+            job_prefix: format!("{base}:job:"),
+            idem_prefix: format!("{base}:idem:"),
+            batch_prefix: format!("{base}:batch:"),
+            group: CONSUMER_GROUP.into(),
+            schedules: ScheduleKeys {
+                lease: format!("{base}:scheduler"),
+                state: format!("{base}:schedules"),
+            },
+        }
+    }
+
+    pub(crate) fn job(&self, id: &str) -> String {
+        format!("{}{id}", self.job_prefix)
+    }
+
+    /// The stream of `priority`'s lane.
+    pub(crate) fn lane(&self, priority: Priority) -> &str {
+        match priority {
+            Priority::High => &self.stream_high,
+            Priority::Normal => &self.stream,
+            Priority::Low => &self.stream_low,
+        }
+    }
+}
