@@ -74,6 +74,18 @@ impl From<QueueError> for ApiError {
                     .into(),
             );
         }
+        if let QueueError::NotReplicated { wanted, reached } = e {
+            tracing::warn!(
+                wanted,
+                reached,
+                "a push was not confirmed by enough replicas"
+            );
+            return Self::Unavailable(format!(
+                "the job reached {reached} of the {wanted} Redis replicas required in time, so it \
+                 may be lost in a failover (or may still run); send it again with the same \
+                 Idempotency-Key to be sure of exactly one job"
+            ));
+        }
         if e.is_unavailable() {
             // Redis's own words stay in the log (and the span).
             tracing::warn!(error = %e, "the job queue is unavailable");

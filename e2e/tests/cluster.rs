@@ -165,3 +165,33 @@ async fn the_alerts_service_keeps_its_alerts_on_a_redis_cluster() -> anyhow::Res
     assert_eq!(alerts[0]["trace_id"], trace.as_str());
     Ok(())
 }
+
+#[tokio::test]
+async fn with_replicas_required_a_push_they_did_not_confirm_is_a_503_to_retry_with_the_same_key()
+-> anyhow::Result<()> {
+    // One server: no replica can confirm.
+    let stack = Stack::launch(Options {
+        api_env: &[
+            ("QUEUE_WAIT_REPLICAS", "1"),
+            ("QUEUE_WAIT_TIMEOUT_MS", "50"),
+        ],
+        ..Options::default()
+    })
+    .await?;
+    let res = stack
+        .http
+        .post(format!("{}/v1/jobs", stack.api_url))
+        .header("idempotency-key", "durable-1")
+        .json(&json!({ "city": "Oslo" }))
+        .send()
+        .await?;
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let problem: serde_json::Value = res.json().await?;
+    let detail = problem["detail"].as_str().context("detail")?;
+    assert!(
+        detail.contains("replicas") && detail.contains("Idempotency-Key"),
+        "{problem}"
+    );
+    Ok(())
+}

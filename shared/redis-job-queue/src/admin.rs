@@ -1,7 +1,8 @@
 //! Acting on jobs already queued: cancel, and re-drive failed ones.
 
 use crate::job::{Cancelled, JobStatus, Redriven};
-use crate::{QueueError, RedisQueue, scripts};
+use crate::scripts::{self, DeclaredKeys};
+use crate::{QueueError, RedisQueue};
 
 impl RedisQueue {
     /// Cancels a job that has not started. A queued job's stream entry
@@ -11,7 +12,7 @@ impl RedisQueue {
         let before: String = scripts::CANCEL
             .key(&self.keys.delayed)
             .key(&self.keys.stats)
-            .arg(self.keys.job(id))
+            .key(self.keys.job(id))
             .arg(id)
             .arg(self.cfg.retention.as_secs().max(1))
             .invoke_async(&mut conn)
@@ -30,7 +31,7 @@ impl RedisQueue {
     pub async fn retry(&self, id: &str) -> Result<Option<JobStatus>, QueueError> {
         let mut conn = self.conn.clone();
         let (_, _, before): (u64, u64, String) = self
-            .redrive_script()
+            .redrive_script(Some(id))
             .arg("one")
             .arg(id)
             .arg(1)
@@ -51,7 +52,7 @@ impl RedisQueue {
         const SCAN: usize = 10_000;
         let mut conn = self.conn.clone();
         let (redriven, looked, _): (u64, u64, String) = self
-            .redrive_script()
+            .redrive_script(None)
             .arg("all")
             .arg(error_type.unwrap_or_default())
             .arg(limit.max(1))
@@ -65,14 +66,14 @@ impl RedisQueue {
     }
 
     /// The re-drive script with its keys and first argument.
-    fn redrive_script(&self) -> redis::ScriptInvocation<'static> {
-        let mut inv = scripts::REDRIVE.prepare_invoke();
-        inv.key(&self.keys.stream)
-            .key(&self.keys.failed)
-            .key(&self.keys.stats)
-            .key(&self.keys.stream_high)
-            .key(&self.keys.stream_low)
-            .arg(&self.keys.job_prefix);
+    fn redrive_script(&self, job: Option<&str>) -> redis::ScriptInvocation<'static> {
+        let mut declared =
+            DeclaredKeys::new(&[&self.keys.stream, &self.keys.failed, &self.keys.stats]);
+        if let Some(id) = job {
+            declared.declare(self.keys.job(id));
+        }
+        let mut inv = declared.invocation(&scripts::REDRIVE, &self.keys);
+        inv.arg(&self.keys.job_prefix);
         inv
     }
 }

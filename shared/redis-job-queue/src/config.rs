@@ -38,6 +38,16 @@ pub struct QueueConfig {
     /// Root certificates (PEM) trusted for a `rediss://` server, in place
     /// of the system's: for a server whose certificate a private CA signed.
     pub tls_ca_pem: Option<Vec<u8>>,
+    /// Replicas a push must reach before it is acknowledged (`WAIT`); 0:
+    /// acknowledged once the master has it. Redis replicates
+    /// asynchronously: a master that fails right after acknowledging a
+    /// push may take it with it, unless a replica had it first.
+    pub wait_replicas: u32,
+    /// Longest a push waits for [`Self::wait_replicas`] replicas; past it
+    /// the push is reported as not replicated ([`QueueError::NotReplicated`]).
+    ///
+    /// [`QueueError::NotReplicated`]: crate::QueueError::NotReplicated
+    pub wait_timeout: Duration,
 }
 
 impl QueueConfig {
@@ -57,6 +67,8 @@ impl QueueConfig {
             promote_interval: Duration::from_millis(250),
             idempotency_window: Duration::from_secs(24 * 3600),
             tls_ca_pem: None,
+            wait_replicas: 0,
+            wait_timeout: Duration::from_secs(1),
         }
     }
 }

@@ -42,6 +42,17 @@ pub enum QueueError {
     /// The queue settings are unusable.
     #[error("invalid queue settings: {0}")]
     Config(String),
+    /// The push reached the master but not enough replicas within the
+    /// wait ([`crate::QueueConfig::wait_replicas`]): it may be lost if the
+    /// master fails now, and may also still run. Push it again with the
+    /// same idempotency key to be sure of one job.
+    #[error("the push reached {reached} of the {wanted} replicas asked for in time")]
+    NotReplicated {
+        /// Replicas asked for.
+        wanted: u32,
+        /// Replicas that confirmed it.
+        reached: u32,
+    },
 }
 
 impl QueueError {
@@ -51,7 +62,11 @@ impl QueueError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            Self::Redis(_) | Self::Batch(_) | Self::Timeout(_) | Self::Closed
+            Self::Redis(_)
+                | Self::Batch(_)
+                | Self::Timeout(_)
+                | Self::Closed
+                | Self::NotReplicated { .. }
         )
     }
 }

@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
+use crate::QueueConfig;
 use crate::keys::Keys;
-use crate::{QueueConfig, scripts};
+use crate::scripts::{self, DeclaredKeys};
 
 /// One attempt's outcome, as the finish script takes it.
 #[derive(Debug, Clone)]
@@ -24,6 +25,9 @@ pub(crate) struct Finish {
     /// The error's low-cardinality type, if the attempt failed and a
     /// layer named it (empty otherwise).
     pub(crate) error_type: String,
+    /// The batch the job belongs to, if any: its index lives as long as
+    /// the job's record.
+    pub(crate) batch: Option<String>,
 }
 
 /// The finish script for a batch of outcomes; it answers, per outcome,
@@ -33,19 +37,27 @@ pub(crate) fn finish_script(
     cfg: &QueueConfig,
     done: &[Finish],
 ) -> redis::ScriptInvocation<'static> {
-    let mut inv = scripts::FINISH.prepare_invoke();
-    inv.key(&keys.stream)
-        .key(&keys.delayed)
-        .key(&keys.failed)
-        .key(&keys.stats)
-        .key(&keys.succeeded)
-        .key(&keys.stream_high)
-        .key(&keys.stream_low)
-        .arg(&keys.job_prefix)
-        .arg(&keys.group)
-        .arg(cfg.retention.as_secs().max(1))
-        .arg(&keys.batch_prefix);
-    for d in done {
+    let mut declared = DeclaredKeys::new(&[
+        &keys.stream,
+        &keys.delayed,
+        &keys.failed,
+        &keys.stats,
+        &keys.succeeded,
+    ]);
+    let per_outcome: Vec<(usize, usize)> = done
+        .iter()
+        .map(|d| {
+            let hash = declared.declare(keys.job(&d.id));
+            let batch = d
+                .batch
+                .as_deref()
+                .map_or(0, |b| declared.declare(keys.batch(b)));
+            (hash, batch)
+        })
+        .collect();
+    let mut inv = declared.invocation(&scripts::FINISH, keys);
+    inv.arg(&keys.group).arg(cfg.retention.as_secs().max(1));
+    for (d, (hash, batch)) in done.iter().zip(per_outcome) {
         inv.arg(&*d.consumer)
             .arg(&d.entry)
             .arg(&d.id)
@@ -54,7 +66,9 @@ pub(crate) fn finish_script(
             .arg(&d.value)
             .arg(d.retry_in_ms)
             .arg(&d.carry)
-            .arg(&d.error_type);
+            .arg(&d.error_type)
+            .arg(hash)
+            .arg(batch);
     }
     inv
 }

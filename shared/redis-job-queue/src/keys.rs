@@ -68,8 +68,19 @@ impl Keys {
         }
     }
 
+    /// The hash of job `id`.
     pub(crate) fn job(&self, id: &str) -> String {
         format!("{}{id}", self.job_prefix)
+    }
+
+    /// The idempotency key `key`'s fingerprint.
+    pub(crate) fn idempotency(&self, key: &str) -> String {
+        format!("{}{key}", self.idem_prefix)
+    }
+
+    /// The index of batch `id`'s jobs.
+    pub(crate) fn batch(&self, id: &str) -> String {
+        format!("{}{id}", self.batch_prefix)
     }
 
     /// The stream of `priority`'s lane.

@@ -38,6 +38,8 @@ pub struct JobLease {
     pub(crate) timed_out: Arc<AtomicBool>,
     /// The stream entry that delivered it.
     pub(crate) entry: String,
+    /// The batch the job belongs to, if any.
+    pub(crate) batch: Option<String>,
     /// Metadata to merge into the job for its next attempt, if it is
     /// retried (shared by the clones of this lease).
     pub(crate) carry: Arc<Mutex<BTreeMap<String, String>>>,
@@ -63,6 +65,7 @@ impl JobLease {
             timeout: None,
             timed_out: Arc::default(),
             entry,
+            batch: None,
             carry: Arc::default(),
             error_type: Arc::default(),
         }

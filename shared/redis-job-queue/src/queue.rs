@@ -12,7 +12,7 @@ use crate::connection::{RedisConnection, RedisTarget, ServerAddress};
 use crate::finish::Finish;
 use crate::job::{NewJob, Priority};
 use crate::keys::Keys;
-use crate::push::push_script;
+use crate::push::{NOT_REPLICATED, PUSHED, push_script, wait_replicas};
 use crate::{QueueConfig, QueueError};
 
 /// Most jobs or outcomes one group-committed script call carries.
@@ -26,6 +26,10 @@ pub struct RedisQueue {
     /// Opens the workers' blocking connections.
     pub(crate) target: RedisTarget,
     pub(crate) conn: RedisConnection,
+    /// The pushes' connection: `conn`, or with
+    /// [`QueueConfig::wait_replicas`] one of their own (a `WAIT` holds up
+    /// every command behind it on its connection).
+    pub(crate) push_conn: RedisConnection,
     pub(crate) cfg: Arc<QueueConfig>,
     pub(crate) keys: Arc<Keys>,
     server: Arc<ServerAddress>,
@@ -69,15 +73,29 @@ impl RedisQueue {
             )));
         }
         let keys = Arc::new(Keys::new(&cfg));
+        let push_conn = match cfg.wait_replicas {
+            0 => conn.clone(),
+            _ => target.connect().await?,
+        };
         let cfg = Arc::new(cfg);
         let pusher = {
-            let (conn, keys, cfg) = (conn.clone(), keys.clone(), cfg.clone());
+            let (conn, keys, cfg) = (push_conn.clone(), keys.clone(), cfg.clone());
             Batcher::spawn(GROUP_COMMIT_MAX, move |jobs: Vec<NewJob>| {
                 let (mut conn, keys, cfg) = (conn.clone(), keys.clone(), cfg.clone());
                 async move {
-                    push_script(&keys, &cfg, &jobs)
+                    let mut codes: Vec<u8> = push_script(&keys, &cfg, &jobs)
                         .invoke_async(&mut conn)
-                        .await
+                        .await?;
+                    if codes.contains(&PUSHED) {
+                        let reached = wait_replicas(&mut conn, &keys, &cfg).await?;
+                        if reached < cfg.wait_replicas {
+                            let code = NOT_REPLICATED + reached.min(200) as u8;
+                            for c in codes.iter_mut().filter(|c| **c == PUSHED) {
+                                *c = code;
+                            }
+                        }
+                    }
+                    Ok(codes)
                 }
             })
         };
@@ -96,6 +114,7 @@ impl RedisQueue {
             server: Arc::new(target.server()),
             target,
             conn,
+            push_conn,
             cfg,
             keys,
             pusher: Arc::new(pusher),

@@ -5,10 +5,22 @@
 //! durations (delays, windows), never instants of their own clock.
 //! Scripts that touch streams get the priority lanes prepended
 //! (`lanes.lua`): their keys end with the high and low lanes' streams.
+//!
+//! Every key a script touches is in its `KEYS`, as Redis asks of scripts
+//! (and a Redis Cluster relies on): the queue's own keys first, then the
+//! keys of the jobs the caller names ([`DeclaredKeys`]), then the lanes.
+//! The one exception is a job hash reached through an id the script reads
+//! from the queue's own structures (a stream entry, the delayed or failed
+//! set): its key is the job-hash prefix plus the id, which shares the
+//! queue's hash tag, so it is on the same slot as the declared keys.
 
 use std::sync::LazyLock;
 
+use std::collections::HashMap;
+
 use redis::Script;
+
+use crate::keys::Keys;
 
 macro_rules! script {
     ($($file:literal),+) => {
@@ -42,3 +54,45 @@ pub(crate) static STATS: LazyLock<Script> =
 pub(crate) static CANCEL: LazyLock<Script> = script!("lua/now.lua", "lua/cancel.lua");
 pub(crate) static LIST: LazyLock<Script> = script!("lua/lanes.lua", "lua/list.lua");
 pub(crate) static REDRIVE: LazyLock<Script> = script!("lua/lanes.lua", "lua/redrive.lua");
+
+/// The `KEYS` of one script call: the script's fixed keys, then keys
+/// declared as the call's jobs need them (each once; the script finds them
+/// by the index [`Self::declare`] answers), then the lanes' streams.
+pub(crate) struct DeclaredKeys {
+    keys: Vec<String>,
+    index: HashMap<String, usize>,
+}
+
+impl DeclaredKeys {
+    /// Starts with the script's fixed keys, `KEYS[1]` onwards.
+    pub(crate) fn new(fixed: &[&str]) -> Self {
+        Self {
+            keys: fixed.iter().map(|k| (*k).to_owned()).collect(),
+            index: HashMap::new(),
+        }
+    }
+
+    /// The 1-based `KEYS` index of `key`, declaring it the first time.
+    pub(crate) fn declare(&mut self, key: String) -> usize {
+        if let Some(&at) = self.index.get(&key) {
+            return at;
+        }
+        self.keys.push(key.clone());
+        self.index.insert(key, self.keys.len());
+        self.keys.len()
+    }
+
+    /// A call of `script` with these keys and the lanes' streams last.
+    pub(crate) fn invocation(
+        self,
+        script: &'static Script,
+        lanes: &Keys,
+    ) -> redis::ScriptInvocation<'static> {
+        let mut inv = script.prepare_invoke();
+        for key in &self.keys {
+            inv.key(key);
+        }
+        inv.key(&lanes.stream_high).key(&lanes.stream_low);
+        inv
+    }
+}

@@ -183,3 +183,47 @@ async fn the_queue_goes_on_when_its_master_fails_and_the_replica_takes_over() ->
     wait_succeeded(&queue, &before, Duration::from_secs(5)).await?;
     worker.stop().await
 }
+
+#[tokio::test]
+async fn a_push_waits_for_the_replicas_asked_for_or_says_it_did_not_reach_them()
+-> anyhow::Result<()> {
+    let cluster = RedisCluster::start(3, 1).await?;
+    let mut cfg = config();
+    cfg.wait_replicas = 1;
+    let queue = RedisQueue::connect(&cluster.url(), cfg.clone()).await?;
+    let id = queue.push(NewJob::new(&Job { n: 1 })?).await?;
+    assert!(queue.status(&id).await?.is_some());
+    assert_eq!(
+        queue.push_batch(vec![NewJob::new(&Job { n: 2 })?]).await?,
+        vec![true]
+    );
+
+    // Each master has one replica: two cannot confirm.
+    cfg.wait_replicas = 2;
+    cfg.wait_timeout = Duration::from_millis(100);
+    let queue = RedisQueue::connect(&cluster.url(), cfg).await?;
+    let err = queue
+        .push(NewJob::new(&Job { n: 3 })?)
+        .await
+        .expect_err("one replica cannot confirm for two");
+    assert!(
+        matches!(
+            err,
+            redis_job_queue::QueueError::NotReplicated {
+                wanted: 2,
+                reached: 1
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.is_unavailable());
+    let err = queue
+        .push_batch(vec![NewJob::new(&Job { n: 4 })?])
+        .await
+        .expect_err("nor for a batch");
+    assert!(
+        matches!(err, redis_job_queue::QueueError::NotReplicated { .. }),
+        "{err:?}"
+    );
+    Ok(())
+}

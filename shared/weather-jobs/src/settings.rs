@@ -112,6 +112,16 @@ pub struct QueueArgs {
     /// the policy (0: no limit).
     #[arg(long, env = "JOB_TIMEOUT_SECS", default_value_t = 300)]
     pub job_timeout_secs: u64,
+    /// Replicas a push must reach (Redis `WAIT`) before the api answers
+    /// 202; 0: once the master has it. Replication is asynchronous, so
+    /// without it a failover can lose a push the api acknowledged.
+    #[arg(long, env = "QUEUE_WAIT_REPLICAS", default_value_t = 0)]
+    pub queue_wait_replicas: u32,
+    /// Milliseconds a push waits for QUEUE_WAIT_REPLICAS replicas; past
+    /// it the api answers 503 (the job may still run: send it again with
+    /// the same Idempotency-Key).
+    #[arg(long, env = "QUEUE_WAIT_TIMEOUT_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub queue_wait_timeout_ms: u64,
 }
 
 impl QueueArgs {
@@ -145,6 +155,8 @@ impl QueueArgs {
         cfg.retry_backoff = Duration::from_millis(self.job_retry_backoff_ms);
         cfg.job_timeout =
             (self.job_timeout_secs > 0).then(|| Duration::from_secs(self.job_timeout_secs));
+        cfg.wait_replicas = self.queue_wait_replicas;
+        cfg.wait_timeout = Duration::from_millis(self.queue_wait_timeout_ms);
         cfg
     }
 }

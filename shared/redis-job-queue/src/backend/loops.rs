@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Shared, Started};
-use crate::scripts;
+use crate::scripts::{self, DeclaredKeys};
 
 /// Consumers silent for this many leases are forgotten once idle.
 const DEAD_AFTER_LEASES: u32 = 3;
@@ -144,18 +144,18 @@ pub(super) async fn record_before_leaving(shared: &Shared) {
 /// Gives back jobs taken but never started and deregisters the consumer.
 pub(super) async fn leave(shared: &Shared, unstarted: &[Started]) {
     let keys = &shared.queue.keys;
-    let mut inv = scripts::LEAVE.prepare_invoke();
-    inv.key(&keys.stream)
-        .key(&keys.consumers)
-        .key(&keys.stream_high)
-        .key(&keys.stream_low)
-        .arg(&keys.job_prefix)
-        .arg(&keys.group)
-        .arg(&*shared.consumer);
-    for job in unstarted {
+    let mut declared = DeclaredKeys::new(&[&keys.stream, &keys.consumers]);
+    let hashes: Vec<usize> = unstarted
+        .iter()
+        .map(|job| declared.declare(keys.job(&job.lease.id)))
+        .collect();
+    let mut inv = declared.invocation(&scripts::LEAVE, keys);
+    inv.arg(&keys.group).arg(&*shared.consumer);
+    for (job, hash) in unstarted.iter().zip(hashes) {
         inv.arg(&job.lease.entry)
             .arg(&job.lease.id)
-            .arg(job.lease.attempt);
+            .arg(job.lease.attempt)
+            .arg(hash);
     }
     let mut conn = shared.queue.conn.clone();
     if let Err(e) = inv.invoke_async::<i64>(&mut conn).await {

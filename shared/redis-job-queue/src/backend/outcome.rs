@@ -59,6 +59,7 @@ impl Shared {
             retry_in_ms,
             carry: lease.carried_json(),
             error_type: lease.error_type().unwrap_or_default(),
+            batch: lease.batch.clone(),
         };
         let submit = || self.queue.finisher.submit(done.clone());
         let recorded = submit

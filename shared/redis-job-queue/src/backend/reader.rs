@@ -216,7 +216,18 @@ async fn started(
     inv: redis::ScriptInvocation<'static>,
 ) -> Result<Vec<Started>, QueueError> {
     let mut conn = shared.queue.conn.clone();
-    type Row = (String, String, String, String, u32, u32, u64, u64, u64);
+    type Row = (
+        String,
+        String,
+        String,
+        String,
+        u32,
+        u32,
+        u64,
+        u64,
+        u64,
+        String,
+    );
     let rows: Vec<Row> = inv.invoke_async(&mut conn).await?;
     let default_timeout = shared.cfg().job_timeout;
     Ok(rows
@@ -232,6 +243,7 @@ async fn started(
                 enqueued_at_ms,
                 timeout_ms,
                 started_at_ms,
+                batch,
             )| {
                 shared.hold(&entry);
                 let mut lease = JobLease::new(
@@ -242,6 +254,7 @@ async fn started(
                     enqueued_at_ms,
                     started_at_ms,
                 );
+                lease.batch = (!batch.is_empty()).then_some(batch);
                 lease.timeout = match timeout_ms {
                     0 => default_timeout,
                     ms => Some(Duration::from_millis(ms)),

@@ -1,21 +1,22 @@
 -- Record the outcomes of a batch of attempts and acknowledge their entries.
--- KEYS: 1 stream, 2 delayed, 3 failed, 4 stats, 5 succeeded, 6 high lane
---       stream, 7 low lane stream
--- ARGV: 1 job key prefix, 2 group, 3 retention secs, 4 batch index key
---       prefix, then 9 per attempt:
+-- KEYS: 1 stream, 2 delayed, 3 failed, 4 stats, 5 succeeded, then the
+--       jobs' hashes and batch indexes as the per-attempt arguments point
+--       to them, and last the high and low lanes' streams
+-- ARGV: 1 group, 2 retention secs, then 11 per attempt:
 --       consumer, entry id, job id, attempt, outcome (ok|retry|fail),
 --       result JSON or error text, retry delay ms (from the server's now),
 --       a JSON object of metadata to merge in for a later attempt ('' for
---       none; kept on failure too, for a re-drive), and the error's type
---       ('' for none)
+--       none; kept on failure too, for a re-drive), the error's type
+--       ('' for none), and the KEYS indexes of the job's hash and of its
+--       batch's index (0: not in a batch)
 -- Returns one integer per attempt: 1 recorded; 0 when the attempt is
 -- stale (its lease expired and a newer attempt owns the job, so it must
 -- not overwrite it); 2 when the job's record is gone (a running job's
 -- record never expires, so Redis lost its data: restarted empty, say).
 -- Outcomes may arrive long after the attempt ended (kept by the worker
 -- through an outage): the fence below makes that safe.
-local prefix, group, batch_prefix = ARGV[1], ARGV[2], ARGV[4]
-local retention = tonumber(ARGV[3])
+local group = ARGV[1]
+local retention = tonumber(ARGV[2])
 local out = {}
 local counts = { succeeded = 0, retried = 0, failed = 0 }
 -- Entries to acknowledge and delete, by stream, and the succeeded index's
@@ -23,9 +24,8 @@ local counts = { succeeded = 0, retried = 0, failed = 0 }
 -- batch costs Redis far less than one per job).
 local acks, streams, succeeded = {}, {}, {}
 -- A job that ends keeps its batch's index for as long as its own record.
-local function keep_batch(batch)
-  if not batch then return end
-  local index = batch_prefix .. batch
+local function keep_batch(index)
+  if not index then return end
   if redis.call('TTL', index) < retention then
     redis.call('EXPIRE', index, retention)
   end
@@ -39,12 +39,14 @@ local function carry(key, extra)
   for k, v in pairs(cjson.decode(extra)) do meta[k] = v end
   redis.call('HSET', key, 'meta', cjson.encode(meta))
 end
-for i = 5, #ARGV, 9 do
+for i = 3, #ARGV, 11 do
   local consumer, entry, id, attempt, outcome, value =
     ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   local error_type = ARGV[i + 8]
-  local key = prefix .. id
-  local j = redis.call('HMGET', key, 'status', 'attempts', 'worker', 'batch',
+  local key = KEYS[tonumber(ARGV[i + 9])]
+  local batch_index = nil
+  if ARGV[i + 10] ~= '0' then batch_index = KEYS[tonumber(ARGV[i + 10])] end
+  local j = redis.call('HMGET', key, 'status', 'attempts', 'worker',
     'error', 'error_type')
   if not j[1] then
     out[#out + 1] = 2
@@ -61,11 +63,11 @@ for i = 5, #ARGV, 9 do
     if outcome == 'ok' then
       redis.call('HSET', key, 'status', 'succeeded', 'result', value, 'finished_at', now)
       -- Clear an earlier attempt's error, if there is one.
-      if j[5] or j[6] then redis.call('HDEL', key, 'error', 'error_type') end
+      if j[4] or j[5] then redis.call('HDEL', key, 'error', 'error_type') end
       redis.call('EXPIRE', key, retention)
       succeeded[#succeeded + 1] = now
       succeeded[#succeeded + 1] = id
-      keep_batch(j[4])
+      keep_batch(batch_index)
       counts.succeeded = counts.succeeded + 1
     else
       carry(key, ARGV[i + 7])
@@ -83,7 +85,7 @@ for i = 5, #ARGV, 9 do
         redis.call('HSET', key, 'status', 'failed', 'error', value, 'finished_at', now)
         redis.call('EXPIRE', key, retention)
         redis.call('ZADD', KEYS[3], now, id)
-        keep_batch(j[4])
+        keep_batch(batch_index)
         counts.failed = counts.failed + 1
       end
     end

@@ -1,12 +1,13 @@
 -- A consumer shutting down: give back jobs it took but never started, then
 -- deregister it.
--- KEYS: 1 stream, 2 consumers, 3 high lane stream, 4 low lane stream
--- ARGV: 1 job key prefix, 2 group, 3 consumer, then triples:
---       entry, job id, attempt
-local prefix, group, consumer = ARGV[1], ARGV[2], ARGV[3]
-for i = 4, #ARGV, 3 do
+-- KEYS: 1 stream, 2 consumers, then the jobs' hashes as the arguments
+--       point to them, and last the high and low lanes' streams
+-- ARGV: 1 group, 2 consumer, then 4 per job: entry, job id, attempt, the
+--       KEYS index of its hash
+local group, consumer = ARGV[1], ARGV[2]
+for i = 3, #ARGV, 4 do
   local entry, id, attempt = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local key = prefix .. id
+  local key = KEYS[tonumber(ARGV[i + 3])]
   local j = redis.call('HMGET', key, 'status', 'attempts', 'worker')
   if j[1] == 'running' and j[2] == attempt and j[3] == consumer then
     local stream, bare = entry_stream(entry)

@@ -4,7 +4,8 @@
 --       first), or the normal lane's stream (queued and running: lane by
 --       lane, high first, each oldest first); 2 high lane stream, 3 low
 --       lane stream
--- ARGV: 1 job key prefix, 2 kind: 'asc' or 'desc' (a sorted set) or
+-- ARGV: 1 job key prefix (of the hashes of the ids read from the
+--       stream, in the queue's hash tag), 2 kind: 'asc' or 'desc' (a sorted set) or
 --       'stream', 3 status wanted (for the stream), 4 cursor ('' for the
 --       first page; 'score:id' for a set, an entry name for the streams),
 --       5 page size, 6 most stream entries to look at

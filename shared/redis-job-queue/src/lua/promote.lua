@@ -1,7 +1,8 @@
 -- Move due delayed jobs onto their lane's stream, at most ARGV[1] of them,
 -- and mark them queued.
 -- KEYS: 1 stream, 2 delayed, 3 high lane stream, 4 low lane stream
--- ARGV: 1 limit, 2 job key prefix
+-- ARGV: 1 limit, 2 job key prefix (of the hashes of the ids read from
+--       the delayed set, in the queue's hash tag)
 -- Returns {moved, next due ms or -1, server now ms}.
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 for _, id in ipairs(due) do

@@ -1,28 +1,37 @@
 -- Enqueue a batch of jobs.
--- KEYS: 1 stream, 2 delayed, 3 stats, 4 high lane stream, 5 low lane stream
--- ARGV: 1 job key prefix, 2 idempotency key prefix, 3 idempotency window
---       secs, 4 batch index key prefix, 5 retention secs, then 10 per job: id, payload, metadata JSON ('' for none),
---       max attempts, delay ms (0 = now; counted on the server's clock,
---       like every time here), timeout ms (0 = the queue's), idempotency
---       key ('' for none), fingerprint of what was asked, priority
---       ('high', 'low', or '' for normal), batch id ('' for none)
+-- KEYS: 1 stream, 2 delayed, 3 stats, then the jobs' own keys (each
+--       job's hash, and its idempotency key and batch index when it has
+--       them) as the per-job arguments point to them, and last the high
+--       and low lanes' streams
+-- ARGV: 1 idempotency window secs, 2 retention secs, then 12 per job: id,
+--       payload, metadata JSON ('' for none), max attempts, delay ms (0 =
+--       now; counted on the server's clock, like every time here),
+--       timeout ms (0 = the queue's), fingerprint of what was asked,
+--       priority ('high', 'low', or '' for normal), batch id ('' for
+--       none), and the KEYS indexes of the job's hash, its idempotency
+--       key and its batch index (0 for none)
 -- A job of a batch is listed in the batch's index, which lives at least
 -- as long as the retention after the job may run (the finish script
 -- extends it as the batch's jobs end).
 -- Returns one integer per job: 1 enqueued; 0 refused (the id exists);
 -- 2 a repeat (the idempotency key was used with the same fingerprint:
 -- nothing enqueued); 3 a conflict (the key was used with another one).
-local prefix, idem_prefix, batch_prefix = ARGV[1], ARGV[2], ARGV[4]
-local window, retention = tonumber(ARGV[3]), tonumber(ARGV[5])
+local window, retention = tonumber(ARGV[1]), tonumber(ARGV[2])
 local out = {}
 local added = 0
-for i = 6, #ARGV, 10 do
+-- The key a per-job argument points to, or nil for 0.
+local function key_at(arg)
+  local index = tonumber(arg)
+  if index == 0 then return nil end
+  return KEYS[index]
+end
+for i = 3, #ARGV, 12 do
   local id = ARGV[i]
-  local key = prefix .. id
-  local idem, fingerprint = ARGV[i + 6], ARGV[i + 7]
+  local key = key_at(ARGV[i + 9])
+  local idem, fingerprint = key_at(ARGV[i + 10]), ARGV[i + 6]
   local seen = false
-  if idem ~= '' then
-    seen = redis.call('GET', idem_prefix .. idem)
+  if idem then
+    seen = redis.call('GET', idem)
   end
   if seen then
     if seen == fingerprint then out[#out + 1] = 2 else out[#out + 1] = 3 end
@@ -44,11 +53,11 @@ for i = 6, #ARGV, 10 do
       fields[#fields + 1] = 'run_at'
       fields[#fields + 1] = run_at
     end
-    local priority, batch = ARGV[i + 8], ARGV[i + 9]
+    local priority, batch = ARGV[i + 7], ARGV[i + 8]
     if batch ~= '' then
       fields[#fields + 1] = 'batch'
       fields[#fields + 1] = batch
-      local index = batch_prefix .. batch
+      local index = key_at(ARGV[i + 11])
       redis.call('RPUSH', index, id)
       local ttl = retention + math.ceil(delay / 1000)
       if redis.call('TTL', index) < ttl then
@@ -69,8 +78,8 @@ for i = 6, #ARGV, 10 do
     else
       redis.call('XADD', lane_stream(priority), '*', 'id', id)
     end
-    if idem ~= '' then
-      redis.call('SET', idem_prefix .. idem, fingerprint, 'EX', window)
+    if idem then
+      redis.call('SET', idem, fingerprint, 'EX', window)
     end
     out[#out + 1] = 1
     added = added + 1

@@ -1,14 +1,15 @@
 -- Re-drive failed jobs: each runs again as its next attempt, with a fresh
 -- attempt budget, and its metadata keeps what the failed attempt carried
 -- (its span, for the new attempt to link to).
--- KEYS: 1 stream, 2 failed, 3 stats, 4 high lane stream, 5 low lane stream
--- ARGV: 1 job key prefix, 2 mode: 'one' or 'all', 3 job id (one) or the
---       error type to match ('' for any; all), 4 most jobs to re-drive
---       (all), 5 most failed entries to look at (all)
+-- KEYS: 1 stream, 2 failed, 3 stats, (one only:) 4 the job's hash, and
+--       last the high and low lanes' streams
+-- ARGV: 1 job key prefix (all: the hashes of the ids read from the
+--       failed set, in the queue's hash tag), 2 mode: 'one' or 'all', 3
+--       job id (one) or the error type to match ('' for any; all), 4 most
+--       jobs to re-drive (all), 5 most failed entries to look at (all)
 -- Returns {re-driven, looked at, status before (one; '' when unknown)}.
 local prefix, mode = ARGV[1], ARGV[2]
-local function redrive(id)
-  local key = prefix .. id
+local function redrive(id, key)
   local j = redis.call('HMGET', key, 'attempts', 'max_attempts', 'budget', 'priority')
   local attempts = tonumber(j[1]) or 0
   local budget = tonumber(j[3]) or tonumber(j[2]) or 1
@@ -21,9 +22,9 @@ local function redrive(id)
   redis.call('HINCRBY', KEYS[3], 'redriven', 1)
 end
 if mode == 'one' then
-  local status = redis.call('HGET', prefix .. ARGV[3], 'status')
+  local status = redis.call('HGET', KEYS[4], 'status')
   if status == 'failed' then
-    redrive(ARGV[3])
+    redrive(ARGV[3], KEYS[4])
     return {1, 1, status}
   end
   return {0, 1, status or ''}
@@ -33,9 +34,10 @@ local ids = redis.call('ZRANGE', KEYS[2], 0, scan - 1)
 local done = 0
 for _, id in ipairs(ids) do
   if done >= limit then break end
-  local j = redis.call('HMGET', prefix .. id, 'status', 'error_type')
+  local key = prefix .. id
+  local j = redis.call('HMGET', key, 'status', 'error_type')
   if j[1] == 'failed' and (want == '' or j[2] == want) then
-    redrive(id)
+    redrive(id, key)
     done = done + 1
   elseif not j[1] then
     -- Its record expired: drop it from the index.

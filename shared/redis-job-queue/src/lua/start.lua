@@ -1,12 +1,14 @@
 -- Mark the jobs of delivered stream entries as running (a function, shared
 -- by start_read.lua and take.lua).
 -- KEYS: 1 stream, 2 failed, 3 stats, 4 high lane stream, 5 low lane stream
--- ARGV: 1 job key prefix, 2 group, 3 consumer, 4 retention secs
+-- ARGV: 1 job key prefix (see below), 2 group, 3 consumer, 4 retention secs
 -- `entries` is a flat list: stream entry id, job id, ...
--- Returns 9 values per started job: entry id, job id, payload, metadata,
+-- Returns 10 values per started job: entry id, job id, payload, metadata,
 -- attempt number, max attempts, enqueued-at ms, timeout ms (0: the
 -- queue's), started-at ms (the server's now, so the queue wait is
--- measured on one clock). Entries whose job is gone, finished or cancelled
+-- measured on one clock), batch id ('' for none).
+-- The job hashes are reached by the ids the entries carry: the job-hash
+-- prefix (ARGV[1]) plus the id, in the queue's hash tag. Entries whose job is gone, finished or cancelled
 -- are dropped; jobs past their attempt budget, and malformed records, are
 -- failed here.
 local function start(entries)
@@ -28,7 +30,7 @@ local function start(entries)
     local entry, id = entries[i], entries[i + 1]
     local key = prefix .. id
     local j = redis.call('HMGET', key, 'status', 'attempts', 'max_attempts',
-      'payload', 'meta', 'enqueued_at', 'timeout_ms')
+      'payload', 'meta', 'enqueued_at', 'timeout_ms', 'batch')
     local status = j[1]
     local attempts, max = tonumber(j[2] or '0'), tonumber(j[3])
     if (not status) or status == 'succeeded' or status == 'failed'
@@ -58,6 +60,7 @@ local function start(entries)
         out[#out + 1] = j[6]
         out[#out + 1] = tonumber(j[7]) or 0
         out[#out + 1] = now
+        out[#out + 1] = j[8] or ''
       end
     end
   end

@@ -74,6 +74,7 @@ fn queue_error_type(e: &QueueError) -> &'static str {
         QueueError::Invalid(_) => "invalid",
         QueueError::Corrupt { .. } => "corrupt",
         QueueError::Config(_) => "config",
+        QueueError::NotReplicated { .. } => "not_replicated",
     }
 }
 
