@@ -104,6 +104,9 @@ pub struct Options<'a> {
     /// Redis is a Redis Cluster of three masters with a replica each; the
     /// services get every node's URL, comma-separated.
     pub redis_cluster: bool,
+    /// `QUEUE_SHARDS` of the api, the workers and the console (1 unless
+    /// given).
+    pub queue_shards: Option<u16>,
     /// Workers started with the stack (2 unless given); more can be
     /// added with [`Stack::add_worker`].
     pub workers: Option<usize>,
@@ -169,7 +172,10 @@ impl Stack {
             (false, true, false) => StackRedis::Server(RedisServer::start_persistent().await?),
             (false, false, false) => StackRedis::Server(RedisServer::start().await?),
         };
-        let redis_env = redis.env();
+        let mut redis_env = redis.env();
+        if let Some(shards) = options.queue_shards {
+            redis_env.push(("QUEUE_SHARDS", shards.to_string()));
+        }
         let zipkin = ZipkinCollector::start().await?;
         let api_port = free_port()?;
         let api_url = format!("http://127.0.0.1:{api_port}");

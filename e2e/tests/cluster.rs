@@ -10,8 +10,25 @@ use serde_json::json;
 #[tokio::test]
 async fn the_system_runs_on_a_redis_cluster_with_one_connected_trace_per_job() -> anyhow::Result<()>
 {
+    runs_with_one_connected_trace_per_job(true, 1).await
+}
+
+#[tokio::test]
+async fn the_system_runs_on_a_cluster_with_the_queue_in_three_shards() -> anyhow::Result<()> {
+    runs_with_one_connected_trace_per_job(true, 3).await
+}
+
+#[tokio::test]
+async fn the_system_runs_on_one_server_with_the_queue_in_three_shards() -> anyhow::Result<()> {
+    runs_with_one_connected_trace_per_job(false, 3).await
+}
+
+/// A job's trace, the cache, idempotency, a batch and the schedules, on a
+/// cluster or one server, with the queue in `shards` shards.
+async fn runs_with_one_connected_trace_per_job(cluster: bool, shards: u16) -> anyhow::Result<()> {
     let stack = Stack::launch(Options {
-        redis_cluster: true,
+        redis_cluster: cluster,
+        queue_shards: Some(shards),
         // The shared rate limit and the schedules' lease live in Redis too.
         worker_env: &[
             ("WEATHER_RATE_LIMIT", "50"),

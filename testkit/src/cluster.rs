@@ -119,6 +119,11 @@ impl RedisCluster {
             .join(",")
     }
 
+    /// `redis-cli -p {port} {args}`'s output, against one node.
+    pub fn cli(&self, port: u16, args: &[&str]) -> anyhow::Result<String> {
+        cli(port, args)
+    }
+
     /// The nodes' ports, in the order they were started.
     pub fn ports(&self) -> Vec<u16> {
         self.nodes.iter().map(|n| n.port).collect()
@@ -270,7 +275,7 @@ impl Drop for RedisCluster {
 }
 
 /// `redis-cli -p {port} {args}`'s output.
-fn cli(port: u16, args: &[&str]) -> anyhow::Result<String> {
+pub(crate) fn cli(port: u16, args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new("redis-cli")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(args)

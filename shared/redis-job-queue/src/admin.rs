@@ -1,13 +1,14 @@
 //! Acting on jobs already queued: cancel, and re-drive failed ones.
 
+use crate::QueueError;
 use crate::job::{Cancelled, JobStatus, Redriven};
 use crate::scripts::{self, DeclaredKeys};
-use crate::{QueueError, RedisQueue};
+use crate::shard::Shard;
 
-impl RedisQueue {
+impl Shard {
     /// Cancels a job that has not started. A queued job's stream entry
     /// stays until a worker reads and drops it.
-    pub async fn cancel(&self, id: &str) -> Result<Cancelled, QueueError> {
+    pub(crate) async fn cancel(&self, id: &str) -> Result<Cancelled, QueueError> {
         let mut conn = self.conn.clone();
         let before: String = scripts::CANCEL
             .key(&self.keys.delayed)
@@ -28,7 +29,7 @@ impl RedisQueue {
     /// fresh attempt budget, and its new attempt's span links to the
     /// failed one. Answers the status it had (`None`: no such job); only
     /// a `Failed` job was re-driven.
-    pub async fn retry(&self, id: &str) -> Result<Option<JobStatus>, QueueError> {
+    pub(crate) async fn retry(&self, id: &str) -> Result<Option<JobStatus>, QueueError> {
         let mut conn = self.conn.clone();
         let (_, _, before): (u64, u64, String) = self
             .redrive_script(Some(id))
@@ -44,7 +45,7 @@ impl RedisQueue {
     /// Re-drives failed jobs, oldest first, all of them or those whose
     /// error type is `error_type`: at most `limit` per call, looking at
     /// most at 10,000 failed jobs ([`Redriven::more`] says to call again).
-    pub async fn redrive_failed(
+    pub(crate) async fn redrive_failed(
         &self,
         error_type: Option<&str>,
         limit: usize,

@@ -48,6 +48,10 @@ pub struct QueueConfig {
     ///
     /// [`QueueError::NotReplicated`]: crate::QueueError::NotReplicated
     pub wait_timeout: Duration,
+    /// How many shards the queue is split into, each under a hash tag of
+    /// its own (1 to [`crate::MAX_SHARDS`]; 1 keeps the one-tag layout).
+    /// On a Redis Cluster, N shards spread one queue over N masters.
+    pub shards: u16,
 }
 
 impl QueueConfig {
@@ -69,6 +73,7 @@ impl QueueConfig {
             tls_ca_pem: None,
             wait_replicas: 0,
             wait_timeout: Duration::from_secs(1),
+            shards: 1,
         }
     }
 }

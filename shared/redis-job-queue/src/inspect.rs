@@ -4,15 +4,16 @@
 use std::collections::BTreeMap;
 
 use crate::job::{ConsumerInfo, JobPage, JobRecord, JobStatus, Priority, QueueStats};
-use crate::{QueueError, RedisQueue, scripts};
+use crate::shard::Shard;
+use crate::{QueueError, scripts};
 
-impl RedisQueue {
+impl Shard {
     /// One page of the jobs with `status`, at most `limit` (1 to 1,000),
     /// from `cursor` (`None` for the first page; then the page's
     /// `next_cursor`). Scheduled jobs come soonest first; succeeded and
     /// failed ones newest first (those within the retention); queued and
     /// running ones oldest first. Cancelled jobs are not listed.
-    pub async fn list(
+    pub(crate) async fn list(
         &self,
         status: JobStatus,
         cursor: Option<&str>,
@@ -73,7 +74,7 @@ impl RedisQueue {
     /// The jobs of batch `id` ([`NewJob::in_batch`]) in the order they were
     /// pushed, the first `limit` of them; `None` when no such batch is
     /// known (or its index expired with its last job).
-    pub async fn batch(
+    pub(crate) async fn batch(
         &self,
         id: &str,
         limit: usize,
@@ -115,7 +116,7 @@ impl RedisQueue {
 
     /// The job's status, attempts, result or error; `None` when the id is
     /// unknown or its record has expired.
-    pub async fn status(&self, id: &str) -> Result<Option<JobRecord>, QueueError> {
+    pub(crate) async fn status(&self, id: &str) -> Result<Option<JobRecord>, QueueError> {
         let mut conn = self.conn.clone();
         let fields: BTreeMap<String, String> = redis::cmd("HGETALL")
             .arg(self.keys.job(id))
@@ -128,7 +129,7 @@ impl RedisQueue {
     }
 
     /// One consistent snapshot of the queue.
-    pub async fn stats(&self) -> Result<QueueStats, QueueError> {
+    pub(crate) async fn stats(&self) -> Result<QueueStats, QueueError> {
         let mut conn = self.conn.clone();
         type Lane = (u64, u64);
         let (delayed, failed, consumers, counters, high, normal, low): (
@@ -171,7 +172,7 @@ impl RedisQueue {
 
     /// The consumers (worker backends) the queue knows, live or not, by
     /// name: when each last heart-beat and how many jobs each holds.
-    pub async fn consumers(&self) -> Result<Vec<ConsumerInfo>, QueueError> {
+    pub(crate) async fn consumers(&self) -> Result<Vec<ConsumerInfo>, QueueError> {
         let mut conn = self.conn.clone();
         // Heartbeats are stamped with the server's clock: read it in the
         // same round trip and measure their age on it.
@@ -214,7 +215,7 @@ impl RedisQueue {
 
     /// The latest jobs failed for good (at most `limit`, newest first)
     /// whose records are still kept.
-    pub async fn failed_jobs(&self, limit: usize) -> Result<Vec<JobRecord>, QueueError> {
+    pub(crate) async fn failed_jobs(&self, limit: usize) -> Result<Vec<JobRecord>, QueueError> {
         if limit == 0 {
             return Ok(Vec::new());
         }

@@ -28,6 +28,9 @@ pub struct NewJob {
     pub(crate) priority: Priority,
     /// The batch it was pushed with, if any.
     pub(crate) batch: Option<String>,
+    /// Its place in the batch (set by [`crate::RedisQueue::push_batch`]):
+    /// a batch's jobs are listed in this order across shards.
+    pub(crate) batch_position: u32,
 }
 
 /// Which lane a job waits in. A waiting high job starts before any waiting
@@ -112,6 +115,7 @@ impl NewJob {
             idempotency: None,
             priority: Priority::Normal,
             batch: None,
+            batch_position: 0,
         })
     }
 
@@ -361,6 +365,8 @@ pub struct JobRecord {
     pub priority: Priority,
     /// The batch it was pushed with, if any.
     pub batch: Option<String>,
+    /// Its place in that batch, from 0.
+    pub batch_position: u32,
 }
 
 /// One page of jobs with a status ([`crate::RedisQueue::list`]).
@@ -436,6 +442,7 @@ impl JobRecord {
             metadata,
             priority,
             batch: f.remove("batch"),
+            batch_position: num(&f, "batch_pos")?.unwrap_or(0) as u32,
         })
     }
 }
@@ -454,7 +461,7 @@ pub struct ConsumerInfo {
 }
 
 /// A snapshot of one queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct QueueStats {
     /// Runnable jobs no worker has taken yet (the queue depth), in every
     /// lane.

@@ -10,6 +10,8 @@ pub(crate) const CONSUMER_GROUP: &str = "workers";
 /// Redis keys of one queue.
 #[derive(Debug)]
 pub(crate) struct Keys {
+    /// The shard's hash tag (without braces).
+    pub(crate) tag: String,
     /// The normal lane's stream.
     pub(crate) stream: String,
     /// The high lane's stream.
@@ -46,9 +48,14 @@ pub struct ScheduleKeys {
 }
 
 impl Keys {
-    pub(crate) fn new(cfg: &QueueConfig) -> Self {
-        let base = format!("{}:{{{}}}", cfg.key_prefix, cfg.name);
+    /// The keys of the shard of `cfg`'s queue under hash tag `tag` (the
+    /// queue's name when it has one shard).
+    pub(crate) fn new(cfg: &QueueConfig, tag: &str) -> Self {
+        let base = format!("{}:{{{tag}}}", cfg.key_prefix);
+        // Not per shard: in the queue's own tag.
+        let queue = format!("{}:{{{}}}", cfg.key_prefix, cfg.name);
         Self {
+            tag: tag.to_owned(),
             stream: format!("{base}:stream"),
             stream_high: format!("{base}:stream:high"),
             stream_low: format!("{base}:stream:low"),
@@ -62,8 +69,8 @@ impl Keys {
             batch_prefix: format!("{base}:batch:"),
             group: CONSUMER_GROUP.into(),
             schedules: ScheduleKeys {
-                lease: format!("{base}:scheduler"),
-                state: format!("{base}:schedules"),
+                lease: format!("{queue}:scheduler"),
+                state: format!("{queue}:schedules"),
             },
         }
     }

@@ -40,6 +40,8 @@ pub struct JobLease {
     pub(crate) entry: String,
     /// The batch the job belongs to, if any.
     pub(crate) batch: Option<String>,
+    /// The shard it was read from.
+    pub(crate) shard: usize,
     /// Metadata to merge into the job for its next attempt, if it is
     /// retried (shared by the clones of this lease).
     pub(crate) carry: Arc<Mutex<BTreeMap<String, String>>>,
@@ -66,6 +68,7 @@ impl JobLease {
             timed_out: Arc::default(),
             entry,
             batch: None,
+            shard: 0,
             carry: Arc::default(),
             error_type: Arc::default(),
         }

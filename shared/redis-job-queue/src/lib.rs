@@ -132,9 +132,13 @@ mod inspect;
 mod job;
 mod keys;
 mod lease;
+mod listing;
 mod push;
 mod queue;
+mod reshard;
 mod scripts;
+mod shard;
+mod shards;
 
 pub use backend::{QueueBackend, QueueLayer, QueueService};
 pub use config::QueueConfig;
@@ -146,4 +150,5 @@ pub use job::{
 };
 pub use keys::ScheduleKeys;
 pub use lease::{JobLease, meta_keys};
-pub use queue::{RedisQueue, connect_with_retry};
+pub use queue::{RedisQueue, ShardInfo, connect_with_retry, shard_of};
+pub use shards::{MAX_SHARDS, shard_tags};

@@ -6,7 +6,8 @@ use futures::{FutureExt, StreamExt, TryStreamExt, stream};
 use crate::job::{NewJob, Pushed};
 use crate::keys::Keys;
 use crate::scripts::{self, DeclaredKeys};
-use crate::{QueueConfig, QueueError, RedisQueue};
+use crate::shard::Shard;
+use crate::{QueueConfig, QueueError};
 
 /// How many jobs one push script carries. Bounds the work of one script
 /// call (so Redis stays responsive) while amortising round trips.
@@ -47,19 +48,10 @@ pub(crate) async fn wait_replicas(
         })
 }
 
-impl RedisQueue {
-    /// Enqueues one job and returns its id. Pushes made at the same moment
-    /// by concurrent callers share one script call. An idempotent job
-    /// ([`NewJob::idempotency`]) whose key was already used the same way
-    /// answers the id without enqueueing anything; [`Self::push_once`]
-    /// tells the two apart.
-    pub async fn push(&self, job: NewJob) -> Result<String, QueueError> {
-        self.push_once(job).await.map(|p| p.id().to_owned())
-    }
-
+impl Shard {
     /// Enqueues one job, saying whether it was new or a repeat of an
     /// idempotent push.
-    pub async fn push_once(&self, job: NewJob) -> Result<Pushed, QueueError> {
+    pub(crate) async fn push_once(&self, job: NewJob) -> Result<Pushed, QueueError> {
         job.check()?;
         let id = job.id.clone();
         let key = job.idempotency.as_ref().map(|(k, _)| k.clone());
@@ -81,7 +73,7 @@ impl RedisQueue {
     /// idempotency key was used before). With
     /// [`QueueConfig::wait_replicas`], the answer comes once the replicas
     /// have them all, or is [`QueueError::NotReplicated`].
-    pub async fn push_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<bool>, QueueError> {
+    pub(crate) async fn push_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<bool>, QueueError> {
         jobs.iter().try_for_each(NewJob::check)?;
         // Built first, so the futures below borrow nothing (a future that
         // borrows the slice is not `Send` for every lifetime, which axum
@@ -163,7 +155,8 @@ pub(crate) fn push_script(
             .arg(job.batch.as_deref().unwrap_or_default())
             .arg(hash)
             .arg(idem)
-            .arg(batch);
+            .arg(batch)
+            .arg(job.batch_position);
     }
     inv
 }

@@ -1,127 +1,113 @@
-//! [`RedisQueue`]: the handle producers and workers share, and how it
-//! connects. What it does is in `push.rs`, `admin.rs` and `inspect.rs`.
+//! [`RedisQueue`]: the handle producers and workers share. A queue is one
+//! or more shards ([`QueueConfig::shards`], see `shards.rs`); each job
+//! lives in the shard its id picks, so a lookup by id is one round trip,
+//! and what spans the queue (listings, stats, re-drive) asks every shard.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
+use futures::future::try_join_all;
 
 use crate::backend::QueueBackend;
-use crate::batch::Batcher;
 use crate::connection::{RedisConnection, RedisTarget, ServerAddress};
-use crate::finish::Finish;
-use crate::job::{NewJob, Priority};
-use crate::keys::Keys;
-use crate::push::{NOT_REPLICATED, PUSHED, push_script, wait_replicas};
+use crate::job::{
+    Cancelled, ConsumerInfo, JobPage, JobRecord, JobStatus, NewJob, Pushed, QueueStats, Redriven,
+};
+use crate::keys::ScheduleKeys;
+use crate::shard::Shard;
+use crate::shards::{MAX_SHARDS, shard_tags};
 use crate::{QueueConfig, QueueError};
-
-/// Most jobs or outcomes one group-committed script call carries.
-const GROUP_COMMIT_MAX: usize = 256;
 
 /// A handle on one queue: push jobs, read their status, read queue stats,
 /// and make apalis backends for workers. Cheap to clone; clones share one
 /// multiplexed connection.
 #[derive(Clone)]
 pub struct RedisQueue {
-    /// Opens the workers' blocking connections.
-    pub(crate) target: RedisTarget,
-    pub(crate) conn: RedisConnection,
-    /// The pushes' connection: `conn`, or with
-    /// [`QueueConfig::wait_replicas`] one of their own (a `WAIT` holds up
-    /// every command behind it on its connection).
-    pub(crate) push_conn: RedisConnection,
-    pub(crate) cfg: Arc<QueueConfig>,
-    pub(crate) keys: Arc<Keys>,
+    shards: Arc<[Shard]>,
+    target: RedisTarget,
+    conn: RedisConnection,
+    cfg: Arc<QueueConfig>,
+    schedules: Arc<ScheduleKeys>,
     server: Arc<ServerAddress>,
-    /// Group-commits concurrent single pushes.
-    pusher: Arc<Batcher<NewJob, u8>>,
-    /// Group-commits the outcomes of jobs finishing together.
-    pub(crate) finisher: Arc<Batcher<Finish, u8>>,
 }
 
 impl std::fmt::Debug for RedisQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisQueue")
             .field("queue", &self.cfg.name)
-            .field("keys", &self.keys.stream)
+            .field("shards", &self.shards.len())
             .field("redis", &self.target)
             .finish()
     }
 }
 
+/// One shard as the console shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardInfo {
+    /// Its place among the queue's shards, from 0.
+    pub index: usize,
+    /// Its hash tag.
+    pub tag: String,
+    /// Its hash slot (0 to 16,383).
+    pub slot: u16,
+    /// The Redis node that holds it now (`host:port`).
+    pub node: String,
+    /// Its share of the queue.
+    pub stats: QueueStats,
+}
+
 impl RedisQueue {
     /// Connects to Redis at `url` (one server, or a cluster's seed nodes
-    /// separated by commas: see [`RedisTarget::discover`]) and makes sure the
-    /// queue's consumer group exists. Fails fast when Redis is down: the
-    /// api answers 503 at once, and workers retry in their own loops.
+    /// separated by commas: see [`RedisTarget::discover`]) and makes sure
+    /// each shard's consumer group exists. Fails fast when Redis is down:
+    /// the api answers 503 at once, and workers retry in their own loops.
+    ///
+    /// A queue that holds jobs in another number of shards than
+    /// [`QueueConfig::shards`] is refused ([`QueueError::Config`]): its
+    /// jobs would be stranded where no lookup finds them.
     pub async fn connect(url: &str, cfg: QueueConfig) -> Result<Self, QueueError> {
-        let target = RedisTarget::discover(url, cfg.tls_ca_pem.as_deref()).await?;
-        let conn = target.connect().await?;
-        Self::open(target, conn, cfg).await
-    }
-
-    /// The handle on `conn`.
-    async fn open(
-        target: RedisTarget,
-        conn: RedisConnection,
-        cfg: QueueConfig,
-    ) -> Result<Self, QueueError> {
         if cfg.name.is_empty() || cfg.name.contains(['{', '}']) {
             return Err(QueueError::Config(format!(
                 "queue name {:?} must be non-empty and free of braces",
                 cfg.name
             )));
         }
-        let keys = Arc::new(Keys::new(&cfg));
+        if !(1..=MAX_SHARDS).contains(&cfg.shards) {
+            return Err(QueueError::Config(format!(
+                "{} shards: a queue has 1 to {MAX_SHARDS}",
+                cfg.shards
+            )));
+        }
+        let target = RedisTarget::discover(url, cfg.tls_ca_pem.as_deref()).await?;
+        let conn = target.connect().await?;
         let push_conn = match cfg.wait_replicas {
             0 => conn.clone(),
             _ => target.connect().await?,
         };
         let cfg = Arc::new(cfg);
-        let pusher = {
-            let (conn, keys, cfg) = (push_conn.clone(), keys.clone(), cfg.clone());
-            Batcher::spawn(GROUP_COMMIT_MAX, move |jobs: Vec<NewJob>| {
-                let (mut conn, keys, cfg) = (conn.clone(), keys.clone(), cfg.clone());
-                async move {
-                    let mut codes: Vec<u8> = push_script(&keys, &cfg, &jobs)
-                        .invoke_async(&mut conn)
-                        .await?;
-                    if codes.contains(&PUSHED) {
-                        let reached = wait_replicas(&mut conn, &keys, &cfg).await?;
-                        if reached < cfg.wait_replicas {
-                            let code = NOT_REPLICATED + reached.min(200) as u8;
-                            for c in codes.iter_mut().filter(|c| **c == PUSHED) {
-                                *c = code;
-                            }
-                        }
-                    }
-                    Ok(codes)
-                }
-            })
-        };
-        let finisher = {
-            let (conn, keys, cfg) = (conn.clone(), keys.clone(), cfg.clone());
-            Batcher::spawn(GROUP_COMMIT_MAX, move |done: Vec<Finish>| {
-                let (mut conn, keys, cfg) = (conn.clone(), keys.clone(), cfg.clone());
-                async move {
-                    crate::finish::finish_script(&keys, &cfg, &done)
-                        .invoke_async(&mut conn)
-                        .await
-                }
-            })
-        };
-        let queue = Self {
+        crate::reshard::check(&conn, &cfg).await?;
+        let tags = shard_tags(&cfg.name, cfg.shards);
+        let shards = try_join_all(tags.iter().enumerate().map(|(index, tag)| {
+            Shard::open(
+                target.clone(),
+                conn.clone(),
+                push_conn.clone(),
+                cfg.clone(),
+                tag,
+                index,
+            )
+        }))
+        .await?;
+        Ok(Self {
+            schedules: Arc::new(shards[0].keys.schedules.clone()),
             server: Arc::new(target.server()),
+            shards: shards.into(),
             target,
             conn,
-            push_conn,
             cfg,
-            keys,
-            pusher: Arc::new(pusher),
-            finisher: Arc::new(finisher),
-        };
-        queue.ensure_group().await?;
-        Ok(queue)
+        })
     }
 
     /// The queue's settings.
@@ -145,59 +131,264 @@ impl RedisQueue {
         &self.server
     }
 
-    /// The Redis keys of the queue's schedules.
-    pub fn schedule_keys(&self) -> &crate::ScheduleKeys {
-        &self.keys.schedules
-    }
-
     /// The consumer group workers read the queue through.
     pub fn consumer_group(&self) -> &str {
-        &self.keys.group
+        &self.shards[0].keys.group
     }
 
-    /// The group-committed single pushes.
-    pub(crate) fn pusher(&self) -> &Batcher<NewJob, u8> {
-        &self.pusher
+    /// The Redis keys of the queue's schedules.
+    pub fn schedule_keys(&self) -> &ScheduleKeys {
+        &self.schedules
     }
 
-    /// Whether Redis answers `PING` within `limit` (in a cluster, the node
-    /// that holds the queue).
+    /// The queue's shards, for backends.
+    pub(crate) fn shards(&self) -> &[Shard] {
+        &self.shards
+    }
+
+    /// The shard that holds job `id` (see [`shard_of`]).
+    fn shard(&self, id: &str) -> &Shard {
+        &self.shards[shard_of(id, self.shards.len())]
+    }
+
+    /// Whether every shard's Redis node answers `PING` within `limit`.
     pub async fn ping(&self, limit: Duration) -> Result<(), QueueError> {
-        let mut conn = self.conn.clone();
-        let cmd = redis::cmd("PING");
-        match tokio::time::timeout(limit, conn.query_at::<String>(&self.keys.stream, &cmd)).await {
-            Ok(answer) => answer.map(drop),
-            Err(_) => Err(QueueError::Timeout(limit)),
-        }
-    }
-
-    /// Creates each lane's stream and its group if missing. Reading from id
-    /// `0` means entries added before the group existed are still
-    /// delivered.
-    pub(crate) async fn ensure_group(&self) -> Result<(), QueueError> {
-        let mut conn = self.conn.clone();
-        for priority in Priority::ALL {
-            let res: redis::RedisResult<()> = redis::cmd("XGROUP")
-                .arg("CREATE")
-                .arg(self.keys.lane(priority))
-                .arg(&self.keys.group)
-                .arg("0")
-                .arg("MKSTREAM")
-                .query_async(&mut conn)
-                .await;
-            match res {
-                Err(e) if e.code() == Some("BUSYGROUP") => {}
-                other => other?,
-            }
-        }
+        try_join_all(self.shards.iter().map(|s| s.ping(limit))).await?;
         Ok(())
     }
 
+    /// Enqueues one job and returns its id. Pushes made at the same moment
+    /// by concurrent callers share one script call. An idempotent job
+    /// ([`NewJob::idempotency`]) whose key was already used the same way
+    /// answers the id without enqueueing anything; [`Self::push_once`]
+    /// tells the two apart.
+    pub async fn push(&self, job: NewJob) -> Result<String, QueueError> {
+        self.push_once(job).await.map(|p| p.id().to_owned())
+    }
+
+    /// Enqueues one job, saying whether it was new or a repeat of an
+    /// idempotent push. It goes to the shard of its id (an idempotent
+    /// job's id is made from its key, so a key is checked in one place).
+    pub async fn push_once(&self, job: NewJob) -> Result<Pushed, QueueError> {
+        self.shard(&job.id).push_once(job).await
+    }
+
+    /// Enqueues many jobs; each shard's share goes out pipelined. The
+    /// answer says, per job and in order, whether it was enqueued (`false`:
+    /// a job with that id already exists and was left untouched, or its
+    /// idempotency key was used before). A batch's jobs
+    /// ([`NewJob::in_batch`]) are listed by [`Self::batch`] in this order.
+    pub async fn push_batch(&self, mut jobs: Vec<NewJob>) -> Result<Vec<bool>, QueueError> {
+        let mut places: BTreeMap<String, u32> = BTreeMap::new();
+        for job in &mut jobs {
+            if let Some(batch) = &job.batch {
+                let place = places.entry(batch.clone()).or_default();
+                job.batch_position = *place;
+                *place += 1;
+            }
+        }
+        if self.shards.len() == 1 {
+            return self.shards[0].push_batch(jobs).await;
+        }
+        let n = jobs.len();
+        let mut parts: Vec<(Vec<usize>, Vec<NewJob>)> = vec![Default::default(); self.shards.len()];
+        for (i, job) in jobs.into_iter().enumerate() {
+            let part = &mut parts[shard_of(&job.id, self.shards.len())];
+            part.0.push(i);
+            part.1.push(job);
+        }
+        let answers = try_join_all(self.shards.iter().zip(parts).map(
+            |(shard, (at, jobs))| async move {
+                let added = match jobs.is_empty() {
+                    true => Vec::new(),
+                    false => shard.push_batch(jobs).await?,
+                };
+                Ok::<_, QueueError>((at, added))
+            },
+        ))
+        .await?;
+        let mut out = vec![false; n];
+        for (at, added) in answers {
+            for (i, added) in at.into_iter().zip(added) {
+                out[i] = added;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Cancels a job that has not started. A queued job's stream entry
+    /// stays until a worker reads and drops it.
+    pub async fn cancel(&self, id: &str) -> Result<Cancelled, QueueError> {
+        self.shard(id).cancel(id).await
+    }
+
+    /// Re-drives a failed job: it runs again as its next attempt with a
+    /// fresh attempt budget, and its new attempt's span links to the
+    /// failed one. Answers the status it had (`None`: no such job); only
+    /// a `Failed` job was re-driven.
+    pub async fn retry(&self, id: &str) -> Result<Option<JobStatus>, QueueError> {
+        self.shard(id).retry(id).await
+    }
+
+    /// Re-drives failed jobs, oldest first within each shard, all of them
+    /// or those whose error type is `error_type`: at most `limit` per
+    /// call, looking at most at 10,000 failed jobs per shard
+    /// ([`Redriven::more`] says to call again).
+    pub async fn redrive_failed(
+        &self,
+        error_type: Option<&str>,
+        limit: usize,
+    ) -> Result<Redriven, QueueError> {
+        let limit = limit.max(1);
+        let mut total = Redriven {
+            redriven: 0,
+            more: false,
+        };
+        for shard in self.shards.iter() {
+            let left = limit - total.redriven as usize;
+            if left == 0 {
+                total.more = true;
+                break;
+            }
+            let got = shard.redrive_failed(error_type, left).await?;
+            total.redriven += got.redriven;
+            total.more |= got.more;
+        }
+        Ok(total)
+    }
+
+    /// The job's status, attempts, result or error; `None` when the id is
+    /// unknown or its record has expired.
+    pub async fn status(&self, id: &str) -> Result<Option<JobRecord>, QueueError> {
+        self.shard(id).status(id).await
+    }
+
+    /// The jobs of batch `id` ([`NewJob::in_batch`]) in the order they were
+    /// pushed, the first `limit` of them; `None` when no such batch is
+    /// known (or its index expired with its last job).
+    pub async fn batch(
+        &self,
+        id: &str,
+        limit: usize,
+    ) -> Result<Option<Vec<JobRecord>>, QueueError> {
+        if self.shards.len() == 1 {
+            return self.shards[0].batch(id, limit).await;
+        }
+        let parts = try_join_all(self.shards.iter().map(|s| s.batch(id, limit))).await?;
+        if parts.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        let mut jobs: Vec<JobRecord> = parts.into_iter().flatten().flatten().collect();
+        jobs.sort_by_key(|j| j.batch_position);
+        jobs.truncate(limit);
+        Ok(Some(jobs))
+    }
+
+    /// One page of the jobs with `status`, at most `limit` (1 to 1,000),
+    /// from `cursor` (`None` for the first page; then the page's
+    /// `next_cursor`). Scheduled jobs come soonest first; succeeded and
+    /// failed ones newest first (those within the retention), across every
+    /// shard; queued and running ones oldest first, shard after shard.
+    /// Cancelled jobs are not listed.
+    pub async fn list(
+        &self,
+        status: JobStatus,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<JobPage, QueueError> {
+        if self.shards.len() == 1 {
+            return self.shards[0].list(status, cursor, limit).await;
+        }
+        crate::listing::list(&self.shards, status, cursor, limit).await
+    }
+
+    /// One consistent snapshot of each shard, summed. Live consumers are
+    /// counted once, however many shards each reads.
+    pub async fn stats(&self) -> Result<QueueStats, QueueError> {
+        let parts = try_join_all(self.shards.iter().map(Shard::stats)).await?;
+        Ok(parts
+            .into_iter()
+            .reduce(|a, b| QueueStats {
+                waiting: a.waiting + b.waiting,
+                waiting_high: a.waiting_high + b.waiting_high,
+                waiting_low: a.waiting_low + b.waiting_low,
+                in_flight: a.in_flight + b.in_flight,
+                delayed: a.delayed + b.delayed,
+                failed: a.failed + b.failed,
+                live_consumers: a.live_consumers.max(b.live_consumers),
+                enqueued_total: a.enqueued_total + b.enqueued_total,
+                succeeded_total: a.succeeded_total + b.succeeded_total,
+                failed_total: a.failed_total + b.failed_total,
+                retried_total: a.retried_total + b.retried_total,
+            })
+            .unwrap_or_default())
+    }
+
+    /// Each shard: its tag, slot, the node that holds it and its stats.
+    pub async fn shard_infos(&self) -> Result<Vec<ShardInfo>, QueueError> {
+        let nodes = crate::reshard::nodes_of(&self.conn, &self.target, &self.shards).await;
+        let stats = try_join_all(self.shards.iter().map(Shard::stats)).await?;
+        Ok(self
+            .shards
+            .iter()
+            .zip(stats)
+            .zip(nodes)
+            .map(|((shard, stats), node)| ShardInfo {
+                index: shard.index,
+                tag: shard.keys.tag.clone(),
+                slot: crate::slot(shard.keys.stream.as_bytes()),
+                node,
+                stats,
+            })
+            .collect())
+    }
+
+    /// The consumers (worker backends) the queue knows, live or not, by
+    /// name: when each last heart-beat and how many jobs each holds, over
+    /// every shard.
+    pub async fn consumers(&self) -> Result<Vec<ConsumerInfo>, QueueError> {
+        let parts = try_join_all(self.shards.iter().map(Shard::consumers)).await?;
+        let mut by_name: BTreeMap<String, ConsumerInfo> = BTreeMap::new();
+        for c in parts.into_iter().flatten() {
+            match by_name.get_mut(&c.name) {
+                Some(seen) => {
+                    seen.in_flight += c.in_flight;
+                    seen.heartbeat_age_ms = seen.heartbeat_age_ms.min(c.heartbeat_age_ms);
+                    seen.live |= c.live;
+                }
+                None => {
+                    by_name.insert(c.name.clone(), c);
+                }
+            }
+        }
+        Ok(by_name.into_values().collect())
+    }
+
+    /// The latest jobs failed for good (at most `limit`, newest first)
+    /// whose records are still kept, over every shard.
+    pub async fn failed_jobs(&self, limit: usize) -> Result<Vec<JobRecord>, QueueError> {
+        let parts = try_join_all(self.shards.iter().map(|s| s.failed_jobs(limit))).await?;
+        let mut jobs: Vec<JobRecord> = parts.into_iter().flatten().collect();
+        jobs.sort_by(|a, b| (b.finished_at_ms, &b.id).cmp(&(a.finished_at_ms, &a.id)));
+        jobs.truncate(limit);
+        Ok(jobs)
+    }
+
     /// An apalis backend that runs at most `concurrency` jobs of this queue
-    /// at once, under a consumer name unique to this backend.
+    /// at once, under a consumer name unique to this backend, reading every
+    /// shard in turn.
     pub fn backend<Args>(&self, concurrency: usize) -> QueueBackend<Args> {
         QueueBackend::new(self.clone(), concurrency)
     }
+}
+
+/// The shard of `shards` that holds job `id`: CRC16 of the id, modulo
+/// the count. Any process computes it from the id alone.
+pub fn shard_of(id: &str, shards: usize) -> usize {
+    if shards <= 1 {
+        return 0;
+    }
+    usize::from(crc16::State::<crc16::XMODEM>::calculate(id.as_bytes())) % shards
 }
 
 /// Connects to the queue, retrying for up to a minute while Redis starts

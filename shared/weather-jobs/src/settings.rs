@@ -112,6 +112,12 @@ pub struct QueueArgs {
     /// the policy (0: no limit).
     #[arg(long, env = "JOB_TIMEOUT_SECS", default_value_t = 300)]
     pub job_timeout_secs: u64,
+    /// Shards of the queue, each under a hash tag of its own: on a Redis
+    /// Cluster, N shards spread one queue over N masters. Every process of
+    /// a queue must use the same number; a queue that holds jobs in
+    /// another number of shards is refused at start.
+    #[arg(long, env = "QUEUE_SHARDS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=i64::from(redis_job_queue::MAX_SHARDS)))]
+    pub queue_shards: u16,
     /// Replicas a push must reach (Redis `WAIT`) before the api answers
     /// 202; 0: once the master has it. Replication is asynchronous, so
     /// without it a failover can lose a push the api acknowledged.
@@ -156,6 +162,7 @@ impl QueueArgs {
         cfg.job_timeout =
             (self.job_timeout_secs > 0).then(|| Duration::from_secs(self.job_timeout_secs));
         cfg.wait_replicas = self.queue_wait_replicas;
+        cfg.shards = self.queue_shards;
         cfg.wait_timeout = Duration::from_millis(self.queue_wait_timeout_ms);
         cfg
     }

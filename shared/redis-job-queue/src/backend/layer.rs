@@ -22,13 +22,14 @@ use crate::JobTimedOut;
 /// it outside the user's middleware, so it sees the final result.
 #[derive(Clone)]
 pub struct QueueLayer {
-    pub(super) shared: Arc<Shared>,
+    /// Each shard's part of the backend, by shard index.
+    pub(super) shards: Arc<[Arc<Shared>]>,
 }
 
 impl std::fmt::Debug for QueueLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QueueLayer")
-            .field("consumer", &self.shared.consumer)
+            .field("shards", &self.shards.len())
             .finish()
     }
 }
@@ -39,7 +40,7 @@ impl<S> Layer<S> for QueueLayer {
     fn layer(&self, inner: S) -> Self::Service {
         QueueService {
             inner,
-            shared: self.shared.clone(),
+            shards: self.shards.clone(),
         }
     }
 }
@@ -48,13 +49,13 @@ impl<S> Layer<S> for QueueLayer {
 #[derive(Clone)]
 pub struct QueueService<S> {
     inner: S,
-    shared: Arc<Shared>,
+    shards: Arc<[Arc<Shared>]>,
 }
 
 impl<S> std::fmt::Debug for QueueService<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QueueService")
-            .field("consumer", &self.shared.consumer)
+            .field("shards", &self.shards.len())
             .finish()
     }
 }
@@ -96,7 +97,9 @@ where
 
     fn call(&mut self, task: Task<Args>) -> Self::Future {
         let lease = task.data().get::<JobLease>().cloned();
-        let shared = self.shared.clone();
+        // The part that read the job records its outcome.
+        let at = lease.as_ref().map_or(0, |l| l.shard);
+        let shared = self.shards[at.min(self.shards.len() - 1)].clone();
         let mut slot = lease.as_ref().map(|l| Slot {
             shared: shared.clone(),
             entry: l.entry.clone(),

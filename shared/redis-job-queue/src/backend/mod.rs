@@ -41,6 +41,7 @@ use futures::task::AtomicWaker;
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 
+use crate::shard::Shard;
 use crate::{JobLease, QueueConfig, QueueError, RedisQueue, meta_keys};
 
 pub use layer::{QueueLayer, QueueService};
@@ -60,13 +61,15 @@ struct Started {
 
 /// State shared by the backend, its middleware and its background loops.
 struct Shared {
-    queue: RedisQueue,
+    /// The shard this backend part reads.
+    queue: Shard,
     /// This backend's consumer name in the group, unique per backend.
     consumer: Arc<str>,
     concurrency: usize,
     fetch_batch: usize,
-    /// Jobs handed to the worker and not finished.
-    active: AtomicUsize,
+    /// Jobs handed to the worker and not finished, over every shard's
+    /// part of the backend (shared by them).
+    active: Arc<AtomicUsize>,
     /// Non-blocking reads made: every [`crate::LOW_LANE_EVERY`]th serves
     /// the low lane first.
     reads: AtomicU64,
@@ -76,8 +79,8 @@ struct Shared {
     /// Outcomes finished while Redis was unreachable, oldest first: their
     /// entries stay held (renewed) until the record loop writes them.
     unrecorded: Mutex<VecDeque<crate::finish::Finish>>,
-    /// Woken when capacity frees up.
-    waker: AtomicWaker,
+    /// Woken when capacity frees up (shared by the parts).
+    waker: Arc<AtomicWaker>,
     stopping: AtomicBool,
     /// `CLIENT ID` of the blocking-read connection (0: none), so shutdown
     /// can cut a blocked read short.
@@ -113,8 +116,8 @@ impl Shared {
     }
 }
 
-/// The apalis backend of a [`RedisQueue`]: see the module docs.
-pub struct QueueBackend<Args> {
+/// The part of a [`QueueBackend`] that reads one shard.
+struct ShardBackend<Args> {
     shared: Arc<Shared>,
     buffer: VecDeque<Started>,
     reader: Option<Reader>,
@@ -124,9 +127,9 @@ pub struct QueueBackend<Args> {
     _args: PhantomData<fn() -> Args>,
 }
 
-impl<Args> std::fmt::Debug for QueueBackend<Args> {
+impl<Args> std::fmt::Debug for ShardBackend<Args> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QueueBackend")
+        f.debug_struct("ShardBackend")
             .field("queue", &self.shared.cfg().name)
             .field("consumer", &self.shared.consumer)
             .field("concurrency", &self.shared.concurrency)
@@ -134,23 +137,25 @@ impl<Args> std::fmt::Debug for QueueBackend<Args> {
     }
 }
 
-impl<Args> QueueBackend<Args> {
-    pub(crate) fn new(queue: RedisQueue, concurrency: usize) -> Self {
-        let concurrency = concurrency.max(1);
-        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
-        let suffix = uuid::Uuid::new_v4().simple().to_string();
-        let consumer: Arc<str> = format!("{host}-{}-{}", std::process::id(), &suffix[..8]).into();
+impl<Args> ShardBackend<Args> {
+    fn new(
+        queue: Shard,
+        consumer: Arc<str>,
+        concurrency: usize,
+        active: Arc<AtomicUsize>,
+        waker: Arc<AtomicWaker>,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 queue,
                 consumer,
                 concurrency,
                 fetch_batch: concurrency.min(MAX_FETCH),
-                active: AtomicUsize::new(0),
+                active,
                 reads: AtomicU64::new(0),
                 held: Mutex::new(HashSet::new()),
                 unrecorded: Mutex::new(VecDeque::new()),
-                waker: AtomicWaker::new(),
+                waker,
                 stopping: AtomicBool::new(false),
                 reader_id: AtomicI64::new(0),
             }),
@@ -161,11 +166,6 @@ impl<Args> QueueBackend<Args> {
             closing: None,
             _args: PhantomData,
         }
-    }
-
-    /// This backend's consumer name in the queue's group.
-    pub fn consumer(&self) -> &str {
-        &self.shared.consumer
     }
 
     fn start_loops(&mut self) {
@@ -186,7 +186,7 @@ impl<Args> QueueBackend<Args> {
     }
 }
 
-impl<Args: DeserializeOwned> QueueBackend<Args> {
+impl<Args: DeserializeOwned> ShardBackend<Args> {
     /// Turns a started job into an apalis task. A payload that does not
     /// decode can never succeed: the job is failed at once, not retried.
     fn to_task(&self, job: Started) -> Option<Task<Args>> {
@@ -238,7 +238,7 @@ impl<Args: DeserializeOwned> QueueBackend<Args> {
     }
 }
 
-impl<Args> Drop for QueueBackend<Args> {
+impl<Args> Drop for ShardBackend<Args> {
     fn drop(&mut self) {
         // Without a clean close the jobs held stay pending and are
         // reclaimed by another worker once their lease runs out.
@@ -246,34 +246,8 @@ impl<Args> Drop for QueueBackend<Args> {
     }
 }
 
-impl<Args: DeserializeOwned + Send + 'static> Backend for QueueBackend<Args> {
-    type Task = Task<Args>;
-    type Error = QueueError;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut Context<'_>,
-        _worker: &WorkerContext,
-    ) -> Poll<Result<(), Self::Error>> {
-        self.start_loops();
-        let shared = &self.shared;
-        if shared.active.load(Ordering::SeqCst) < shared.concurrency {
-            return Poll::Ready(Ok(()));
-        }
-        shared.waker.register(cx.waker());
-        // Re-check: a job may have finished between the load and register.
-        if shared.active.load(Ordering::SeqCst) < shared.concurrency {
-            Poll::Ready(Ok(()))
-        } else {
-            Poll::Pending
-        }
-    }
-
-    fn poll_next(
-        &mut self,
-        cx: &mut Context<'_>,
-        _worker: &WorkerContext,
-    ) -> Poll<Option<Result<Self::Task, Self::Error>>> {
+impl<Args: DeserializeOwned + Send + 'static> ShardBackend<Args> {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Task<Args>, QueueError>>> {
         loop {
             if let Some(job) = self.buffer.pop_front() {
                 if let Some(task) = self.to_task(job) {
@@ -312,11 +286,7 @@ impl<Args: DeserializeOwned + Send + 'static> Backend for QueueBackend<Args> {
         }
     }
 
-    fn poll_close(
-        &mut self,
-        cx: &mut Context<'_>,
-        _worker: &WorkerContext,
-    ) -> Poll<Result<(), Self::Error>> {
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), QueueError>> {
         if self.closing.is_none() {
             self.shared.stopping.store(true, Ordering::SeqCst);
             self.stop_loops();
@@ -349,8 +319,139 @@ impl<Args: DeserializeOwned + Send + 'static> Backend for QueueBackend<Args> {
             );
         }
         match self.closing.as_mut() {
-            Some(closing) => closing.poll_unpin(cx).map(Ok),
+            Some(closing) => {
+                let done = closing.poll_unpin(cx);
+                if done.is_ready() {
+                    // The backend may poll again while other parts close.
+                    self.closing = Some(futures::future::ready(()).boxed());
+                }
+                done.map(Ok)
+            }
             None => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// The apalis backend of a [`RedisQueue`]: see the module docs. One part
+/// per shard, read in turn, under one consumer name and one limit of
+/// `concurrency` jobs at once.
+pub struct QueueBackend<Args> {
+    cfg: Arc<QueueConfig>,
+    consumer: Arc<str>,
+    concurrency: usize,
+    active: Arc<AtomicUsize>,
+    waker: Arc<AtomicWaker>,
+    parts: Vec<ShardBackend<Args>>,
+    /// The part to ask first next time, so no shard is starved.
+    next: usize,
+}
+
+impl<Args> std::fmt::Debug for QueueBackend<Args> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueBackend")
+            .field("queue", &self.cfg.name)
+            .field("consumer", &self.consumer)
+            .field("concurrency", &self.concurrency)
+            .field("shards", &self.parts.len())
+            .finish()
+    }
+}
+
+impl<Args> QueueBackend<Args> {
+    pub(crate) fn new(queue: RedisQueue, concurrency: usize) -> Self {
+        let concurrency = concurrency.max(1);
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let consumer: Arc<str> = format!("{host}-{}-{}", std::process::id(), &suffix[..8]).into();
+        let active = Arc::new(AtomicUsize::new(0));
+        let waker = Arc::new(AtomicWaker::new());
+        let parts = queue
+            .shards()
+            .iter()
+            .map(|shard| {
+                ShardBackend::new(
+                    shard.clone(),
+                    consumer.clone(),
+                    concurrency,
+                    active.clone(),
+                    waker.clone(),
+                )
+            })
+            .collect();
+        Self {
+            cfg: Arc::new(queue.config().clone()),
+            consumer,
+            concurrency,
+            active,
+            waker,
+            parts,
+            next: 0,
+        }
+    }
+
+    /// This backend's consumer name in the queue's group.
+    pub fn consumer(&self) -> &str {
+        &self.consumer
+    }
+}
+
+impl<Args: DeserializeOwned + Send + 'static> Backend for QueueBackend<Args> {
+    type Task = Task<Args>;
+    type Error = QueueError;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut Context<'_>,
+        _worker: &WorkerContext,
+    ) -> Poll<Result<(), Self::Error>> {
+        for part in &mut self.parts {
+            part.start_loops();
+        }
+        if self.active.load(Ordering::SeqCst) < self.concurrency {
+            return Poll::Ready(Ok(()));
+        }
+        self.waker.register(cx.waker());
+        // Re-check: a job may have finished between the load and register.
+        if self.active.load(Ordering::SeqCst) < self.concurrency {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        _worker: &WorkerContext,
+    ) -> Poll<Option<Result<Self::Task, Self::Error>>> {
+        let n = self.parts.len();
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            if let Poll::Ready(Some(item)) = self.parts[i].poll_next(cx) {
+                self.next = (i + 1) % n;
+                return Poll::Ready(Some(item));
+            }
+        }
+        Poll::Pending
+    }
+
+    fn poll_close(
+        &mut self,
+        cx: &mut Context<'_>,
+        _worker: &WorkerContext,
+    ) -> Poll<Result<(), Self::Error>> {
+        let mut closed = true;
+        for part in &mut self.parts {
+            match part.poll_close(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => closed = false,
+            }
+        }
+        if closed {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
         }
     }
 }
@@ -363,12 +464,12 @@ impl<Args> BackendConfig for QueueBackend<Args> {
     type Layer = QueueLayer;
 
     fn config(&self) -> &Self::Config {
-        self.shared.cfg()
+        &self.cfg
     }
 
     fn middleware(&mut self, _worker: &mut WorkerContext) -> Self::Layer {
         QueueLayer {
-            shared: self.shared.clone(),
+            shards: self.parts.iter().map(|p| p.shared.clone()).collect(),
         }
     }
 }

@@ -255,6 +255,7 @@ async fn started(
                     started_at_ms,
                 );
                 lease.batch = (!batch.is_empty()).then_some(batch);
+                lease.shard = shared.queue.index;
                 lease.timeout = match timeout_ms {
                     0 => default_timeout,
                     ms => Some(Duration::from_millis(ms)),

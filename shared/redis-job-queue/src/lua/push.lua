@@ -3,13 +3,13 @@
 --       job's hash, and its idempotency key and batch index when it has
 --       them) as the per-job arguments point to them, and last the high
 --       and low lanes' streams
--- ARGV: 1 idempotency window secs, 2 retention secs, then 12 per job: id,
+-- ARGV: 1 idempotency window secs, 2 retention secs, then 13 per job: id,
 --       payload, metadata JSON ('' for none), max attempts, delay ms (0 =
 --       now; counted on the server's clock, like every time here),
 --       timeout ms (0 = the queue's), fingerprint of what was asked,
 --       priority ('high', 'low', or '' for normal), batch id ('' for
 --       none), and the KEYS indexes of the job's hash, its idempotency
---       key and its batch index (0 for none)
+--       key and its batch index (0 for none), and its place in the batch
 -- A job of a batch is listed in the batch's index, which lives at least
 -- as long as the retention after the job may run (the finish script
 -- extends it as the batch's jobs end).
@@ -25,7 +25,7 @@ local function key_at(arg)
   if index == 0 then return nil end
   return KEYS[index]
 end
-for i = 3, #ARGV, 12 do
+for i = 3, #ARGV, 13 do
   local id = ARGV[i]
   local key = key_at(ARGV[i + 9])
   local idem, fingerprint = key_at(ARGV[i + 10]), ARGV[i + 6]
@@ -57,6 +57,8 @@ for i = 3, #ARGV, 12 do
     if batch ~= '' then
       fields[#fields + 1] = 'batch'
       fields[#fields + 1] = batch
+      fields[#fields + 1] = 'batch_pos'
+      fields[#fields + 1] = ARGV[i + 12]
       local index = key_at(ARGV[i + 11])
       redis.call('RPUSH', index, id)
       local ttl = retention + math.ceil(delay / 1000)
