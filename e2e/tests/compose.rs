@@ -1,5 +1,6 @@
 //! The Compose file against the binaries: every variable it sets must be a
-//! setting the binary reads, and workers must stay scalable.
+//! setting the binary reads, and workers must stay scalable; with the
+//! overlays (the Collector's, the Redis Cluster's) too.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -44,22 +45,26 @@ fn resolved_compose() -> Yaml {
     resolved_compose_with(&[])
 }
 
+const COLLECTOR: &str = "docker-compose.collector.yml";
+const CLUSTER: &str = "docker-compose.cluster.yml";
+
+/// The overlays on the base file, alone and together, as they are run.
+const OVERLAYS: &[&[&str]] = &[&[], &[COLLECTOR], &[CLUSTER], &[COLLECTOR, CLUSTER]];
+
 #[test]
 fn every_variable_compose_sets_is_a_setting_of_its_binary() {
-    for compose in [
-        resolved_compose(),
-        resolved_compose_with(&["docker-compose.collector.yml"]),
-    ] {
-        check_settings(&compose);
+    for extra in OVERLAYS {
+        check_settings(&resolved_compose_with(extra), extra);
     }
 }
 
-fn check_settings(compose: &Yaml) {
+fn check_settings(compose: &Yaml, files: &[&str]) {
     for (service, binary) in [
         ("api", "api"),
         ("worker", "worker"),
         ("weather-stub", "weather-stub"),
         ("console", "console"),
+        ("alerts", "alerts"),
     ] {
         let svc = &compose["services"][service];
         assert!(!svc.is_badvalue(), "service {service} is missing");
@@ -82,7 +87,8 @@ fn check_settings(compose: &Yaml) {
                 || (key == "RUST_LOG" && help.contains("RUST_LOG"));
             assert!(
                 accepted,
-                "{service} sets {key}, which `{binary} --help` does not list"
+                "{service} sets {key}, which `{binary} --help` does not list \
+                 (docker-compose.yml with {files:?})"
             );
         }
     }
@@ -90,26 +96,144 @@ fn check_settings(compose: &Yaml) {
 
 #[test]
 fn workers_can_be_scaled() {
-    let compose = resolved_compose();
-    let worker = &compose["services"]["worker"];
-    assert!(
-        worker["container_name"].is_badvalue(),
-        "a container_name prevents --scale"
-    );
-    assert!(worker["ports"].is_badvalue(), "host ports prevent --scale");
-    for service in [
-        "redis",
-        "zipkin",
-        "api",
-        "worker",
-        "weather-stub",
-        "console",
-        "prometheus",
-    ] {
+    for extra in OVERLAYS {
+        let compose = resolved_compose_with(extra);
+        let worker = &compose["services"]["worker"];
         assert!(
-            !compose["services"][service]["healthcheck"].is_badvalue(),
-            "{service} has no healthcheck"
+            worker["container_name"].is_badvalue(),
+            "a container_name prevents --scale ({extra:?})"
         );
+        assert!(
+            worker["ports"].is_badvalue(),
+            "host ports prevent --scale ({extra:?})"
+        );
+        for service in [
+            "redis",
+            "zipkin",
+            "api",
+            "worker",
+            "weather-stub",
+            "console",
+            "prometheus",
+        ] {
+            assert!(
+                !compose["services"][service]["healthcheck"].is_badvalue(),
+                "{service} has no healthcheck ({extra:?})"
+            );
+        }
+    }
+}
+
+/// The cluster's nodes, as the overlay names them.
+const CLUSTER_NODES: [&str; 6] = [
+    "redis-node-1",
+    "redis-node-2",
+    "redis-node-3",
+    "redis-node-4",
+    "redis-node-5",
+    "redis-node-6",
+];
+
+fn strings(yaml: &Yaml) -> Vec<&str> {
+    yaml.as_vec()
+        .into_iter()
+        .flatten()
+        .filter_map(Yaml::as_str)
+        .collect()
+}
+
+/// Whether `args` holds `flag` followed by `value`.
+fn has_flag(args: &[&str], flag: &str, value: &str) -> bool {
+    args.windows(2).any(|w| w == [flag, value])
+}
+
+#[test]
+fn with_the_cluster_file_every_redis_user_reads_every_node_once_the_cluster_is_formed() {
+    let base = resolved_compose();
+    let merged = resolved_compose_with(&[CLUSTER]);
+    let services = &merged["services"];
+
+    // The one server runs no container (it stays defined: the base file's
+    // services depend on it).
+    assert_eq!(services["redis"]["scale"].as_i64(), Some(0));
+
+    let image = base["services"]["redis"]["image"].as_str().expect("image");
+    for node in CLUSTER_NODES {
+        let svc = &services[node];
+        assert!(!svc.is_badvalue(), "{node} is missing");
+        assert_eq!(svc["image"].as_str(), Some(image), "{node}'s image");
+        assert!(
+            !svc["healthcheck"].is_badvalue(),
+            "{node} has no healthcheck"
+        );
+        assert!(svc["ports"].is_badvalue(), "{node} publishes a port");
+        let args = strings(&svc["command"]);
+        for (flag, value) in [
+            ("--cluster-enabled", "yes"),
+            ("--appendonly", "yes"),
+            ("--cluster-node-timeout", "5000"),
+            // Clients are sent to names that resolve on the Compose network.
+            ("--cluster-announce-hostname", node),
+            ("--cluster-preferred-endpoint-type", "hostname"),
+        ] {
+            assert!(has_flag(&args, flag, value), "{node} runs {args:?}");
+        }
+    }
+
+    let init = &services["redis-cluster-init"];
+    assert_eq!(init["image"].as_str(), Some(image));
+    assert_eq!(init["restart"].as_str(), Some("no"), "a one-shot service");
+    let script = strings(&init["command"]).join(" ");
+    for part in ["--cluster create", "--cluster-replicas 1", "--cluster-yes"] {
+        assert!(script.contains(part), "the init runs no `{part}`");
+    }
+    for node in CLUSTER_NODES {
+        assert!(
+            script.contains(&format!("{node}:6379")),
+            "{node} is left out"
+        );
+        assert_eq!(
+            init["depends_on"][node]["condition"].as_str(),
+            Some("service_healthy"),
+            "the init must wait for {node}"
+        );
+    }
+
+    let every_node: Vec<String> = CLUSTER_NODES
+        .iter()
+        .map(|n| format!("redis://{n}:6379"))
+        .collect();
+    for (service, reads_the_queue) in [
+        ("api", true),
+        ("worker", true),
+        ("console", true),
+        ("alerts", false),
+    ] {
+        let svc = &services[service];
+        let url = svc["environment"]["REDIS_URL"].as_str().expect("REDIS_URL");
+        let urls: Vec<&str> = url.split(',').collect();
+        assert_eq!(urls, every_node, "{service}'s REDIS_URL");
+        assert_eq!(
+            svc["depends_on"]["redis-cluster-init"]["condition"].as_str(),
+            Some("service_completed_successfully"),
+            "{service} must start after the cluster is formed"
+        );
+        let shards = svc["environment"]["QUEUE_SHARDS"].as_str();
+        if reads_the_queue {
+            assert_eq!(shards, Some("3"), "{service}: one shard per master");
+        } else {
+            assert_eq!(shards, None, "{service} reads no queue");
+        }
+    }
+    // Nothing is left on the one server.
+    for (name, svc) in services.as_hash().expect("services") {
+        for (key, value) in svc["environment"].as_hash().into_iter().flatten() {
+            let value = value.as_str().unwrap_or_default();
+            assert!(
+                !value.contains("redis://redis:"),
+                "{name:?} still sets {key:?} to the single server: {value}"
+            );
+        }
     }
 }
 
@@ -149,7 +273,7 @@ fn with_the_collector_file_every_service_sends_otlp_after_it_starts() {
             "{service} sends no spans: {traced:?}"
         );
     }
-    let merged = resolved_compose_with(&["docker-compose.collector.yml"]);
+    let merged = resolved_compose_with(&[COLLECTOR]);
     for service in &traced {
         let svc = &merged["services"][service.as_str()];
         assert_eq!(
@@ -193,20 +317,24 @@ fn grafana_shows_ratios_as_percentages() {
 
 #[test]
 fn published_ports_stay_on_this_machine_and_admin_endpoints_stay_closed() {
-    let merged = resolved_compose_with(&["docker-compose.collector.yml"]);
-    let services = merged["services"].as_hash().expect("services");
-    let mut published = 0;
-    for (name, svc) in services {
-        for port in svc["ports"].as_vec().into_iter().flatten() {
-            published += 1;
-            let port = port.as_str().unwrap_or_default();
-            assert!(
-                port.starts_with("127.0.0.1:"),
-                "{name:?} publishes {port} beyond this machine"
-            );
+    // No Redis node publishes a port either.
+    for extra in &OVERLAYS[1..] {
+        let merged = resolved_compose_with(extra);
+        let services = merged["services"].as_hash().expect("services");
+        let mut published = 0;
+        for (name, svc) in services {
+            for port in svc["ports"].as_vec().into_iter().flatten() {
+                published += 1;
+                let port = port.as_str().unwrap_or_default();
+                assert!(
+                    port.starts_with("127.0.0.1:"),
+                    "{name:?} publishes {port} beyond this machine ({extra:?})"
+                );
+            }
         }
+        assert!(published >= 5, "ports went missing ({extra:?})");
     }
-    assert!(published >= 5, "ports went missing");
+    let merged = resolved_compose_with(&[COLLECTOR]);
     let prometheus = &merged["services"]["prometheus"]["command"];
     assert!(
         !prometheus
