@@ -114,9 +114,11 @@ async fn runs_with_one_connected_trace_per_job(cluster: bool, shards: u16) -> an
 }
 
 #[tokio::test]
-async fn the_console_reads_the_queue_and_the_schedules_on_a_redis_cluster() -> anyhow::Result<()> {
+async fn the_console_reads_the_queue_its_shards_and_the_schedules_on_a_redis_cluster()
+-> anyhow::Result<()> {
     let stack = Stack::launch(Options {
         redis_cluster: true,
+        queue_shards: Some(3),
         console: true,
         worker_env: &[("SCHEDULES", "hourly|0 * * * *|Reykjavik")],
         ..Options::default()
@@ -143,6 +145,15 @@ async fn the_console_reads_the_queue_and_the_schedules_on_a_redis_cluster() -> a
     );
     let failed_page = page("/failed".into()).await?;
     assert!(failed_page.contains(&failed), "{failed_page}");
+    // The Queues page shows each shard on the master that holds it.
+    let queues = page("/queues".into()).await?;
+    let nodes: std::collections::HashSet<&str> = queues
+        .split(r#"<td data-label="Node"><code>"#)
+        .skip(1)
+        .filter_map(|rest| rest.split('<').next())
+        .collect();
+    assert_eq!(nodes.len(), 3, "three shards on three masters: {queues}");
+    assert!(queues.contains("{weather:1:12}"), "{queues}");
     testkit::eventually(
         "the schedule on the console's Scheduled page",
         WAIT,

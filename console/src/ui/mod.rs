@@ -9,6 +9,7 @@ mod batch;
 mod charts;
 mod map;
 mod pages;
+mod shards;
 pub(crate) mod source;
 mod waterfall;
 

@@ -399,6 +399,7 @@ async fn queues_body(ui: &UiState, queue: &RedisQueue) -> Markup {
             } }
         }
         p { (stats.enqueued_total) " jobs enqueued, " (stats.succeeded_total) " succeeded, " (stats.failed_total) " failed, " (stats.retried_total) " attempts retried, since the queue began." }
+        (super::shards::shards_table(queue).await)
         div.charts {
             (sparkline("Jobs finished per second", "/s", &[("rate", "#1f6feb", rate)]))
             (sparkline("Processing time", "ms", &[("p50", "#1a7f37", p50), ("p99", "#cf222e", p99)]))

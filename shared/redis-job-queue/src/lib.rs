@@ -142,7 +142,7 @@ mod shards;
 
 pub use backend::{QueueBackend, QueueLayer, QueueService};
 pub use config::QueueConfig;
-pub use connection::{RedisConnection, RedisTarget, ServerAddress, slot};
+pub use connection::{FAILOVER_WAIT, RedisConnection, RedisTarget, ServerAddress, slot};
 pub use error::{JobTimedOut, QueueError};
 pub use job::{
     Cancelled, ConsumerInfo, JobPage, JobRecord, JobStatus, LOW_LANE_EVERY, MAX_DELAY, NewJob,
