@@ -98,6 +98,20 @@ async fn quickstart(kafka: bool) -> anyhow::Result<()> {
     command.arg(clone.join("scripts/run"));
     if kafka {
         command.arg("--kafka");
+        // The broker this workspace installed (scripts/tansu, once), so the
+        // clone does not build its own.
+        let tansu = match std::env::var("TANSU_BIN") {
+            Ok(bin) => bin,
+            Err(_) => {
+                let out = Command::new(root.join("scripts/tansu"))
+                    .current_dir(root)
+                    .output()
+                    .context("running scripts/tansu")?;
+                anyhow::ensure!(out.status.success(), "scripts/tansu failed");
+                String::from_utf8(out.stdout)?.trim().to_owned()
+            }
+        };
+        command.env("TANSU_BIN", tansu);
     }
     let child = command
         .current_dir(&clone)
