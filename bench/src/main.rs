@@ -11,6 +11,7 @@
 //! cargo run --release -p bench -- api            # POST /v1/jobs from 32 connections
 //! cargo run --release -p bench -- latency        # at 200 jobs/s, and after 30 s idle
 //! cargo run --release -p bench -- overhead       # tracing's cost by span source
+//! cargo run --release -p bench -- cluster        # one server against a Redis Cluster
 //! ```
 //!
 //! It writes `bench-results/results.json`, `results.md` and `results.png`
@@ -20,6 +21,7 @@
 
 mod api;
 mod chart;
+mod cluster;
 mod collector;
 mod latency;
 mod measure;
@@ -27,6 +29,7 @@ mod overhead;
 mod peers;
 mod report;
 mod systems;
+mod target;
 
 use clap::{Parser, Subcommand};
 
@@ -47,6 +50,8 @@ enum Command {
     Latency(latency::LatencyArgs),
     /// Where tracing's cost goes, by span source and export.
     Overhead(overhead::OverheadArgs),
+    /// One server against a 3-master Redis Cluster, with 1 and 3 shards.
+    Cluster(cluster::ClusterArgs),
     /// Writes the table and the chart again from a `results.json`.
     Report {
         /// The `results.json` a run wrote.
@@ -69,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Run(args) => measure::run(args).await,
         Command::Api(args) => api::run(args).await,
         Command::Overhead(args) => overhead::run(args).await,
+        Command::Cluster(args) => cluster::run(args).await,
         Command::Latency(args) => latency::run(args).await,
         Command::Report { results, out } => report::rewrite(&results, out.as_deref()),
         Command::Produce(args) => peers::produce(args).await,

@@ -18,6 +18,7 @@ use testkit::{RedisServer, ServiceProcess, free_port};
 use crate::collector::Collector;
 use crate::report;
 use crate::systems::{Setup, System};
+use crate::target::Target;
 
 /// apalis-redis 1.0 fails to fetch with more jobs waiting than about this
 /// ("too many results to unpack"), so its runs are this long at most.
@@ -87,7 +88,8 @@ pub struct Run {
     pub drain_per_sec: f64,
     /// CPU of the worker (and its child processes) per job, ms.
     pub worker_cpu_ms: f64,
-    /// CPU of redis-server per job during the drain, ms.
+    /// CPU of redis-server per job during the drain, ms (summed over a
+    /// cluster's nodes).
     pub redis_cpu_ms: f64,
     /// CPU of the weather stub per job during the drain, ms: the third
     /// party's share of the machine.
@@ -217,11 +219,23 @@ impl Rig {
 
     /// One system, one tracing setting: enqueue, then drain.
     pub async fn one(&self, system: System, round: usize, setup: &Setup) -> anyhow::Result<Run> {
+        self.one_on(Target::Server(&self.redis), system, round, setup)
+            .await
+    }
+
+    /// [`Self::one`] on `redis` (the rig's own server, or a cluster).
+    pub async fn one_on(
+        &self,
+        redis: Target<'_>,
+        system: System,
+        round: usize,
+        setup: &Setup,
+    ) -> anyhow::Result<Run> {
         drain(
             system,
             round,
             setup,
-            (&self.redis, self.stub.pid()),
+            (redis, self.stub.pid()),
             &self.collector,
             &self.http,
         )
@@ -234,12 +248,14 @@ async fn drain(
     system: System,
     round: usize,
     setup: &Setup,
-    (redis, stub_pid): (&RedisServer, u32),
+    (redis, stub_pid): (Target<'_>, u32),
     collector: &Collector,
     http: &reqwest::Client,
 ) -> anyhow::Result<Run> {
-    let mut conn = redis.client()?.get_multiplexed_async_connection().await?;
-    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await?;
+    let mut conns = redis.masters().await?;
+    for conn in &mut conns {
+        let _: () = redis::cmd("FLUSHALL").query_async(conn).await?;
+    }
     collector.reset();
     let n = setup.jobs;
 
@@ -248,10 +264,7 @@ async fn drain(
 
     // Drain: the worker empties the queue.
     let calls_before = forecasts(http, &setup.stub_url).await?;
-    let _: () = redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query_async(&mut conn)
-        .await?;
+    redis.reset_stats().await?;
     let log = std::env::temp_dir().join(format!(
         "bench-{}-{}-{}.log",
         std::process::id(),
@@ -271,14 +284,14 @@ async fn drain(
             let pids = workers.tree();
             t1 = Some((now, done));
             cpu1 = cpu_secs(&pids, clk);
-            rcpu1 = cpu_secs(&[redis.pid()], clk);
+            rcpu1 = cpu_secs(&redis.pids(), clk);
             scpu1 = cpu_secs(&[stub_pid], clk);
         }
         if t2.is_none() && done as f64 >= 0.9 * n as f64 {
             let pids = workers.tree();
             t2 = Some((now, done));
             cpu2 = cpu_secs(&pids, clk);
-            rcpu2 = cpu_secs(&[redis.pid()], clk);
+            rcpu2 = cpu_secs(&redis.pids(), clk);
             scpu2 = cpu_secs(&[stub_pid], clk);
             rss = rss_mib(&pids);
         }
@@ -298,7 +311,11 @@ async fn drain(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let redis_calls = commands(&mut conn).await? as f64 / n as f64;
+    let mut calls = 0;
+    for conn in &mut conns {
+        calls += commands(conn).await?;
+    }
+    let redis_calls = calls as f64 / n as f64;
     workers.stop(Duration::from_secs(15)).await;
     // Every span the processes flushed on their way out.
     let (spans, traces) = settle(collector).await;

@@ -130,9 +130,16 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let sent;
     match args.system.as_str() {
         "ours" => {
-            let queue =
-                redis_job_queue::connect_with_retry(&args.redis_url, QueueConfig::new("weather"))
-                    .await?;
+            // The shards and replicas the run asks for, as the api reads them.
+            let mut cfg = QueueConfig::new("weather");
+            let setting = |name: &str| std::env::var(name).ok();
+            cfg.shards = setting("QUEUE_SHARDS")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1);
+            cfg.wait_replicas = setting("QUEUE_WAIT_REPLICAS")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let queue = redis_job_queue::connect_with_retry(&args.redis_url, cfg).await?;
             let producer = TracedProducer::new(queue, guard.propagation().clone());
             (start, t0) = (Instant::now(), epoch_ms());
             sent = push_all(&args, start, producer, |producer, n| {

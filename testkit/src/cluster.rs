@@ -124,6 +124,21 @@ impl RedisCluster {
         cli(port, args)
     }
 
+    /// The nodes' process ids (of those still running and not).
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes.iter().map(|n| n.child.id()).collect()
+    }
+
+    /// The ports of the masters now.
+    pub fn masters(&self) -> anyhow::Result<Vec<u16>> {
+        Ok(self
+            .topology()?
+            .into_iter()
+            .filter(|(_, (role, _))| role == "master")
+            .map(|(port, _)| port)
+            .collect())
+    }
+
     /// The nodes' ports, in the order they were started.
     pub fn ports(&self) -> Vec<u16> {
         self.nodes.iter().map(|n| n.port).collect()
