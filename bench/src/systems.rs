@@ -70,7 +70,7 @@ impl System {
 
     /// The worker's concurrency unless asked for another (Celery: pool
     /// processes): each system's best drain with tracing on in a sweep
-    /// (see the README), ours kept under 30 MiB.
+    /// (docs/benchmark.md, "Concurrency, swept"), ours kept under 30 MiB.
     pub fn concurrency(self) -> usize {
         match self {
             Self::Ours => 256,

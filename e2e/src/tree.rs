@@ -1,4 +1,5 @@
-//! The tree one job's trace must form (see TRACING-SPEC).
+//! The tree one job's trace must form (docs/tracing.md, "What a trace looks
+//! like").
 
 use serde_json::Value;
 
@@ -26,7 +27,7 @@ pub fn service(s: &Value) -> &str {
         .unwrap_or_default()
 }
 
-/// Checks the tree of one job's trace (see TRACING-SPEC): the api SERVER
+/// Checks the tree of one job's trace (docs/tracing.md): the api SERVER
 /// span under the caller's span, PRODUCER under it, the worker's CONSUMER
 /// under the PRODUCER (and linked to it), Redis and HTTP CLIENT spans under
 /// the CONSUMER, each HTTP call continued by a stub SERVER span.
