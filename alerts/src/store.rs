@@ -9,7 +9,7 @@ use telemetry::attributes::ERROR_TYPE;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::Alert;
+use crate::rules::Alert;
 
 /// Marks the event seen unless it was, and then stores its alerts.
 /// KEYS: 1 the event's seen mark, 2 the alerts list.

@@ -1,9 +1,12 @@
 //! API errors as RFC 9457 problem details (`application/problem+json`).
 
+use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use redis_job_queue::QueueError;
-use telemetry::http_server::problem;
+use weather_jobs::problem;
+
+use crate::MAX_BODY_BYTES;
 
 /// What can go wrong serving a request; each variant says what the caller
 /// can do about it.
@@ -59,6 +62,25 @@ impl ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Overloaded | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    /// axum's refusals of a JSON body, as precise problems.
+    fn from(r: JsonRejection) -> Self {
+        match r {
+            JsonRejection::MissingJsonContentType(_) => Self::UnsupportedMediaType(
+                "send the job as JSON with `Content-Type: application/json`".into(),
+            ),
+            JsonRejection::JsonSyntaxError(e) => {
+                Self::BadRequest(format!("the body is not valid JSON: {}", e.body_text()))
+            }
+            JsonRejection::JsonDataError(e) => Self::Invalid(e.body_text()),
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Self::TooLarge(format!("the body is larger than {MAX_BODY_BYTES} bytes"))
+            }
+            other => Self::BadRequest(other.body_text()),
         }
     }
 }

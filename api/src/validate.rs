@@ -7,7 +7,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use redis_job_queue::Priority;
+use redis_job_queue::{NewJob, Priority};
 use serde_json::{Map, Value};
 use telemetry::messaging::TraceMode;
 use time::format_description::well_known::Rfc3339;
@@ -22,6 +22,34 @@ pub(crate) struct JobOptions {
     pub(crate) trace: Option<TraceMode>,
     /// The job's own priority.
     pub(crate) priority: Option<Priority>,
+}
+
+impl JobOptions {
+    /// These options, with `defaults` for those not given (a batch's
+    /// trace mode and priority for its jobs).
+    pub(crate) fn or(self, defaults: Self) -> Self {
+        Self {
+            delay: self.delay.or(defaults.delay),
+            trace: self.trace.or(defaults.trace),
+            priority: self.priority.or(defaults.priority),
+        }
+    }
+
+    /// `new` with these options: its delay, trace mode and lane; what is
+    /// not given is left to the queue and the worker.
+    pub(crate) fn apply(self, mut new: NewJob) -> NewJob {
+        if let Some(delay) = self.delay {
+            new = new.run_after(delay);
+        }
+        if let Some(mode) = self.trace {
+            let (k, v) = mode.metadata();
+            new = new.with_metadata(k, v);
+        }
+        if let Some(priority) = self.priority {
+            new = new.with_priority(priority);
+        }
+        new
+    }
 }
 
 /// The options of `body` (already checked to be an object by [`job`]);
@@ -481,5 +509,32 @@ mod tests {
             let err = job(&body).expect_err(&body.to_string());
             assert!(err.contains(want), "{body}: {err:?} lacks {want:?}");
         }
+    }
+
+    #[test]
+    fn a_jobs_own_options_win_over_its_batchs_and_are_applied() {
+        let defaults = JobOptions {
+            delay: None,
+            trace: Some(TraceMode::Link),
+            priority: Some(Priority::Low),
+        };
+        let own = JobOptions {
+            delay: Some(Duration::from_secs(60)),
+            trace: Some(TraceMode::Parent),
+            priority: None,
+        };
+        let merged = own.or(defaults);
+        assert_eq!(
+            merged,
+            JobOptions {
+                priority: Some(Priority::Low),
+                ..own
+            }
+        );
+        let new = merged.apply(NewJob::new(&1).expect("encode"));
+        assert_eq!(new.delay(), Some(Duration::from_secs(60)));
+        assert_eq!(new.priority(), Priority::Low);
+        let plain = JobOptions::default().apply(NewJob::new(&1).expect("encode"));
+        assert_eq!((plain.delay(), plain.priority()), (None, Priority::Normal));
     }
 }

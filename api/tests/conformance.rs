@@ -6,7 +6,6 @@
 //! never a 500). `tests/conformance/schemathesis.toml` holds the checks.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -23,45 +22,11 @@ const OPERATIONS_TESTED: &str = "Tested: 12";
 /// it. `extra` are further `run` arguments.
 async fn schemathesis(api_url: &str, extra: &[&str]) -> anyhow::Result<String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance");
-    let config = dir.join("schemathesis.toml");
-    let mut args: Vec<String> = vec![
-        "run".into(),
-        format!("{api_url}/openapi.json"),
-        "--header".into(),
-        format!("Authorization: Bearer {KEY}"),
-        "--seed".into(),
-        "1".into(),
-        "--no-color".into(),
-    ];
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("schemathesis")
-            .arg("--config-file")
-            .arg(&config)
-            .args(&args)
-            // Its cache (`.schemathesis/`) goes there, not into the tree.
-            .current_dir(std::env::temp_dir())
-            .env("PYTHONPATH", &dir)
-            .env("SCHEMATHESIS_HOOKS", "hooks")
-            .output()
-    })
-    .await?;
-    let out = match out {
-        Ok(out) => out,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-            "schemathesis is missing: install it with `python3 -m pip install schemathesis` \
-             (scripts/test does)"
-        ),
-        Err(e) => return Err(e).context("running schemathesis"),
-    };
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if !out.status.success() {
-        bail!("schemathesis found problems:\n{report}");
-    }
+    let schema = format!("{api_url}/openapi.json");
+    let key = format!("Authorization: Bearer {KEY}");
+    let mut args = vec![schema.as_str(), "--header", key.as_str()];
+    args.extend_from_slice(extra);
+    let report = testkit::schemathesis::run(&dir, &args, &[]).await?;
     if !report.contains(OPERATIONS_TESTED) {
         bail!("not every operation was tested:\n{report}");
     }

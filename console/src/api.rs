@@ -10,8 +10,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use telemetry::http_server::problem;
 use tower_http::decompression::RequestDecompressionLayer;
+use weather_jobs::problem;
 
 use crate::store::TraceQuery;
 use crate::store::model::{SpanIn, TraceId};

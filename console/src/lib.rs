@@ -244,7 +244,7 @@ pub fn app(state: AppState) -> Router {
         );
     }));
     let store = state.store.clone();
-    let ops = telemetry::metrics::routes(metrics, move |_| {
+    let ops = telemetry::ops::routes(metrics, move |_| {
         let (store, m) = (store.clone(), m.clone());
         async move {
             let stats = store.stats();

@@ -5,7 +5,6 @@
 //! holds the settings and the one documented exception.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
@@ -54,39 +53,19 @@ async fn the_console_conforms_to_zipkins_openapi_file() -> anyhow::Result<()> {
 
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance");
     let url = format!("{}/api/v2", console.url());
-    let spec_arg = spec.to_str().context("spec path")?.to_owned();
-    let config = dir.join("schemathesis.toml");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("schemathesis")
-            .arg("--config-file")
-            .arg(&config)
-            .args(["run", &spec_arg, "--url", &url, "--seed", "1", "--no-color"])
-            // Its cache (`.schemathesis/`) goes there, not into the tree.
-            .current_dir(std::env::temp_dir())
-            .env("PYTHONPATH", &dir)
-            .env("SCHEMATHESIS_HOOKS", "hooks")
-            .env("CONSOLE_TRACE_ID", trace)
-            .env("CONSOLE_TRACE_IDS", format!("{trace},00f067aa0ba902b7"))
-            .env("CONSOLE_END_TS", now_ms.to_string())
-            .output()
-    })
+    let spec_arg = spec.to_str().context("spec path")?;
+    let trace_ids = format!("{trace},00f067aa0ba902b7");
+    let end_ts = now_ms.to_string();
+    let report = testkit::schemathesis::run(
+        &dir,
+        &[spec_arg, "--url", &url],
+        &[
+            ("CONSOLE_TRACE_ID", trace),
+            ("CONSOLE_TRACE_IDS", &trace_ids),
+            ("CONSOLE_END_TS", &end_ts),
+        ],
+    )
     .await?;
-    let out = match out {
-        Ok(out) => out,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-            "schemathesis is missing: install it with `pip install schemathesis` (scripts/test does)"
-        ),
-        Err(e) => return Err(e).context("running schemathesis"),
-    };
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "schemathesis found problems:\n{report}"
-    );
     assert!(
         report.contains("Tested: 9"),
         "every operation of the file must be tested:\n{report}"

@@ -291,24 +291,17 @@ impl Stack {
     /// of the worker running it. Consumer names are
     /// `{host}-{pid}-{random}`.
     pub async fn worker_running(&self, id: &str) -> anyhow::Result<usize> {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let doc = self.job(id).await?;
-            if doc["status"] == "running"
-                && let Some(name) = doc["worker"].as_str()
-            {
-                let pid = name.split('-').rev().nth(1).unwrap_or_default();
-                return self
-                    .workers
-                    .iter()
-                    .position(|w| w.pid().to_string() == pid)
-                    .with_context(|| format!("no worker process is {name}"));
-            }
-            if std::time::Instant::now() > deadline {
-                bail!("job {id} never ran: {doc}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let doc = self
+            .wait_job(id, "running on a worker", |doc| {
+                doc["status"] == "running" && doc["worker"].is_string()
+            })
+            .await?;
+        let name = doc["worker"].as_str().unwrap_or_default();
+        let pid = name.split('-').rev().nth(1).unwrap_or_default();
+        self.workers
+            .iter()
+            .position(|w| w.pid().to_string() == pid)
+            .with_context(|| format!("no worker process is {name}"))
     }
 
     /// The consumers the queue's group holds, by name (a consumer joins
@@ -421,17 +414,22 @@ impl Stack {
 
     /// Waits until the job has finished; answers its status document.
     pub async fn wait_done(&self, id: &str) -> anyhow::Result<Value> {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let doc = self.job(id).await?;
-            if doc["status"] == "succeeded" || doc["status"] == "failed" {
-                return Ok(doc);
-            }
-            if std::time::Instant::now() > deadline {
-                bail!("job {id} not finished within {WAIT:?}: {doc}");
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        self.wait_job(id, "finished", |doc| {
+            doc["status"] == "succeeded" || doc["status"] == "failed"
+        })
+        .await
+    }
+
+    /// Waits (up to [`WAIT`]) until the job's status document shows what
+    /// `reached` looks for (`want`, in words, for the failure); answers
+    /// that document.
+    pub async fn wait_job(
+        &self,
+        id: &str,
+        want: &str,
+        reached: impl Fn(&Value) -> bool,
+    ) -> anyhow::Result<Value> {
+        testkit::wait_for_job(id, want, WAIT, || self.job(id), reached).await
     }
 
     /// Waits until the collector holds a span of each of these traces.

@@ -175,11 +175,9 @@ async fn the_console_cancels_and_retries_jobs_and_shows_what_waits_and_the_sched
         .send()
         .await?;
     assert_eq!(res.status(), 303);
-    let deadline = std::time::Instant::now() + WAIT;
-    while stack.job(&failed).await?["attempts"] != 2 {
-        anyhow::ensure!(std::time::Instant::now() < deadline, "not re-driven");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    stack
+        .wait_job(&failed, "re-driven", |doc| doc["attempts"] == 2)
+        .await?;
 
     // A batch's jobs, shown together, in the order they were sent.
     let sent: serde_json::Value = stack

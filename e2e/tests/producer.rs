@@ -324,17 +324,11 @@ async fn a_redriven_job_runs_again_linked_to_its_failed_attempt_and_lists_follow
         .send()
         .await?;
     assert_eq!(retried.status(), 202);
-    let deadline = std::time::Instant::now() + WAIT;
-    let done = loop {
-        let doc = stack.wait_done(&failed[0]).await?;
-        if doc["attempts"] == 2 {
-            break doc;
-        }
-        if std::time::Instant::now() > deadline {
-            bail!("the re-drive never ran: {doc}");
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let done = stack
+        .wait_job(&failed[0], "re-driven and finished", |doc| {
+            (doc["status"] == "succeeded" || doc["status"] == "failed") && doc["attempts"] == 2
+        })
+        .await?;
     assert_eq!(
         done["status"], "failed",
         "an unknown place fails again: {done}"
@@ -390,17 +384,11 @@ async fn a_redriven_job_runs_again_linked_to_its_failed_attempt_and_lists_follow
     let all = bulk(serde_json::json!({ "error_type": "unknown_place" })).await?;
     assert_eq!(all["redriven"], 3, "{all}");
     for id in &failed {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let doc = stack.job(id).await?;
-            if doc["status"] == "failed" && doc["attempts"].as_u64() >= Some(2) {
-                break;
-            }
-            if std::time::Instant::now() > deadline {
-                bail!("{id} was not re-driven: {doc}");
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        stack
+            .wait_job(id, "re-driven and failed again", |doc| {
+                doc["status"] == "failed" && doc["attempts"].as_u64() >= Some(2)
+            })
+            .await?;
     }
     Ok(())
 }

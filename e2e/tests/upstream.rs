@@ -225,17 +225,11 @@ async fn a_429s_retry_after_sets_when_the_job_runs_again() -> anyhow::Result<()>
     )
     .await?;
     let (id, _) = stack.enqueue(r#"{"city": "Patient"}"#, &[]).await?;
-    let deadline = Instant::now() + WAIT;
-    let doc = loop {
-        let doc = stack.job(&id).await?;
-        if doc["status"] == "scheduled" && doc["attempts"] == 1 {
-            break doc;
-        }
-        if Instant::now() > deadline {
-            bail!("the job was never scheduled for a retry: {doc}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let doc = stack
+        .wait_job(&id, "scheduled for a retry", |doc| {
+            doc["status"] == "scheduled" && doc["attempts"] == 1
+        })
+        .await?;
     let ms = |f: &str| -> anyhow::Result<u128> {
         let t = humantime::parse_rfc3339(doc[f].as_str().context("time")?)?;
         Ok(t.duration_since(std::time::UNIX_EPOCH)?.as_millis())

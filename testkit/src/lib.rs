@@ -5,6 +5,10 @@
 //! Every server listens on a free loopback port and lives in a temporary
 //! directory of its own, so tests run in parallel and leave nothing behind.
 //! The process is killed (by its PID) when the handle is dropped.
+//!
+//! Beside the servers, what tests share: waiting with a deadline
+//! ([`eventually`], and [`wait_for_job`] for a job's status) and running
+//! schemathesis against an OpenAPI document ([`schemathesis::run`]).
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -17,6 +21,7 @@ pub mod cluster;
 pub mod console;
 pub mod kafka;
 pub mod process;
+pub mod schemathesis;
 pub mod wait;
 pub mod zipkin;
 
@@ -24,7 +29,7 @@ pub use cluster::RedisCluster;
 pub use console::Console;
 pub use kafka::KafkaBroker;
 pub use process::{ServiceProcess, project_binary};
-pub use wait::eventually;
+pub use wait::{eventually, wait_for_job};
 pub use zipkin::ZipkinCollector;
 
 /// A free TCP port on 127.0.0.1 (the OS picks it; it is released at once

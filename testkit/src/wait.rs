@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{anyhow, bail};
 
 /// Polls `check` every `every` until it answers `Some`, and returns that.
 /// After `limit`, fails naming `what` and the last thing `check` saw
@@ -35,6 +35,44 @@ where
         }
         tokio::time::sleep(every).await;
     }
+}
+
+/// How often [`wait_for_job`] reads a job.
+const JOB_POLL: Duration = Duration::from_millis(20);
+
+/// Reads job `id` with `read` (however the test reads a job: the api's
+/// status document, the queue's record) until `reached` holds of what it
+/// answers, and returns that. After `limit`, fails naming the job, `want`
+/// (what `reached` waits for, in words) and the last thing read; an `Err`
+/// from `read` counts as "not yet".
+///
+/// Built on [`eventually`]: a test that needs more than the job (its
+/// trace, say) waits for all of it there instead.
+pub async fn wait_for_job<S, F, Fut, P>(
+    id: &str,
+    want: &str,
+    limit: Duration,
+    mut read: F,
+    reached: P,
+) -> anyhow::Result<S>
+where
+    S: std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<S>>,
+    P: Fn(&S) -> bool,
+{
+    let reached = &reached;
+    eventually(&format!("job {id} {want}"), limit, JOB_POLL, || {
+        let seen = read();
+        async move {
+            let seen = seen.await?;
+            match reached(&seen) {
+                true => Ok(Some(seen)),
+                false => Err(anyhow!("{seen:?}")),
+            }
+        }
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -72,5 +110,35 @@ mod tests {
         let text = format!("{err:#}");
         assert!(text.contains("a thing that never comes"), "{text}");
         assert!(text.contains("still broken"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_job_is_waited_for_until_it_reaches_the_status_and_is_named_if_it_does_not()
+    -> anyhow::Result<()> {
+        let reads = AtomicU32::new(0);
+        let status = |n: u32| if n < 3 { "running" } else { "succeeded" };
+        let read = || {
+            let n = reads.fetch_add(1, Ordering::SeqCst) + 1;
+            async move { Ok(status(n)) }
+        };
+        let done = wait_for_job("j1", "to succeed", Duration::from_secs(5), read, |s| {
+            *s == "succeeded"
+        })
+        .await?;
+        assert_eq!(done, "succeeded");
+
+        let err = wait_for_job(
+            "j2",
+            "to fail",
+            Duration::from_millis(50),
+            || async { Ok("running") },
+            |s| *s == "failed",
+        )
+        .await
+        .expect_err("it never fails");
+        let text = format!("{err:#}");
+        assert!(text.contains("job j2 to fail"), "{text}");
+        assert!(text.contains("running"), "{text}");
+        Ok(())
     }
 }

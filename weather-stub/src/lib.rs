@@ -91,7 +91,7 @@ pub fn app(config: &Config, propagation: Propagation) -> Router {
         calls: std::sync::Arc::default(),
     };
     open_meteo::routes(behaviour.clone())
-        .route("/healthz", get(telemetry::http_server::healthz))
+        .route("/healthz", get(telemetry::ops::healthz))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(axum::middleware::from_fn_with_state(
             telemetry::http_server::HttpTelemetry {

@@ -6,9 +6,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use redis_job_queue::{JobRecord, JobStatus, RedisQueue};
-use telemetry::http_server::problem;
+use weather_jobs::problem;
 
-use super::pages::{Ui, no_queue, page as frame, plausible_id, rfc3339, trace_id_of};
+use super::frame::{no_queue, page as frame};
+use redis_job_queue::{plausible_id, rfc3339_ms};
+
+use super::Ui;
 
 /// Most jobs one batch can hold (the api's limit).
 const MAX_JOBS: usize = 1000;
@@ -92,9 +95,9 @@ fn render(jobs: &[JobRecord]) -> Markup {
                             td data-label="Status" { span class=(format!("status status-{}", r.status.as_str())) { (r.status.as_str()) } }
                             td data-label="Attempts" { (r.attempts) " of " (r.max_attempts) }
                             td data-label="Priority" { (r.priority.as_str()) }
-                            td data-label="Queued at" { (rfc3339(r.enqueued_at_ms)) }
+                            td data-label="Queued at" { (rfc3339_ms(r.enqueued_at_ms)) }
                             td data-label="Trace" {
-                                @if let Some(t) = trace_id_of(r) { a href=(format!("/jobs/{}#trace-h", r.id)) { code { (t) } } }
+                                @if let Some(t) = r.trace_id() { a href=(format!("/jobs/{}#trace-h", r.id)) { code { (t) } } }
                             }
                         }
                     }

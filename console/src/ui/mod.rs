@@ -7,8 +7,12 @@
 mod actions;
 mod batch;
 mod charts;
+mod events;
+mod frame;
 mod map;
 mod pages;
+mod proxy;
+mod scheduled;
 mod shards;
 pub(crate) mod source;
 mod waterfall;
@@ -18,6 +22,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -66,6 +71,9 @@ impl UiState {
         self.queue.read().ok().and_then(|q| q.clone())
     }
 }
+
+/// What every handler of the console's pages takes.
+pub(crate) type Ui = State<Arc<UiState>>;
 
 /// Starts the UI's background work (connecting to Redis, sampling the
 /// queue) and answers its state.
@@ -148,11 +156,11 @@ pub(crate) fn routes(state: Arc<UiState>) -> Router {
         .route("/alerts", get(pages::alerts))
         .route("/batches/{id}", get(batch::page))
         .route("/ui/batches/{id}/fragment", get(batch::fragment))
-        .route("/ui/jobs", post(pages::create_job))
-        .route("/ui/jobs/{id}/events", get(pages::job_events))
+        .route("/ui/jobs", post(proxy::create_job))
+        .route("/ui/jobs/{id}/events", get(events::job_events))
         .route("/ui/jobs/{id}/trace", get(pages::job_trace))
         .route("/ui/fragment/{page}", get(pages::fragment))
-        .route("/ui/spans", post(pages::browser_spans))
+        .route("/ui/spans", post(proxy::browser_spans))
         .route("/ui/jobs/{id}/cancel", post(actions::cancel))
         .route("/ui/jobs/{id}/retry", post(actions::retry))
         .route("/ui/retry", post(actions::retry_many))

@@ -1,88 +1,23 @@
-//! The console's pages, and the endpoints their scripts call.
+//! The console's pages (Submit, a job, Queues, Workers, Failed jobs,
+//! Scheduled, Service map, Alerts), and the live parts their script
+//! refreshes: a job's waterfall, each page's fragment.
 
-use std::convert::Infallible;
-use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
-
-use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures::Stream;
-use maud::{DOCTYPE, Markup, html};
+use maud::{Markup, html};
 use redis_job_queue::{JobRecord, JobStatus, RedisQueue};
-use serde_json::{Value, json};
-use telemetry::http_server::problem;
+use serde_json::Value;
+use weather_jobs::problem;
 
-use super::UiState;
+use super::actions::{button, retry_buttons};
 use super::charts::sparkline;
+use super::frame::{no_queue, page};
 use super::waterfall::{self, millis};
+use redis_job_queue::{plausible_id, rfc3339_ms};
+
+use super::{Ui, UiState, map, scheduled, shards};
 use crate::store::model::{Kind, Span};
-
-pub(crate) type Ui = State<Arc<UiState>>;
-
-/// The frame of every page: navigation, title, the page's content.
-pub(crate) fn page(title: &str, here: &str, body: Markup) -> Response {
-    let nav = [
-        ("/", "Submit"),
-        ("/queues", "Queues"),
-        ("/workers", "Workers"),
-        ("/scheduled", "Scheduled"),
-        ("/failed", "Failed jobs"),
-        ("/map", "Service map"),
-        ("/alerts", "Alerts"),
-    ];
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · traced-jobs console" }
-                link rel="stylesheet" href="/static/app.css";
-                script src="/static/app.js" defer {}
-            }
-            body {
-                a.skip href="#main" { "Skip to content" }
-                header {
-                    span.brand { "traced-jobs" }
-                    nav aria-label="Console" {
-                        @for (href, name) in nav {
-                            @if href == here {
-                                a href=(href) aria-current="page" { (name) }
-                            } @else {
-                                a href=(href) { (name) }
-                            }
-                        }
-                    }
-                }
-                main #main { h1 { (title) } (body) }
-            }
-        }
-    }
-    .into_response()
-}
-
-/// A page saying the queue cannot be read (yet).
-pub(crate) fn no_queue(title: &str, here: &str) -> Response {
-    let mut res = page(
-        title,
-        here,
-        html! { p.notice role="status" { "The queue is not reachable yet (is Redis running?). This page fills in once it is." } },
-    );
-    *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-    res
-}
-
-pub(crate) fn rfc3339(ms: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-}
-
-/// The trace id in a job's `traceparent`.
-pub(crate) fn trace_id_of(record: &JobRecord) -> Option<&str> {
-    record.metadata.get("traceparent")?.split('-').nth(1)
-}
 
 // ---- Submit -------------------------------------------------------------
 
@@ -123,116 +58,7 @@ pub(crate) async fn submit() -> Response {
     )
 }
 
-/// Forwards a job to the api with the browser's `traceparent`, so the
-/// api's span continues the browser's trace.
-pub(crate) async fn create_job(State(ui): Ui, headers: HeaderMap, body: Bytes) -> Response {
-    let mut req = ui
-        .api
-        .post(format!("{}/v1/jobs", ui.api_url))
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(body);
-    for name in ["traceparent", "tracestate", "baggage"] {
-        if let Some(v) = headers.get(name) {
-            req = req.header(name, v);
-        }
-    }
-    match req.send().await {
-        Ok(res) => pass_on(res).await,
-        Err(e) => unreachable_api(&ui, &e),
-    }
-}
-
-/// The api's answer, as the api gave it (status, media type, body).
-pub(crate) async fn pass_on(res: reqwest::Response) -> Response {
-    let status = StatusCode::from_u16(res.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let ct = res
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json")
-        .to_owned();
-    let body = res.bytes().await.unwrap_or_default();
-    (status, [(header::CONTENT_TYPE, ct)], body).into_response()
-}
-
-/// The problem of an api that did not answer.
-pub(crate) fn unreachable_api(ui: &UiState, e: &reqwest::Error) -> Response {
-    problem(
-        StatusCode::BAD_GATEWAY,
-        &format!("the api at {} could not be reached: {e}", ui.api_url),
-    )
-}
-
-/// Spans the page records (its own span of each submission).
-pub(crate) async fn browser_spans(State(ui): Ui, body: Bytes) -> Response {
-    match ui.source.ingest(&ui.http, &body).await {
-        Ok(()) => StatusCode::ACCEPTED.into_response(),
-        Err(e) => problem(StatusCode::BAD_REQUEST, &e),
-    }
-}
-
-fn status_json(r: &JobRecord) -> Value {
-    json!({
-        "id": r.id,
-        "status": r.status.as_str(),
-        "attempts": r.attempts,
-        "max_attempts": r.max_attempts,
-        "error": r.error,
-        "trace_id": trace_id_of(r),
-    })
-}
-
-/// Server-sent events with a job's status: one now, one at every change,
-/// and the stream ends once the job is done.
-pub(crate) async fn job_events(
-    State(ui): Ui,
-    Path(id): Path<String>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let stream = status_events(ui, id);
-    Sse::new(stream).keep_alive(KeepAlive::default())
-}
-
-fn status_events(ui: Arc<UiState>, id: String) -> impl Stream<Item = Result<Event, Infallible>> {
-    futures::stream::unfold(
-        (ui, id, None::<Value>, false, 0u32),
-        |(ui, id, last, done, polls)| async move {
-            if done || polls > 2_400 {
-                return None;
-            }
-            let mut polls = polls;
-            loop {
-                if polls > 0 {
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                polls += 1;
-                let record = match ui.queue() {
-                    Some(q) => q.status(&id).await.ok().flatten(),
-                    None => None,
-                };
-                let now = match &record {
-                    Some(r) => status_json(r),
-                    None => json!({ "id": id, "status": "unknown" }),
-                };
-                let finished = record.as_ref().is_some_and(JobRecord::is_finished);
-                if last.as_ref() != Some(&now) || polls > 2_400 {
-                    let event = Event::default().event("status").data(now.to_string());
-                    return Some((Ok(event), (ui, id, Some(now), finished, polls)));
-                }
-            }
-        },
-    )
-}
-
 // ---- Job ----------------------------------------------------------------
-
-/// Whether `id` could name a job or a batch (ids the api hands out); others
-/// name nothing and are not looked up.
-pub(crate) fn plausible_id(id: &str) -> bool {
-    (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
 
 async fn lookup(ui: &UiState, id: &str) -> Result<Option<JobRecord>, Response> {
     let Some(queue) = ui.queue() else {
@@ -284,9 +110,9 @@ pub(crate) async fn job(State(ui): Ui, Path(id): Path<String>) -> Response {
                     dt { "Attempts" } dd { (record.attempts) " of " (record.max_attempts) }
                     dt { "Priority" } dd #priority { (record.priority.as_str()) }
                     @if let Some(b) = &record.batch { dt { "Batch" } dd { a #batch href=(format!("/batches/{b}")) { code { (b) } } } }
-                    dt { "Queued at" } dd { (rfc3339(record.enqueued_at_ms)) }
+                    dt { "Queued at" } dd { (rfc3339_ms(record.enqueued_at_ms)) }
                     @if let (JobStatus::Scheduled, Some(at)) = (record.status, record.run_at_ms) {
-                        dt { "Runs at" } dd #runs-at { (rfc3339(at)) }
+                        dt { "Runs at" } dd #runs-at { (rfc3339_ms(at)) }
                     }
                     @if let Some(w) = waited { dt { "Waited" } dd { (millis(w * 1000)) } }
                     @if let Some(r) = ran { dt { "Ran" } dd { (millis(r * 1000)) } }
@@ -294,8 +120,8 @@ pub(crate) async fn job(State(ui): Ui, Path(id): Path<String>) -> Response {
                     dt { "Payload" } dd { code { (record.payload.to_string()) } }
                 }
                 @match record.status {
-                    JobStatus::Scheduled | JobStatus::Queued => (super::actions::button(&format!("/ui/jobs/{}/cancel", record.id), "Cancel this job")),
-                    JobStatus::Failed => (super::actions::button(&format!("/ui/jobs/{}/retry", record.id), "Retry this job")),
+                    JobStatus::Scheduled | JobStatus::Queued => (button(&format!("/ui/jobs/{}/cancel", record.id), "Cancel this job")),
+                    JobStatus::Failed => (button(&format!("/ui/jobs/{}/retry", record.id), "Retry this job")),
                     _ => {}
                 }
             }
@@ -319,7 +145,7 @@ pub(crate) async fn job(State(ui): Ui, Path(id): Path<String>) -> Response {
 /// the job ran in a trace of its own (link mode: no CONSUMER span of it in
 /// the request's), that trace too.
 async fn job_spans(ui: &UiState, record: &JobRecord) -> Result<Vec<Span>, String> {
-    let mut spans = match trace_id_of(record) {
+    let mut spans = match record.trace_id() {
         Some(t) => ui.source.trace(&ui.http, t).await?,
         None => Vec::new(),
     };
@@ -399,7 +225,7 @@ async fn queues_body(ui: &UiState, queue: &RedisQueue) -> Markup {
             } }
         }
         p { (stats.enqueued_total) " jobs enqueued, " (stats.succeeded_total) " succeeded, " (stats.failed_total) " failed, " (stats.retried_total) " attempts retried, since the queue began." }
-        (super::shards::shards_table(queue).await)
+        (shards::shards_table(queue).await)
         div.charts {
             (sparkline("Jobs finished per second", "/s", &[("rate", "#1f6feb", rate)]))
             (sparkline("Processing time", "ms", &[("p50", "#1a7f37", p50), ("p99", "#cf222e", p99)]))
@@ -439,7 +265,7 @@ async fn failed_body(queue: &RedisQueue) -> Markup {
         }
         Ok(list) if list.is_empty() => html! { p { "No job has failed (within the retention)." } },
         Ok(list) => html! {
-            (super::actions::retry_buttons(&error_types(&list)))
+            (retry_buttons(&error_types(&list)))
             table.failed {
                 caption { "The latest 50 jobs failed for good" }
                 thead { tr { th scope="col" { "Job" } th scope="col" { "Failed at" } th scope="col" { "Attempts" } th scope="col" { "Error" } th scope="col" { "Type" } th scope="col" { "Trace" } th scope="col" { "" } } }
@@ -447,14 +273,14 @@ async fn failed_body(queue: &RedisQueue) -> Markup {
                     @for r in &list {
                         tr {
                             td data-label="Job" { a href=(format!("/jobs/{}", r.id)) { code { (r.id) } } }
-                            td data-label="Failed at" { (r.finished_at_ms.map(rfc3339).unwrap_or_default()) }
+                            td data-label="Failed at" { (r.finished_at_ms.map(rfc3339_ms).unwrap_or_default()) }
                             td data-label="Attempts" { (r.attempts) }
                             td.err data-label="Error" { (r.error.as_deref().unwrap_or("")) }
                             td data-label="Type" { @if let Some(t) = &r.error_type { code { (t) } } }
                             td data-label="Trace" {
-                                @if let Some(t) = trace_id_of(r) { a href=(format!("/jobs/{}#trace-h", r.id)) { code { (t) } } }
+                                @if let Some(t) = r.trace_id() { a href=(format!("/jobs/{}#trace-h", r.id)) { code { (t) } } }
                             }
-                            td { (super::actions::button(&format!("/ui/jobs/{}/retry", r.id), "Retry")) }
+                            td { (button(&format!("/ui/jobs/{}/retry", r.id), "Retry")) }
                         }
                     }
                 }
@@ -523,7 +349,7 @@ async fn alerts_body(ui: &UiState) -> Markup {
 
 async fn fragment_body(ui: &UiState, which: &str) -> Option<Result<Markup, Response>> {
     if which == "map" {
-        return Some(Ok(super::map::body(ui).await));
+        return Some(Ok(map::body(ui).await));
     }
     if which == "alerts" {
         return Some(Ok(alerts_body(ui).await));
@@ -536,7 +362,7 @@ async fn fragment_body(ui: &UiState, which: &str) -> Option<Result<Markup, Respo
         ("queues", Some(q)) => queues_body(ui, q).await,
         ("workers", Some(q)) => workers_body(q).await,
         ("failed", Some(q)) => failed_body(q).await,
-        ("scheduled", Some(q)) => super::actions::scheduled_body(q).await,
+        ("scheduled", Some(q)) => scheduled::body(q).await,
         _ => return None,
     };
     Some(Ok(body))

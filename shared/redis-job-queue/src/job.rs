@@ -11,6 +11,9 @@ use super::QueueError;
 /// a mistake (a careless `Duration::MAX`), refused rather than stored.
 pub const MAX_DELAY: Duration = Duration::from_secs(100 * 365 * 86_400);
 
+/// The metadata key of a job's W3C trace context ([`JobRecord::trace_id`]).
+pub const TRACEPARENT: &str = "traceparent";
+
 /// A job about to be pushed: its id, JSON arguments and metadata.
 #[derive(Debug, Clone)]
 pub struct NewJob {
@@ -393,6 +396,13 @@ impl JobRecord {
         self.status.is_final()
     }
 
+    /// The trace the job continues: the trace id in the W3C `traceparent`
+    /// of its metadata (`00-{trace id}-{span id}-{flags}`), as a traced
+    /// producer writes it. `None` when the job carries none.
+    pub fn trace_id(&self) -> Option<&str> {
+        self.metadata.get(TRACEPARENT)?.split('-').nth(1)
+    }
+
     pub(crate) fn from_hash(id: &str, mut f: BTreeMap<String, String>) -> Result<Self, QueueError> {
         let corrupt = |reason: String| QueueError::Corrupt {
             id: id.to_owned(),
@@ -533,6 +543,26 @@ mod tests {
         let err = JobRecord::from_hash("j3", hash(&[("status", "queued"), ("attempts", "many")]))
             .expect_err("bad number");
         assert!(err.to_string().contains("attempts"), "{err}");
+    }
+
+    #[test]
+    fn the_trace_id_is_read_from_the_traceparent() {
+        let record = |meta: &[(&str, &str)]| {
+            let mut fields = vec![("status", "queued")];
+            let json = serde_json::to_string(&hash(meta)).expect("encode");
+            fields.push(("meta", &json));
+            JobRecord::from_hash("j4", hash(&fields)).expect("parses")
+        };
+        let traced = record(&[(
+            TRACEPARENT,
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )]);
+        assert_eq!(traced.trace_id(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert_eq!(record(&[]).trace_id(), None);
+        assert_eq!(record(&[("b3", "4bf92f35-00f067aa")]).trace_id(), None);
+        // Not validated: whatever stands between the first two dashes.
+        assert_eq!(record(&[(TRACEPARENT, "nonsense")]).trace_id(), None);
+        assert_eq!(record(&[(TRACEPARENT, "00-abc")]).trace_id(), Some("abc"));
     }
 
     #[test]

@@ -45,7 +45,9 @@
 //! The metadata pushed with a job comes back in the task's
 //! `MetadataStore`, with the attempt number and enqueue time added
 //! ([`meta_keys`]); [`JobLease`], in the task's data, says which job and
-//! attempt a task is.
+//! attempt a task is. Services that show jobs read a record's trace with
+//! [`JobRecord::trace_id`], write its times with [`rfc3339_ms`], and look
+//! up only ids that pass [`plausible_id`], so each reads them one way.
 //!
 //! `examples/traced_job.rs` runs a job whose trace crosses the queue, with
 //! the `telemetry` crate's producer span and consumer layer;
@@ -128,6 +130,7 @@ mod config;
 mod connection;
 mod error;
 mod finish;
+mod format;
 mod inspect;
 mod job;
 mod keys;
@@ -144,9 +147,10 @@ pub use backend::{QueueBackend, QueueLayer, QueueService};
 pub use config::QueueConfig;
 pub use connection::{FAILOVER_WAIT, RedisConnection, RedisTarget, ServerAddress, slot};
 pub use error::{JobTimedOut, QueueError};
+pub use format::{plausible_id, rfc3339_ms};
 pub use job::{
     Cancelled, ConsumerInfo, JobPage, JobRecord, JobStatus, LOW_LANE_EVERY, MAX_DELAY, NewJob,
-    Priority, Pushed, QueueStats, Redriven,
+    Priority, Pushed, QueueStats, Redriven, TRACEPARENT,
 };
 pub use keys::ScheduleKeys;
 pub use lease::{JobLease, meta_keys};

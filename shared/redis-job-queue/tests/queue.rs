@@ -13,7 +13,7 @@ use redis_job_queue::{
     JobLease, JobStatus, LOW_LANE_EVERY, NewJob, Priority, QueueConfig, RedisQueue,
 };
 use serde::{Deserialize, Serialize};
-use testkit::RedisServer;
+use testkit::{RedisServer, wait_for_job};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -57,18 +57,14 @@ impl Fixture {
         want: JobStatus,
         limit: Duration,
     ) -> redis_job_queue::JobRecord {
-        let deadline = Instant::now() + limit;
-        loop {
-            let rec = self.queue.status(id).await.expect("status");
-            if let Some(rec) = rec.as_ref().filter(|r| r.status == want) {
-                return rec.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "job {id} did not reach {want:?} within {limit:?}; last seen: {rec:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let read = || async { Ok(self.queue.status(id).await?) };
+        let reached = |rec: &Option<redis_job_queue::JobRecord>| {
+            rec.as_ref().is_some_and(|r| r.status == want)
+        };
+        wait_for_job(id, &format!("reaching {want:?}"), limit, read, reached)
+            .await
+            .expect("the job reaches the status")
+            .expect("a job in a status has a record")
     }
 
     async fn redis_conn(&self) -> redis::aio::MultiplexedConnection {
@@ -648,12 +644,17 @@ async fn status_and_results_expire_after_the_retention() {
     worker.stop().await;
 
     // Finished records expire one retention (1 s) after they finish.
-    let deadline = Instant::now() + Duration::from_secs(10);
     for id in &ids {
-        while fx.queue.status(id).await.expect("status").is_some() {
-            assert!(Instant::now() < deadline, "job {id} outlived the retention");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let read = || async { Ok(fx.queue.status(id).await?) };
+        wait_for_job(
+            id,
+            "expired",
+            Duration::from_secs(10),
+            read,
+            Option::is_none,
+        )
+        .await
+        .expect("the job outlives the retention");
     }
     let mut conn = fx.redis_conn().await;
     let keys: Vec<String> = redis::cmd("KEYS")

@@ -2,13 +2,13 @@
 //! `redis-server` that speaks only TLS, its certificate signed by a CA the
 //! test made.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use apalis_core::error::BoxDynError;
 use apalis_core::worker::builder::WorkerBuilder;
 use redis_job_queue::{JobStatus, NewJob, QueueConfig, QueueError, RedisQueue};
 use serde::{Deserialize, Serialize};
-use testkit::RedisServer;
+use testkit::{RedisServer, wait_for_job};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Job {
@@ -41,16 +41,15 @@ async fn jobs_run_over_tls_with_a_password() {
         .push(NewJob::new(&Job { n: 21 }).expect("encode"))
         .await
         .expect("push");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let rec = queue.status(&id).await.expect("status").expect("record");
-        if rec.status == JobStatus::Succeeded {
-            assert_eq!(rec.result, Some(serde_json::json!(42)));
-            break;
-        }
-        assert!(Instant::now() < deadline, "not run over TLS: {rec:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let read = || async { Ok(queue.status(&id).await?) };
+    let rec = wait_for_job(&id, "run over TLS", Duration::from_secs(10), read, |rec| {
+        rec.as_ref()
+            .is_some_and(|r| r.status == JobStatus::Succeeded)
+    })
+    .await
+    .expect("the job runs over TLS")
+    .expect("a job in a status has a record");
+    assert_eq!(rec.result, Some(serde_json::json!(42)));
     running.abort();
 }
 

@@ -18,7 +18,7 @@ use serde_json::Value;
 use telemetry::messaging::{ConsumerTracing, TraceMode, TracedProducer};
 use telemetry::metrics::Metrics;
 use telemetry::propagation::Propagation;
-use testkit::{RedisServer, ZipkinCollector};
+use testkit::{RedisServer, ZipkinCollector, wait_for_job};
 use tracing::Instrument;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -72,16 +72,13 @@ where
     let watched = queue.clone();
     let ids = ids.to_vec();
     let done = async move {
-        let deadline = tokio::time::Instant::now() + WAIT;
         for id in &ids {
-            while !watched
-                .status(id)
-                .await
-                .is_ok_and(|r| r.is_some_and(|r| r.is_finished()))
-            {
-                assert!(tokio::time::Instant::now() < deadline, "job {id} not done");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            let read = || async { Ok(watched.status(id).await?) };
+            wait_for_job(id, "finished", WAIT, read, |rec| {
+                rec.as_ref().is_some_and(|r| r.is_finished())
+            })
+            .await
+            .expect("the job finishes");
         }
         Ok::<(), std::io::Error>(())
     };

@@ -9,12 +9,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::Json;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use axum::response::Response;
 use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -24,28 +21,6 @@ use crate::attributes::{
 };
 use crate::metrics::{HttpServerLabels, Metrics};
 use crate::propagation::Propagation;
-
-/// An RFC 9457 problem-details response (`application/problem+json`)
-/// whose `detail` says what went wrong.
-pub fn problem(status: StatusCode, detail: &str) -> Response {
-    let body = json!({
-        "type": "about:blank",
-        "title": status.canonical_reason().unwrap_or("Error"),
-        "status": status.as_u16(),
-        "detail": detail,
-    });
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/problem+json")],
-        Json(body),
-    )
-        .into_response()
-}
-
-/// `GET /healthz`: `200 {"status": "ok"}` while the process runs.
-pub async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
-}
 
 /// What the middleware needs: the propagators, and the metrics to record
 /// request durations in (none for services without metrics).

@@ -10,7 +10,7 @@
 //! - [`http_server`] and [`http_client`]: SERVER spans that continue the
 //!   caller's trace, CLIENT spans that propagate it.
 //! - [`metrics`]: a Prometheus registry whose histograms carry the trace id
-//!   as an exemplar.
+//!   as an exemplar; [`ops`]: the `/healthz` and `/metrics` routes.
 //! - `messaging` (feature `queue`): tracing across a `redis-job-queue`
 //!   queue: a PRODUCER span whose context travels in each job, and an
 //!   apalis layer that resumes it in a CONSUMER span.
@@ -33,6 +33,7 @@ pub mod logs;
 #[cfg(feature = "queue")]
 pub mod messaging;
 pub mod metrics;
+pub mod ops;
 pub mod propagation;
 pub mod shutdown;
 pub mod zipkin;

@@ -9,12 +9,9 @@
 //! carry exemplars with the `trace_id` of the request or job they measured,
 //! so a slow bucket leads to its trace.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 use std::time::Duration;
 
-use axum::Router;
-use axum::http::{HeaderMap, header};
-use axum::routing::get;
 use opentelemetry::trace::TraceContextExt;
 use prometheus_client::encoding::{EncodeLabelSet, text::encode};
 use prometheus_client::metrics::counter::Counter;
@@ -312,7 +309,7 @@ impl Metrics {
 
     /// The metrics in the classic Prometheus text format: OpenMetrics
     /// without exemplars and the `# EOF` marker, which that format lacks.
-    fn prometheus_text(&self) -> String {
+    pub(crate) fn prometheus_text(&self) -> String {
         self.openmetrics()
             .lines()
             .filter(|l| *l != "# EOF")
@@ -326,41 +323,6 @@ impl Metrics {
                 out
             })
     }
-}
-
-/// Content type of [`Metrics::openmetrics`].
-const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-/// Content type of [`Metrics::prometheus_text`].
-const PROMETHEUS_TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// The `/metrics` answer for a request's `Accept` header: OpenMetrics (with
-/// exemplars) when the scraper asks for it, the classic text otherwise.
-fn render(metrics: &Metrics, accept: Option<&str>) -> (&'static str, String) {
-    if accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
-        (OPENMETRICS_CONTENT_TYPE, metrics.openmetrics())
-    } else {
-        (PROMETHEUS_TEXT_CONTENT_TYPE, metrics.prometheus_text())
-    }
-}
-
-/// `GET /healthz` (200 while the process runs) and `GET /metrics`, which
-/// awaits `refresh` (to read gauges from elsewhere) before it renders.
-pub fn routes<F, Fut>(metrics: Arc<Metrics>, refresh: F) -> Router
-where
-    F: Fn(Arc<Metrics>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    Router::new()
-        .route("/healthz", get(crate::http_server::healthz))
-        .route(
-            "/metrics",
-            get(move |headers: HeaderMap| async move {
-                refresh(metrics.clone()).await;
-                let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-                let (content_type, body) = render(&metrics, accept);
-                ([(header::CONTENT_TYPE, content_type)], body)
-            }),
-        )
 }
 
 #[cfg(test)]
@@ -419,17 +381,5 @@ mod tests {
             classic.contains(r#"http_response_status_code="202"} 1"#),
             "{classic}"
         );
-    }
-
-    #[test]
-    fn the_scraper_chooses_the_format() {
-        let m = Metrics::new();
-        let (ct, _) = render(
-            &m,
-            Some("application/openmetrics-text;version=1.0.0,text/plain;q=0.5"),
-        );
-        assert_eq!(ct, OPENMETRICS_CONTENT_TYPE);
-        assert_eq!(render(&m, Some("*/*")).0, PROMETHEUS_TEXT_CONTENT_TYPE);
-        assert_eq!(render(&m, None).0, PROMETHEUS_TEXT_CONTENT_TYPE);
     }
 }

@@ -1,8 +1,12 @@
 //! The weather domain shared by the api and the worker: the job the api
 //! enqueues and the worker runs, its result, and the settings of Redis and
-//! the weather queue ([`settings`]).
+//! the weather queue ([`settings`]); and the [`problem()`] body every
+//! service's HTTP errors share.
 
+pub mod problem;
 pub mod settings;
+
+pub use problem::problem;
 
 use serde::{Deserialize, Serialize};
 

@@ -117,7 +117,7 @@ impl Metrics {
 /// scrape reads the queue gauges from Redis first. Redis being down costs
 /// only the gauges' freshness, never the scrape.
 pub fn metrics_routes(metrics: Arc<Metrics>, queue: RedisQueue) -> Router {
-    crate::metrics::routes(metrics, move |metrics: Arc<Metrics>| {
+    crate::ops::routes(metrics, move |metrics: Arc<Metrics>| {
         let queue = queue.clone();
         async move {
             match queue.stats().await {

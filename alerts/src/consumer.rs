@@ -1,0 +1,306 @@
+//! The Kafka side: the consumer in its group, the loop that reads,
+//! processes and commits records, and each record's CONSUMER span.
+//!
+//! Delivery is at least once: a record's offset is stored for commit only
+//! once it is processed; the store recognises an event delivered again.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use opentelemetry::trace::TraceContextExt;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Message};
+use telemetry::attributes::{ALERTS_DUPLICATE, ALERTS_RAISED, ERROR_TYPE, MESSAGING_MESSAGE_ID};
+use telemetry::metrics::{Metrics, OutcomeLabels};
+use telemetry::propagation::Propagation;
+use tokio::sync::watch;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use weather_jobs::WeatherUpdated;
+
+use crate::config::Config;
+use crate::rules::{KINDS, Rules};
+use crate::store::{AlertStore, Stored};
+
+/// Labels of `alerts_raised_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+/// Labels of `alerts_events_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    /// `new`, `duplicate` or `invalid`.
+    result: String,
+}
+
+/// The service's own metrics: alerts raised, and events read.
+#[derive(Clone, Default)]
+pub(crate) struct Counters {
+    raised: Family<KindLabels, Counter>,
+    events: Family<ResultLabels, Counter>,
+}
+
+impl Counters {
+    /// Every series at 0, so rates work from the start.
+    pub(crate) fn new() -> Self {
+        let counters = Self::default();
+        for kind in KINDS {
+            counters
+                .raised
+                .get_or_create(&KindLabels { kind: kind.into() })
+                .inc_by(0);
+        }
+        for result in ["new", "duplicate", "invalid"] {
+            counters.events_of(result).inc_by(0);
+        }
+        counters
+    }
+
+    /// Registers them beside the shared metrics.
+    pub(crate) fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "alerts_raised",
+            "Alerts raised, by kind",
+            self.raised.clone(),
+        );
+        registry.register(
+            "alerts_events",
+            "Weather events read: new, delivered again (duplicate), or unreadable (invalid)",
+            self.events.clone(),
+        );
+    }
+
+    fn events_of(&self, result: &str) -> Counter {
+        self.events
+            .get_or_create(&ResultLabels {
+                result: result.into(),
+            })
+            .clone()
+    }
+}
+
+/// What processing a record needs.
+pub(crate) struct Ctx {
+    pub(crate) propagation: Propagation,
+    pub(crate) rules: Rules,
+    pub(crate) store: AlertStore,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) counters: Counters,
+    /// `messaging.destination.name` of the metrics.
+    pub(crate) topic: String,
+    /// `messaging.consumer.group.name` of the spans.
+    pub(crate) group: String,
+    /// `server.address` and `server.port` of the spans: the first broker.
+    pub(crate) server: (String, u16),
+}
+
+/// What became of a record.
+#[derive(Debug, PartialEq, Eq)]
+enum Handled {
+    /// Processed (or recognised): commit it.
+    Done,
+    /// Stopping before it was stored: leave it uncommitted, to be
+    /// delivered again.
+    Stopped,
+}
+
+/// The consumer, subscribed to the topic, and what recreates the topic
+/// when a broker loses it.
+pub(crate) struct Subscription<'a> {
+    consumer: StreamConsumer,
+    admin: AdminClient<DefaultClientContext>,
+    topic: NewTopic<'a>,
+}
+
+impl<'a> Subscription<'a> {
+    /// Joins the group of `config` on `brokers`, creating the topic
+    /// unless it exists.
+    pub(crate) async fn start(config: &'a Config, brokers: &str) -> anyhow::Result<Self> {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", &config.group)
+            .set("client.id", "alerts")
+            // At least once: the offset of a record is stored once it is
+            // processed, and stored offsets are committed in the background.
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set(
+                "auto.commit.interval.ms",
+                config.commit_interval_ms.to_string(),
+            )
+            .set("reconnect.backoff.max.ms", "2000")
+            // An event waits at most this long in the broker for company.
+            .set("fetch.wait.max.ms", "100")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", config.session_timeout_ms.to_string())
+            .create()?;
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .create()?;
+        let topic = NewTopic::new(
+            &config.kafka.kafka_topic,
+            config.topic_partitions,
+            TopicReplication::Fixed(config.topic_replication),
+        );
+        let subscription = Self {
+            consumer,
+            admin,
+            topic,
+        };
+        subscription.ensure_topic().await;
+        subscription
+            .consumer
+            .subscribe(&[&config.kafka.kafka_topic])?;
+        Ok(subscription)
+    }
+
+    /// Creates the topic unless it exists (a broker that is down is tried
+    /// again when the consumer finds the topic missing).
+    async fn ensure_topic(&self) {
+        let options = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_secs(5)))
+            .request_timeout(Some(Duration::from_secs(5)));
+        match self.admin.create_topics([&self.topic], &options).await {
+            Ok(results) => {
+                for result in results {
+                    match result {
+                        Ok(name) => tracing::info!(topic = %name, "topic created"),
+                        Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                        Err((name, code)) => {
+                            tracing::warn!(topic = %name, error = %code, "cannot create the topic")
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot create the topic (is Kafka up?)"),
+        }
+    }
+
+    /// Reads, processes and commits records until told to stop.
+    pub(crate) async fn consume(&self, ctx: &Ctx, mut stopped: watch::Receiver<bool>) {
+        let mut last_warning: Option<Instant> = None;
+        loop {
+            let received = tokio::select! {
+                _ = stopped.wait_for(|s| *s) => return,
+                received = self.consumer.recv() => received,
+            };
+            match received {
+                Ok(record) => {
+                    if handle(ctx, &record).await == Handled::Stopped {
+                        return;
+                    }
+                    if let Err(e) = self.consumer.store_offset_from_message(&record) {
+                        tracing::warn!(error = %e, "cannot store the offset: the record may come again");
+                    }
+                }
+                Err(e) => {
+                    // A broker that lost the topic (or never had it).
+                    if matches!(
+                        e,
+                        KafkaError::MessageConsumption(
+                            RDKafkaErrorCode::UnknownTopicOrPartition
+                                | RDKafkaErrorCode::UnknownTopic
+                        )
+                    ) {
+                        self.ensure_topic().await;
+                    }
+                    if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                        last_warning = Some(Instant::now());
+                        tracing::warn!(error = %e, "cannot read from Kafka");
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Processes one record in its CONSUMER span.
+async fn handle(ctx: &Ctx, record: &BorrowedMessage<'_>) -> Handled {
+    let span = telemetry::kafka::process_span(&ctx.propagation, record, &ctx.group, &ctx.server);
+    let started = Instant::now();
+    let payload = record.payload().unwrap_or_default();
+    let (handled, error) = process(ctx, payload, &span).instrument(span.clone()).await;
+    if let Some(error) = error {
+        span.record("otel.status_code", "ERROR");
+        span.record(ERROR_TYPE, error);
+    }
+    if handled == Handled::Done {
+        let outcome = OutcomeLabels::new(&ctx.topic, error);
+        Metrics::count(&ctx.metrics.jobs_processed, &outcome);
+        Metrics::observe_in(
+            &span,
+            &ctx.metrics.process_duration,
+            &outcome,
+            started.elapsed(),
+        );
+    }
+    handled
+}
+
+/// Decodes the event, applies the rules and stores the alerts with the
+/// event's id; answers the `error.type` of an event it cannot read.
+async fn process(
+    ctx: &Ctx,
+    payload: &[u8],
+    span: &tracing::Span,
+) -> (Handled, Option<&'static str>) {
+    let count = |result: &str| ctx.counters.events_of(result).inc();
+    let event: WeatherUpdated = match serde_json::from_slice(payload) {
+        Ok(event) => event,
+        Err(e) => {
+            // Not ours to fix: skipped (and committed), so it cannot block
+            // the partition.
+            tracing::warn!(error = %e, "unreadable weather event skipped");
+            count("invalid");
+            return (Handled::Done, Some("invalid_event"));
+        }
+    };
+    span.record(MESSAGING_MESSAGE_ID, event.job_id.as_str());
+    let trace = span.context().span().span_context().clone();
+    let trace_id = trace.is_valid().then(|| trace.trace_id().to_string());
+    let raised_at = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    let alerts = ctx.rules.alerts(&event, &raised_at, trace_id.as_deref());
+    let Some(stored) = ctx.store.record(&event.job_id, &alerts).await else {
+        return (Handled::Stopped, None);
+    };
+    match stored {
+        Stored::New => {
+            count("new");
+            span.set_attribute(ALERTS_DUPLICATE, false);
+            span.set_attribute(ALERTS_RAISED, alerts.len() as i64);
+            for alert in &alerts {
+                ctx.counters
+                    .raised
+                    .get_or_create(&KindLabels {
+                        kind: alert.kind.clone(),
+                    })
+                    .inc();
+                tracing::info!(
+                    kind = %alert.kind,
+                    place = %alert.place,
+                    value = alert.value,
+                    threshold = alert.threshold,
+                    "alert raised"
+                );
+            }
+        }
+        Stored::Duplicate => {
+            count("duplicate");
+            span.set_attribute(ALERTS_DUPLICATE, true);
+            span.set_attribute(ALERTS_RAISED, 0);
+            tracing::info!(event_id = %event.job_id, "event delivered again: already processed");
+        }
+    }
+    (Handled::Done, None)
+}

@@ -1,0 +1,59 @@
+//! The frame every page sits in (the console's navigation, the title, the
+//! page's content), and what every page shows the same way.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use maud::{DOCTYPE, Markup, html};
+
+/// The frame of every page: navigation, title, the page's content.
+pub(crate) fn page(title: &str, here: &str, body: Markup) -> Response {
+    let nav = [
+        ("/", "Submit"),
+        ("/queues", "Queues"),
+        ("/workers", "Workers"),
+        ("/scheduled", "Scheduled"),
+        ("/failed", "Failed jobs"),
+        ("/map", "Service map"),
+        ("/alerts", "Alerts"),
+    ];
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · traced-jobs console" }
+                link rel="stylesheet" href="/static/app.css";
+                script src="/static/app.js" defer {}
+            }
+            body {
+                a.skip href="#main" { "Skip to content" }
+                header {
+                    span.brand { "traced-jobs" }
+                    nav aria-label="Console" {
+                        @for (href, name) in nav {
+                            @if href == here {
+                                a href=(href) aria-current="page" { (name) }
+                            } @else {
+                                a href=(href) { (name) }
+                            }
+                        }
+                    }
+                }
+                main #main { h1 { (title) } (body) }
+            }
+        }
+    }
+    .into_response()
+}
+
+/// A page saying the queue cannot be read (yet).
+pub(crate) fn no_queue(title: &str, here: &str) -> Response {
+    let mut res = page(
+        title,
+        here,
+        html! { p.notice role="status" { "The queue is not reachable yet (is Redis running?). This page fills in once it is." } },
+    );
+    *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    res
+}
