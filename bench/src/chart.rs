@@ -7,7 +7,7 @@ use anyhow::{Context, anyhow};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use crate::report::Summary;
+use crate::results::Summary;
 use crate::systems::System;
 
 /// The font the labels are drawn with (Debian's `fonts-dejavu-core`).

@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use testkit::RedisCluster;
 
-use crate::measure::{Rig, Run};
-use crate::report::spread;
+use crate::measure::Rig;
+use crate::results::{Run, spread};
 use crate::systems::{Setup, System};
 use crate::target::Target;
 

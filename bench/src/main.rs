@@ -28,6 +28,7 @@ mod measure;
 mod overhead;
 mod peers;
 mod report;
+mod results;
 mod systems;
 mod target;
 

@@ -12,11 +12,11 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use serde::Serialize;
 use testkit::{RedisServer, ServiceProcess, free_port};
 
 use crate::collector::Collector;
 use crate::report;
+use crate::results::Run;
 use crate::systems::{Setup, System};
 use crate::target::Target;
 
@@ -67,48 +67,6 @@ pub struct RunArgs {
     /// several runs (e.g. `1,2,4`); each runs at the system's concurrency.
     #[arg(long, value_delimiter = ',', default_value = "1")]
     workers: Vec<usize>,
-}
-
-/// What one run measured.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct Run {
-    pub system: System,
-    pub tracing: bool,
-    pub round: usize,
-    /// The worker's concurrency (Celery: processes).
-    #[serde(default)]
-    pub concurrency: usize,
-    /// Worker processes that drained the queue together.
-    #[serde(default = "one_worker")]
-    pub workers: usize,
-    pub jobs: usize,
-    /// Jobs pushed per second by the system's producer.
-    pub enqueue_per_sec: f64,
-    /// Jobs finished per second, between 10% and 90% of the drain.
-    pub drain_per_sec: f64,
-    /// CPU of the worker (and its child processes) per job, ms.
-    pub worker_cpu_ms: f64,
-    /// CPU of redis-server per job during the drain, ms (summed over a
-    /// cluster's nodes).
-    pub redis_cpu_ms: f64,
-    /// CPU of the weather stub per job during the drain, ms: the third
-    /// party's share of the machine.
-    #[serde(default)]
-    pub stub_cpu_ms: f64,
-    /// Redis commands per job during the drain (`INFO commandstats`; a
-    /// script's own commands are counted with it).
-    #[serde(default)]
-    pub redis_calls: f64,
-    /// The worker's resident memory (with its children) at 90%, MiB.
-    pub worker_rss_mib: f64,
-    /// Spans received per job (producer and worker).
-    pub spans_per_job: f64,
-    /// Distinct traces per job.
-    pub traces_per_job: f64,
-}
-
-fn one_worker() -> usize {
-    1
 }
 
 pub async fn run(mut args: RunArgs) -> anyhow::Result<()> {

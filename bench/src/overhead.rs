@@ -14,7 +14,7 @@ use anyhow::Context;
 
 use crate::api::ApiArgs;
 use crate::measure::{Rig, clock_ticks, cpu_secs_of};
-use crate::report::spread;
+use crate::results::spread;
 use crate::systems::{Setup, System};
 
 /// Settings of the breakdown.
