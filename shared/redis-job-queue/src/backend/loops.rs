@@ -1,78 +1,16 @@
-//! The work beside the reads: the heartbeat (liveness, lease renewal,
-//! housekeeping), the promoter of delayed jobs, the recorder of outcomes
-//! kept through an outage, and leaving the group.
+//! The work beside the reads, but for lease renewal (`renewal.rs`): the
+//! promoter of delayed jobs, the recorder of outcomes kept through an
+//! outage, and leaving the group.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::renewal::RETRY_SOON;
 use super::{Shared, Started};
 use crate::scripts::{self, DeclaredKeys};
 
-/// Consumers silent for this many leases are forgotten once idle.
-const DEAD_AFTER_LEASES: u32 = 3;
-
-/// How soon a failed heartbeat, or a kept outcome, is tried again: soon
-/// after Redis comes back, leases are renewed and outcomes recorded
-/// before any other worker's reader looks for expired leases (it waits a
-/// heartbeat period after connecting).
-const RETRY_SOON: Duration = Duration::from_millis(200);
-
 /// Longest a stopping worker keeps trying to record kept outcomes.
 const RECORD_ON_LEAVE: Duration = Duration::from_secs(5);
-
-/// How often a consumer heart-beats: three times a lease.
-pub(super) fn heartbeat_period(lease: Duration) -> Duration {
-    (lease / 3).max(Duration::from_millis(50))
-}
-
-/// Heartbeat loop: marks the consumer live, renews its leases and, about
-/// once a lease, forgets dead consumers and trims the failed index.
-pub(super) async fn heartbeat(shared: Arc<Shared>) {
-    let cfg = shared.cfg().clone();
-    let keys = shared.queue.keys.clone();
-    let every = heartbeat_period(cfg.lease);
-    let mut last_reap = Instant::now();
-    loop {
-        let mut conn = shared.queue.conn.clone();
-        let mut inv = scripts::HEARTBEAT.prepare_invoke();
-        inv.key(&keys.stream)
-            .key(&keys.consumers)
-            .key(&keys.stream_high)
-            .key(&keys.stream_low)
-            .arg(&keys.group)
-            .arg(&*shared.consumer);
-        for entry in shared.held_entries() {
-            inv.arg(entry);
-        }
-        if let Err(e) = inv.invoke_async::<i64>(&mut conn).await {
-            tracing::warn!(error = %e, "queue heartbeat failed");
-            tokio::time::sleep(RETRY_SOON.min(every)).await;
-            continue;
-        }
-        if last_reap.elapsed() >= cfg.lease {
-            last_reap = Instant::now();
-            let res: redis::RedisResult<i64> = scripts::REAP
-                .key(&keys.stream)
-                .key(&keys.consumers)
-                .key(&keys.failed)
-                .key(&keys.succeeded)
-                .key(&keys.stream_high)
-                .key(&keys.stream_low)
-                .arg(&keys.group)
-                .arg(cfg.lease.saturating_mul(DEAD_AFTER_LEASES).as_millis() as u64)
-                .arg(20)
-                .arg(cfg.retention.as_millis() as u64)
-                .invoke_async(&mut conn)
-                .await;
-            match res {
-                Ok(n) if n > 0 => tracing::info!(count = n, "forgot dead queue consumers"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "queue housekeeping failed"),
-            }
-        }
-        tokio::time::sleep(every).await;
-    }
-}
 
 /// Promoter loop: moves due delayed jobs onto their lane's stream in bounded
 /// chunks, sleeping until the next one is due (at most `promote_interval`).

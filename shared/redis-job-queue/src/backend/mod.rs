@@ -20,6 +20,8 @@ mod layer;
 mod loops;
 mod outcome;
 mod reader;
+mod reclaim;
+mod renewal;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::marker::PhantomData;
@@ -38,11 +40,12 @@ use apalis_core::worker::context::WorkerContext;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use futures::task::AtomicWaker;
+use redis::streams::StreamId;
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 
 use crate::shard::Shard;
-use crate::{JobLease, QueueConfig, QueueError, RedisQueue, meta_keys};
+use crate::{JobLease, Priority, QueueConfig, QueueError, RedisQueue, meta_keys};
 
 pub use layer::{QueueLayer, QueueService};
 use outcome::Outcome;
@@ -50,6 +53,14 @@ use reader::{Reader, fetch};
 
 /// Most jobs one read asks for, whatever the free capacity.
 const MAX_FETCH: usize = 100;
+
+/// The entry with its name across lanes (`lua/lanes.lua`).
+fn named(priority: Priority, mut entry: StreamId) -> StreamId {
+    if priority != Priority::Normal {
+        entry.id = format!("{}{}", priority.entry_prefix(), entry.id);
+    }
+    entry
+}
 
 /// A job marked running by the start script, not yet handed to the worker.
 #[derive(Debug)]
@@ -171,7 +182,7 @@ impl<Args> ShardBackend<Args> {
     fn start_loops(&mut self) {
         if self.loops.is_empty() {
             self.loops
-                .push(tokio::spawn(loops::heartbeat(self.shared.clone())));
+                .push(tokio::spawn(renewal::heartbeat(self.shared.clone())));
             self.loops
                 .push(tokio::spawn(loops::promote(self.shared.clone())));
             self.loops

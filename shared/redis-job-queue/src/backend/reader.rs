@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use redis::streams::{StreamId, StreamReadReply};
 
-use super::loops::heartbeat_period;
-use super::{Shared, Started};
+use super::reclaim::Reclaim;
+use super::{Shared, Started, named};
 use crate::{JobLease, LOW_LANE_EVERY, Priority, QueueError, scripts};
 
 /// Longest pause between two reads while Redis is unreachable.
@@ -18,10 +18,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The blocking-read connection and the reclaim cursor.
 pub(super) struct Reader {
     conn: crate::RedisConnection,
-    /// The lane being scanned for expired leases, and where in it.
-    claim_lane: usize,
-    claim_cursor: String,
-    next_claim: Instant,
+    /// The scan for expired leases.
+    reclaim: Reclaim,
 }
 
 impl Reader {
@@ -42,12 +40,7 @@ impl Reader {
         shared.reader_id.store(id, Ordering::SeqCst);
         Ok(Self {
             conn,
-            claim_lane: 0,
-            claim_cursor: "0-0".into(),
-            // Not at once: after an outage every lease looks expired, and
-            // the workers still running those jobs (or holding their
-            // outcomes) need a heartbeat period to renew them first.
-            next_claim: Instant::now() + heartbeat_period(shared.cfg().lease),
+            reclaim: Reclaim::new(shared),
         })
     }
 
@@ -57,8 +50,8 @@ impl Reader {
         let q = &shared.queue;
         let keys = &q.keys;
         let mut entries = Vec::new();
-        if Instant::now() >= self.next_claim {
-            entries = self.reclaim(shared, want).await?;
+        if self.reclaim.due() {
+            entries = self.reclaim.claim(shared, want).await?;
         }
         if entries.is_empty() {
             // While there is a backlog, read and start in one round trip.
@@ -103,72 +96,6 @@ impl Reader {
         }
         start(shared, entries).await
     }
-}
-
-impl Reader {
-    /// Claims entries whose lease ran out, lane after lane, up to `want`;
-    /// once every lane is scanned, the next scan is due in half a lease.
-    async fn reclaim(&mut self, shared: &Shared, want: usize) -> Result<Vec<StreamId>, QueueError> {
-        let keys = &shared.queue.keys;
-        let mut entries = Vec::new();
-        while entries.len() < want {
-            let priority = Priority::ALL[self.claim_lane % Priority::ALL.len()];
-            let mut conn = shared.queue.conn.clone();
-            let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-                .arg(keys.lane(priority))
-                .arg(&keys.group)
-                .arg(&*shared.consumer)
-                .arg(shared.cfg().lease.as_millis() as u64)
-                .arg(&self.claim_cursor)
-                .arg("COUNT")
-                .arg(want - entries.len())
-                .query_async(&mut conn)
-                .await?;
-            // Entries this consumer holds are running here: their lease
-            // only looked lapsed (heartbeats failed during an outage, say).
-            // The claim renewed them; starting them again would run the
-            // job twice at once.
-            let claimed: Vec<StreamId> = reply
-                .claimed
-                .into_iter()
-                .map(|e| named(priority, e))
-                .filter(|e| !shared.holds(&e.id))
-                .collect();
-            if !claimed.is_empty() {
-                tracing::info!(
-                    count = claimed.len(),
-                    consumer = %shared.consumer,
-                    priority = priority.as_str(),
-                    "reclaimed jobs whose lease expired"
-                );
-            }
-            entries.extend(claimed);
-            self.claim_cursor = reply.next_stream_id;
-            if self.claim_cursor != "0-0" {
-                // More pending in this lane: go on from here next read.
-                break;
-            }
-            // Scanned every pending entry of this lane: on to the next;
-            // after the last, look again in half a lease.
-            self.claim_lane = (self.claim_lane + 1) % Priority::ALL.len();
-            if self.claim_lane == 0 {
-                let half = shared.cfg().lease / 2;
-                self.next_claim = Instant::now()
-                    .checked_add(half)
-                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-                break;
-            }
-        }
-        Ok(entries)
-    }
-}
-
-/// The entry with its name across lanes (`lua/lanes.lua`).
-fn named(priority: Priority, mut entry: StreamId) -> StreamId {
-    if priority != Priority::Normal {
-        entry.id = format!("{}{}", priority.entry_prefix(), entry.id);
-    }
-    entry
 }
 
 /// A start-type script with its common keys and arguments.
