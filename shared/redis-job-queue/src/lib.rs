@@ -137,6 +137,7 @@ mod keys;
 mod lease;
 mod listing;
 mod push;
+mod push_call;
 mod queue;
 mod reshard;
 mod scripts;

@@ -11,7 +11,7 @@ use crate::connection::{RedisConnection, RedisTarget};
 use crate::finish::Finish;
 use crate::job::{NewJob, Priority};
 use crate::keys::Keys;
-use crate::push::{NOT_REPLICATED, PUSHED, push_script, wait_replicas};
+use crate::push_call::{NOT_REPLICATED, PUSHED, push_script, wait_replicas};
 use crate::{QueueConfig, QueueError};
 
 /// Most jobs or outcomes one group-committed script call carries.
