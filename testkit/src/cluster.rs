@@ -58,12 +58,8 @@ impl RedisCluster {
             dir,
         };
         for _ in 0..count {
-            let port = node_port()?;
-            let child = cluster.spawn(port)?;
-            cluster.nodes.push(Node { port, child });
-        }
-        for node in &mut cluster.nodes {
-            wait_ping(node, Duration::from_secs(10)).await?;
+            let node = cluster.start_node().await?;
+            cluster.nodes.push(node);
         }
         let addresses: Vec<String> = cluster
             .nodes
@@ -86,6 +82,29 @@ impl RedisCluster {
         }
         cluster.wait_healthy(Duration::from_secs(30)).await?;
         Ok(cluster)
+    }
+
+    /// A node on a free port pair. Another test may take the port between
+    /// the check and the node's bind (or its bus port's): a node that exits
+    /// at once is started again on other ports.
+    async fn start_node(&self) -> anyhow::Result<Node> {
+        let mut last = None;
+        for _ in 0..5 {
+            let port = node_port()?;
+            let mut node = Node {
+                port,
+                child: self.spawn(port)?,
+            };
+            match wait_ping(&mut node, Duration::from_secs(10)).await {
+                Ok(()) => return Ok(node),
+                Err(e) => {
+                    let _ = node.child.kill();
+                    let _ = node.child.wait();
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("no node started")))
     }
 
     fn spawn(&self, port: u16) -> anyhow::Result<Child> {

@@ -2,8 +2,12 @@
 //!
 //! A [`QueueBackend`] owns one *consumer* of the queue's group, named
 //! uniquely per backend. It keeps at most `concurrency` jobs taken at once:
-//! each read asks Redis for exactly the free capacity, so a job is never
-//! held by a worker that cannot start it. The blocking read runs on a
+//! each read asks Redis for exactly the free capacity, reserved before the
+//! read so that the shards' parts, reading side by side, share it. A job
+//! is held by a worker that cannot start it only when jobs land in several
+//! empty lanes or shards at the same moment: each part's blocking read
+//! gives its reservation back while it waits, so no shard waits on
+//! another's. The blocking read runs on a
 //! connection of its own (a blocked connection answers nothing else);
 //! everything else shares the queue's multiplexed connection.
 //!
@@ -81,6 +85,11 @@ struct Shared {
     /// Jobs handed to the worker and not finished, over every shard's
     /// part of the backend (shared by them).
     active: Arc<AtomicUsize>,
+    /// Places taken by reads under way and by jobs read but not yet handed
+    /// to the worker, over every part (shared): with `active`, what the
+    /// parts may not read past, so that shards read side by side do not
+    /// take more than `concurrency` between them.
+    reserved: Arc<AtomicUsize>,
     /// Non-blocking reads made: every [`crate::LOW_LANE_EVERY`]th serves
     /// the low lane first.
     reads: AtomicU64,
@@ -101,6 +110,19 @@ struct Shared {
 impl Shared {
     fn cfg(&self) -> &QueueConfig {
         &self.queue.cfg
+    }
+
+    /// Gives back `n` reserved places, and wakes the worker to use them.
+    fn unreserve(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let _ = self
+            .reserved
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| {
+                Some(r.saturating_sub(n))
+            });
+        self.waker.wake();
     }
 
     fn hold(&self, entry: &str) {
@@ -133,6 +155,8 @@ struct ShardBackend<Args> {
     buffer: VecDeque<Started>,
     reader: Option<Reader>,
     fetching: Option<BoxFuture<'static, (Option<Reader>, Vec<Started>)>>,
+    /// The places the read under way reserved.
+    fetching_want: usize,
     loops: Vec<JoinHandle<()>>,
     closing: Option<BoxFuture<'static, ()>>,
     _args: PhantomData<fn() -> Args>,
@@ -154,6 +178,7 @@ impl<Args> ShardBackend<Args> {
         consumer: Arc<str>,
         concurrency: usize,
         active: Arc<AtomicUsize>,
+        reserved: Arc<AtomicUsize>,
         waker: Arc<AtomicWaker>,
     ) -> Self {
         Self {
@@ -163,6 +188,7 @@ impl<Args> ShardBackend<Args> {
                 concurrency,
                 fetch_batch: concurrency.min(MAX_FETCH),
                 active,
+                reserved,
                 reads: AtomicU64::new(0),
                 held: Mutex::new(HashSet::new()),
                 unrecorded: Mutex::new(VecDeque::new()),
@@ -173,6 +199,7 @@ impl<Args> ShardBackend<Args> {
             buffer: VecDeque::new(),
             reader: None,
             fetching: None,
+            fetching_want: 0,
             loops: Vec::new(),
             closing: None,
             _args: PhantomData,
@@ -261,22 +288,31 @@ impl<Args: DeserializeOwned + Send + 'static> ShardBackend<Args> {
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Task<Args>, QueueError>>> {
         loop {
             if let Some(job) = self.buffer.pop_front() {
-                if let Some(task) = self.to_task(job) {
+                let task = self.to_task(job);
+                if task.is_some() {
+                    // Counted active before the place is given back, so no
+                    // other part sees it free meanwhile.
                     self.shared.active.fetch_add(1, Ordering::SeqCst);
+                }
+                self.shared.unreserve(1);
+                if let Some(task) = task {
                     return Poll::Ready(Some(Ok(task)));
                 }
                 continue;
             }
             if self.fetching.is_none() {
-                let free = self
-                    .shared
-                    .concurrency
-                    .saturating_sub(self.shared.active.load(Ordering::SeqCst));
+                // Registered before the look, so a place freed in between
+                // still wakes this task.
+                self.shared.waker.register(cx.waker());
+                let taken = self.shared.active.load(Ordering::SeqCst)
+                    + self.shared.reserved.load(Ordering::SeqCst);
+                let free = self.shared.concurrency.saturating_sub(taken);
                 if free == 0 {
-                    self.shared.waker.register(cx.waker());
                     return Poll::Pending;
                 }
                 let want = free.min(self.shared.fetch_batch);
+                self.shared.reserved.fetch_add(want, Ordering::SeqCst);
+                self.fetching_want = want;
                 self.fetching = Some(fetch(self.shared.clone(), self.reader.take(), want).boxed());
             }
             let Some(fetching) = self.fetching.as_mut() else {
@@ -286,6 +322,11 @@ impl<Args: DeserializeOwned + Send + 'static> ShardBackend<Args> {
                 Poll::Ready((reader, jobs)) => {
                     self.reader = reader;
                     self.fetching = None;
+                    // The jobs read keep their places until handed out;
+                    // the rest of the reservation is given back.
+                    self.shared.reserved.fetch_add(jobs.len(), Ordering::SeqCst);
+                    self.shared
+                        .unreserve(std::mem::take(&mut self.fetching_want));
                     self.buffer.extend(jobs);
                     if self.buffer.is_empty() {
                         // Only when stopping: nothing more will come.
@@ -303,6 +344,7 @@ impl<Args: DeserializeOwned + Send + 'static> ShardBackend<Args> {
             self.stop_loops();
             let fetching = self.fetching.take();
             let mut unstarted: Vec<Started> = self.buffer.drain(..).collect();
+            self.shared.unreserve(unstarted.len());
             let shared = self.shared.clone();
             self.closing = Some(
                 async move {
@@ -375,6 +417,7 @@ impl<Args> QueueBackend<Args> {
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         let consumer: Arc<str> = format!("{host}-{}-{}", std::process::id(), &suffix[..8]).into();
         let active = Arc::new(AtomicUsize::new(0));
+        let reserved = Arc::new(AtomicUsize::new(0));
         let waker = Arc::new(AtomicWaker::new());
         let parts = queue
             .shards()
@@ -385,6 +428,7 @@ impl<Args> QueueBackend<Args> {
                     consumer.clone(),
                     concurrency,
                     active.clone(),
+                    reserved.clone(),
                     waker.clone(),
                 )
             })

@@ -62,7 +62,11 @@ impl Reader {
             // Nothing waits in any lane: block on all three. Entries that
             // land in several lanes at the same moment all come back (up
             // to `want` each); the extra ones wait, held, in the buffer.
-            let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+            // The wait holds no places: another shard's part may read
+            // meanwhile (reserved again once it ends, for the caller to
+            // settle).
+            shared.unreserve(want);
+            let reply: Result<Option<StreamReadReply>, _> = redis::cmd("XREADGROUP")
                 .arg("GROUP")
                 .arg(&keys.group)
                 .arg(&*shared.consumer)
@@ -78,8 +82,9 @@ impl Reader {
                 .arg(">")
                 .arg(">")
                 .query_async(&mut self.conn)
-                .await?;
-            entries = reply
+                .await;
+            shared.reserved.fetch_add(want, Ordering::SeqCst);
+            entries = reply?
                 .into_iter()
                 .flat_map(|r| r.keys)
                 .flat_map(|k| {
