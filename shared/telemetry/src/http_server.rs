@@ -37,6 +37,28 @@ pub struct HttpTelemetry {
 /// are neither traced nor measured.
 pub const UNTRACED_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
 
+/// The method label of a method the HTTP conventions do not know.
+pub const OTHER_METHOD: &str = "_OTHER";
+
+/// `method` as the span attribute and the metric label take it: one of the
+/// methods HTTP defines, or [`OTHER_METHOD`], so made-up methods cannot
+/// add a metric series each.
+pub fn known_method(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::CONNECT => "CONNECT",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::PATCH => "PATCH",
+        _ => OTHER_METHOD,
+    }
+}
+
 /// axum middleware: wrap with
 /// `axum::middleware::from_fn_with_state(telemetry, trace_request)`,
 /// added with `Router::layer` so unmatched requests are traced too.
@@ -51,14 +73,21 @@ pub async fn trace_request(
     }
     let started = Instant::now();
     let propagation = &telemetry.propagation;
-    let method = request.method().as_str().to_owned();
+    let original = request.method().as_str();
+    let method = known_method(request.method()).to_owned();
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned());
+    // The conventions name an unknown method's span `HTTP`.
+    let shown = if method == OTHER_METHOD {
+        "HTTP"
+    } else {
+        &method
+    };
     let name = match &route {
-        Some(route) => format!("{method} {route}"),
-        None => method.clone(),
+        Some(route) => format!("{shown} {route}"),
+        None => shown.to_owned(),
     };
     let span = tracing::info_span!(
         "http request",
@@ -66,6 +95,7 @@ pub async fn trace_request(
         otel.kind = "server",
         { HTTP_REQUEST_METHOD } = %method,
         { HTTP_ROUTE } = Empty,
+        http.request.method_original = Empty,
         { URL_PATH } = %request.uri().path(),
         { URL_SCHEME } = "http",
         { HTTP_RESPONSE_STATUS_CODE } = Empty,
@@ -73,6 +103,11 @@ pub async fn trace_request(
     );
     if let Some(route) = &route {
         span.record(HTTP_ROUTE, route.as_str());
+    }
+    if method == OTHER_METHOD {
+        // Cut short: a made-up method may be long.
+        let cut: String = original.chars().take(32).collect();
+        span.record("http.request.method_original", cut.as_str());
     }
     // An empty context (no or malformed headers, or an untrusted caller)
     // makes this a root span; an untrusted caller's span is linked.
