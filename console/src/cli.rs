@@ -68,3 +68,17 @@ pub async fn trace_tree(args: &TraceArgs) -> anyhow::Result<String> {
     let spans: Vec<Span> = res.json().await.context("reading the trace")?;
     Ok(crate::tree::render(&spans))
 }
+
+/// `console hash-password`: the argon2id hash (a PHC string) of the
+/// password on stdin (its first line), for `CONSOLE_USERS`.
+pub fn hash_password_from_stdin() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the password from stdin")?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        bail!("no password on stdin: `echo -n 'a long passphrase' | console hash-password`");
+    }
+    Ok(crate::auth::hash_password(password)?)
+}

@@ -19,6 +19,7 @@
 //! none of its own routes: its spans would land in itself.
 
 mod api;
+pub mod auth;
 pub mod cli;
 pub mod store;
 pub mod tree;
@@ -54,8 +55,27 @@ pub(crate) fn now_ms() -> u64 {
 )]
 pub struct Config {
     /// Address to listen on (Zipkin's port, so services find it unchanged).
-    #[arg(long, env = "CONSOLE_LISTEN", default_value = "0.0.0.0:9411")]
+    /// Loopback by default; any other address needs `CONSOLE_USERS` (or
+    /// `CONSOLE_AUTH=off`).
+    #[arg(long, env = "CONSOLE_LISTEN", default_value = "127.0.0.1:9411")]
     pub listen: SocketAddr,
+    /// Users who may log in, comma-separated `name:role:hash` (role
+    /// `viewer` or `operator`; the hash from `console hash-password`).
+    #[arg(long, env = "CONSOLE_USERS", hide_env_values = true)]
+    pub users: Option<String>,
+    /// A file of users, one `name:role:hash` a line (instead of
+    /// `CONSOLE_USERS`).
+    #[arg(long, env = "CONSOLE_USERS_FILE")]
+    pub users_file: Option<std::path::PathBuf>,
+    /// `off` serves with no login on any address (behind a proxy that logs
+    /// users in, or in a private network); warned about at every start.
+    #[arg(long, env = "CONSOLE_AUTH", value_enum, default_value = "on")]
+    pub auth: auth::AuthSwitch,
+    /// Host names the console answers to when it has no users, besides
+    /// loopback names and the listen address, comma-separated (a
+    /// request naming any other host is refused: DNS rebinding).
+    #[arg(long, env = "CONSOLE_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
     /// Most spans kept in memory; the oldest traces are evicted first.
     #[arg(long, env = "CONSOLE_MAX_SPANS", default_value_t = 500_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_spans: u64,
@@ -90,6 +110,9 @@ pub struct Config {
     /// to the api (submit, cancel, retry); never to the browser.
     #[arg(long, env = "CONSOLE_API_KEY", hide_env_values = true)]
     pub api_key: Option<ApiKey>,
+    /// Most job status streams (the Submit page's live rows) open at once.
+    #[arg(long, env = "CONSOLE_MAX_STREAMS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_streams: u32,
     /// Redis and the weather queue, for the queue, worker and job pages.
     #[command(flatten)]
     pub queue: QueueArgs,
@@ -137,6 +160,9 @@ pub enum Command {
     /// Print a trace (or a job's) as an indented tree: service, span, kind,
     /// duration, errors. Reads from this console or from any Zipkin.
     Trace(cli::TraceArgs),
+    /// Read a password from stdin and print its argon2id hash, for
+    /// `CONSOLE_USERS`.
+    HashPassword,
 }
 
 /// The store's metrics.
@@ -166,6 +192,8 @@ pub struct AppState {
     pub query_lookback: u64,
     /// Whether the store serves `/api/v2` (not when a Zipkin does).
     pub serve_store: bool,
+    /// Who may do what.
+    pub auth: Arc<auth::Auth>,
     ui: Arc<ui::UiState>,
 }
 
@@ -181,8 +209,17 @@ impl std::fmt::Debug for AppState {
 impl AppState {
     /// An empty store with the settings of `config`, and the pages'
     /// background work (connecting to Redis, sampling the queue) started.
-    /// Must run inside a tokio runtime.
-    pub fn new(config: &Config) -> Self {
+    /// Must run inside a tokio runtime. Fails when the access settings
+    /// do not hold (users that do not load, an exposed address without
+    /// users).
+    pub fn new(config: &Config) -> Result<Self, auth::AuthError> {
+        let auth = auth::Auth::new(
+            config.users.as_deref(),
+            config.users_file.as_deref(),
+            config.auth,
+            &config.allowed_hosts,
+            config.listen,
+        )?;
         let store = Arc::new(Store::new(
             usize::try_from(config.max_spans).unwrap_or(usize::MAX),
             &config.autocomplete_keys,
@@ -191,31 +228,22 @@ impl AppState {
             Some(url) => ui::source::TraceSource::Zipkin(url.clone()),
             None => ui::source::TraceSource::Embedded(store.clone()),
         };
-        let ui = ui::start(
-            source,
-            config.queue.redis_url.expose().to_owned(),
-            config.queue.queue_config_with_ca().unwrap_or_else(|e| {
-                tracing::error!(error = %e, "the queue pages cannot use Redis's CA");
-                config.queue.queue_config()
-            }),
-            config.api_url.clone(),
-            config.api_key.clone(),
-            config.zipkin_ui_url.clone(),
-            config.alerts_url.clone(),
-        );
-        Self {
+        let ui = ui::start(source, config);
+        Ok(Self {
             store,
             metrics: StoreMetrics::default(),
             query_lookback: config.query_lookback,
             serve_store: config.zipkin_url.is_none(),
+            auth: Arc::new(auth),
             ui,
-        }
+        })
     }
 }
 
 /// The console's routes.
 pub fn app(state: AppState) -> Router {
     let m = state.metrics.clone();
+    let failures = state.auth.failures.clone();
     let metrics = Arc::new(Metrics::with(|r| {
         r.register(
             "console_spans_received",
@@ -242,6 +270,11 @@ pub fn app(state: AppState) -> Router {
             "Traces in the store",
             m.traces.clone(),
         );
+        r.register(
+            "console_login_failures",
+            "Failed logins (login page and HTTP Basic)",
+            failures.clone(),
+        );
     }));
     let store = state.store.clone();
     let ops = telemetry::ops::routes(metrics, move |_| {
@@ -254,12 +287,16 @@ pub fn app(state: AppState) -> Router {
         }
     });
     let pages = ui::routes(state.ui.clone());
+    let auth = state.auth.clone();
     let api = if state.serve_store {
         api::routes(state)
     } else {
         api::fallback()
     };
-    api.merge(ops).merge(pages)
+    api.merge(ops)
+        .merge(pages)
+        .merge(auth::routes(auth.clone()))
+        .layer(axum::middleware::from_fn_with_state(auth, auth::guard))
 }
 
 /// Serves the console on `listener` until `shutdown` completes.
@@ -269,7 +306,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "console listening");
-    axum::serve(listener, app(state))
+    // The client's address, for the login throttle and its log lines.
+    let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }

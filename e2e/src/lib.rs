@@ -1,13 +1,15 @@
 //! The end-to-end test harness: the api, two workers and the weather stub
 //! as processes on a real Redis ([`Stack`]), the trace tree a job must
 //! leave ([`assert_job_tree`]), and readers of what else the services show
-//! (metrics pages, a real Prometheus, JSON logs, the alerts service).
+//! (metrics pages, a real Prometheus, JSON logs, the alerts service), and
+//! console users ([`users`]).
 
 mod alerts;
 mod clock;
 mod observe;
 mod stack;
 mod tree;
+pub mod users;
 
 pub use alerts::{start_alerts, wait_alerts};
 pub use clock::skewed_clock_env;

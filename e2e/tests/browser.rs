@@ -217,3 +217,135 @@ async fn drive(client: &Client, console: &str, shots: &std::path::Path) -> anyho
     std::fs::write(shots.join("console-map.png"), client.screenshot().await?)?;
     Ok(())
 }
+
+/// Logs in on the login page the browser was sent to.
+async fn log_in(client: &Client, user: &str, password: &str) -> anyhow::Result<()> {
+    let url = client.current_url().await?;
+    anyhow::ensure!(url.path() == "/login", "not on the login page: {url}");
+    client
+        .find(Locator::Css("#user"))
+        .await?
+        .send_keys(user)
+        .await?;
+    client
+        .find(Locator::Css("#password"))
+        .await?
+        .send_keys(password)
+        .await?;
+    client
+        .find(Locator::Css("form.login button"))
+        .await?
+        .click()
+        .await?;
+    until("the page after the login", || async {
+        Ok((client.current_url().await?.path() != "/login").then_some(()))
+    })
+    .await
+}
+
+/// The texts of the page's action buttons.
+async fn action_buttons(client: &Client) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for b in client
+        .find_all(Locator::Css("main form.action button"))
+        .await?
+    {
+        out.push(b.text().await?);
+    }
+    Ok(out)
+}
+
+#[tokio::test]
+async fn a_viewer_sees_no_buttons_an_operator_cancels_and_a_form_from_another_port_is_refused()
+-> anyhow::Result<()> {
+    let users = e2e::users::viewer_and_operator()?;
+    let stack = e2e::Stack::launch(e2e::Options {
+        console: true,
+        console_env: &[("CONSOLE_USERS", &users)],
+        ..e2e::Options::default()
+    })
+    .await?;
+    let console = stack.console_url()?;
+    let later = r#"{"city": "Oslo", "delay_secs": 3600}"#;
+    let (job, _) = stack.enqueue(later, &[]).await?;
+    let (target, _) = stack.enqueue(later, &[]).await?;
+
+    // A page on another loopback port whose form posts to the console.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let attacker = format!("http://{}", listener.local_addr()?);
+    let page = format!(
+        r#"<!doctype html><form id="f" method="post" action="{console}/ui/jobs/{target}/cancel"></form><script>document.getElementById("f").submit()</script>"#
+    );
+    let site = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || async move { axum::response::Html(page) }),
+    );
+    let server = tokio::spawn(async move { axum::serve(listener, site).await });
+
+    let (_driver, driver_url) = chromedriver().await?;
+    let profile = std::env::temp_dir().join(format!("e2e-chromium-roles-{}", std::process::id()));
+    let client = browser(&driver_url, &profile).await?;
+    let shots = screenshots()?;
+    let result = roles(&client, &stack, &console, &job, &target, &attacker, &shots).await;
+    let _ = client.close().await;
+    let _ = std::fs::remove_dir_all(&profile);
+    server.abort();
+    result
+}
+
+async fn roles(
+    client: &Client,
+    stack: &e2e::Stack,
+    console: &str,
+    job: &str,
+    target: &str,
+    attacker: &str,
+    shots: &std::path::Path,
+) -> anyhow::Result<()> {
+    // A viewer: the job's page, with no buttons.
+    client.goto(&format!("{console}/jobs/{job}")).await?;
+    log_in(client, "ann", "ann's secret").await?;
+    assert_eq!(client.current_url().await?.path(), format!("/jobs/{job}"));
+    let status = client.find(Locator::Css("#status")).await?.text().await?;
+    assert_eq!(status, "scheduled");
+    assert_eq!(action_buttons(client).await?, Vec::<String>::new());
+    std::fs::write(shots.join("console-viewer.png"), client.screenshot().await?)?;
+    client
+        .find(Locator::Css("header form button"))
+        .await?
+        .click()
+        .await?;
+    until("the login page after logging out", || async {
+        Ok((client.current_url().await?.path() == "/login").then_some(()))
+    })
+    .await?;
+
+    // An operator cancels it.
+    client.goto(&format!("{console}/jobs/{job}")).await?;
+    log_in(client, "otto", "otto's secret").await?;
+    assert_eq!(action_buttons(client).await?, ["Cancel this job"]);
+    client
+        .find(Locator::Css("main form.action button"))
+        .await?
+        .click()
+        .await?;
+    stack
+        .wait_job(job, "cancelled", |doc| doc["status"] == "cancelled")
+        .await?;
+
+    // Still logged in as the operator, the browser opens a page on another
+    // port whose form posts to the console by itself: refused.
+    client.goto(attacker).await?;
+    let refused = until("the console's answer to the forged form", || async {
+        let url = client.current_url().await?;
+        if !url.as_str().starts_with(console) {
+            return Ok(None);
+        }
+        let body = client.find(Locator::Css("body")).await?.text().await?;
+        Ok(Some(body))
+    })
+    .await?;
+    assert!(refused.contains("may not change anything"), "{refused}");
+    assert_eq!(stack.job(target).await?["status"], "scheduled");
+    Ok(())
+}

@@ -109,3 +109,25 @@ async fn only_allowed_caller_baggage_within_the_bound_reaches_the_job() -> anyho
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn made_up_methods_share_one_other_label_and_add_no_series() -> anyhow::Result<()> {
+    let stack = Stack::start_with_api(&[("API_KEYS", "a-key-for-the-test")]).await?;
+    let http = reqwest::Client::new();
+    for n in 0..40 {
+        let method = reqwest::Method::from_bytes(format!("MADEUP{n}").as_bytes())?;
+        let res = http
+            .request(method, format!("{}/v1/jobs", stack.api_url))
+            .send()
+            .await?;
+        // Refused (no key, or no such method), never a 5xx.
+        assert!(res.status().is_client_error(), "{}", res.status());
+    }
+    let page = stack.scrape(&stack.api_url).await?;
+    assert!(!page.contains("MADEUP"), "a series per made-up method");
+    assert!(
+        page.contains(r#"http_request_method="_OTHER""#),
+        "the made-up methods are counted as _OTHER"
+    );
+    Ok(())
+}

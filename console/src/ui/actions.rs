@@ -67,26 +67,44 @@ pub(crate) async fn retry_many(State(ui): Ui, Form(form): Form<RetryMany>) -> Re
     forward(&ui, req, "/failed").await
 }
 
+/// The session's CSRF token as a form field, when there is a session.
+fn csrf_field() -> Markup {
+    html! {
+        @if let Some(token) = crate::auth::current().csrf {
+            input type="hidden" name="csrf" value=(token);
+        }
+    }
+}
+
 /// A button that posts to `action` (a form of its own, so it works
-/// without script).
+/// without script); nothing for a viewer.
 pub(crate) fn button(action: &str, label: &str) -> Markup {
+    if !crate::auth::current().may_act() {
+        return html! {};
+    }
     html! {
         form.action method="post" action=(action) {
+            (csrf_field())
             button type="submit" { (label) }
         }
     }
 }
 
 /// Buttons above the failed jobs: re-drive them all, or those of one
-/// error type.
+/// error type; nothing for a viewer.
 pub(crate) fn retry_buttons(error_types: &[String]) -> Markup {
+    if !crate::auth::current().may_act() {
+        return html! {};
+    }
     html! {
         div.actions {
             form.action method="post" action="/ui/retry" {
+                (csrf_field())
                 button type="submit" { "Retry all failed jobs" }
             }
             @for t in error_types {
                 form.action method="post" action="/ui/retry" {
+                    (csrf_field())
                     input type="hidden" name="error_type" value=(t);
                     button type="submit" { "Retry those failed with " code { (t) } }
                 }

@@ -9,10 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use futures::Stream;
-use redis_job_queue::JobRecord;
+use redis_job_queue::{JobRecord, plausible_id};
 use serde_json::{Value, json};
+use tokio::sync::OwnedSemaphorePermit;
+use weather_jobs::problem;
 
 use super::{Ui, UiState};
 
@@ -43,19 +47,55 @@ fn status_json(r: &JobRecord) -> Value {
 /// [`POLL_EVERY`]) finds it changed. The stream ends after the event that
 /// shows the job finished, or after [`MAX_POLLS`] polls with one last
 /// event whatever the status.
-pub(crate) async fn job_events(
-    State(ui): Ui,
-    Path(id): Path<String>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let stream = status_events(ui, id);
-    Sse::new(stream).keep_alive(KeepAlive::default())
+///
+/// An id that is no job's is refused at once (`404`), and at most
+/// `CONSOLE_MAX_STREAMS` streams are open at a time (`503` past it): each
+/// holds a connection and a poll loop.
+pub(crate) async fn job_events(State(ui): Ui, Path(id): Path<String>) -> Response {
+    if !plausible_id(&id) {
+        return problem(StatusCode::NOT_FOUND, "no such job");
+    }
+    let Some(queue) = ui.queue() else {
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the queue is not reachable yet",
+        );
+    };
+    match queue.status(&id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return problem(StatusCode::NOT_FOUND, "no such job"),
+        Err(e) => {
+            return problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("the job queue is unavailable: {e}"),
+            );
+        }
+    }
+    let Ok(permit) = ui.streams.clone().try_acquire_owned() else {
+        let mut res = problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many job streams are open (CONSOLE_MAX_STREAMS): try again shortly",
+        );
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        return res;
+    };
+    let stream = status_events(ui, id, permit);
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
-/// The stream of [`job_events`].
-fn status_events(ui: Arc<UiState>, id: String) -> impl Stream<Item = Result<Event, Infallible>> {
+/// The stream of [`job_events`]; it holds `permit` (one of the open
+/// streams) until it ends or the client goes.
+fn status_events(
+    ui: Arc<UiState>,
+    id: String,
+    permit: OwnedSemaphorePermit,
+) -> impl Stream<Item = Result<Event, Infallible>> {
     futures::stream::unfold(
-        (ui, id, None::<Value>, false, 0u32),
-        |(ui, id, last, done, polls)| async move {
+        (ui, id, None::<Value>, false, 0u32, permit),
+        |(ui, id, last, done, polls, permit)| async move {
             if done || polls > MAX_POLLS {
                 return None;
             }
@@ -76,7 +116,7 @@ fn status_events(ui: Arc<UiState>, id: String) -> impl Stream<Item = Result<Even
                 let finished = record.as_ref().is_some_and(JobRecord::is_finished);
                 if last.as_ref() != Some(&now) || polls > MAX_POLLS {
                     let event = Event::default().event("status").data(now.to_string());
-                    return Some((Ok(event), (ui, id, Some(now), finished, polls)));
+                    return Some((Ok(event), (ui, id, Some(now), finished, polls, permit)));
                 }
             }
         },

@@ -16,11 +16,15 @@ pub(crate) fn page(title: &str, here: &str, body: Markup) -> Response {
         ("/map", "Service map"),
         ("/alerts", "Alerts"),
     ];
+    let access = crate::auth::current();
     html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
+                @if let Some(token) = &access.csrf {
+                    meta name="csrf-token" content=(token);
+                }
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · traced-jobs console" }
                 link rel="stylesheet" href="/static/app.css";
@@ -36,6 +40,17 @@ pub(crate) fn page(title: &str, here: &str, body: Markup) -> Response {
                                 a href=(href) aria-current="page" { (name) }
                             } @else {
                                 a href=(href) { (name) }
+                            }
+                        }
+                    }
+                    @if let Some(user) = &access.user {
+                        span.who {
+                            (user) " (" (access.role.as_str()) ")"
+                            @if let Some(token) = &access.csrf {
+                                form.action method="post" action="/logout" {
+                                    input type="hidden" name="csrf" value=(token);
+                                    button type="submit" { "Log out" }
+                                }
                             }
                         }
                     }

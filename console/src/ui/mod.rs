@@ -26,7 +26,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use redis_job_queue::{QueueConfig, RedisQueue};
+use redis_job_queue::RedisQueue;
 
 use source::TraceSource;
 
@@ -63,6 +63,8 @@ pub(crate) struct UiState {
     /// may see.
     pub api: reqwest::Client,
     pub samples: Mutex<VecDeque<Sample>>,
+    /// Permits for the job status streams open at once.
+    pub streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl UiState {
@@ -77,19 +79,21 @@ pub(crate) type Ui = State<Arc<UiState>>;
 
 /// Starts the UI's background work (connecting to Redis, sampling the
 /// queue) and answers its state.
-pub(crate) fn start(
-    source: TraceSource,
-    redis_url: String,
-    queue: QueueConfig,
-    api_url: String,
-    api_key: Option<crate::ApiKey>,
-    zipkin_ui: Option<String>,
-    alerts_url: Option<String>,
-) -> Arc<UiState> {
+pub(crate) fn start(source: TraceSource, config: &crate::Config) -> Arc<UiState> {
+    let redis_url = config.queue.redis_url.expose().to_owned();
+    let queue = config.queue.queue_config_with_ca().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "the queue pages cannot use Redis's CA");
+        config.queue.queue_config()
+    });
+    let (api_url, zipkin_ui, alerts_url) = (
+        &config.api_url,
+        config.zipkin_ui_url.clone(),
+        config.alerts_url.clone(),
+    );
     // The key goes with every request to the api, marked sensitive so
     // no log or debug output shows it.
     let mut headers = header::HeaderMap::new();
-    if let Some(key) = &api_key
+    if let Some(key) = &config.api_key
         && let Ok(mut value) = header::HeaderValue::from_str(&format!("Bearer {}", key.expose()))
     {
         value.set_sensitive(true);
@@ -114,6 +118,7 @@ pub(crate) fn start(
             .build()
             .unwrap_or_default(),
         samples: Mutex::new(VecDeque::with_capacity(SAMPLES)),
+        streams: Arc::new(tokio::sync::Semaphore::new(config.max_streams as usize)),
     });
     let s = state.clone();
     tokio::spawn(async move {

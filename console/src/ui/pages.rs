@@ -22,6 +22,15 @@ use crate::store::model::{Kind, Span};
 // ---- Submit -------------------------------------------------------------
 
 pub(crate) async fn submit() -> Response {
+    if !crate::auth::current().may_act() {
+        return page(
+            "Submit jobs",
+            "/",
+            html! {
+                p.notice role="status" { "You are logged in as a viewer: an operator submits jobs. Every page and trace is yours to read." }
+            },
+        );
+    }
     page(
         "Submit jobs",
         "/",

@@ -44,6 +44,12 @@ function follow(row, id) {
   events.onerror = () => events.close();
 }
 
+// The session's CSRF token (the page carries it when a user logged in).
+function csrfHeader() {
+  const meta = document.querySelector('meta[name="csrf-token"]');
+  return meta ? { "x-csrf-token": meta.content } : {};
+}
+
 async function submitOne(tbody, line, options) {
   const row = tbody.insertRow(0);
   for (const name of ["Place", "Job", "Status", "Attempts", "Trace"]) {
@@ -63,6 +69,7 @@ async function submitOne(tbody, line, options) {
       headers: {
         "content-type": "application/json",
         traceparent: `00-${traceId}-${spanId}-01`,
+        ...csrfHeader(),
       },
       body: JSON.stringify(job(line, options)),
     });
@@ -87,7 +94,7 @@ async function submitOne(tbody, line, options) {
   }
   fetch("/ui/spans", {
     method: "POST",
-    headers: { "content-type": "application/json" },
+    headers: { "content-type": "application/json", ...csrfHeader() },
     body: JSON.stringify([span]),
   });
   if (!res.ok) {
