@@ -8,7 +8,9 @@
 //!
 //! Beside the servers, what tests share: waiting with a deadline
 //! ([`eventually`], and [`wait_for_job`] for a job's status) and running
-//! schemathesis against an OpenAPI document ([`schemathesis::run`]).
+//! schemathesis against an OpenAPI document ([`schemathesis::run`]), and
+//! checking the settings reference against a binary's `--help`
+//! ([`settings::undocumented_settings`]).
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -22,6 +24,7 @@ pub mod console;
 pub mod kafka;
 pub mod process;
 pub mod schemathesis;
+pub mod settings;
 pub mod wait;
 pub mod zipkin;
 

@@ -143,7 +143,7 @@ pub fn project_binary(name: &str) -> anyhow::Result<std::path::PathBuf> {
     let bin = dir.join(name);
     if !bin.exists() {
         bail!(
-            "{} is not built: run `cargo build --workspace --bins` first (scripts/test does)",
+            "{} is not built: run `cargo build --workspace --bins` first (`cargo test --workspace` and scripts/test build it)",
             bin.display()
         );
     }
