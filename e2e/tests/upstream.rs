@@ -213,18 +213,23 @@ async fn a_rate_limit_that_cannot_be_read_keeps_the_gate_shut() -> anyhow::Resul
     Ok(())
 }
 
-#[tokio::test]
-async fn a_429s_retry_after_sets_when_the_job_runs_again() -> anyhow::Result<()> {
+/// A stack whose weather service answers every call `429` with
+/// `Retry-After: {retry_after}`; the job posted to it, once it is scheduled
+/// for its retry: its id, trace id, status document, and the wait until
+/// the retry in milliseconds.
+async fn rate_limited_job(
+    retry_after: &str,
+) -> anyhow::Result<(Stack, String, String, Value, u128)> {
     let stack = Stack::start_with(
         &[
             ("STUB_FAIL_RATE", "1"),
             ("STUB_FAIL_STATUS", "429"),
-            ("STUB_RETRY_AFTER_SECS", "2"),
+            ("STUB_RETRY_AFTER_SECS", retry_after),
         ],
         &[],
     )
     .await?;
-    let (id, _) = stack.enqueue(r#"{"city": "Patient"}"#, &[]).await?;
+    let (id, trace) = stack.enqueue(r#"{"city": "Patient"}"#, &[]).await?;
     let doc = stack
         .wait_job(&id, "scheduled for a retry", |doc| {
             doc["status"] == "scheduled" && doc["attempts"] == 1
@@ -235,6 +240,12 @@ async fn a_429s_retry_after_sets_when_the_job_runs_again() -> anyhow::Result<()>
         Ok(t.duration_since(std::time::UNIX_EPOCH)?.as_millis())
     };
     let wait = ms("run_at")? - ms("started_at")?;
+    Ok((stack, id, trace, doc, wait))
+}
+
+#[tokio::test]
+async fn a_429s_retry_after_sets_when_the_job_runs_again() -> anyhow::Result<()> {
+    let (stack, id, _, doc, wait) = rate_limited_job("2").await?;
     assert!(
         wait >= 1_900,
         "retried after {wait} ms, not the 2 s asked: {doc}"
@@ -245,5 +256,105 @@ async fn a_429s_retry_after_sets_when_the_job_runs_again() -> anyhow::Result<()>
     )
     .await?;
     assert_eq!(stack.wait_done(&id).await?["status"], "succeeded");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_retry_after_past_an_hour_is_cut_to_an_hour_and_the_span_says_so() -> anyhow::Result<()> {
+    // Ten days asked.
+    let (stack, _, trace, doc, wait) = rate_limited_job("864000").await?;
+    assert!(
+        (3_590_000..=3_610_000).contains(&wait),
+        "retried after {wait} ms, not an hour (ten days were asked): {doc}"
+    );
+    let said = stack
+        .zipkin
+        .wait_for(WAIT, "the job span's retry event", |spans| {
+            spans
+                .iter()
+                .filter(|s| s["traceId"] == trace.as_str())
+                .flat_map(|s| s["annotations"].as_array().cloned().unwrap_or_default())
+                .filter_map(|a| a["value"].as_str().map(str::to_owned))
+                .find(|v| v.contains("retry after"))
+        })
+        .await?;
+    assert!(
+        said.contains(r#""retry_after.capped":true"#)
+            && said.contains(r#""retry_after.used_s":"3600""#),
+        "the job's span says the wait was capped: {said:?}"
+    );
+    Ok(())
+}
+
+/// A weather service that answers every geocoding call with `answer`.
+async fn hostile_service(
+    answer: impl Fn() -> axum::response::Response + Clone + Send + Sync + 'static,
+) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/", listener.local_addr()?);
+    let app = axum::Router::new().route(
+        "/v1/search",
+        axum::routing::get(move || {
+            let answer = answer.clone();
+            async move { answer() }
+        }),
+    );
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((url, server))
+}
+
+#[tokio::test]
+async fn an_oversized_answer_fails_the_job_and_a_redirect_is_not_followed() -> anyhow::Result<()> {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+
+    // Two megabytes of JSON, past the 1 MiB the worker reads.
+    let big = format!(r#"{{"results": [], "pad": "{}"}}"#, "x".repeat(2 << 20));
+    let (huge, huge_server) = hostile_service(move || {
+        ([(header::CONTENT_TYPE, "application/json")], big.clone()).into_response()
+    })
+    .await?;
+    let stack = Stack::launch(Options {
+        worker_env: &[("GEOCODING_BASE_URL", &huge)],
+        ..Options::default()
+    })
+    .await?;
+    let (id, _) = stack.enqueue(r#"{"city": "Oslo"}"#, &[]).await?;
+    let done = stack.wait_done(&id).await?;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["attempts"], 1, "not retried: {done}");
+    assert!(
+        done["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("larger than 1048576 bytes")),
+        "{done}"
+    );
+    huge_server.abort();
+
+    // A redirect, to the stub itself: not followed.
+    let (moved, moved_server) = {
+        let to = format!("{}v1/search?name=Oslo", stack.stub_url);
+        hostile_service(move || {
+            (StatusCode::FOUND, [(header::LOCATION, to.clone())]).into_response()
+        })
+        .await?
+    };
+    let stack = Stack::launch(Options {
+        worker_env: &[("GEOCODING_BASE_URL", &moved)],
+        ..Options::default()
+    })
+    .await?;
+    let (id, _) = stack.enqueue(r#"{"city": "Oslo"}"#, &[]).await?;
+    let done = stack.wait_done(&id).await?;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert!(
+        done["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("302") && e.contains("not followed")),
+        "{done}"
+    );
+    moved_server.abort();
     Ok(())
 }

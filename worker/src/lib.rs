@@ -83,6 +83,10 @@ pub struct Config {
     /// Timeout of one weather-service request, in milliseconds.
     #[arg(long, env = "HTTP_TIMEOUT_MS", default_value_t = 5000)]
     pub http_timeout_ms: u64,
+    /// The largest answer the weather service may send, in bytes; a job
+    /// whose answer is larger fails (`error.type` `body_too_large`).
+    #[arg(long, env = "HTTP_MAX_BODY_BYTES", default_value_t = 1_048_576, value_parser = clap::value_parser!(u32).range(1024..=67_108_864))]
+    pub http_max_body_bytes: u32,
     /// How a job's span relates to the span that enqueued it.
     #[arg(long, env = "QUEUE_TRACE_MODE", value_enum, default_value = "parent")]
     pub trace_mode: TraceMode,
@@ -209,7 +213,8 @@ impl Deps {
             propagation.clone(),
             Duration::from_millis(config.http_timeout_ms),
             Some(metrics.clone()),
-        )?;
+        )?
+        .with_max_body(config.http_max_body_bytes as usize);
         let weather =
             WeatherClient::new(http, &config.geocoding_base_url, &config.weather_base_url)
                 .map_err(anyhow::Error::msg)?;
@@ -261,6 +266,9 @@ impl Deps {
 /// limit could not be read.
 const RATE_LIMIT_RETRY: Duration = Duration::from_secs(1);
 
+/// The longest `Retry-After` a job waits, whatever the service asks.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
 /// Why a job failed; decides retry or give up.
 #[derive(Debug, thiserror::Error)]
 enum JobError {
@@ -299,8 +307,19 @@ impl JobError {
     fn into_apalis(self) -> BoxDynError {
         match &self {
             // The service said when to come back (a 429's Retry-After).
+            // At most an hour, whatever it asked: a job is not parked for
+            // days on one answer's say-so. The job's span says so.
             Self::Upstream(e) if e.is_retryable() => match e.retry_after() {
-                Some(wait) => Box::new(RetryAfterError::new(self, wait)),
+                Some(asked) => {
+                    let wait = asked.min(MAX_RETRY_AFTER);
+                    tracing::info!(
+                        retry_after.asked_s = asked.as_secs(),
+                        retry_after.used_s = wait.as_secs(),
+                        retry_after.capped = asked > MAX_RETRY_AFTER,
+                        "retry after the wait the weather service asked for"
+                    );
+                    Box::new(RetryAfterError::new(self, wait))
+                }
                 None => Box::new(self),
             },
             Self::CircuitOpen(wait) => {

@@ -42,6 +42,16 @@ pub enum HttpError {
         #[source]
         source: reqwest::Error,
     },
+    /// The answer's body was larger than the client takes.
+    #[error(
+        "{peer} sent a body larger than {limit} bytes, which is more than any answer it should give"
+    )]
+    TooLarge {
+        /// Who answered.
+        peer: String,
+        /// The most the client reads.
+        limit: usize,
+    },
     /// The answer was not the JSON expected.
     #[error("{peer} sent an unexpected answer: {reason}")]
     Decode {
@@ -60,7 +70,7 @@ impl HttpError {
                 status.is_server_error() || *status == reqwest::StatusCode::TOO_MANY_REQUESTS
             }
             Self::Transport { .. } => true,
-            Self::Decode { .. } => false,
+            Self::Decode { .. } | Self::TooLarge { .. } => false,
         }
     }
 
@@ -79,16 +89,26 @@ impl HttpError {
             Self::Transport { source, .. } if source.is_timeout() => "timeout".into(),
             Self::Transport { .. } => "transport".into(),
             Self::Decode { .. } => "decode".into(),
+            Self::TooLarge { .. } => "body_too_large".into(),
         }
     }
 }
 
+/// The largest answer body a [`TracedClient`] reads by default.
+pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+
 /// One shared HTTP client (connection pooling) that traces and propagates.
+///
+/// It trusts the services it calls no further than it must: it follows no
+/// redirect (a `3xx` is an error naming where it pointed, so a job's
+/// request never lands on a host nobody configured), and it reads at most
+/// `max_body` bytes of an answer.
 #[derive(Debug, Clone)]
 pub struct TracedClient {
     client: reqwest::Client,
     propagation: Propagation,
     metrics: Option<Arc<Metrics>>,
+    max_body: usize,
 }
 
 impl TracedClient {
@@ -100,10 +120,20 @@ impl TracedClient {
         metrics: Option<Arc<Metrics>>,
     ) -> Result<Self, reqwest::Error> {
         Ok(Self {
-            client: reqwest::Client::builder().timeout(timeout).build()?,
+            client: reqwest::Client::builder()
+                .timeout(timeout)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?,
             propagation,
             metrics,
+            max_body: DEFAULT_MAX_BODY,
         })
+    }
+
+    /// The same client, reading at most `bytes` of an answer's body.
+    pub fn with_max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes.max(1);
+        self
     }
 
     /// `GET url` as JSON. `peer_service` names the remote service in the
@@ -174,13 +204,38 @@ impl TracedClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = response.bytes().await.map_err(transport)?;
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(|l| l.chars().take(200).collect::<String>());
+        let too_large = || HttpError::TooLarge {
+            peer: peer.to_owned(),
+            limit: self.max_body,
+        };
+        if response
+            .content_length()
+            .is_some_and(|n| n > self.max_body as u64)
+        {
+            return Err(too_large());
+        }
+        let mut response = response;
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > self.max_body {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
         if !status.is_success() {
             // Open-Meteo explains its errors as {"error": true, "reason": "..."}.
-            let reason = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v.get("reason").and_then(|r| r.as_str()).map(str::to_owned))
-                .unwrap_or_default();
+            let reason = match (status.is_redirection(), location) {
+                (true, Some(to)) => format!("a redirect to {to}, not followed"),
+                _ => serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("reason").and_then(|r| r.as_str()).map(str::to_owned))
+                    .unwrap_or_default(),
+            };
             return Err(HttpError::Status {
                 peer: peer.to_owned(),
                 status,
