@@ -147,6 +147,20 @@ impl ApiKeys {
     }
 }
 
+/// Who sent a request, as far as idempotency is concerned: a digest of the
+/// api key it carried (never the key). Set on keyed requests when
+/// `API_KEYS` is; an `Idempotency-Key` belongs to its caller, so two
+/// callers using the same one make two jobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller(pub String);
+
+impl Caller {
+    fn of(key: &str) -> Self {
+        let digest = ApiKey::digest(key);
+        Self(digest[..8].iter().map(|b| format!("{b:02x}")).collect())
+    }
+}
+
 /// Whether `method` on `path` needs a key: anything but a read, under `/v1`.
 fn guarded(method: &axum::http::Method, path: &str) -> bool {
     !method.is_safe() && (path == "/v1" || path.starts_with("/v1/"))
@@ -180,13 +194,19 @@ pub(crate) async fn require_key(
 ) -> Response {
     if keys.required() && guarded(request.method(), request.uri().path()) {
         let presented = presented(request.headers());
+        let accepted = presented
+            .iter()
+            .flatten()
+            .find(|key| keys.accepts(key))
+            .map(|key| Caller::of(key));
         let refusal = if presented.is_empty() {
             Some((
                 "none",
                 "this operation needs an API key: send `Authorization: Bearer <key>` \
                  or `X-API-Key: <key>`",
             ))
-        } else if presented.into_iter().flatten().any(|key| keys.accepts(key)) {
+        } else if let Some(caller) = accepted {
+            request.extensions_mut().insert(caller);
             None
         } else {
             Some((

@@ -3,7 +3,9 @@
 //! takes it. The key names the job's id, so a repeat names the same job;
 //! the body's fingerprint tells a repeat (answered with the first job)
 //! from a different request under the same key (refused). The queue
-//! keeps each key for its idempotency window (24 hours).
+//! keeps each key for its idempotency window (24 hours). With `API_KEYS`,
+//! a key belongs to the api key that sent it: two callers who happen to
+//! use the same one make two jobs.
 
 use axum::http::HeaderMap;
 use redis_job_queue::NewJob;
@@ -11,6 +13,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::ApiError;
+use crate::auth::Caller;
 
 /// The header that makes a POST idempotent.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -31,10 +34,22 @@ pub(crate) fn key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     }
 }
 
-/// `new` as the job of `key` on queue `queue`, asked for with `body`.
-pub(crate) fn apply(new: NewJob, queue: &str, key: &str, body: &Value) -> NewJob {
-    new.with_id(job_id(queue, key))
-        .idempotency(key, fingerprint(body))
+/// `new` as the job of `key` on queue `queue`, asked for with `body` by
+/// `caller` (with `API_KEYS`; none without).
+pub(crate) fn apply(
+    new: NewJob,
+    queue: &str,
+    caller: Option<&Caller>,
+    key: &str,
+    body: &Value,
+) -> NewJob {
+    // The key as the queue keeps it: the caller's own.
+    let scoped = match caller {
+        Some(Caller(who)) => format!("{who}/{key}"),
+        None => key.to_owned(),
+    };
+    new.with_id(job_id(queue, &scoped))
+        .idempotency(&scoped, fingerprint(body))
 }
 
 /// The id of the job an idempotency key makes: the same key, the same

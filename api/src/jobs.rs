@@ -1,6 +1,7 @@
 //! The job routes: enqueue one job, read it, list jobs by status, cancel
 //! a job, re-drive failed ones.
 
+use axum::Extension;
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -9,8 +10,10 @@ use axum::response::{IntoResponse, Response};
 use redis_job_queue::{Cancelled, JobStatus, NewJob, QueueError, plausible_id};
 use serde_json::Value;
 use telemetry::attributes::JOB_ID;
+use telemetry::messaging::Sent;
 use weather_jobs::WeatherJob;
 
+use crate::auth::Caller;
 use crate::views::{self, Job, JobAccepted, JobList, RedriveResult};
 use crate::{ApiError, AppState, idempotency, openapi, requests, validate};
 
@@ -22,8 +25,9 @@ use crate::{ApiError, AppState, idempotency, openapi, requests, validate};
 /// (`scheduled` until then); `trace` picks how its span relates to this
 /// request's. With an `Idempotency-Key`, a repeat of the same request
 /// within 24 hours enqueues nothing and answers `200` with the first
-/// request's job (`repeat: true`); the same key with another body is a
-/// `422`.
+/// request's job (`repeat: true`, its status `expired` once its record is
+/// gone after the retention); the same key with another body is a `422`.
+/// With `API_KEYS`, a key belongs to the api key that sent it.
 #[utoipa::path(
     post,
     path = "/v1/jobs",
@@ -55,6 +59,7 @@ use crate::{ApiError, AppState, idempotency, openapi, requests, validate};
 )]
 pub(crate) async fn create_job(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -64,22 +69,40 @@ pub(crate) async fn create_job(
     let options = validate::options(&body, state.max_delay).map_err(ApiError::Invalid)?;
     let mut new = options.apply(NewJob::new(&job)?);
     if let Some(key) = key {
-        new = idempotency::apply(new, &state.queue.config().name, key, &body);
+        let caller = caller.as_ref().map(|Extension(c)| c);
+        new = idempotency::apply(new, &state.queue.config().name, caller, key, &body);
     }
-    let sent = state.producer.send(new).await?;
+    let sent = match state.producer.send(new).await {
+        Ok(sent) => sent,
+        // The key's record outlived its window while the job it made is
+        // still kept (the job's id comes from the key): a repeat all the
+        // same, of that job.
+        Err(QueueError::DuplicateId(id)) if key.is_some() => Sent {
+            id,
+            repeat: true,
+            trace_id: None,
+        },
+        Err(e) => return Err(e.into()),
+    };
     let location = format!("/v1/jobs/{}", sent.id);
     if sent.repeat {
         tracing::info!({ JOB_ID } = %sent.id, "repeated request: the job exists");
-        // Where the first request's job is now (gone once expired).
-        let status = match state.queue.status(&sent.id).await? {
-            Some(record) => record.status.into(),
-            None => views::JobStatus::Succeeded,
+        // Where the first request's job is now; once its record is gone
+        // (after the retention), its outcome is no longer known.
+        let record = state.queue.status(&sent.id).await?;
+        let (status, trace_id) = match record {
+            Some(record) => (
+                record.status.into(),
+                sent.trace_id
+                    .or_else(|| record.trace_id().map(str::to_owned)),
+            ),
+            None => (views::JobStatus::Expired, sent.trace_id),
         };
         let accepted = JobAccepted {
             id: sent.id,
             status,
             repeat: true,
-            trace_id: sent.trace_id,
+            trace_id,
         };
         return Ok((
             StatusCode::OK,

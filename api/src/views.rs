@@ -81,6 +81,10 @@ pub enum JobStatus {
     Failed,
     /// Cancelled before it ran.
     Cancelled,
+    /// Finished, and its record gone after the retention
+    /// (`JOB_RETENTION_SECS`): its outcome is no longer known. Only a
+    /// repeated request with its `Idempotency-Key` can name such a job.
+    Expired,
 }
 
 impl From<redis_job_queue::JobStatus> for JobStatus {
@@ -100,10 +104,11 @@ impl From<redis_job_queue::JobStatus> for JobStatus {
 impl JobStatus {
     /// Where a job is once pushed with `delay`: scheduled while it waits
     /// for its run time, else queued.
+    /// The queue keeps time in whole milliseconds: a shorter delay is none.
     pub(crate) fn pushed(delay: Option<Duration>) -> Self {
         match delay {
-            Some(_) => Self::Scheduled,
-            None => Self::Queued,
+            Some(d) if d.as_millis() >= 1 => Self::Scheduled,
+            _ => Self::Queued,
         }
     }
 }
@@ -120,7 +125,7 @@ pub struct JobAccepted {
     /// The job's id, for `GET /v1/jobs/{id}`.
     pub id: String,
     /// `queued`, or `scheduled` for a delayed job; for a repeat, where
-    /// the first request's job is now.
+    /// the first request's job is now (`expired` once its record is gone).
     pub status: JobStatus,
     /// `true` when an `Idempotency-Key` repeated an earlier request: this
     /// is that request's job, and nothing new was enqueued.

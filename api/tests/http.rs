@@ -873,3 +873,153 @@ async fn listings_page_with_cursors_and_any_cursor_of_the_right_shape_is_answere
         "cursor",
     );
 }
+
+#[tokio::test]
+async fn a_delay_under_a_millisecond_is_none_and_the_answer_says_queued() {
+    let api = spawn_api().await;
+    let a = api.post(r#"{"city": "Oslo", "delay_secs": 0.0004}"#).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.body);
+    let id = a.body["id"].as_str().expect("id");
+    let s = api.get(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(s.body["status"], "queued", "{}", s.body);
+    assert_eq!(a.body["status"], s.body["status"], "the answer says so too");
+}
+
+/// The redis connection of the test's queue, for what a test does by hand.
+async fn redis_keys(api: &TestApi, pattern: &str) -> Vec<String> {
+    let mut conn = api.queue.connection();
+    redis::cmd("KEYS")
+        .arg(pattern)
+        .query_async(&mut conn)
+        .await
+        .expect("KEYS")
+}
+
+#[tokio::test]
+async fn an_idempotency_key_belongs_to_the_api_key_that_sent_it() {
+    let keys = api::ApiKeys::new(["key-alpha-7f3a9c", "key-beta-51d2e8"]).expect("keys");
+    let api = spawn_api_with(keys).await;
+    let job = r#"{"city": "Berlin"}"#;
+    let as_caller = |key: &'static str| [("x-api-key", key), ("Idempotency-Key", "order-1")];
+    let a = api.post_with(job, &as_caller("key-alpha-7f3a9c")).await;
+    let b = api.post_with(job, &as_caller("key-beta-51d2e8")).await;
+    assert_eq!(
+        (a.status, b.status),
+        (StatusCode::ACCEPTED, StatusCode::ACCEPTED)
+    );
+    assert_ne!(a.body["id"], b.body["id"], "two callers, two jobs");
+    let again = api.post_with(job, &as_caller("key-alpha-7f3a9c")).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert_eq!(again.body["id"], a.body["id"]);
+    assert_eq!(api.enqueued().await, 2);
+    let stored = redis_keys(&api, "*:idem:*").await;
+    assert!(
+        stored
+            .iter()
+            .all(|k| !k.contains("key-alpha") && !k.contains("key-beta")),
+        "no api key is stored: {stored:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_repeat_after_its_key_or_its_jobs_record_expired_says_what_is_known() {
+    let api = spawn_api().await;
+    let key = [("Idempotency-Key", "order-9")];
+    let first = api.post_with(r#"{"city": "Lima"}"#, &key).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.body);
+    let id = first.body["id"].as_str().expect("id").to_owned();
+    let mut conn = api.queue.connection();
+
+    // The key's record expires (its 24 hours) while the job is kept.
+    let idem = redis_keys(&api, "*:idem:*").await;
+    assert_eq!(idem.len(), 1, "{idem:?}");
+    let _: i64 = redis::cmd("DEL")
+        .arg(&idem[0])
+        .query_async(&mut conn)
+        .await
+        .expect("DEL");
+    let again = api.post_with(r#"{"city": "Lima"}"#, &key).await;
+    assert_eq!(again.status, StatusCode::OK, "not a 500: {}", again.body);
+    assert_eq!(
+        (again.body["id"].as_str(), again.body["repeat"].as_bool()),
+        (Some(id.as_str()), Some(true))
+    );
+    assert_eq!(again.body["status"], "queued");
+
+    // The job's record expires (the retention) while the key is kept: its
+    // outcome is not known, and the answer does not make one up.
+    let key = [("Idempotency-Key", "order-10")];
+    let first = api.post_with(r#"{"city": "Lima"}"#, &key).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.body);
+    let id = first.body["id"].as_str().expect("id").to_owned();
+    let record = redis_keys(&api, &format!("*:job:{id}")).await;
+    assert_eq!(record.len(), 1, "{record:?}");
+    let _: i64 = redis::cmd("DEL")
+        .arg(&record[0])
+        .query_async(&mut conn)
+        .await
+        .expect("DEL");
+    let later = api.post_with(r#"{"city": "Lima"}"#, &key).await;
+    assert_eq!(later.status, StatusCode::OK, "{}", later.body);
+    assert_eq!(later.body["status"], "expired", "{}", later.body);
+    assert_eq!(later.body["id"].as_str(), Some(id.as_str()));
+    assert_eq!(api.enqueued().await, 2, "one job per key");
+}
+
+#[tokio::test]
+async fn a_crafted_listing_cursor_is_a_4xx_or_a_page_never_a_5xx() {
+    let api = spawn_api().await;
+    for city in ["Oslo", "Bergen"] {
+        let body = format!(r#"{{"city": "{city}"}}"#);
+        assert_eq!(api.post(&body).await.status, StatusCode::ACCEPTED);
+    }
+    let cursors = [
+        "1:a",
+        "0:0",
+        "1:",
+        ":1",
+        "-1:x",
+        "1e5:x",
+        "99999999999999999999:zz",
+        "1:x@0",
+        "1:x@7",
+        "1:x@-1",
+        "0:0@99999999999999999999",
+        "1:1.high@0",
+        "1:1.nope",
+        "18446744073709551615:18446744073709551615",
+        "1:%00",
+        "1:inf",
+        "nan:1",
+        "1:-",
+        "1:(",
+        "1:[",
+    ];
+    for status in ["scheduled", "queued", "running", "succeeded", "failed"] {
+        for cursor in cursors {
+            let encoded: String = form_urlencoded_byte(cursor);
+            let a = api
+                .get(&format!("/v1/jobs?status={status}&cursor={encoded}"))
+                .await;
+            assert!(
+                a.status == StatusCode::OK || a.status.is_client_error(),
+                "{status} {cursor:?}: {} {}",
+                a.status,
+                a.body
+            );
+        }
+    }
+}
+
+/// `s` percent-encoded for a query string.
+fn form_urlencoded_byte(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

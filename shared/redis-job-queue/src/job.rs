@@ -179,9 +179,10 @@ impl NewJob {
         }
     }
 
-    /// How long after the push the job may run, if delayed.
+    /// How long after the push the job may run, if delayed (by a
+    /// millisecond or more: the queue's clock counts whole ones).
     pub fn delay(&self) -> Option<Duration> {
-        self.delay.filter(|d| !d.is_zero())
+        self.delay.filter(|d| d.as_millis() >= 1)
     }
 
     /// The delay in ms as the push script takes it (0: run now).
