@@ -1,8 +1,8 @@
 //! The api against its own OpenAPI document: schemathesis (from PyPI)
 //! loads `/openapi.json` from a live api and calls every operation with
 //! generated input, the API key sent; every answer must be one the
-//! document describes. Twice: with Redis up (no 5xx at all), then with
-//! Redis killed (queue operations answer their documented 503 problem,
+//! document describes. Twice, side by side: with Redis up (no 5xx at all),
+//! and with Redis killed (queue operations answer their documented 503 problem,
 //! never a 500). `tests/conformance/schemathesis.toml` holds the checks.
 
 use std::path::Path;
@@ -49,9 +49,9 @@ async fn wait_ready_status(api_url: &str, status: u16) -> anyhow::Result<()> {
     }
 }
 
-#[tokio::test]
-async fn the_api_conforms_to_its_openapi_document_with_redis_up_and_down() -> anyhow::Result<()> {
-    let redis = RedisServer::start().await?;
+/// The api binary on a free port, on `redis`, with the key; answers it and
+/// its URL once ready.
+async fn start_api(redis: &RedisServer) -> anyhow::Result<(ServiceProcess, String)> {
     let port = free_port()?;
     let api_url = format!("http://127.0.0.1:{port}");
     let api = ServiceProcess::start(
@@ -68,20 +68,39 @@ async fn the_api_conforms_to_its_openapi_document_with_redis_up_and_down() -> an
         &format!("{api_url}/readyz"),
     )
     .await?;
+    Ok((api, api_url))
+}
 
+/// No request failed inside the api.
+fn assert_no_error_logged(api: &ServiceProcess) {
+    let logs = api.logs();
+    assert!(
+        !logs.contains(r#""level":"ERROR""#),
+        "no request failed inside the api:\n{logs}"
+    );
+}
+
+// The two runs are two tests, so they run side by side.
+
+#[tokio::test]
+async fn the_api_conforms_to_its_openapi_document_with_redis_up() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let (api, api_url) = start_api(&redis).await?;
     schemathesis(&api_url, &[]).await.context("with Redis up")?;
+    assert_no_error_logged(&api);
+    Ok(())
+}
 
+#[tokio::test]
+async fn the_api_conforms_to_its_openapi_document_with_redis_down() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let (api, api_url) = start_api(&redis).await?;
     // Killed by its PID (the handle's drop).
     drop(redis);
     wait_ready_status(&api_url, 503).await?;
     schemathesis(&api_url, &["--exclude-checks", "not_a_server_error"])
         .await
         .context("with Redis down")?;
-
-    let logs = api.logs();
-    assert!(
-        !logs.contains(r#""level":"ERROR""#),
-        "no request failed inside the api:\n{logs}"
-    );
+    assert_no_error_logged(&api);
     Ok(())
 }

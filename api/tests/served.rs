@@ -265,10 +265,8 @@ async fn requests_past_the_in_flight_limit_are_shed_with_503_and_retry_after() -
 
 #[test]
 fn every_setting_of_the_api_is_in_the_settings_reference() -> anyhow::Result<()> {
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_api"));
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    assert!(!testkit::settings::env_settings(bin)?.is_empty());
-    let missing = testkit::settings::undocumented_settings(bin, &root)?;
-    assert!(missing.is_empty(), "not in docs/settings.md: {missing:?}");
-    Ok(())
+    testkit::settings::assert_documented(
+        std::path::Path::new(env!("CARGO_BIN_EXE_api")),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")),
+    )
 }

@@ -587,10 +587,8 @@ async fn bad_input_is_refused_with_problems_and_stores_nothing() -> anyhow::Resu
 
 #[test]
 fn every_setting_of_the_console_is_in_the_settings_reference() -> anyhow::Result<()> {
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_console"));
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    assert!(!testkit::settings::env_settings(bin)?.is_empty());
-    let missing = testkit::settings::undocumented_settings(bin, &root)?;
-    assert!(missing.is_empty(), "not in docs/settings.md: {missing:?}");
-    Ok(())
+    testkit::settings::assert_documented(
+        std::path::Path::new(env!("CARGO_BIN_EXE_console")),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")),
+    )
 }

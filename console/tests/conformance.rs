@@ -1,7 +1,7 @@
 //! The console against Zipkin's own OpenAPI file (`zipkin2-api.yaml`):
 //! schemathesis (from PyPI) calls every operation with generated input on
-//! a live console holding spans; no answer may be a 5xx, and every answer
-//! must match the file's schemas. `tests/conformance/schemathesis.toml`
+//! a live console holding spans, with a user who logs in by HTTP Basic;
+//! no answer may be a 5xx, and every answer must match the file's schemas. `tests/conformance/schemathesis.toml`
 //! holds the settings and the one documented exception.
 
 use std::path::{Path, PathBuf};
@@ -23,10 +23,37 @@ fn spec() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// `console hash-password` of `password`.
+fn hash(password: &str) -> anyhow::Result<String> {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_console"))
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(password.as_bytes())?;
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(out.status.success(), "console hash-password failed");
+    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+}
+
 #[tokio::test]
 async fn the_console_conforms_to_zipkins_openapi_file() -> anyhow::Result<()> {
+    use base64::Engine;
     let spec = spec()?;
-    let console = Console::start(env!("CARGO_BIN_EXE_console"), &[]).await?;
+    // With a user: the reads need the login (sent as HTTP Basic), the
+    // services' span posts none.
+    let users = format!("zipkin:viewer:{}", hash("zipkin's secret")?);
+    let console =
+        Console::start(env!("CARGO_BIN_EXE_console"), &[("CONSOLE_USERS", users)]).await?;
+    let basic = format!(
+        "Authorization: Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("zipkin:zipkin's secret")
+    );
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let spans = json!([
@@ -58,7 +85,7 @@ async fn the_console_conforms_to_zipkins_openapi_file() -> anyhow::Result<()> {
     let end_ts = now_ms.to_string();
     let report = testkit::schemathesis::run(
         &dir,
-        &[spec_arg, "--url", &url],
+        &[spec_arg, "--url", &url, "--header", &basic],
         &[
             ("CONSOLE_TRACE_ID", trace),
             ("CONSOLE_TRACE_IDS", &trace_ids),

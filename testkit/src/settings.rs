@@ -40,3 +40,18 @@ pub fn undocumented_settings(bin: &Path, root: &Path) -> anyhow::Result<Vec<Stri
         .filter(|name| !doc.contains(&format!("`{name}`")))
         .collect())
 }
+
+/// Fails, naming them, when some settings of `bin` are not in
+/// `docs/settings.md`, read from `manifest_dir`'s parent (the workspace
+/// root of a member crate); or when `--help` names none.
+pub fn assert_documented(bin: &Path, manifest_dir: &Path) -> anyhow::Result<()> {
+    let root = manifest_dir.join("..");
+    anyhow::ensure!(
+        !env_settings(bin)?.is_empty(),
+        "{} --help names no setting",
+        bin.display()
+    );
+    let missing = undocumented_settings(bin, &root)?;
+    anyhow::ensure!(missing.is_empty(), "not in docs/settings.md: {missing:?}");
+    Ok(())
+}

@@ -252,10 +252,8 @@ async fn health_checks_leave_no_spans() -> anyhow::Result<()> {
 
 #[test]
 fn every_setting_of_the_weather_stub_is_in_the_settings_reference() -> anyhow::Result<()> {
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_weather-stub"));
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    assert!(!testkit::settings::env_settings(bin)?.is_empty());
-    let missing = testkit::settings::undocumented_settings(bin, &root)?;
-    assert!(missing.is_empty(), "not in docs/settings.md: {missing:?}");
-    Ok(())
+    testkit::settings::assert_documented(
+        std::path::Path::new(env!("CARGO_BIN_EXE_weather-stub")),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")),
+    )
 }

@@ -5,18 +5,18 @@
 //! handler.
 
 use std::hash::BuildHasher;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use weather_jobs::problem;
 
+use super::request::{client_ip, host_of, login_location};
 use super::{ACCESS, Access, Auth, Role, session};
 
 /// How long verified Basic credentials are trusted without hashing again.
@@ -37,25 +37,6 @@ fn is_public(method: &Method, path: &str) -> bool {
 /// Whether `method` changes state (everything but reads).
 fn changes_state(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
-}
-
-/// The host (without port) a request names, lowercased.
-pub(crate) fn host_of(headers: &HeaderMap) -> Option<String> {
-    let raw = headers.get(header::HOST)?.to_str().ok()?.trim();
-    let host = if let Some(rest) = raw.strip_prefix('[') {
-        rest.split(']').next()?
-    } else {
-        raw.rsplit_once(':').map_or(raw, |(h, _)| h)
-    };
-    Some(host.to_ascii_lowercase())
-}
-
-/// Whether the request came over https (a proxy in front says so).
-pub(crate) fn is_https(headers: &HeaderMap) -> bool {
-    headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("https"))
 }
 
 /// Why a state-changing request is refused as cross-site, if it is: a
@@ -92,7 +73,7 @@ fn unauthenticated(method: &Method, uri: &axum::http::Uri, headers: &HeaderMap) 
         .is_some_and(|v| v.contains("text/html"));
     if wants_html && method == Method::GET {
         let next = uri.path_and_query().map_or("/", |p| p.as_str());
-        let location = format!("/login?next={}", super::login::encode(next));
+        let location = login_location(next);
         return (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response();
     }
     let mut res = problem(
@@ -104,13 +85,6 @@ fn unauthenticated(method: &Method, uri: &axum::http::Uri, headers: &HeaderMap) 
         header::HeaderValue::from_static("Basic realm=\"console\", charset=\"UTF-8\""),
     );
     res
-}
-
-/// The client's address, when the server recorded it.
-pub(crate) fn client_ip(req: &Request) -> String {
-    req.extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string())
 }
 
 /// Equal, in time that does not depend on where they differ.

@@ -11,13 +11,8 @@ use axum::routing::{get, post};
 use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
 
-use super::guard::{client_ip, is_https};
+use super::request::{client_ip, is_https};
 use super::{Auth, session};
-
-/// `s`, percent-encoded for a query string.
-pub(crate) fn encode(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
 
 /// Where to go after logging in: a path of this console only (never
 /// `//elsewhere`, which a browser reads as another host).
@@ -162,6 +157,5 @@ mod tests {
             assert_eq!(local_path(Some(evil)), "/", "{evil}");
         }
         assert_eq!(local_path(None), "/");
-        assert_eq!(encode("/jobs/a b?x=1"), "%2Fjobs%2Fa+b%3Fx%3D1");
     }
 }

@@ -18,6 +18,7 @@
 
 mod guard;
 mod login;
+mod request;
 mod session;
 mod throttle;
 pub mod users;

@@ -35,6 +35,11 @@ struct Topology {
 /// Runs each named test (an `async fn(Topology)`) four times, as tests of
 /// its own name: on one server and on a cluster, each with one shard and
 /// with three (`cargo test pushed_jobs_run_once` runs all four).
+///
+/// The cluster runs start a cluster each, which doubles the suite's time:
+/// they are left out of a plain `cargo test` (and `scripts/test`), and
+/// `.ci/run` runs them (`cargo test --workspace --test queue --
+/// --ignored`), as anyone may.
 macro_rules! on_every_topology {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
@@ -51,11 +56,13 @@ macro_rules! on_every_topology {
             }
 
             #[tokio::test]
+            #[ignore = "a Redis Cluster per test: .ci/run runs these (cargo test -- --ignored)"]
             async fn cluster() {
                 super::$name(Topology { cluster: true, shards: 1 }).await
             }
 
             #[tokio::test]
+            #[ignore = "a Redis Cluster per test: .ci/run runs these (cargo test -- --ignored)"]
             async fn cluster_three_shards() {
                 super::$name(Topology { cluster: true, shards: 3 }).await
             }
