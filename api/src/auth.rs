@@ -2,7 +2,8 @@
 //!
 //! With keys configured (`API_KEYS`), every request that is not safe (not
 //! `GET`, `HEAD`, `OPTIONS` or `TRACE`) under `/v1` must carry one, as
-//! `Authorization: Bearer <key>` or `X-API-Key: <key>`; reads stay open.
+//! `Authorization: Bearer <key>` or `X-API-Key: <key>`; reads stay open
+//! unless `API_KEYS_FOR_READS` closes them too.
 //! Without keys anyone may enqueue, which suits a laptop and nothing else.
 //!
 //! Only SHA-256 digests of the keys are kept. A presented key is hashed and
@@ -97,7 +98,7 @@ impl fmt::Debug for ApiKey {
 pub struct ApiKeys {
     /// API keys, comma-separated: every POST, PUT, PATCH or DELETE under
     /// /v1 must carry one (`Authorization: Bearer <key>` or `X-API-Key:
-    /// <key>`); reads stay open. Unset: anyone may enqueue. Prefer the
+    /// <key>`); reads stay open unless API_KEYS_FOR_READS. Unset: anyone may enqueue. Prefer the
     /// environment variable: a command line is visible to other users.
     #[arg(
         long = "api-keys",
@@ -108,11 +109,23 @@ pub struct ApiKeys {
         hide_env_values = true
     )]
     keys: Vec<ApiKey>,
+    /// Reads under /v1 need a key too (a job's payload, result and error,
+    /// the listings): for payloads that are private. Needs `API_KEYS`.
+    #[arg(
+        long = "api-keys-for-reads",
+        env = "API_KEYS_FOR_READS",
+        default_value_t = false
+    )]
+    for_reads: bool,
 }
 
 impl fmt::Debug for ApiKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "[redacted; {} keys]", self.keys.len())
+        write!(f, "[redacted; {} keys", self.keys.len())?;
+        if self.for_reads {
+            f.write_str(", reads too")?;
+        }
+        f.write_str("]")
     }
 }
 
@@ -127,12 +140,37 @@ impl ApiKeys {
             .into_iter()
             .map(|k| k.as_ref().parse())
             .collect::<Result<_, _>>()?;
-        Ok(Self { keys })
+        Ok(Self {
+            keys,
+            for_reads: false,
+        })
     }
 
     /// Whether keys are required at all.
     pub fn required(&self) -> bool {
         !self.keys.is_empty()
+    }
+
+    /// The same keys, asked for reads under `/v1` too.
+    pub fn for_reads(mut self) -> Self {
+        self.for_reads = true;
+        self
+    }
+
+    /// Whether the settings hold: keys for reads need keys.
+    pub fn check(&self) -> Result<(), String> {
+        if self.for_reads && self.keys.is_empty() {
+            return Err("API_KEYS_FOR_READS asks reads for a key, but API_KEYS gives none".into());
+        }
+        Ok(())
+    }
+
+    /// Whether `method` on `path` needs a key: anything under `/v1` that
+    /// is not a read, and reads too with `API_KEYS_FOR_READS`.
+    fn guards(&self, method: &axum::http::Method, path: &str) -> bool {
+        self.required()
+            && (path == "/v1" || path.starts_with("/v1/"))
+            && (self.for_reads || !method.is_safe())
     }
 
     /// Whether `presented` is one of the keys. Every key is compared, in
@@ -161,11 +199,6 @@ impl Caller {
     }
 }
 
-/// Whether `method` on `path` needs a key: anything but a read, under `/v1`.
-fn guarded(method: &axum::http::Method, path: &str) -> bool {
-    !method.is_safe() && (path == "/v1" || path.starts_with("/v1/"))
-}
-
 /// The keys a request presents: one entry per credential header it
 /// carries (`Authorization`, `X-API-Key`), `None` for one that cannot hold
 /// a key (not UTF-8, or a scheme other than `Bearer`).
@@ -192,7 +225,7 @@ pub(crate) async fn require_key(
     mut request: Request,
     next: Next,
 ) -> Response {
-    if keys.required() && guarded(request.method(), request.uri().path()) {
+    if keys.guards(request.method(), request.uri().path()) {
         let presented = presented(request.headers());
         let accepted = presented
             .iter()
@@ -286,7 +319,9 @@ mod tests {
     }
 
     #[test]
-    fn only_writes_under_v1_are_guarded() {
+    fn only_writes_under_v1_are_guarded_unless_reads_are_too() {
+        let keys = ApiKeys::new(["k-one"]).expect("keys");
+        let guarded = |m: &Method, p: &str| keys.guards(m, p);
         assert!(guarded(&Method::POST, "/v1/jobs"));
         assert!(guarded(&Method::DELETE, "/v1/jobs/abc"));
         assert!(guarded(&Method::PUT, "/v1"));
@@ -294,6 +329,14 @@ mod tests {
         assert!(!guarded(&Method::HEAD, "/v1/jobs/abc"));
         assert!(!guarded(&Method::POST, "/v10/jobs"));
         assert!(!guarded(&Method::POST, "/metrics"));
+        let reads = keys.clone().for_reads();
+        assert!(reads.guards(&Method::GET, "/v1/jobs/abc"));
+        assert!(reads.guards(&Method::GET, "/v1/jobs"));
+        assert!(!reads.guards(&Method::GET, "/readyz"));
+        assert!(!reads.guards(&Method::GET, "/openapi.json"));
+        assert!(!ApiKeys::default().guards(&Method::POST, "/v1/jobs"));
+        assert!(ApiKeys::default().for_reads().check().is_err());
+        assert!(reads.check().is_ok());
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //! | `GET /docs` | that document as a page; self-contained, it works offline |
 //!
 //! With `API_KEYS` set, every write (`POST`, `DELETE`) under `/v1` needs one of
-//! the keys ([`auth`]); reads stay open. Past `API_MAX_IN_FLIGHT` requests
+//! the keys ([`auth`]); reads stay open unless `API_KEYS_FOR_READS`. Past `API_MAX_IN_FLIGHT` requests
 //! at once, the rest (but `/healthz` and `/metrics`) are answered `503`
 //! with `Retry-After: 1` ([`limit`]). Errors are
 //! `application/problem+json`. Every request is a SERVER span

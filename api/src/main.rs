@@ -9,6 +9,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = api::Config::parse();
+    config.api_keys.check().map_err(anyhow::Error::msg)?;
     let telemetry = telemetry::init(&config.telemetry, "api")?;
     let served = serve(config, telemetry.propagation().clone()).await;
     telemetry.shutdown().await;

@@ -1023,3 +1023,34 @@ fn form_urlencoded_byte(s: &str) -> String {
         })
         .collect()
 }
+
+#[tokio::test]
+async fn with_reads_closed_a_read_needs_a_key_and_probes_do_not() {
+    let keys = api::ApiKeys::new(["key-alpha-7f3a9c"])
+        .expect("keys")
+        .for_reads();
+    let api = spawn_api_with(keys).await;
+    let a = api
+        .post_with(r#"{"city": "Oslo"}"#, &[("x-api-key", "key-alpha-7f3a9c")])
+        .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.body);
+    let id = a.body["id"].as_str().expect("id");
+    for path in [
+        format!("/v1/jobs/{id}"),
+        "/v1/jobs?status=queued".to_owned(),
+    ] {
+        assert_eq!(
+            api.get(&path).await.status,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+        let req = Request::get(path.as_str())
+            .header("x-api-key", "key-alpha-7f3a9c")
+            .body(Body::empty())
+            .expect("request");
+        assert_eq!(api.send(req).await.status, StatusCode::OK, "{path}");
+    }
+    for open in ["/readyz", "/openapi.json"] {
+        assert_eq!(api.get(open).await.status, StatusCode::OK, "{open}");
+    }
+}
