@@ -32,7 +32,7 @@ pub struct Config {
     #[arg(long, env = "MAX_DELAY_SECS", default_value_t = DEFAULT_MAX_DELAY.as_secs())]
     pub max_delay_secs: u64,
     /// Requests handled at once; more are refused with 503 and
-    /// `Retry-After: 1`, never queued. /healthz and /metrics are exempt.
+    /// `Retry-After: 1`, never queued. /healthz, /readyz and /metrics are exempt.
     #[arg(
         long,
         env = "API_MAX_IN_FLIGHT",

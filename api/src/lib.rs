@@ -110,7 +110,10 @@ pub fn app(state: AppState) -> Router {
             state.api_keys.clone(),
             auth::require_key,
         ))
-        .layer(limit::layer(state.max_in_flight, state.shed.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            limit::InFlight::new(state.max_in_flight, state.shed.clone()),
+            limit::limit,
+        ))
         .with_state(state)
         .merge(ops)
         .layer(axum::middleware::from_fn_with_state(

@@ -5,24 +5,20 @@
 //! exempt (they are merged in outside the limit), so an overloaded api
 //! still looks alive and can still be watched.
 //!
-//! tower's pieces: a concurrency limit whose one semaphore is shared by
-//! every route ([`GlobalConcurrencyLimitLayer`]; axum gives each route its
-//! own copy of a layer, so a per-copy limit would not be global), load
-//! shedding that fails a request instead of waiting for a permit
-//! ([`LoadShedLayer`]), and [`HandleErrorLayer`] turning that failure into
-//! the problem.
+//! One semaphore holds the places, shared by every limited route (axum
+//! clones the middleware's state, not the semaphore); a request that finds
+//! none free is refused at once rather than queued. `/readyz` is exempt
+//! too, though it is a route of the api's own (it is in the OpenAPI
+//! document): an overloaded api is still ready, and a probe that failed
+//! for load would take it out of service when it is busiest.
 
-use std::convert::Infallible;
+use std::sync::Arc;
 
-use axum::error_handling::HandleErrorLayer;
-use axum::extract::Request;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::Route;
 use prometheus_client::metrics::counter::Counter;
-use tower::limit::GlobalConcurrencyLimitLayer;
-use tower::load_shed::LoadShedLayer;
-use tower::load_shed::error::Overloaded;
-use tower::{BoxError, Layer, Service, ServiceBuilder};
+use tokio::sync::Semaphore;
 
 use crate::ApiError;
 
@@ -35,40 +31,35 @@ pub(crate) const SHED_METRIC: (&str, &str) = (
     "HTTP requests refused with 503 because the api had API_MAX_IN_FLIGHT requests in flight",
 );
 
-/// The layer for the limited routes: `max` requests in flight, the rest
-/// answered `503` and counted in `shed`.
-pub(crate) fn layer(
-    max: usize,
+/// Routes never shed: the probes.
+const NEVER_SHED: &[&str] = &["/healthz", "/readyz"];
+
+/// The places, and the counter of requests refused for want of one.
+#[derive(Debug, Clone)]
+pub(crate) struct InFlight {
+    places: Arc<Semaphore>,
     shed: Counter,
-) -> impl Layer<
-    Route,
-    Service = impl Service<Request, Response = Response, Error = Infallible, Future = impl Send>
-              + Clone
-              + Send
-              + Sync
-              + 'static,
-> + Clone
-+ Send
-+ Sync
-+ 'static {
-    ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(move |e: BoxError| {
-            let shed = shed.clone();
-            async move { refuse(&e, &shed).into_response() }
-        }))
-        .layer(LoadShedLayer::new())
-        .layer(GlobalConcurrencyLimitLayer::new(max))
 }
 
-fn refuse(e: &BoxError, shed: &Counter) -> ApiError {
-    if e.is::<Overloaded>() {
-        shed.inc();
-        ApiError::Overloaded
-    } else {
-        // The routes cannot fail (their error type is `Infallible`), so
-        // shedding is the only error that reaches here.
-        ApiError::Unexpected(anyhow::anyhow!(
-            "request failed in the in-flight limit: {e}"
-        ))
+impl InFlight {
+    /// `max` places; refusals counted in `shed`.
+    pub(crate) fn new(max: usize, shed: Counter) -> Self {
+        Self {
+            places: Arc::new(Semaphore::new(max.max(1))),
+            shed,
+        }
     }
+}
+
+/// axum middleware: a place for the request while it is handled, or `503`
+/// with `Retry-After: 1` at once.
+pub(crate) async fn limit(State(limit): State<InFlight>, request: Request, next: Next) -> Response {
+    if NEVER_SHED.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
+    let Ok(_place) = limit.places.clone().try_acquire_owned() else {
+        limit.shed.inc();
+        return ApiError::Overloaded.into_response();
+    };
+    next.run(request).await
 }

@@ -244,6 +244,8 @@ async fn requests_past_the_in_flight_limit_are_shed_with_503_and_retry_after() -
 
     let health = api.http.get(format!("{}/healthz", api.url)).send().await?;
     assert_eq!(health.status(), 200, "the health check is never shed");
+    let ready = api.http.get(format!("{}/readyz", api.url)).send().await?;
+    assert_eq!(ready.status(), 200, "nor is the readiness probe");
     let metrics = api.http.get(format!("{}/metrics", api.url)).send().await?;
     assert_eq!(metrics.status(), 200, "the scrape is never shed");
     let page = metrics.text().await?;
