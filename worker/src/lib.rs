@@ -15,13 +15,13 @@
 //! never waits for Kafka.
 
 mod cache;
+mod config;
 pub mod schedule;
 pub mod upstream;
 mod weather_client;
 
 use std::borrow::Cow;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -33,108 +33,19 @@ use apalis_core::worker::ext::parallelize::ParallelizeExt;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use redis_job_queue::{JobLease, RedisQueue};
-use reqwest::Url;
-use telemetry::TelemetryArgs;
 use telemetry::attributes::{JOB_ID, WEATHER_CACHE_HIT};
 use telemetry::http_client::{HttpError, TracedClient};
 use telemetry::kafka::EventProducer;
-use telemetry::messaging::{ConsumerTracing, TraceMode, TracedProducer};
+use telemetry::messaging::{ConsumerTracing, TracedProducer};
 use telemetry::metrics::Metrics;
 use telemetry::propagation::Propagation;
 use tokio::net::TcpListener;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use weather_jobs::settings::{KafkaArgs, QueueArgs};
 use weather_jobs::{Place, Source, WeatherJob, WeatherResult, WeatherUpdated};
 
 pub use cache::WeatherCache;
+pub use config::Config;
 pub use weather_client::WeatherClient;
-
-/// The worker's settings.
-#[derive(Debug, Clone, clap::Parser)]
-#[command(
-    name = "worker",
-    version,
-    about = "Run weather jobs from the Redis queue"
-)]
-pub struct Config {
-    /// Address of the health endpoint.
-    #[arg(long, env = "WORKER_LISTEN", default_value = "0.0.0.0:9100")]
-    pub listen: SocketAddr,
-    /// Jobs run at once by this process.
-    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    pub concurrency: u32,
-    /// Seconds a weather result stays in the cache.
-    #[arg(long, env = "CACHE_TTL_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
-    pub cache_ttl_secs: u64,
-    /// Base URL of the geocoding API (Open-Meteo's, or the stub's).
-    #[arg(
-        long,
-        env = "GEOCODING_BASE_URL",
-        default_value = "https://geocoding-api.open-meteo.com/"
-    )]
-    pub geocoding_base_url: Url,
-    /// Base URL of the forecast API (Open-Meteo's, or the stub's).
-    #[arg(
-        long,
-        env = "WEATHER_BASE_URL",
-        default_value = "https://api.open-meteo.com/"
-    )]
-    pub weather_base_url: Url,
-    /// Timeout of one weather-service request, in milliseconds.
-    #[arg(long, env = "HTTP_TIMEOUT_MS", default_value_t = 5000)]
-    pub http_timeout_ms: u64,
-    /// The largest answer the weather service may send, in bytes; a job
-    /// whose answer is larger fails (`error.type` `body_too_large`).
-    #[arg(long, env = "HTTP_MAX_BODY_BYTES", default_value_t = 1_048_576, value_parser = clap::value_parser!(u32).range(1024..=67_108_864))]
-    pub http_max_body_bytes: u32,
-    /// How a job's span relates to the span that enqueued it.
-    #[arg(long, env = "QUEUE_TRACE_MODE", value_enum, default_value = "parent")]
-    pub trace_mode: TraceMode,
-    /// Seconds running jobs get to finish once a stop is asked (SIGTERM);
-    /// jobs still running then are left to run again elsewhere after
-    /// their lease. Keep it under the orchestrator's kill timeout.
-    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 25)]
-    pub shutdown_grace_secs: u64,
-    /// Most weather-service calls per second, all workers together (0: no
-    /// limit).
-    #[arg(long, env = "WEATHER_RATE_LIMIT", default_value_t = 0)]
-    pub weather_rate_limit: u32,
-    /// Failed weather-service calls within the window that open the
-    /// circuit breaker.
-    #[arg(long, env = "WEATHER_BREAKER_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
-    pub breaker_failures: u32,
-    /// The breaker's window for counting failures, in seconds.
-    #[arg(long, env = "WEATHER_BREAKER_WINDOW_SECS", default_value_t = 30)]
-    pub breaker_window_secs: u64,
-    /// How long an open breaker fails calls fast before it lets a probe
-    /// through, in seconds.
-    #[arg(long, env = "WEATHER_BREAKER_COOLDOWN_SECS", default_value_t = 10)]
-    pub breaker_cooldown_secs: u64,
-    /// Periodic refreshes, `;`-separated: `name|cron|city` (cron with 5
-    /// fields, or 6 with seconds first), such as `oslo|*/15 * * * *|Oslo`.
-    #[arg(long, env = "SCHEDULES", default_value = "")]
-    pub schedules: String,
-    /// A file of schedules, one `name|cron|city` per line (`#` comments).
-    #[arg(long, env = "SCHEDULES_FILE")]
-    pub schedules_file: Option<std::path::PathBuf>,
-    /// Redis and the weather queue.
-    #[command(flatten)]
-    pub queue: QueueArgs,
-    /// Kafka, for the `weather.updated` events.
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
-    /// Most events waiting for Kafka (a slow or down broker); past it new
-    /// events are dropped and counted (`kafka_events_dropped_total`).
-    #[arg(long, env = "KAFKA_BUFFER", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
-    pub kafka_buffer: u32,
-    /// How long an event may wait for Kafka before it is dropped and
-    /// counted, in milliseconds.
-    #[arg(long, env = "KAFKA_DELIVERY_TIMEOUT_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub kafka_delivery_timeout_ms: u64,
-    /// Tracing and logging.
-    #[command(flatten)]
-    pub telemetry: TelemetryArgs,
-}
 
 /// Cache lookup labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
