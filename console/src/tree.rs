@@ -100,7 +100,7 @@ pub fn render(spans: &[Span]) -> String {
     let start = spans.iter().filter_map(|s| s.timestamp).min().unwrap_or(0);
     let end = spans
         .iter()
-        .filter_map(|s| Some(s.timestamp? + s.duration.unwrap_or(0)))
+        .filter_map(|s| Some(s.timestamp?.saturating_add(s.duration.unwrap_or(0))))
         .max()
         .unwrap_or(start);
     let _ = writeln!(
@@ -112,37 +112,57 @@ pub fn render(spans: &[Span]) -> String {
         millis(end.saturating_sub(start))
     );
     let children = children(spans);
-    let mut seen = HashSet::new();
-    for root in children.get(&None).cloned().unwrap_or_default() {
-        let _ = writeln!(out, "{}", line(root));
-        draw(root, "", &children, &mut seen, &mut out);
-    }
+    draw(&children, &mut out);
     out
 }
 
-fn draw<'a>(
-    parent: &'a Span,
-    prefix: &str,
-    children: &HashMap<Option<&'a str>, Vec<&'a Span>>,
-    seen: &mut HashSet<&'a str>,
-    out: &mut String,
-) {
-    // Posted ids may form a cycle: draw each span once.
-    if !seen.insert(parent.id.as_str()) {
-        return;
-    }
-    let Some(kids) = children.get(&Some(parent.id.as_str())) else {
-        return;
-    };
-    for (i, kid) in kids.iter().enumerate() {
-        let last = i + 1 == kids.len();
-        let (branch, indent) = if last {
-            ("└─ ", "   ")
+/// Levels of indentation drawn; deeper spans are drawn at this depth with
+/// their depth written out, so a deep chain's lines stay short.
+const MAX_INDENT: usize = 32;
+
+/// Draws every tree, depth first, from an explicit stack: a trace of any
+/// depth (a chain of a million spans) draws without deepening the call
+/// stack. Posted ids may form a cycle: each span is drawn once.
+fn draw(children: &HashMap<Option<&str>, Vec<&Span>>, out: &mut String) {
+    let mut seen: HashSet<&str> = HashSet::new();
+    // (span, its depth, the prefix of its line, the branch before it:
+    // none for a root)
+    let mut stack: Vec<(&Span, usize, String, Option<&str>)> = children
+        .get(&None)
+        .map(|roots| {
+            roots
+                .iter()
+                .rev()
+                .map(|r| (*r, 0, String::new(), None))
+                .collect()
+        })
+        .unwrap_or_default();
+    while let Some((span, depth, prefix, branch)) = stack.pop() {
+        if !seen.insert(span.id.as_str()) {
+            continue;
+        }
+        let deep = if depth > MAX_INDENT {
+            format!("[depth {depth}] ")
         } else {
-            ("├─ ", "│  ")
+            String::new()
         };
-        let _ = writeln!(out, "{prefix}{branch}{}", line(kid));
-        draw(kid, &format!("{prefix}{indent}"), children, seen, out);
+        let _ = writeln!(out, "{prefix}{}{deep}{}", branch.unwrap_or(""), line(span));
+        let Some(kids) = children.get(&Some(span.id.as_str())) else {
+            continue;
+        };
+        // A root's children start at the margin; past MAX_INDENT levels
+        // the prefix stops growing.
+        let below = match branch {
+            None => prefix,
+            Some(_) if depth >= MAX_INDENT => prefix,
+            Some("└─ ") => format!("{prefix}   "),
+            Some(_) => format!("{prefix}│  "),
+        };
+        for (i, kid) in kids.iter().enumerate().rev() {
+            let last = i + 1 == kids.len();
+            let branch = if last { "└─ " } else { "├─ " };
+            stack.push((*kid, depth + 1, below.clone(), Some(branch)));
+        }
     }
 }
 
@@ -190,5 +210,35 @@ mod tests {
              \x20     └─ worker  set  CLIENT  2.0 ms\n\
              billing  orphan  LOCAL  1.6 ms\n"
         );
+    }
+
+    #[test]
+    fn a_chain_deeper_than_any_stack_draws_with_short_lines() {
+        // 200,000 levels: a recursive walk would overflow the test thread's
+        // 2 MiB stack, and full indentation would print gigabytes.
+        const DEPTH: u64 = 200_000;
+        let spans: Vec<Span> = (1..=DEPTH)
+            .map(|id| {
+                let parent = (id > 1).then(|| id - 1);
+                test_span(id, parent, "api", "step", None, id, 1)
+            })
+            .collect();
+        let out = render(&spans);
+        assert_eq!(out.lines().count() as u64, DEPTH + 1);
+        let longest = out.lines().map(str::len).max().unwrap_or(0);
+        assert!(longest < 400, "a line of {longest} bytes");
+        assert!(out.contains("[depth 199999]"), "the depth is written out");
+    }
+
+    #[test]
+    fn times_at_the_edge_of_u64_do_not_overflow() {
+        let mut a = span(1, None, "api", "a", None);
+        a.timestamp = Some(u64::MAX - 5);
+        a.duration = Some(u64::MAX);
+        let mut b = span(2, Some(1), "api", "b", None);
+        b.timestamp = Some(0);
+        b.duration = Some(u64::MAX);
+        let out = render(&[a, b]);
+        assert!(out.starts_with("trace "), "{out}");
     }
 }

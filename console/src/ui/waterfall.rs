@@ -83,11 +83,12 @@ pub(crate) fn render(spans: &[Span], zipkin_ui: Option<&str>) -> Markup {
         return html! { p.empty { "No spans yet: services send theirs within a second or so." } };
     }
     let start = spans.iter().filter_map(|s| s.timestamp).min().unwrap_or(0);
+    // Saturating: posted times and durations are anyone's numbers.
     let end = spans
         .iter()
-        .filter_map(|s| Some(s.timestamp? + s.duration.unwrap_or(1)))
+        .filter_map(|s| Some(s.timestamp?.saturating_add(s.duration.unwrap_or(1))))
         .max()
-        .unwrap_or(start + 1);
+        .unwrap_or(start.saturating_add(1));
     let total = end.saturating_sub(start).max(1) as f64;
     let pct = |us: u64| us as f64 * 100.0 / total;
     let ids: HashSet<&str> = spans.iter().map(|s| s.id.as_str()).collect();
@@ -131,7 +132,7 @@ pub(crate) fn render(spans: &[Span], zipkin_ui: Option<&str>) -> Markup {
                 @let wait = (s.kind == Some(Kind::Consumer))
                     .then(|| s.tags.get("job.queue_wait_ms")?.parse::<u64>().ok())
                     .flatten()
-                    .map(|ms| ms * 1000);
+                    .map(|ms| ms.saturating_mul(1000));
                 li.span id=(format!("span-{}", s.id)) style=(format!("--depth:{depth};--c:{}", colour[service(s)])) {
                     details {
                         summary {
@@ -300,5 +301,27 @@ mod tests {
         let c = colours(&["worker", "api", "weather-stub", "api"]);
         assert_eq!(c.len(), 3);
         assert_ne!(c["api"], c["worker"], "every service its own colour");
+    }
+
+    #[test]
+    fn times_and_waits_at_the_edge_of_u64_render_without_overflow() {
+        let mut a = test_span(
+            1,
+            None,
+            "worker",
+            "process weather",
+            Some(Kind::Consumer),
+            0,
+            1,
+        );
+        a.timestamp = Some(u64::MAX - 5);
+        a.duration = Some(u64::MAX);
+        a.tags
+            .insert("job.queue_wait_ms".into(), u64::MAX.to_string());
+        let mut b = test_span(2, Some(1), "worker", "get", Some(Kind::Client), 0, 1);
+        b.timestamp = Some(u64::MAX);
+        b.duration = None;
+        let html = render(&[a, b], None).into_string();
+        assert!(html.contains("process weather"), "{html}");
     }
 }
