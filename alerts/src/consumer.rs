@@ -60,7 +60,7 @@ impl Counters {
                 .get_or_create(&KindLabels { kind: kind.into() })
                 .inc_by(0);
         }
-        for result in ["new", "duplicate", "invalid"] {
+        for result in ["new", "duplicate", "invalid", "store_failed"] {
             counters.events_of(result).inc_by(0);
         }
         counters
@@ -75,7 +75,7 @@ impl Counters {
         );
         registry.register(
             "alerts_events",
-            "Weather events read: new, delivered again (duplicate), or unreadable (invalid)",
+            "Weather events read: new, delivered again (duplicate), unreadable (invalid), or refused by Redis for good (store_failed)",
             self.events.clone(),
         );
     }
@@ -300,6 +300,12 @@ async fn process(
             span.set_attribute(ALERTS_DUPLICATE, true);
             span.set_attribute(ALERTS_RAISED, 0);
             tracing::info!(event_id = %event.job_id, "event delivered again: already processed");
+        }
+        // Given up (the store logged why): committed, so one event that
+        // cannot be written does not hold up the ones after it.
+        Stored::Failed(code) => {
+            count("store_failed");
+            return (Handled::Done, Some(code));
         }
     }
     (Handled::Done, None)

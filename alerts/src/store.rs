@@ -11,16 +11,22 @@ use tracing::Instrument;
 
 use crate::rules::Alert;
 
-/// Marks the event seen unless it was, and then stores its alerts.
+/// Stores the event's alerts unless it was seen, and then marks it seen.
 /// KEYS: 1 the event's seen mark, 2 the alerts list.
 /// ARGV: 1 seconds the mark lasts, 2 alerts kept, then the alerts (JSON).
 /// Answers 1, or 0 for an event already seen.
+///
+/// The mark is written last: a script that fails part way (an alerts key
+/// of the wrong type) keeps what it wrote, and a mark written first would
+/// make the event's next try look like a repeat, its alerts lost in
+/// silence.
 static RECORD: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 for i = 3, #ARGV do redis.call('LPUSH', KEYS[2], ARGV[i]) end
 if #ARGV > 2 then redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[2]) - 1) end
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
 return 1",
     )
 });
@@ -32,6 +38,31 @@ pub enum Stored {
     New,
     /// An event already processed: nothing changed.
     Duplicate,
+    /// Redis refused the write for a reason that waiting does not mend
+    /// (`WRONGTYPE` on a key someone else wrote, `CROSSSLOT`, a script
+    /// error): tried [`PERMANENT_TRIES`] times, then given up, with the
+    /// error's code.
+    Failed(&'static str),
+}
+
+/// Tries of a write that fails with a permanent error before the event is
+/// given up (counted and logged, so the partition moves on).
+pub const PERMANENT_TRIES: u32 = 3;
+
+/// The code of a Redis error that waiting does not mend, if `e` is one:
+/// an outage (no connection, a timeout, `LOADING`, `TRYAGAIN`, a failover
+/// under way) is not.
+fn permanent(e: &redis::RedisError) -> Option<&'static str> {
+    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
+        return None;
+    }
+    match e.code() {
+        Some("WRONGTYPE") => Some("WRONGTYPE"),
+        Some("CROSSSLOT") => Some("CROSSSLOT"),
+        Some("NOSCRIPT") => Some("NOSCRIPT"),
+        Some("ERR") => Some("ERR"),
+        _ => None,
+    }
 }
 
 /// The alerts and the processed event ids, in Redis.
@@ -104,7 +135,8 @@ impl AlertStore {
 
     /// Stores `alerts` of event `event_id` unless the event was seen.
     /// While Redis is down it tries again (the record stays uncommitted);
-    /// `None` when told to stop first.
+    /// a permanent refusal ([`Stored::Failed`]) is tried a few times, then
+    /// given up. `None` when told to stop first.
     pub async fn record(&self, event_id: &str, alerts: &[Alert]) -> Option<Stored> {
         let seen = format!("{{{}}}:seen:{event_id}", self.prefix);
         let list = self.list_key();
@@ -119,6 +151,7 @@ impl AlertStore {
         }
         let mut wait = Duration::from_millis(100);
         let mut stopped = self.stopped.clone();
+        let mut refused = 0;
         loop {
             let span = telemetry::redis_span!(
                 self.server.0.as_str(),
@@ -137,6 +170,17 @@ impl AlertStore {
                 Err(e) => {
                     span.record("otel.status_code", "ERROR");
                     span.record(ERROR_TYPE, e.code().unwrap_or("redis_error"));
+                    if let Some(code) = permanent(&e) {
+                        refused += 1;
+                        if refused >= PERMANENT_TRIES {
+                            tracing::error!(
+                                error = %e,
+                                event_id,
+                                "Redis refused the alerts for good: the event is given up"
+                            );
+                            return Some(Stored::Failed(code));
+                        }
+                    }
                     tracing::warn!(error = %e, "cannot store the alerts; trying again");
                 }
             }

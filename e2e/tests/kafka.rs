@@ -371,3 +371,64 @@ async fn an_event_delivered_again_after_a_crash_counts_once() -> anyhow::Result<
     assert_eq!(duplicate, ["false", "true"]);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_permanent_redis_error_is_counted_and_logged_and_the_events_after_it_flow()
+-> anyhow::Result<()> {
+    let kafka = KafkaBroker::start().await?;
+    let brokers = kafka.brokers();
+    let stack = Stack::launch(Options {
+        workers: Some(1),
+        worker_env: &[("KAFKA_BROKERS", &brokers)],
+        ..Options::default()
+    })
+    .await?;
+    let (alerts, alerts_url) = start_alerts(
+        &stack,
+        0,
+        &brokers,
+        &stack.zipkin.endpoint(),
+        &[("ALERT_WIND_KMH", "0")],
+    )
+    .await?;
+    // The alerts list is not a list: every write is refused (WRONGTYPE),
+    // which waiting does not mend.
+    let mut conn = stack.redis_connection().await?;
+    let _: () = redis::cmd("SET")
+        .arg("{alerts}:recent")
+        .arg("not a list")
+        .query_async(&mut conn)
+        .await?;
+    for city in ["Quito", "Dakar"] {
+        let (id, _) = stack
+            .enqueue(&json!({ "city": city }).to_string(), &[])
+            .await?;
+        stack.wait_done(&id).await?;
+    }
+    let failed = wait_metric(
+        &stack,
+        &alerts_url,
+        "alerts_events_total",
+        &["result=\"store_failed\""],
+        2.0,
+        WAIT,
+    )
+    .await
+    .with_context(|| format!("--- alerts ---\n{}", alerts.logs()))?;
+    assert_eq!(failed, 2.0, "each event given up once");
+    let logs = alerts.logs();
+    assert!(
+        logs.contains("given up") && logs.contains("WRONGTYPE"),
+        "the refusal is logged: {logs}"
+    );
+
+    // Mended, the next event is stored: nothing was left stuck.
+    let _: () = redis::cmd("DEL")
+        .arg("{alerts}:recent")
+        .query_async(&mut conn)
+        .await?;
+    let (id, _) = stack.enqueue(r#"{"city": "Berlin"}"#, &[]).await?;
+    stack.wait_done(&id).await?;
+    wait_alerts(&stack.http, &alerts_url, &id, 1, WAIT).await?;
+    Ok(())
+}
