@@ -98,8 +98,9 @@ impl fmt::Debug for ApiKey {
 pub struct ApiKeys {
     /// API keys, comma-separated: every POST, PUT, PATCH or DELETE under
     /// /v1 must carry one (`Authorization: Bearer <key>` or `X-API-Key:
-    /// <key>`); reads stay open unless API_KEYS_FOR_READS. Unset: anyone may enqueue. Prefer the
-    /// environment variable: a command line is visible to other users.
+    /// <key>`); reads stay open unless API_KEYS_FOR_READS. Unset: anyone
+    /// may enqueue. Prefer the environment variable: a command line is
+    /// visible to other users.
     #[arg(
         long = "api-keys",
         env = "API_KEYS",

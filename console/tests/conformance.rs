@@ -23,31 +23,19 @@ fn spec() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// `console hash-password` of `password`.
-fn hash(password: &str) -> anyhow::Result<String> {
-    use std::io::Write;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_console"))
-        .arg("hash-password")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .context("stdin")?
-        .write_all(password.as_bytes())?;
-    let out = child.wait_with_output()?;
-    anyhow::ensure!(out.status.success(), "console hash-password failed");
-    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
-}
-
 #[tokio::test]
 async fn the_console_conforms_to_zipkins_openapi_file() -> anyhow::Result<()> {
     use base64::Engine;
     let spec = spec()?;
     // With a user: the reads need the login (sent as HTTP Basic), the
     // services' span posts none.
-    let users = format!("zipkin:viewer:{}", hash("zipkin's secret")?);
+    let users = format!(
+        "zipkin:viewer:{}",
+        testkit::console::password_hash(
+            Path::new(env!("CARGO_BIN_EXE_console")),
+            "zipkin's secret"
+        )?
+    );
     let console =
         Console::start(env!("CARGO_BIN_EXE_console"), &[("CONSOLE_USERS", users)]).await?;
     let basic = format!(

@@ -105,3 +105,29 @@ impl Console {
         }
     }
 }
+
+/// `{bin} hash-password` (the console binary) with `password` on stdin:
+/// the PHC string to put in `CONSOLE_USERS`.
+pub fn password_hash(bin: &std::path::Path, password: &str) -> anyhow::Result<String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(bin)
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {}", bin.display()))?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(password.as_bytes())?;
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "console hash-password failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+}

@@ -109,9 +109,9 @@ impl Auth {
     /// The user of a Basic `Authorization` header, checked (and slowed
     /// after failures, like the login page).
     pub(super) async fn basic(&self, value: &str, ip: &str) -> Result<Access, Response> {
-        let Some(users) = self.users() else {
+        if self.users().is_none() {
             return Err(unauthenticated_basic());
-        };
+        }
         let fingerprint = self.basic_keys.hash_one(value);
         if let Ok(cache) = self.basic.lock()
             && let Some((user, role, at)) = cache.get(&fingerprint)
@@ -134,7 +134,7 @@ impl Auth {
         let Some((name, password)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
             return Err(unauthenticated_basic());
         };
-        let role = self.check(users, name, password, ip).await?;
+        let role = self.check(name, password, ip).await?;
         if let Ok(mut cache) = self.basic.lock() {
             if cache.len() >= BASIC_CACHE {
                 cache.clear();
@@ -153,11 +153,13 @@ impl Auth {
     /// `429` while the name or address is slowed.
     pub(super) async fn check(
         &self,
-        users: &super::Users,
         name: &str,
         password: &str,
         ip: &str,
     ) -> Result<Role, Response> {
+        let Some(users) = self.users() else {
+            return Err(unauthenticated_basic());
+        };
         let keys = [format!("user:{name}"), format!("ip:{ip}")];
         if let Some(wait) = self.throttle.wait(&keys) {
             tracing::warn!(

@@ -73,19 +73,16 @@ async fn show(State(auth): State<Arc<Auth>>, Query(q): Query<Next>) -> Response 
 
 /// `POST /login`: a session and its cookie, or the page again with why.
 async fn submit(State(auth): State<Arc<Auth>>, req: Request) -> Response {
-    let Some(users) = auth.users() else {
+    if auth.users().is_none() {
         return (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
-    };
+    }
     let (ip, https) = (client_ip(&req), is_https(req.headers()));
     let form = match <Form<Login> as axum::extract::FromRequest<()>>::from_request(req, &()).await {
         Ok(form) => form,
         Err(e) => return e.into_response(),
     };
     let next = local_path(form.next.as_deref());
-    match auth
-        .check(users, form.user.trim(), &form.password, &ip)
-        .await
-    {
+    match auth.check(form.user.trim(), &form.password, &ip).await {
         Ok(role) => {
             let token = auth.sessions.start(form.user.trim(), role);
             tracing::info!(user = form.user.trim(), role = role.as_str(), client.address = %ip, "logged in");

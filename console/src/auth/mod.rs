@@ -162,8 +162,9 @@ impl Auth {
         })
     }
 
-    /// Loopback only, no login: for tests and tools.
-    pub fn local() -> Self {
+    /// Loopback only, no login.
+    #[cfg(test)]
+    pub(crate) fn local() -> Self {
         let listen = SocketAddr::from(([127, 0, 0, 1], 0));
         Self::new(None, None, AuthSwitch::On, &[], listen)
             .unwrap_or_else(|_| unreachable!("loopback without users always starts"))

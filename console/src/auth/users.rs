@@ -3,6 +3,7 @@
 //! argon2id password hash in PHC form, as `console hash-password` prints.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -48,9 +49,10 @@ struct User {
     hash: String,
 }
 
-/// The users the console accepts.
+/// The users the console accepts (shared: a check hands a copy to a
+/// blocking thread).
 #[derive(Clone, Default)]
-pub struct Users(HashMap<String, User>);
+pub struct Users(Arc<HashMap<String, User>>);
 
 impl std::fmt::Debug for Users {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -167,7 +169,7 @@ impl Users {
                 return Err(UsersError(format!("{place}: `{name}` is listed twice")));
             }
         }
-        Ok(Self(users))
+        Ok(Self(Arc::new(users)))
     }
 
     /// Whether no user is configured.

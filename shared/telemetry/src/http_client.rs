@@ -188,7 +188,7 @@ impl TracedClient {
             peer: peer.to_owned(),
             source,
         };
-        let response = self
+        let mut response = self
             .client
             .get(url)
             .headers(headers)
@@ -219,7 +219,6 @@ impl TracedClient {
         {
             return Err(too_large());
         }
-        let mut response = response;
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(transport)? {
             if body.len() + chunk.len() > self.max_body {

@@ -24,11 +24,17 @@ if kind == 'stream' then
     end
   end
   local last, looked = '', 0
+  -- The largest entry id: nothing follows it in its lane (and XRANGE
+  -- refuses a range that starts past it), the next lanes still do.
+  local max_id = '18446744073709551615-18446744073709551615'
   for n = first, #LANES do
     local lane = LANES[n]
     local from = '-'
     if n == first and after then from = '(' .. after end
-    local entries = redis.call('XRANGE', lane.stream, from, '+', 'COUNT', scan - looked)
+    local entries = {}
+    if from ~= '(' .. max_id then
+      entries = redis.call('XRANGE', lane.stream, from, '+', 'COUNT', scan - looked)
+    end
     for _, e in ipairs(entries) do
       last = lane.prefix .. e[1]
       looked = looked + 1
