@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use redis_job_queue::{RedisConnection, RedisTarget};
+use redis_job_queue::{RedisConnection, RedisTarget, ServerAddress};
 use telemetry::attributes::ERROR_TYPE;
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -69,7 +69,9 @@ fn permanent(e: &redis::RedisError) -> Option<&'static str> {
 #[derive(Clone)]
 pub struct AlertStore {
     conn: RedisConnection,
-    server: (String, u16),
+    /// The server (a cluster's first seed): spans name the node that
+    /// answered.
+    server: ServerAddress,
     prefix: String,
     keep: u32,
     dedup: Duration,
@@ -118,10 +120,9 @@ impl AlertStore {
                 }
             }
         };
-        let address = target.server();
         Ok(Self {
             conn,
-            server: (address.address, address.port),
+            server: target.server(),
             prefix: prefix.to_owned(),
             keep,
             dedup,
@@ -153,17 +154,27 @@ impl AlertStore {
         let mut stopped = self.stopped.clone();
         let mut refused = 0;
         loop {
+            let node = self
+                .conn
+                .node_for(&list)
+                .unwrap_or_else(|| self.server.clone());
             let span = telemetry::redis_span!(
-                self.server.0.as_str(),
-                self.server.1,
+                node.address.as_str(),
+                node.port,
                 "EVALSHA",
                 "EVALSHA ? 2 ? ? ? ?"
             );
             let mut conn = self.conn.clone();
-            let answer: redis::RedisResult<i64> = invocation
-                .invoke_async(&mut conn)
-                .instrument(span.clone())
+            let (answer, answered) = self
+                .conn
+                .observe(
+                    &list,
+                    invocation
+                        .invoke_async::<i64>(&mut conn)
+                        .instrument(span.clone()),
+                )
                 .await;
+            telemetry::db::record_answered(&span, &node, &answered);
             match answer {
                 Ok(1) => return Some(Stored::New),
                 Ok(_) => return Some(Stored::Duplicate),

@@ -354,6 +354,14 @@ impl Stack {
         Ok(self.console.as_ref().context("a console")?.url().to_owned())
     }
 
+    /// The stack's Redis Cluster, when it runs on one.
+    pub fn cluster(&self) -> Option<&RedisCluster> {
+        match &self.redis {
+            StackRedis::Cluster(cluster) => Some(cluster),
+            StackRedis::Server(_) => None,
+        }
+    }
+
     /// The URL of the stack's Redis.
     pub fn redis_url(&self) -> String {
         self.redis.url()

@@ -52,6 +52,26 @@ async fn runs_with_one_connected_trace_per_job(cluster: bool, shards: u16) -> an
     assert_eq!(done["result"]["source"], "upstream");
     let spans = stack.job_trace(trace, 2).await?;
     assert_job_tree(&spans, &id, Some(caller), SEARCH_AND_FORECAST);
+    if let Some(cluster) = stack.cluster() {
+        // The queue's spans name the master of the job's shard, whichever
+        // node the seed list starts with.
+        let tag = &redis_job_queue::shard_tags("weather", shards)
+            [redis_job_queue::shard_of(&id, usize::from(shards))];
+        let master = cluster.master_of(redis_job_queue::slot(
+            format!("jobs:{{{tag}}}:stream").as_bytes(),
+        ))?;
+        for kind in ["PRODUCER", "CONSUMER"] {
+            let span = spans
+                .iter()
+                .find(|s| s["kind"] == kind)
+                .with_context(|| format!("a {kind} span"))?;
+            assert_eq!(
+                span["remoteEndpoint"]["port"].as_u64(),
+                Some(u64::from(master)),
+                "{span}"
+            );
+        }
+    }
 
     // The cache entry written on one node is found by the next job.
     let (again, _) = stack.enqueue(r#"{"city": "berlin"}"#, &[]).await?;

@@ -73,10 +73,11 @@ impl WeatherCache {
     /// The cached result under `key`. An entry that no longer decodes
     /// (written by another version) counts as a miss.
     pub async fn get(&self, key: &str) -> Result<Option<WeatherResult>, redis::RedisError> {
-        let span = redis_span(&self.server, "GET", "GET ?");
-        let mut conn = self.conn.clone();
         let key = self.key(key);
-        async {
+        let node = self.node_for(&key);
+        let span = redis_span(&node, "GET", "GET ?");
+        let mut conn = self.conn.clone();
+        let get = async {
             let raw: Option<String> = redis::cmd("GET")
                 .arg(&key)
                 .query_async(&mut conn)
@@ -86,8 +87,17 @@ impl WeatherCache {
             tracing::Span::current().record(WEATHER_CACHE_HIT, hit.is_some());
             Ok(hit)
         }
-        .instrument(span)
-        .await
+        .instrument(span.clone());
+        let (hit, answered) = self.conn.observe(&key, get).await;
+        telemetry::db::record_answered(&span, &node, &answered);
+        hit
+    }
+
+    /// The node that holds `key` (the server, or its slot's master).
+    fn node_for(&self, key: &str) -> ServerAddress {
+        self.conn
+            .node_for(key)
+            .unwrap_or_else(|| self.server.clone())
     }
 
     /// Stores `value` under `key` for the TTL, and sends `also` in the
@@ -99,9 +109,10 @@ impl WeatherCache {
         value: &WeatherResult,
         also: Option<redis::Cmd>,
     ) -> Result<(), redis::RedisError> {
-        let span = redis_span(&self.server, "SET", "SET ? ? EX ?");
-        let mut conn = self.conn.clone();
         let key = self.key(key);
+        let node = self.node_for(&key);
+        let span = redis_span(&node, "SET", "SET ? ? EX ?");
+        let mut conn = self.conn.clone();
         let json = serde_json::to_string(value).unwrap_or_default();
         let mut pipe = redis::pipe();
         pipe.cmd("SET")
@@ -113,12 +124,14 @@ impl WeatherCache {
         if let Some(cmd) = also {
             pipe.add_command(cmd).ignore();
         }
-        async {
+        let set = async {
             pipe.query_async::<()>(&mut conn)
                 .await
                 .inspect_err(|e| failed(&tracing::Span::current(), e))
         }
-        .instrument(span)
-        .await
+        .instrument(span.clone());
+        let (set, answered) = self.conn.observe(&key, set).await;
+        telemetry::db::record_answered(&span, &node, &answered);
+        set
     }
 }

@@ -14,6 +14,8 @@
 //! keys of one hash slot (see the key table in the crate docs), so the
 //! same code runs on both.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -23,6 +25,7 @@ use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr
 use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, Pipeline, RedisFuture, Value};
 
 use crate::QueueError;
+use crate::topology::{Answered, ClusterView, NodeConnection};
 
 /// Where Redis is, parsed from a URL (or a comma-separated list of them):
 /// a client that opens connections to it. Cheap to clone.
@@ -35,8 +38,13 @@ pub enum RedisTarget {
         /// The cluster client (boxed: it is large, and a server's client
         /// is not).
         client: Box<ClusterClient>,
-        /// The first seed's address (what spans name as the server).
+        /// The seeds and the root certificate, for a client of other
+        /// timeouts ([`RedisTarget::connect_dedicated`]).
+        seeds: Arc<(Vec<redis::ConnectionInfo>, Option<Vec<u8>>)>,
+        /// The first seed's address.
         first: ServerAddress,
+        /// Which master serves each slot, shared by every connection.
+        view: Arc<ClusterView>,
     },
 }
 
@@ -162,22 +170,12 @@ impl RedisTarget {
             ));
         }
         let first = ServerAddress::of(&seeds[0]);
-        let mut builder = ClusterClientBuilder::new(seeds)
-            // Each command's own wait; a failover takes longer, and the
-            // client's retries (about 1.3 s apart) span it.
-            .response_timeout(RESPONSE_TIMEOUT)
-            .overall_response_timeout(Some(FAILOVER_WAIT))
-            .connection_timeout(CONNECT_TIMEOUT)
-            .retries(CLUSTER_RETRIES);
-        if let Some(pem) = ca_pem {
-            builder = builder.certs(redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem.to_vec()),
-            });
-        }
+        let client = cluster_client(&seeds, ca_pem, RESPONSE_TIMEOUT)?;
         Ok(Self::Cluster {
-            client: Box::new(builder.build()?),
+            client: Box::new(client),
+            seeds: Arc::new((seeds, ca_pem.map(<[u8]>::to_vec))),
             first,
+            view: Arc::default(),
         })
     }
 
@@ -186,7 +184,8 @@ impl RedisTarget {
         matches!(self, Self::Cluster { .. })
     }
 
-    /// The server's address (a cluster's first seed), for spans.
+    /// The server's address (a cluster's first seed; spans name the node
+    /// that answered, see [`RedisConnection::observe`]).
     pub fn server(&self) -> ServerAddress {
         match self {
             Self::Server(client) => ServerAddress::of(client.get_connection_info()),
@@ -209,8 +208,10 @@ impl RedisTarget {
                 )
                 .await?,
             ),
-            Self::Cluster { client, .. } => {
-                RedisConnection::Cluster(client.get_async_connection().await?)
+            Self::Cluster { client, view, .. } => {
+                let mut conn = client.get_async_generic_connection().await?;
+                view.refresh(&mut conn, 0).await;
+                RedisConnection::Cluster(conn, view.clone())
             }
         })
     }
@@ -229,14 +230,36 @@ impl RedisTarget {
                     .get_multiplexed_async_connection_with_config(&cfg)
                     .await?,
             ),
-            Self::Cluster { client, .. } => {
-                let cfg = redis::cluster::ClusterConfig::new()
-                    .set_response_timeout(response_timeout)
-                    .set_connection_timeout(CONNECT_TIMEOUT);
-                RedisConnection::Cluster(client.get_async_connection_with_config(cfg).await?)
+            Self::Cluster { seeds, view, .. } => {
+                let (infos, ca_pem) = &**seeds;
+                let client = cluster_client(infos, ca_pem.as_deref(), response_timeout)?;
+                RedisConnection::Cluster(client.get_async_generic_connection().await?, view.clone())
             }
         })
     }
+}
+
+/// A cluster client on `seeds` whose commands wait `response_timeout`
+/// each, through redirects and failovers.
+fn cluster_client(
+    seeds: &[redis::ConnectionInfo],
+    ca_pem: Option<&[u8]>,
+    response_timeout: Duration,
+) -> Result<ClusterClient, QueueError> {
+    let mut builder = ClusterClientBuilder::new(seeds.to_vec())
+        // Each command's own wait; a failover takes longer, and the
+        // client's retries (about 1.3 s apart) span it.
+        .response_timeout(response_timeout)
+        .overall_response_timeout(Some(FAILOVER_WAIT.max(response_timeout)))
+        .connection_timeout(CONNECT_TIMEOUT)
+        .retries(CLUSTER_RETRIES);
+    if let Some(pem) = ca_pem {
+        builder = builder.certs(redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem.to_vec()),
+        });
+    }
+    Ok(builder.build()?)
 }
 
 /// How long a command may wait for its reply before the connection is
@@ -262,8 +285,8 @@ pub enum RedisConnection {
     Server(ConnectionManager),
     /// A server, through a connection of its own.
     Multiplexed(redis::aio::MultiplexedConnection),
-    /// A cluster.
-    Cluster(ClusterConnection),
+    /// A cluster, with its map of slots.
+    Cluster(ClusterConnection<NodeConnection>, Arc<ClusterView>),
 }
 
 impl std::fmt::Debug for RedisConnection {
@@ -271,7 +294,7 @@ impl std::fmt::Debug for RedisConnection {
         f.write_str(match self {
             Self::Server(_) => "RedisConnection(server)",
             Self::Multiplexed(_) => "RedisConnection(server, dedicated)",
-            Self::Cluster(_) => "RedisConnection(cluster)",
+            Self::Cluster(..) => "RedisConnection(cluster)",
         })
     }
 }
@@ -287,7 +310,7 @@ impl RedisConnection {
         cmd: &Cmd,
     ) -> Result<T, QueueError> {
         match self {
-            Self::Cluster(conn) => {
+            Self::Cluster(conn, _) => {
                 let route = Route::new(slot(key.as_bytes()), SlotAddr::Master);
                 let value = conn
                     .route_command(
@@ -302,12 +325,41 @@ impl RedisConnection {
     }
 }
 
+impl RedisConnection {
+    /// The node that holds `key`'s slot, as last known: `None` on one
+    /// server (it is the server).
+    pub fn node_for(&self, key: &str) -> Option<ServerAddress> {
+        match self {
+            Self::Cluster(_, view) => view
+                .master(slot(key.as_bytes()))
+                .map(|node| crate::topology::address(&node)),
+            _ => None,
+        }
+    }
+
+    /// Runs `commands` (on `key`, or keys of its slot) and answers, with
+    /// their output, the node that answered and the redirects and
+    /// reconnects of the slot meanwhile (see [`crate::topology`]). On one
+    /// server: its output and nothing more.
+    pub async fn observe<F: Future>(&self, key: &str, commands: F) -> (F::Output, Answered) {
+        let Self::Cluster(conn, view) = self else {
+            return (commands.await, Answered::default());
+        };
+        let slot = slot(key.as_bytes());
+        let mark = ClusterView::mark();
+        let before = view.master(slot);
+        let output = commands.await;
+        let answered = view.answered(&mut conn.clone(), slot, mark, before).await;
+        (output, answered)
+    }
+}
+
 impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Self::Server(c) => c.req_packed_command(cmd),
             Self::Multiplexed(c) => c.req_packed_command(cmd),
-            Self::Cluster(c) => c.req_packed_command(cmd),
+            Self::Cluster(c, _) => c.req_packed_command(cmd),
         }
     }
 
@@ -320,7 +372,7 @@ impl ConnectionLike for RedisConnection {
         match self {
             Self::Server(c) => c.req_packed_commands(pipeline, offset, count),
             Self::Multiplexed(c) => c.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c, _) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -328,7 +380,7 @@ impl ConnectionLike for RedisConnection {
         match self {
             Self::Server(c) => c.get_db(),
             Self::Multiplexed(c) => c.get_db(),
-            Self::Cluster(c) => c.get_db(),
+            Self::Cluster(c, _) => c.get_db(),
         }
     }
 }

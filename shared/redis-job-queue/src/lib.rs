@@ -143,6 +143,7 @@ mod reshard;
 mod scripts;
 mod shard;
 mod shards;
+pub mod topology;
 
 pub use backend::{QueueBackend, QueueLayer, QueueService};
 pub use config::QueueConfig;
@@ -157,3 +158,4 @@ pub use keys::ScheduleKeys;
 pub use lease::{JobLease, meta_keys};
 pub use queue::{RedisQueue, ShardInfo, connect_with_retry, shard_of};
 pub use shards::{MAX_SHARDS, shard_tags};
+pub use topology::{Answered, RedirectKind, TopologyEvent};

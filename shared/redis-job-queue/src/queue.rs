@@ -131,6 +131,25 @@ impl RedisQueue {
         &self.server
     }
 
+    /// The node that holds job `id`'s shard, as last known: the server,
+    /// or the master of the shard's slot on a cluster.
+    pub fn node_of(&self, id: &str) -> ServerAddress {
+        self.conn
+            .node_for(&self.shard(id).keys.stream)
+            .unwrap_or_else(|| (*self.server).clone())
+    }
+
+    /// Runs `calls` on job `id` (a push, a lookup) and answers, with their
+    /// output, the node that answered and what moved meanwhile (see
+    /// [`RedisConnection::observe`]).
+    pub async fn observe<F: std::future::Future>(
+        &self,
+        id: &str,
+        calls: F,
+    ) -> (F::Output, crate::Answered) {
+        self.conn.observe(&self.shard(id).keys.stream, calls).await
+    }
+
     /// The consumer group workers read the queue through.
     pub fn consumer_group(&self) -> &str {
         &self.shards[0].keys.group

@@ -91,7 +91,11 @@ pub(crate) async fn nodes_of(
         .query_async::<Vec<redis::Value>>(&mut conn)
         .await
     {
-        Ok(slots) => slots.iter().filter_map(slot_range).collect(),
+        Ok(slots) => slots
+            .iter()
+            .filter_map(crate::topology::slot_range)
+            .map(|(from, to, master, _)| (from, to, master))
+            .collect(),
         Err(_) => Vec::new(),
     };
     shards
@@ -104,29 +108,4 @@ pub(crate) async fn nodes_of(
                 .map_or_else(|| "unknown".to_owned(), |(_, _, node)| node.clone())
         })
         .collect()
-}
-
-/// One `CLUSTER SLOTS` entry: its first and last slot and its master.
-fn slot_range(entry: &redis::Value) -> Option<(u16, u16, String)> {
-    let redis::Value::Array(fields) = entry else {
-        return None;
-    };
-    let int = |v: &redis::Value| match v {
-        redis::Value::Int(n) => u16::try_from(*n).ok(),
-        _ => None,
-    };
-    let (from, to) = (int(fields.first()?)?, int(fields.get(1)?)?);
-    let redis::Value::Array(master) = fields.get(2)? else {
-        return None;
-    };
-    let host = match master.first()? {
-        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-        redis::Value::SimpleString(s) => s.clone(),
-        _ => return None,
-    };
-    let port = match master.get(1)? {
-        redis::Value::Int(n) => *n,
-        _ => return None,
-    };
-    Some((from, to, format!("{host}:{port}")))
 }

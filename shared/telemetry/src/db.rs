@@ -26,3 +26,59 @@ macro_rules! redis_span {
         )
     };
 }
+
+/// Names on `span` (a Redis CLIENT, PRODUCER or CONSUMER span that
+/// started naming `started_with`) the node that `answered`, when it is
+/// another, and adds an event for each redirect and reconnect of the
+/// slot while the commands ran:
+///
+/// - `redis.redirect` with `redis.redirect.kind` (`moved` or `ask`),
+///   `redis.slot`, `redis.redirect.from` and `redis.redirect.to`
+///   (`host:port`);
+/// - `redis.reconnect` with `redis.reconnect.from` (the node whose
+///   connection was lost), `redis.reconnect.to` (the node that answered)
+///   and `error.message`.
+///
+/// The remote service stays `redis`, so the service map is the same
+/// whichever node answered.
+#[cfg(feature = "queue")]
+pub fn record_answered(
+    span: &tracing::Span,
+    started_with: &redis_job_queue::ServerAddress,
+    answered: &redis_job_queue::Answered,
+) {
+    use crate::attributes::{SERVER_ADDRESS, SERVER_PORT};
+    use redis_job_queue::TopologyEvent;
+
+    if let Some(node) = &answered.node
+        && node != started_with
+    {
+        span.record(SERVER_ADDRESS, node.address.as_str());
+        span.record(SERVER_PORT, node.port);
+    }
+    let at = |a: &redis_job_queue::ServerAddress| format!("{}:{}", a.address, a.port);
+    for event in &answered.events {
+        match event {
+            TopologyEvent::Redirect {
+                kind,
+                slot,
+                from,
+                to,
+            } => tracing::info!(
+                parent: span,
+                redis.redirect.kind = kind.as_str(),
+                redis.slot = slot,
+                redis.redirect.from = at(from),
+                redis.redirect.to = at(to),
+                "redis.redirect"
+            ),
+            TopologyEvent::Reconnect { from, to, error } => tracing::info!(
+                parent: span,
+                redis.reconnect.from = at(from),
+                redis.reconnect.to = at(to),
+                error.message = error.as_str(),
+                "redis.reconnect"
+            ),
+        }
+    }
+}

@@ -71,7 +71,7 @@ impl SpanProcessor for Bounded {
             spans_dropped("queue_full", 1);
             return;
         }
-        self.batch.on_end(span);
+        self.batch.on_end(keep_last(span));
     }
 
     fn force_flush(&self) -> OTelSdkResult {
@@ -85,6 +85,32 @@ impl SpanProcessor for Bounded {
     fn set_resource(&mut self, resource: &Resource) {
         self.batch.set_resource(resource);
     }
+}
+
+/// Keeps only the last value of a key set again after the span started:
+/// a Redis span's `server.address` and `server.port` name the node a
+/// redirect or a failover moved the call to (the SDK keeps both values,
+/// and exporters would send both).
+fn keep_last(mut span: SpanData) -> SpanData {
+    use crate::attributes::{SERVER_ADDRESS, SERVER_PORT};
+    for key in [SERVER_ADDRESS, SERVER_PORT] {
+        let of_key = |kv: &opentelemetry::KeyValue| kv.key.as_str() == key;
+        let (Some(first), Some(last)) = (
+            span.attributes.iter().position(of_key),
+            span.attributes.iter().rposition(of_key),
+        ) else {
+            continue;
+        };
+        if first != last {
+            let mut index = 0;
+            span.attributes.retain(|kv| {
+                let keep = !of_key(kv) || index == last;
+                index += 1;
+                keep
+            });
+        }
+    }
+    span
 }
 
 /// The exporter, counting what it delivers or fails to.

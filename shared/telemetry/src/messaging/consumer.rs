@@ -13,7 +13,7 @@ use apalis_core::task::Task;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use opentelemetry::trace::TraceContextExt;
-use redis_job_queue::{JobLease, RedisQueue, ServerAddress};
+use redis_job_queue::{JobLease, RedisQueue};
 use tower_layer::Layer;
 use tower_service::Service;
 use tracing::Instrument;
@@ -79,7 +79,8 @@ struct Settings {
     /// `process {queue}`, made once.
     span_name: String,
     group: String,
-    server: ServerAddress,
+    /// The queue, to name the node that holds each job's shard.
+    nodes: RedisQueue,
     metrics: Option<Arc<Metrics>>,
     error_type: Arc<ErrorTyper>,
 }
@@ -127,7 +128,7 @@ impl ConsumerTracing {
                 queue: queue.config().name.clone(),
                 span_name: format!("process {}", queue.config().name),
                 group: queue.consumer_group().to_owned(),
-                server: queue.server().clone(),
+                nodes: queue.clone(),
                 metrics: None,
                 error_type: Arc::new(|_| None),
             }),
@@ -303,6 +304,7 @@ impl Settings {
             .extract_job(metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let producer_span = producer.span().span_context().clone();
         let queue = self.queue.as_str();
+        let server = self.nodes.node_of(&lease.id);
         let span = tracing::info_span!(
             "process",
             otel.name = self.span_name.as_str(),
@@ -313,8 +315,8 @@ impl Settings {
             { MESSAGING_DESTINATION_NAME } = queue,
             { MESSAGING_CONSUMER_GROUP_NAME } = self.group.as_str(),
             { MESSAGING_MESSAGE_ID } = lease.id.as_str(),
-            { SERVER_ADDRESS } = self.server.address.as_str(),
-            { SERVER_PORT } = self.server.port,
+            { SERVER_ADDRESS } = server.address.as_str(),
+            { SERVER_PORT } = server.port,
             { JOB_ID } = lease.id.as_str(),
             { JOB_ATTEMPT } = lease.attempt,
             { JOB_QUEUE_WAIT_MS } = lease.queue_wait().as_millis() as u64,

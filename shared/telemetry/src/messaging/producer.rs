@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use opentelemetry::trace::TraceContextExt;
-use redis_job_queue::{NewJob, Pushed, QueueError, RedisQueue};
+use redis_job_queue::{NewJob, Pushed, QueueError, RedisQueue, ServerAddress};
 use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -75,7 +75,8 @@ impl TracedProducer {
     /// is the job's id.
     pub async fn send(&self, job: NewJob) -> Result<Sent, QueueError> {
         let id = job.id().to_owned();
-        let span = self.span(Some(&id), None);
+        let node = self.queue.node_of(&id);
+        let span = self.span(Some(&id), None, &node);
         span.record(JOB_PRIORITY, job.priority().as_str());
         if let Some(delay) = job.delay() {
             span.record(JOB_DELAY_MS, delay.as_millis() as u64);
@@ -92,8 +93,10 @@ impl TracedProducer {
             }
             pushed
         }
-        .instrument(span)
-        .await?;
+        .instrument(span.clone());
+        let (pushed, answered) = self.queue.observe(&id, pushed).await;
+        crate::db::record_answered(&span, &node, &answered);
+        let pushed = pushed?;
         Ok(Sent {
             repeat: matches!(pushed, Pushed::Repeat(_)),
             id: pushed.id().to_owned(),
@@ -104,7 +107,11 @@ impl TracedProducer {
     /// Pushes many jobs inside one PRODUCER span carrying
     /// `messaging.batch.message_count`; every job gets its context.
     pub async fn send_batch(&self, jobs: Vec<NewJob>) -> Result<SentBatch, QueueError> {
-        let span = self.span(None, Some(jobs.len()));
+        // The node named is the one holding the first job's shard (a batch
+        // over several shards reaches several).
+        let first = jobs.first().map(|j| j.id().to_owned()).unwrap_or_default();
+        let node = self.queue.node_of(&first);
+        let span = self.span(None, Some(jobs.len()), &node);
         if let Some(first) = jobs.first()
             && jobs.iter().all(|j| j.priority() == first.priority())
         {
@@ -136,16 +143,22 @@ impl TracedProducer {
             }
             pushed
         }
-        .instrument(span)
-        .await?;
+        .instrument(span.clone());
+        let (enqueued, answered) = self.queue.observe(&first, enqueued).await;
+        crate::db::record_answered(&span, &node, &answered);
+        let enqueued = enqueued?;
         Ok(SentBatch { enqueued, trace_id })
     }
 
     /// The PRODUCER span, with every messaging attribute set at its start
     /// so samplers can use them.
-    fn span(&self, message_id: Option<&str>, batch: Option<usize>) -> tracing::Span {
+    fn span(
+        &self,
+        message_id: Option<&str>,
+        batch: Option<usize>,
+        server: &ServerAddress,
+    ) -> tracing::Span {
         let queue = &self.queue.config().name;
-        let server = self.queue.server();
         tracing::info_span!(
             "send",
             otel.name = %format!("send {queue}"),
