@@ -13,12 +13,14 @@ use axum::{Json, Router};
 use tower_http::decompression::RequestDecompressionLayer;
 use weather_jobs::problem;
 
-use crate::store::TraceQuery;
 use crate::store::model::{SpanIn, TraceId};
+use crate::store::{Store, TraceQuery};
 use crate::{AppState, now_ms};
 
 /// Largest batch of spans accepted, once decompressed.
 pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+/// Most trace ids one `/traceMany` asks for.
+pub const MAX_TRACE_IDS: usize = 100;
 
 /// What can go wrong; each variant says what the caller can do.
 #[derive(Debug, thiserror::Error)]
@@ -138,15 +140,19 @@ async fn post_spans(
         )),
         _ => ConsoleError::BadRequest(format!("the body could not be read: {}", e.body_text())),
     })?;
-    let spans: Vec<SpanIn<'_>> = serde_json::from_slice(&body).map_err(|e| {
-        ConsoleError::BadRequest(format!(
-            "the body is not a JSON list of Zipkin v2 spans: {e}"
-        ))
-    })?;
     let done = state
         .store
-        .ingest(spans)
-        .map_err(|e| ConsoleError::BadRequest(e.to_string()))?;
+        .off_runtime(move |store| {
+            let spans: Vec<SpanIn<'_>> = serde_json::from_slice(&body).map_err(|e| {
+                ConsoleError::BadRequest(format!(
+                    "the body is not a JSON list of Zipkin v2 spans: {e}"
+                ))
+            })?;
+            store
+                .ingest(spans)
+                .map_err(|e| ConsoleError::BadRequest(e.to_string()))
+        })
+        .await?;
     let m = &state.metrics;
     m.received.inc_by(done.spans as u64);
     m.evicted_spans.inc_by(done.evicted_spans as u64);
@@ -155,7 +161,7 @@ async fn post_spans(
 }
 
 async fn services(State(state): State<AppState>) -> Json<Vec<String>> {
-    Json(state.store.services())
+    Json(state.store.off_runtime(Store::services).await)
 }
 
 /// The span names of a service: plain strings, as Zipkin's server answers
@@ -164,7 +170,13 @@ async fn span_names(
     State(state): State<AppState>,
     Query(q): Params,
 ) -> Result<Json<Vec<String>>, ConsoleError> {
-    Ok(Json(state.store.span_names(required(&q, "serviceName")?)))
+    let service = required(&q, "serviceName")?.to_owned();
+    Ok(Json(
+        state
+            .store
+            .off_runtime(move |store| store.span_names(&service))
+            .await,
+    ))
 }
 
 async fn traces(State(state): State<AppState>, Query(q): Params) -> Result<Response, ConsoleError> {
@@ -181,7 +193,11 @@ async fn traces(State(state): State<AppState>, Query(q): Params) -> Result<Respo
         state.query_lookback,
     )
     .map_err(|e| ConsoleError::BadRequest(e.to_string()))?;
-    Ok(Json(state.store.traces(&query)).into_response())
+    let found = state
+        .store
+        .off_runtime(move |store| store.traces(&query))
+        .await;
+    Ok(Json(found).into_response())
 }
 
 fn trace_id(s: &str) -> Result<TraceId, ConsoleError> {
@@ -197,7 +213,8 @@ async fn trace(
     let id = trace_id(&id)?;
     let spans = state
         .store
-        .trace(id)
+        .off_runtime(move |store| store.trace(id))
+        .await
         .ok_or_else(|| ConsoleError::NotFound(format!("trace {id} not found")))?;
     Ok(Json(spans).into_response())
 }
@@ -218,7 +235,17 @@ async fn trace_many(
             "traceIds needs at least two different trace ids; use /trace/{traceId} for one".into(),
         ));
     }
-    Ok(Json(state.store.traces_by_id(&ids)).into_response())
+    if ids.len() > MAX_TRACE_IDS {
+        return Err(ConsoleError::BadRequest(format!(
+            "traceIds names {} traces: ask for at most {MAX_TRACE_IDS} at a time",
+            ids.len()
+        )));
+    }
+    let found = state
+        .store
+        .off_runtime(move |store| store.traces_by_id(&ids))
+        .await;
+    Ok(Json(found).into_response())
 }
 
 async fn dependencies(
@@ -236,16 +263,26 @@ async fn dependencies(
     let lookback = lookback
         .map_or(state.query_lookback, |l| l as u64)
         .min(state.query_lookback);
-    Ok(Json(state.store.dependencies(end_ts as u64, lookback)).into_response())
+    let links = state
+        .store
+        .off_runtime(move |store| store.dependencies(end_ts as u64, lookback))
+        .await;
+    Ok(Json(links).into_response())
 }
 
 async fn autocomplete_keys(State(state): State<AppState>) -> Json<Vec<String>> {
-    Json(state.store.autocomplete_keys())
+    Json(state.store.off_runtime(Store::autocomplete_keys).await)
 }
 
 async fn autocomplete_values(
     State(state): State<AppState>,
     Query(q): Params,
 ) -> Result<Json<Vec<String>>, ConsoleError> {
-    Ok(Json(state.store.autocomplete_values(required(&q, "key")?)))
+    let key = required(&q, "key")?.to_owned();
+    Ok(Json(
+        state
+            .store
+            .off_runtime(move |store| store.autocomplete_values(&key))
+            .await,
+    ))
 }

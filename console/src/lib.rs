@@ -14,8 +14,9 @@
 //!
 //! `console trace ID` prints a trace, or a job's, as an indented tree.
 //!
-//! The store keeps at most `CONSOLE_MAX_SPANS` spans, evicting the oldest
-//! traces first. Errors are `application/problem+json`. The console traces
+//! The store keeps at most `CONSOLE_MAX_SPANS` spans and `CONSOLE_MAX_BYTES`
+//! bytes, evicting the oldest traces first; long values are cut (see
+//! [`store`]). Errors are `application/problem+json`. The console traces
 //! none of its own routes: its spans would land in itself.
 
 mod api;
@@ -79,6 +80,11 @@ pub struct Config {
     /// Most spans kept in memory; the oldest traces are evicted first.
     #[arg(long, env = "CONSOLE_MAX_SPANS", default_value_t = 500_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_spans: u64,
+    /// Most bytes the store keeps, counted from its strings and records
+    /// (the process's memory stays under about twice this); the oldest
+    /// traces are evicted first.
+    #[arg(long, env = "CONSOLE_MAX_BYTES", default_value_t = 256 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1_048_576..))]
+    pub max_bytes: u64,
     /// Longest window a query looks back over, in milliseconds (also the
     /// default `lookback`).
     #[arg(long, env = "QUERY_LOOKBACK", default_value_t = 86_400_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -178,6 +184,8 @@ pub struct StoreMetrics {
     pub spans: Gauge,
     /// `console_traces_stored`.
     pub traces: Gauge,
+    /// `console_store_bytes`.
+    pub bytes: Gauge,
 }
 
 /// What the handlers share.
@@ -220,10 +228,13 @@ impl AppState {
             &config.allowed_hosts,
             config.listen,
         )?;
-        let store = Arc::new(Store::new(
-            usize::try_from(config.max_spans).unwrap_or(usize::MAX),
-            &config.autocomplete_keys,
-        ));
+        let store = Arc::new(
+            Store::new(
+                usize::try_from(config.max_spans).unwrap_or(usize::MAX),
+                &config.autocomplete_keys,
+            )
+            .with_max_bytes(usize::try_from(config.max_bytes).unwrap_or(usize::MAX)),
+        );
         let source = match &config.zipkin_url {
             Some(url) => ui::source::TraceSource::Zipkin(url.clone()),
             None => ui::source::TraceSource::Embedded(store.clone()),
@@ -252,12 +263,12 @@ pub fn app(state: AppState) -> Router {
         );
         r.register(
             "console_spans_evicted",
-            "Spans evicted to keep the store within CONSOLE_MAX_SPANS",
+            "Spans evicted to keep the store within CONSOLE_MAX_SPANS and CONSOLE_MAX_BYTES",
             m.evicted_spans.clone(),
         );
         r.register(
             "console_traces_evicted",
-            "Traces evicted to keep the store within CONSOLE_MAX_SPANS",
+            "Traces evicted to keep the store within CONSOLE_MAX_SPANS and CONSOLE_MAX_BYTES",
             m.evicted_traces.clone(),
         );
         r.register(
@@ -269,6 +280,11 @@ pub fn app(state: AppState) -> Router {
             "console_traces_stored",
             "Traces in the store",
             m.traces.clone(),
+        );
+        r.register(
+            "console_store_bytes",
+            "Bytes the store counts against CONSOLE_MAX_BYTES",
+            m.bytes.clone(),
         );
         r.register(
             "console_login_failures",
@@ -284,6 +300,7 @@ pub fn app(state: AppState) -> Router {
             m.spans.set(i64::try_from(stats.spans).unwrap_or(i64::MAX));
             m.traces
                 .set(i64::try_from(stats.traces).unwrap_or(i64::MAX));
+            m.bytes.set(i64::try_from(stats.bytes).unwrap_or(i64::MAX));
         }
     });
     let pages = ui::routes(state.ui.clone());

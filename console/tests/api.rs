@@ -477,6 +477,66 @@ async fn the_oldest_traces_are_evicted_at_the_cap() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn the_store_keeps_within_its_bytes_and_cuts_what_is_too_long() -> anyhow::Result<()> {
+    let max = 1_048_576;
+    let console = console(&[("CONSOLE_MAX_BYTES", max.to_string())]).await?;
+    // 40 batches of ten traces, each span carrying 8 KiB of its own.
+    for batch in 0..40u64 {
+        let spans: Vec<Value> = (0..10u64)
+            .map(|n| {
+                let trace = format!("{:032x}", batch * 10 + n + 1);
+                let blob = format!("{trace}{}", "x".repeat(8192));
+                with(
+                    span(&trace, 1, None, "svc", "op", None, n, 10),
+                    "tags",
+                    json!({ "blob": blob }),
+                )
+            })
+            .collect();
+        assert_eq!(console.post_spans(&json!(spans)).await?, 202);
+    }
+    let page = reqwest::get(format!("{}/metrics", console.url()))
+        .await?
+        .text()
+        .await?;
+    let bytes = metric(&page, "console_store_bytes").unwrap_or_default();
+    assert!(bytes > 0.0 && bytes <= max as f64, "{page}");
+    assert!(
+        metric(&page, "console_traces_evicted_total").unwrap_or_default() > 250.0,
+        "{page}"
+    );
+    // A value past 16 KiB comes back cut, and the span says so.
+    let long = with(
+        span(D, 1, None, "svc", "op", None, 0, 10),
+        "tags",
+        json!({ "sql": "y".repeat(100_000) }),
+    );
+    assert_eq!(console.post_spans(&json!([long])).await?, 202);
+    let trace = console.get_ok(&format!("/api/v2/trace/{D}")).await?;
+    let sql = trace[0]["tags"]["sql"].as_str().unwrap_or_default();
+    assert!(
+        sql.len() <= 16 * 1024 && sql.ends_with('…'),
+        "{} bytes",
+        sql.len()
+    );
+    assert_eq!(trace[0]["tags"]["console.truncated"], "1");
+    // traceMany takes at most 100 ids.
+    let ids: Vec<String> = (1..=101u64).map(|n| format!("{n:032x}")).collect();
+    let (status, problem) = console
+        .get(&format!("/api/v2/traceMany?traceIds={}", ids.join(",")))
+        .await?;
+    assert_eq!(status, 400, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("at most 100"),
+        "{problem}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn bad_input_is_refused_with_problems_and_stores_nothing() -> anyhow::Result<()> {
     let mut console = console(&[]).await?;
     let http = reqwest::Client::new();

@@ -24,8 +24,13 @@ impl Sym {
 
 struct Slot {
     text: Box<str>,
-    refs: u32,
+    /// 64 bits: no number of spans naming a string can overflow it.
+    refs: u64,
 }
+
+/// What a stored string costs beyond its bytes: its slot and its index
+/// entry.
+pub(crate) const STRING_OVERHEAD: usize = std::mem::size_of::<Slot>() + 8;
 
 /// Reference-counted strings. Slot 0 is the absent string and is never
 /// freed.
@@ -34,6 +39,8 @@ pub(crate) struct Interner {
     free: Vec<u32>,
     index: HashTable<u32>,
     hasher: RandomState,
+    /// The bytes of the stored strings, each with [`STRING_OVERHEAD`].
+    bytes: usize,
 }
 
 impl Default for Interner {
@@ -41,11 +48,12 @@ impl Default for Interner {
         Self {
             slots: vec![Slot {
                 text: "".into(),
-                refs: u32::MAX,
+                refs: u64::MAX,
             }],
             free: Vec::new(),
             index: HashTable::new(),
             hasher: RandomState::new(),
+            bytes: 0,
         }
     }
 }
@@ -63,6 +71,7 @@ impl Interner {
             slots[i as usize].refs += 1;
             return Sym(i);
         }
+        self.bytes += text.len() + STRING_OVERHEAD;
         let slot = Slot {
             text: text.into(),
             refs: 1,
@@ -94,6 +103,7 @@ impl Interner {
             return;
         }
         let text = std::mem::take(&mut slot.text);
+        self.bytes -= text.len() + STRING_OVERHEAD;
         let hash = self.hasher.hash_one(&*text);
         if let Ok(entry) = self.index.find_entry(hash, |&i| i == sym.0) {
             entry.remove();
@@ -122,6 +132,11 @@ impl Interner {
     pub(crate) fn len(&self) -> usize {
         self.slots.len() - 1 - self.free.len()
     }
+
+    /// What the stored strings cost, in bytes.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
 }
 
 #[cfg(test)]
@@ -136,12 +151,14 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(i.get(a), "worker");
         assert_eq!(i.len(), 1);
+        assert_eq!(i.bytes(), "worker".len() + STRING_OVERHEAD);
         assert_eq!(i.intern(""), Sym::NONE);
         i.release(a);
         assert_eq!(i.lookup("worker"), Some(a), "one reference left");
         i.release(b);
         assert_eq!(i.lookup("worker"), None);
         assert_eq!(i.len(), 0);
+        assert_eq!(i.bytes(), 0);
         let c = i.intern("api");
         assert_eq!(c, a, "the freed slot is reused");
         assert_eq!(i.get(c), "api");

@@ -8,7 +8,24 @@
 //! spans is stored once and freed with the last span that uses it.
 //! Services, span names and autocomplete values are counted, so the
 //! indexes shrink with eviction too.
+//!
+//! Bounds, whatever comes in:
+//!
+//! - **Spans and bytes.** At most `max_spans` spans and `max_bytes` bytes,
+//!   counted from what the store keeps (each distinct string once with its
+//!   slot, each span's record, each trace's entry); the oldest traces go
+//!   first.
+//! - **Values.** A tag value or annotation longer than
+//!   [`MAX_VALUE_BYTES`], and a name, tag key or service longer than
+//!   [`MAX_NAME_BYTES`], is cut (ending in `…`), and the span gets the tag
+//!   [`TRUNCATED_TAG`] with the number of strings cut.
+//! - **Time under the lock.** Searches, the service graph and the queue
+//!   wait chart go over the traces in pieces of [`PIECE`] traces, taking
+//!   the lock for each piece, so an ingest waits for one piece at most; the
+//!   service graph links each trace in time linear in its size. The counts
+//!   ([`Store::stats`]) are read without the lock.
 
+mod ingest;
 mod intern;
 mod links;
 pub mod model;
@@ -16,14 +33,24 @@ mod output;
 mod query;
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{Ipv4Addr, Ipv6Addr};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use intern::{Interner, Sym};
-use model::{EndpointIn, Kind, Prepared, Span, SpanError, SpanIn, TraceId, prepare};
+use model::{Kind, Span, SpanError, SpanIn, TraceId, prepare};
 
 pub use model::DependencyLink;
 pub use query::{QueryError, TraceQuery};
+
+/// Longest tag value or annotation kept, in bytes; longer ones are cut.
+pub const MAX_VALUE_BYTES: usize = 16 * 1024;
+/// Longest span name, service name or tag key kept, in bytes.
+pub const MAX_NAME_BYTES: usize = 256;
+/// The tag a span gets when strings of it were cut: how many.
+pub const TRUNCATED_TAG: &str = "console.truncated";
+/// Traces a search or the service graph reads under one taking of the
+/// lock.
+pub const PIECE: usize = 2048;
 
 /// What one ingest did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -45,6 +72,17 @@ pub struct StoreStats {
     pub traces: usize,
     /// Distinct strings stored.
     pub strings: usize,
+    /// Bytes the store counts against its cap.
+    pub bytes: usize,
+}
+
+/// [`StoreStats`], kept beside the lock so reading them never waits.
+#[derive(Debug, Default)]
+struct Counts {
+    spans: AtomicUsize,
+    traces: AtomicUsize,
+    strings: AtomicUsize,
+    bytes: AtomicUsize,
 }
 
 /// An endpoint, every part a symbol ([`Sym::NONE`] when absent).
@@ -123,6 +161,10 @@ struct Inner {
     order: VecDeque<TraceId>,
     spans: usize,
     max_spans: usize,
+    /// What the span records and trace entries cost (the strings count
+    /// theirs in the interner).
+    record_bytes: usize,
+    max_bytes: usize,
     /// Spans per local service name.
     services: HashMap<Sym, u32>,
     /// Spans per (local service, span name).
@@ -136,6 +178,7 @@ struct Inner {
 /// The trace store. Ingest and queries may run from many tasks at once.
 pub struct Store {
     inner: RwLock<Inner>,
+    counts: Counts,
 }
 
 impl std::fmt::Debug for Store {
@@ -146,137 +189,11 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// Counts `key` up (`add`) or down, forgetting it at zero.
-fn tally<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u32>, key: K, add: bool) {
-    if add {
-        *map.entry(key).or_insert(0) += 1;
-    } else if let Some(n) = map.get_mut(&key) {
-        *n -= 1;
-        if *n == 0 {
-            map.remove(&key);
-        }
-    }
-}
-
-impl Inner {
-    /// Interns a lower-cased copy of `s` (Zipkin's rule for service and span
-    /// names).
-    fn intern_lower(&mut self, s: Option<&str>) -> Sym {
-        match s {
-            Some(s) if s.bytes().any(|b| b.is_ascii_uppercase()) => {
-                self.strings.intern(&s.to_ascii_lowercase())
-            }
-            Some(s) => self.strings.intern(s),
-            None => Sym::NONE,
-        }
-    }
-
-    fn endpoint(&mut self, e: Option<&EndpointIn<'_>>) -> Ep {
-        let Some(e) = e else {
-            return Ep::default();
-        };
-        // Addresses that do not parse are dropped, as Zipkin does.
-        let ipv4 = e.ipv4.as_deref().filter(|a| a.parse::<Ipv4Addr>().is_ok());
-        let ipv6 = e.ipv6.as_deref().filter(|a| a.parse::<Ipv6Addr>().is_ok());
-        Ep {
-            service: self.intern_lower(e.service_name.as_deref()),
-            ipv4: ipv4.map_or(Sym::NONE, |a| self.strings.intern(a)),
-            ipv6: ipv6.map_or(Sym::NONE, |a| self.strings.intern(a)),
-            port: e.port.and_then(|p| u16::try_from(p).ok()).unwrap_or(0),
-        }
-    }
-
-    fn release_endpoint(&mut self, e: Ep) {
-        for s in [e.service, e.ipv4, e.ipv6] {
-            self.strings.release(s);
-        }
-    }
-
-    fn insert(&mut self, p: Prepared<'_>) {
-        let s = &p.span;
-        let name = self.intern_lower(s.name.as_deref());
-        let local = self.endpoint(s.local_endpoint.as_ref());
-        let remote = self.endpoint(s.remote_endpoint.as_ref());
-        let mut annotations: Vec<(u64, Sym)> = s
-            .annotations
-            .iter()
-            .map(|a| (a.timestamp, self.strings.intern(&a.value)))
-            .collect();
-        annotations.sort_unstable();
-        annotations.dedup();
-        let tags: Vec<(Sym, Sym)> = s
-            .tags
-            .iter()
-            .map(|(k, v)| (self.strings.intern(k), self.strings.intern(v)))
-            .filter(|(k, _)| !k.is_none())
-            .collect::<Vec<_>>();
-        let mut tags = tags;
-        tags.sort_unstable_by_key(|(k, _)| *k);
-        let span = SpanRec {
-            id: p.id,
-            parent: p.parent,
-            timestamp: s.timestamp.unwrap_or(0),
-            duration: s.duration.unwrap_or(0),
-            name,
-            kind: s.kind,
-            debug: s.debug == Some(true),
-            shared: s.shared == Some(true),
-            local,
-            remote,
-            annotations: annotations.into(),
-            tags: tags.into(),
-        };
-        self.index(&span, true);
-        let trace = self.traces.entry(p.trace).or_insert_with(|| {
-            self.order.push_back(p.trace);
-            TraceRec::default()
-        });
-        trace.spans.push(span);
-        self.spans += 1;
-    }
-
-    /// Counts `span` in the indexes (or uncounts it).
-    fn index(&mut self, span: &SpanRec, add: bool) {
-        let service = span.local.service;
-        if !service.is_none() {
-            tally(&mut self.services, service, add);
-            if !span.name.is_none() {
-                tally(&mut self.names, (service, span.name), add);
-            }
-        }
-        for &(k, v) in span.tags.iter() {
-            if self.autocomplete_keys.contains(&k) {
-                tally(&mut self.autocomplete, (k, v), add);
-            }
-        }
-    }
-
-    /// Evicts the oldest trace; answers how many spans it held.
-    fn evict_oldest(&mut self) -> Option<usize> {
-        let id = self.order.pop_front()?;
-        let trace = self.traces.remove(&id)?;
-        let n = trace.spans.len();
-        for span in trace.spans {
-            self.index(&span, false);
-            self.strings.release(span.name);
-            self.release_endpoint(span.local);
-            self.release_endpoint(span.remote);
-            for (_, v) in span.annotations.iter() {
-                self.strings.release(*v);
-            }
-            for (k, v) in span.tags.iter() {
-                self.strings.release(*k);
-                self.strings.release(*v);
-            }
-        }
-        self.spans -= n;
-        Some(n)
-    }
-}
-
 impl Store {
     /// A store keeping at most `max_spans` spans, offering the values of
     /// `autocomplete_keys` for autocompletion.
+    /// The byte cap is [`Self::DEFAULT_MAX_BYTES`] until
+    /// [`Self::with_max_bytes`].
     pub fn new(max_spans: usize, autocomplete_keys: &[String]) -> Self {
         let mut strings = Interner::default();
         let autocomplete_keys = autocomplete_keys
@@ -291,11 +208,39 @@ impl Store {
                 order: VecDeque::new(),
                 spans: 0,
                 max_spans: max_spans.max(1),
+                record_bytes: 0,
+                max_bytes: Self::DEFAULT_MAX_BYTES,
                 services: HashMap::new(),
                 names: HashMap::new(),
                 autocomplete_keys,
                 autocomplete: HashMap::new(),
             }),
+            counts: Counts::default(),
+        }
+    }
+
+    /// The byte cap when none is given: 256 MiB.
+    pub const DEFAULT_MAX_BYTES: usize = 256 * 1024 * 1024;
+
+    /// The store, keeping at most `max_bytes` bytes (see the module docs).
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        let inner = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
+        inner.max_bytes = max_bytes.max(1);
+        self
+    }
+
+    /// Runs `f` on the store on tokio's threads for blocking work, so the
+    /// runtime's own threads (which answer `/healthz` and every page) never
+    /// wait on the store's lock.
+    pub async fn off_runtime<T, F>(self: &Arc<Self>, f: F) -> T
+    where
+        F: FnOnce(&Store) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let store = self.clone();
+        match tokio::task::spawn_blocking(move || f(&store)).await {
+            Ok(v) => v,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
     }
 
@@ -325,7 +270,7 @@ impl Store {
         for p in prepared {
             inner.insert(p);
         }
-        while inner.spans > inner.max_spans {
+        while inner.spans > inner.max_spans || inner.bytes() > inner.max_bytes {
             match inner.evict_oldest() {
                 Some(n) => {
                     done.evicted_traces += 1;
@@ -334,17 +279,29 @@ impl Store {
                 None => break,
             }
         }
+        let c = &self.counts;
+        c.spans.store(inner.spans, Ordering::Relaxed);
+        c.traces.store(inner.traces.len(), Ordering::Relaxed);
+        c.strings.store(inner.strings.len(), Ordering::Relaxed);
+        c.bytes.store(inner.bytes(), Ordering::Relaxed);
         Ok(done)
     }
 
-    /// How full the store is.
+    /// How full the store is, as of the last ingest; never waits.
     pub fn stats(&self) -> StoreStats {
-        let inner = self.read();
+        let c = &self.counts;
         StoreStats {
-            spans: inner.spans,
-            traces: inner.traces.len(),
-            strings: inner.strings.len(),
+            spans: c.spans.load(Ordering::Relaxed),
+            traces: c.traces.load(Ordering::Relaxed),
+            strings: c.strings.load(Ordering::Relaxed),
+            bytes: c.bytes.load(Ordering::Relaxed),
         }
+    }
+
+    /// The ids of the stored traces, oldest first: what the queries that
+    /// read every trace go through in pieces.
+    fn trace_ids(&self) -> Vec<TraceId> {
+        self.read().order.iter().copied().collect()
     }
 
     /// Local service names, sorted.
@@ -389,71 +346,87 @@ impl Store {
             .collect()
     }
 
-    /// The traces matching `q`, newest first.
+    /// The traces matching `q`, newest first (at most `q.limit`).
     pub fn traces(&self, q: &TraceQuery) -> Vec<Vec<Span>> {
-        let inner = self.read();
-        let Some(matcher) = query::Matcher::new(q, &inner.strings) else {
-            return Vec::new();
-        };
-        let mut found: Vec<(u64, TraceId)> = inner
-            .order
-            .iter()
-            .rev()
-            .filter_map(|id| {
-                let trace = inner.traces.get(id)?;
-                matcher.matches(trace).then(|| (trace.timestamp(), *id))
-            })
-            .take(q.limit)
-            .collect();
+        let ids = self.trace_ids();
+        let mut found: Vec<(u64, TraceId)> = Vec::new();
+        for piece in ids.rchunks(PIECE) {
+            let inner = self.read();
+            let Some(matcher) = query::Matcher::new(q, &inner.strings) else {
+                continue;
+            };
+            for id in piece.iter().rev() {
+                if found.len() >= q.limit {
+                    break;
+                }
+                if let Some(trace) = inner.traces.get(id)
+                    && matcher.matches(trace)
+                {
+                    found.push((trace.timestamp(), *id));
+                }
+            }
+            if found.len() >= q.limit {
+                break;
+            }
+        }
         found.sort_by(|a, b| b.cmp(a));
-        found
-            .into_iter()
-            .filter_map(|(_, id)| inner.traces.get(&id).map(|t| inner.trace_out(id, t)))
-            .collect()
+        let ids: Vec<TraceId> = found.into_iter().map(|(_, id)| id).collect();
+        self.traces_by_id(&ids)
     }
 
     /// The service graph of the traces with a span in
     /// `[end_ts - lookback, end_ts]` (epoch milliseconds).
     pub fn dependencies(&self, end_ts_ms: u64, lookback_ms: u64) -> Vec<DependencyLink> {
-        let inner = self.read();
         let (from, to) = query::window_us(end_ts_ms, lookback_ms);
-        let error = inner.strings.lookup("error");
+        let ids = self.trace_ids();
         let mut links = links::Links::default();
-        for trace in inner.traces.values() {
-            if trace
-                .spans
-                .iter()
-                .any(|s| s.timestamp >= from && s.timestamp <= to)
-            {
-                links::link_trace(&trace.spans, error, &mut links);
+        for piece in ids.chunks(PIECE) {
+            let inner = self.read();
+            let error = inner.strings.lookup("error");
+            for trace in piece.iter().filter_map(|id| inner.traces.get(id)) {
+                if trace
+                    .spans
+                    .iter()
+                    .any(|s| s.timestamp >= from && s.timestamp <= to)
+                {
+                    links.link_trace(&trace.spans, error);
+                }
             }
+            // Symbols are only good while the lock is held.
+            links.flush(&inner.strings);
         }
-        links.into_list(&inner.strings)
+        links.into_list()
     }
 
     /// How long the CONSUMER spans of queue `queue` lasted (µs), for those
     /// that started in `[from_us, to_us)`.
     pub fn consumer_durations(&self, queue: &str, from_us: u64, to_us: u64) -> Vec<u64> {
-        let inner = self.read();
-        let (Some(key), Some(value)) = (
-            inner.strings.lookup("messaging.destination.name"),
-            inner.strings.lookup(queue),
-        ) else {
-            return Vec::new();
-        };
-        inner
-            .traces
-            .values()
-            .flat_map(|t| t.spans.iter())
-            .filter(|s| {
-                s.kind == Some(Kind::Consumer)
-                    && s.timestamp >= from_us
-                    && s.timestamp < to_us
-                    && s.duration > 0
-                    && s.tag(key) == Some(value)
-            })
-            .map(|s| s.duration)
-            .collect()
+        let ids = self.trace_ids();
+        let mut out = Vec::new();
+        for piece in ids.chunks(PIECE) {
+            let inner = self.read();
+            let (Some(key), Some(value)) = (
+                inner.strings.lookup("messaging.destination.name"),
+                inner.strings.lookup(queue),
+            ) else {
+                continue;
+            };
+            out.extend(
+                piece
+                    .iter()
+                    .filter_map(|id| inner.traces.get(id))
+                    .flat_map(|t| t.spans.iter())
+                    .filter(|s| {
+                        s.kind == Some(Kind::Consumer)
+                            && s.timestamp >= from_us
+                            && s.timestamp < to_us
+                            && s.duration > 0
+                            && s.tag(key) == Some(value)
+                    })
+                    .map(|s| s.duration),
+            );
+        }
+        out
     }
 
     /// The tag keys offered for autocompletion.
@@ -483,3 +456,6 @@ impl Store {
         out
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -4,6 +4,9 @@
 use super::TraceRec;
 use super::intern::{Interner, Sym};
 
+/// Most traces one search answers (a larger `limit` is taken as this).
+pub const MAX_LIMIT: usize = 1000;
+
 /// A `/traces` query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceQuery {
@@ -71,7 +74,11 @@ impl TraceQuery {
         let lookback = positive(lookback, "lookback")?
             .unwrap_or(max_lookback)
             .min(max_lookback);
-        let limit = positive(limit, "limit")?.unwrap_or(10) as usize;
+        // Capped: a search holds the store's lock piece by piece, and its
+        // answer is built whole.
+        let limit = positive(limit, "limit")?
+            .unwrap_or(10)
+            .min(MAX_LIMIT as u64) as usize;
         let lower = |s: Option<&str>| {
             s.map(str::trim)
                 .filter(|s| !s.is_empty() && *s != "all")

@@ -2,7 +2,9 @@
 //! Scheduled, Service map, Alerts), and the live parts their script
 //! refreshes: a job's waterfall, each page's fragment.
 
-use axum::extract::{Path, State};
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
@@ -84,7 +86,12 @@ async fn lookup(ui: &UiState, id: &str) -> Result<Option<JobRecord>, Response> {
     })
 }
 
-pub(crate) async fn job(State(ui): Ui, Path(id): Path<String>) -> Response {
+pub(crate) async fn job(
+    State(ui): Ui,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let rows = waterfall::rows_asked(&query);
     let record = match lookup(&ui, &id).await {
         Ok(Some(r)) => r,
         Ok(None) => {
@@ -136,8 +143,8 @@ pub(crate) async fn job(State(ui): Ui, Path(id): Path<String>) -> Response {
             }
             section aria-labelledby="trace-h" {
                 h2 #trace-h { "Its trace" }
-                div #trace data-refresh=(format!("/ui/jobs/{}/trace", record.id)) data-live=(if record.is_finished() { "settle" } else { "live" }) {
-                    (waterfall::render(&trace, ui.zipkin_ui.as_deref()))
+                div #trace data-refresh=(format!("/ui/jobs/{}/trace?spans={rows}", record.id)) data-live=(if record.is_finished() { "settle" } else { "live" }) {
+                    (waterfall::render(&trace, ui.zipkin_ui.as_deref(), rows, &format!("/jobs/{}", record.id)))
                 }
             }
             @if let Some(result) = &record.result {
@@ -180,7 +187,12 @@ async fn job_spans(ui: &UiState, record: &JobRecord) -> Result<Vec<Span>, String
 }
 
 /// The waterfall of a job's trace, for the job page to refresh.
-pub(crate) async fn job_trace(State(ui): Ui, Path(id): Path<String>) -> Response {
+pub(crate) async fn job_trace(
+    State(ui): Ui,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let rows = waterfall::rows_asked(&query);
     let record = match lookup(&ui, &id).await {
         Ok(Some(r)) => r,
         Ok(None) => return problem(StatusCode::NOT_FOUND, "no such job"),
@@ -190,7 +202,13 @@ pub(crate) async fn job_trace(State(ui): Ui, Path(id): Path<String>) -> Response
         Ok(spans) => spans,
         Err(e) => return problem(StatusCode::BAD_GATEWAY, &e),
     };
-    let mut res = waterfall::render(&trace, ui.zipkin_ui.as_deref()).into_response();
+    let mut res = waterfall::render(
+        &trace,
+        ui.zipkin_ui.as_deref(),
+        rows,
+        &format!("/jobs/{}", record.id),
+    )
+    .into_response();
     res.headers_mut().insert(
         "x-job-finished",
         if record.is_finished() {

@@ -27,7 +27,10 @@ impl TraceSource {
             return Ok(Vec::new());
         };
         match self {
-            Self::Embedded(store) => Ok(store.trace(id).unwrap_or_default()),
+            Self::Embedded(store) => Ok(store
+                .off_runtime(move |store| store.trace(id))
+                .await
+                .unwrap_or_default()),
             Self::Zipkin(base) => {
                 let res = http
                     .get(format!("{}/api/v2/trace/{id}", base.trim_end_matches('/')))
@@ -72,7 +75,8 @@ impl TraceSource {
                     lookback,
                     limit: 10,
                 };
-                Ok(store.traces(&q).into_iter().flatten().collect())
+                let found = store.off_runtime(move |store| store.traces(&q)).await;
+                Ok(found.into_iter().flatten().collect())
             }
             Self::Zipkin(base) => {
                 let req = http
@@ -97,7 +101,9 @@ impl TraceSource {
         lookback_ms: u64,
     ) -> Result<Vec<DependencyLink>, String> {
         match self {
-            Self::Embedded(store) => Ok(store.dependencies(end_ts_ms, lookback_ms)),
+            Self::Embedded(store) => Ok(store
+                .off_runtime(move |store| store.dependencies(end_ts_ms, lookback_ms))
+                .await),
             Self::Zipkin(base) => {
                 let req = http.get(format!(
                     "{}/api/v2/dependencies?endTs={end_ts_ms}&lookback={lookback_ms}",
@@ -118,7 +124,14 @@ impl TraceSource {
         to_ms: u64,
     ) -> Vec<u64> {
         match self {
-            Self::Embedded(store) => store.consumer_durations(queue, from_ms * 1000, to_ms * 1000),
+            Self::Embedded(store) => {
+                let queue = queue.to_owned();
+                store
+                    .off_runtime(move |store| {
+                        store.consumer_durations(&queue, from_ms * 1000, to_ms * 1000)
+                    })
+                    .await
+            }
             Self::Zipkin(base) => {
                 // Zipkin lower-cases span names; the CONSUMER span is
                 // `process {queue}`.
@@ -156,9 +169,14 @@ impl TraceSource {
     pub(crate) async fn ingest(&self, http: &reqwest::Client, body: &[u8]) -> Result<(), String> {
         match self {
             Self::Embedded(store) => {
-                let spans: Vec<SpanIn<'_>> =
-                    serde_json::from_slice(body).map_err(|e| e.to_string())?;
-                store.ingest(spans).map(drop).map_err(|e| e.to_string())
+                let body = body.to_vec();
+                store
+                    .off_runtime(move |store| {
+                        let spans: Vec<SpanIn<'_>> =
+                            serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+                        store.ingest(spans).map(drop).map_err(|e| e.to_string())
+                    })
+                    .await
             }
             Self::Zipkin(base) => http
                 .post(format!("{}/api/v2/spans", base.trim_end_matches('/')))

@@ -76,9 +76,24 @@ fn ordered(spans: &[Span]) -> Vec<(&Span, usize)> {
     out
 }
 
-/// Renders the waterfall of one trace; `zipkin_ui` adds an "open in
-/// Zipkin" link.
-pub(crate) fn render(spans: &[Span], zipkin_ui: Option<&str>) -> Markup {
+/// Rows a waterfall draws at first: a trace larger than this draws its
+/// first rows, in tree order, and a summary of the rest with a link that
+/// draws this many more.
+pub(crate) const ROWS: usize = 2000;
+
+/// How many rows a `?spans=N` asks for: [`ROWS`] at least.
+pub(crate) fn rows_asked(query: &std::collections::HashMap<String, String>) -> usize {
+    query
+        .get("spans")
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(ROWS)
+        .max(ROWS)
+}
+
+/// Renders the waterfall of one trace, drawing at most `rows` spans;
+/// `zipkin_ui` adds an "open in Zipkin" link; `more` is the page the
+/// "draw more" link goes to (its `spans` parameter is added).
+pub(crate) fn render(spans: &[Span], zipkin_ui: Option<&str>, rows: usize, more: &str) -> Markup {
     if spans.is_empty() {
         return html! { p.empty { "No spans yet: services send theirs within a second or so." } };
     }
@@ -125,8 +140,10 @@ pub(crate) fn render(spans: &[Span], zipkin_ui: Option<&str>) -> Markup {
                 }
             }
         }
+        @let tree = ordered(spans);
+        @let drawn = tree.len().min(rows);
         ol.waterfall aria-label="Spans on one time axis" {
-            @for (s, depth) in ordered(spans) {
+            @for &(s, depth) in &tree[..drawn] {
                 @let begin = s.timestamp.unwrap_or(start).saturating_sub(start);
                 @let width = pct(s.duration.unwrap_or(1)).max(0.3);
                 @let wait = (s.kind == Some(Kind::Consumer))
@@ -161,6 +178,35 @@ pub(crate) fn render(spans: &[Span], zipkin_ui: Option<&str>) -> Markup {
                     }
                 }
             }
+        }
+        @if drawn < tree.len() {
+            (not_drawn(&tree[drawn..], drawn, more))
+        }
+    }
+}
+
+/// The summary of the spans a large trace's waterfall leaves out: how many,
+/// of which services, and a link that draws [`ROWS`] more.
+fn not_drawn(rest: &[(&Span, usize)], drawn: usize, more: &str) -> Markup {
+    let mut by_service: Vec<(&str, usize)> = Vec::new();
+    for (s, _) in rest {
+        let name = service(s);
+        match by_service.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, count)) => *count += 1,
+            None => by_service.push((name, 1)),
+        }
+    }
+    by_service.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let sep = if more.contains('?') { '&' } else { '?' };
+    html! {
+        p.more #spans-not-drawn role="status" {
+            (rest.len()) " more spans not drawn ("
+            @for (i, (name, count)) in by_service.iter().enumerate() {
+                @if i > 0 { ", " }
+                (name) " " (count)
+            }
+            "). "
+            a #draw-more href=(format!("{more}{sep}spans={}", drawn + ROWS)) { "Draw " (ROWS.min(rest.len())) " more" }
         }
     }
 }
@@ -262,7 +308,7 @@ mod tests {
                 1_000,
             ),
         ];
-        let page = render(&spans, Some("http://zipkin:9411/")).into_string();
+        let page = render(&spans, Some("http://zipkin:9411/"), ROWS, "/jobs/x").into_string();
         let rows: Vec<&str> = page
             .match_indices("<li class=\"span\"")
             .map(|(i, _)| &page[i..i + 60])
@@ -321,7 +367,38 @@ mod tests {
         let mut b = test_span(2, Some(1), "worker", "get", Some(Kind::Client), 0, 1);
         b.timestamp = Some(u64::MAX);
         b.duration = None;
-        let html = render(&[a, b], None).into_string();
+        let html = render(&[a, b], None, ROWS, "/jobs/x").into_string();
         assert!(html.contains("process weather"), "{html}");
+    }
+
+    #[test]
+    fn a_large_trace_draws_its_first_rows_and_sums_up_the_rest() {
+        let mut spans = vec![span(
+            1,
+            None,
+            "api",
+            "POST /v1/jobs",
+            Some(Kind::Server),
+            0,
+            10,
+        )];
+        for i in 2..=ROWS as u64 + 10 {
+            spans.push(span(i, Some(1), "worker", "step", None, i, 1));
+        }
+        let html = render(&spans, None, ROWS, "/jobs/x").into_string();
+        assert_eq!(
+            html.matches("<li class=\"span\"").count(),
+            ROWS,
+            "rows drawn"
+        );
+        assert!(
+            html.contains("10 more spans not drawn (worker 10)"),
+            "{}",
+            &html[html.len() - 600..]
+        );
+        assert!(html.contains(&format!("href=\"/jobs/x?spans={}\"", 2 * ROWS)));
+        let all = render(&spans, None, 2 * ROWS, "/jobs/x").into_string();
+        assert_eq!(all.matches("<li class=\"span\"").count(), ROWS + 10);
+        assert!(!all.contains("not drawn"));
     }
 }
