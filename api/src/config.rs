@@ -40,6 +40,17 @@ pub struct Config {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub max_in_flight: u32,
+    /// How long a request's head, and then its body, may take to arrive,
+    /// in seconds: a slower one is cut off (its head: the connection is
+    /// closed; its body: `408`). A body is read whole before the request
+    /// takes a place in flight, so slow clients hold none.
+    #[arg(
+        long,
+        env = "API_REQUEST_TIMEOUT_SECS",
+        default_value_t = crate::serve::DEFAULT_REQUEST_TIMEOUT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub request_timeout_secs: u64,
     /// Redis and the weather queue.
     #[command(flatten)]
     pub queue: QueueArgs,

@@ -27,6 +27,9 @@ pub enum ApiError {
     /// The body is too large (413): send less.
     #[error("{0}")]
     TooLarge(String),
+    /// The request's body did not arrive in time (408).
+    #[error("{0}")]
+    RequestTimeout(String),
     /// No such resource (404).
     #[error("{0}")]
     NotFound(String),
@@ -56,6 +59,7 @@ impl ApiError {
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,

@@ -48,6 +48,7 @@ pub mod limit;
 pub mod openapi;
 mod ready;
 pub mod requests;
+pub mod serve;
 mod state;
 mod validate;
 pub mod views;
@@ -114,6 +115,15 @@ pub fn app(state: AppState) -> Router {
             limit::InFlight::new(state.max_in_flight, state.shed.clone()),
             limit::limit,
         ))
+        // Outside the limit: a slow body holds no place in flight.
+        .layer(axum::middleware::from_fn_with_state(
+            serve::BodyLimits {
+                timeout: state.request_timeout,
+                batch: MAX_BATCH_BODY_BYTES,
+                other: MAX_BODY_BYTES,
+            },
+            serve::read_body,
+        ))
         .with_state(state)
         .merge(ops)
         .layer(axum::middleware::from_fn_with_state(
@@ -133,9 +143,9 @@ pub async fn run(
         queue = %state.queue.config().name,
         api_keys = ?state.api_keys,
         max_in_flight = state.max_in_flight,
+        request_timeout = ?state.request_timeout,
         "api listening"
     );
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let timeout = state.request_timeout;
+    serve::serve(listener, app(state), timeout, shutdown).await
 }

@@ -25,6 +25,7 @@ async fn serve(
     let state = api::AppState::new(queue, propagation)
         .with_api_keys(config.api_keys)
         .with_max_in_flight(config.max_in_flight as usize)
+        .with_request_timeout(std::time::Duration::from_secs(config.request_timeout_secs))
         .with_max_delay(std::time::Duration::from_secs(config.max_delay_secs));
     api::run(state, listener, telemetry::shutdown::signal()).await?;
     Ok(())

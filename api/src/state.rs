@@ -29,6 +29,8 @@ pub struct AppState {
     pub api_keys: Arc<ApiKeys>,
     /// Requests handled at once ([`limit`]).
     pub max_in_flight: usize,
+    /// How long a request's head and body may take to arrive.
+    pub request_timeout: Duration,
     /// Requests refused for being past that, also in `metrics`.
     pub shed: Counter,
     /// Longest delay a job may be given.
@@ -53,6 +55,7 @@ impl AppState {
             metrics,
             api_keys: Arc::default(),
             max_in_flight: limit::DEFAULT_MAX_IN_FLIGHT as usize,
+            request_timeout: crate::serve::DEFAULT_REQUEST_TIMEOUT,
             shed,
             max_delay: DEFAULT_MAX_DELAY,
         }
@@ -61,6 +64,13 @@ impl AppState {
     /// Handles at most `max` requests at once (at least one).
     pub fn with_max_in_flight(mut self, max: usize) -> Self {
         self.max_in_flight = max.max(1);
+        self
+    }
+
+    /// Cuts off requests whose head or body takes longer than `timeout`
+    /// to arrive (at least a millisecond).
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout.max(Duration::from_millis(1));
         self
     }
 

@@ -95,22 +95,42 @@ impl HalfSentJob {
         Ok(Self(conn))
     }
 
-    /// Whether the api has answered it already (shed it, say) or closed
-    /// it, without waiting for an answer that is not there.
-    async fn answered(&mut self) -> bool {
-        let mut byte = [0u8; 1];
-        matches!(
-            tokio::time::timeout(Duration::from_millis(5), self.0.peek(&mut byte)).await,
-            Ok(Ok(_))
-        )
-    }
-
-    /// Sends the rest of the body; answers the status line.
-    async fn finish(mut self) -> anyhow::Result<String> {
-        self.0.write_all(&Self::BODY.as_bytes()[5..]).await?;
+    /// The status line of the api's answer, without sending the rest.
+    async fn answer(mut self) -> anyhow::Result<String> {
         let mut answer = String::new();
         tokio::time::timeout(WAIT, self.0.read_to_string(&mut answer)).await??;
         Ok(answer.lines().next().unwrap_or_default().to_owned())
+    }
+}
+
+/// A job the api pushes and then waits on: the api runs with
+/// `QUEUE_WAIT_REPLICAS=1` on a server without replicas, so each push
+/// waits `QUEUE_WAIT_TIMEOUT_MS` for a replica that never confirms (on a
+/// connection of its own: the other commands go on), holding its place in
+/// flight all that time, and then answers 503.
+struct HeldJob(tokio::task::JoinHandle<reqwest::Result<u16>>);
+
+impl HeldJob {
+    /// How long the api waits for the replica that is not there.
+    const HOLD_MS: &str = "4000";
+
+    fn start(api: &ServedApi) -> Self {
+        let request = api
+            .http
+            .post(format!("{}/v1/jobs", api.url))
+            .header("content-type", "application/json")
+            .body(r#"{"city": "Oslo"}"#);
+        Self(tokio::spawn(async move {
+            Ok(request.send().await?.status().as_u16())
+        }))
+    }
+
+    fn answered(&self) -> bool {
+        self.0.is_finished()
+    }
+
+    async fn finish(self) -> anyhow::Result<u16> {
+        Ok(self.0.await??)
     }
 }
 
@@ -191,8 +211,13 @@ async fn api_keys_never_reach_the_logs_or_the_spans() -> anyhow::Result<()> {
 #[tokio::test]
 async fn requests_past_the_in_flight_limit_are_shed_with_503_and_retry_after() -> anyhow::Result<()>
 {
-    let api = ServedApi::start(&[("API_MAX_IN_FLIGHT", "1")]).await?;
-    let mut held = HalfSentJob::start(&api).await?;
+    let api = ServedApi::start(&[
+        ("API_MAX_IN_FLIGHT", "1"),
+        ("QUEUE_WAIT_REPLICAS", "1"),
+        ("QUEUE_WAIT_TIMEOUT_MS", HeldJob::HOLD_MS),
+    ])
+    .await?;
+    let mut held = HeldJob::start(&api);
 
     // Once the held request has its place, anything else limited is shed.
     // (`!` is no job id, so the probe never waits on Redis.) On a busy
@@ -209,8 +234,8 @@ async fn requests_past_the_in_flight_limit_are_shed_with_503_and_retry_after() -
         match probe.status().as_u16() {
             503 => break,
             404 if Instant::now() < deadline => {
-                if held.answered().await {
-                    held = HalfSentJob::start(&api).await?;
+                if held.answered() {
+                    held = HeldJob::start(&api);
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -259,9 +284,43 @@ async fn requests_past_the_in_flight_limit_are_shed_with_503_and_retry_after() -
         "the probe and the POST were shed: {shed_total}"
     );
 
-    assert_eq!(held.finish().await?, "HTTP/1.1 202 Accepted");
-    let after = api.post(r#"{"city": "Berlin"}"#, &[]).await?;
-    assert_eq!(after.status(), 202, "the place is free again");
+    assert_eq!(held.finish().await?, 503, "no replica confirmed it");
+    let after = api
+        .http
+        .get(format!("{}/v1/jobs/!", api.url))
+        .send()
+        .await?;
+    assert_eq!(after.status(), 404, "the place is free again");
+    Ok(())
+}
+
+#[tokio::test]
+async fn slow_clients_are_cut_off_and_hold_no_place_in_flight() -> anyhow::Result<()> {
+    let api = ServedApi::start(&[
+        ("API_MAX_IN_FLIGHT", "1"),
+        ("API_REQUEST_TIMEOUT_SECS", "1"),
+    ])
+    .await?;
+    // A body that stops half way holds no place: the one place serves
+    // others meanwhile.
+    let half = HalfSentJob::start(&api).await?;
+    for city in ["Berlin", "Bergen", "Bern"] {
+        let sent = api.post(&format!(r#"{{"city": "{city}"}}"#), &[]).await?;
+        assert_eq!(sent.status(), 202, "{city}");
+    }
+    // Once its second is up, it is answered 408.
+    assert_eq!(half.answer().await?, "HTTP/1.1 408 Request Timeout");
+    // A head that stops half way: the connection is closed.
+    let addr = api.url.trim_start_matches("http://");
+    let mut conn = TcpStream::connect(addr).await?;
+    conn.write_all(format!("POST /v1/jobs HTTP/1.1\r\nhost: {addr}\r\n").as_bytes())
+        .await?;
+    let mut rest = Vec::new();
+    tokio::time::timeout(WAIT, conn.read_to_end(&mut rest))
+        .await
+        .context("the connection of a half-sent head was never closed")??;
+    // And the api goes on.
+    assert_eq!(api.post(r#"{"city": "Oslo"}"#, &[]).await?.status(), 202);
     Ok(())
 }
 

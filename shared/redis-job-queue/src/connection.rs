@@ -197,19 +197,37 @@ impl RedisTarget {
     /// [`ConnectionManager`] to a server (which fails fast while the
     /// server is down), or a cluster connection.
     pub async fn connect(&self) -> Result<RedisConnection, QueueError> {
+        self.connect_waiting(Duration::ZERO).await
+    }
+
+    /// [`Self::connect`], whose commands may take `longer` on top of the
+    /// usual wait: for pushes that wait for replicas (`WAIT`).
+    pub async fn connect_waiting(&self, longer: Duration) -> Result<RedisConnection, QueueError> {
         Ok(match self {
             Self::Server(client) => RedisConnection::Server(
                 ConnectionManager::new_with_config(
                     client.clone(),
                     ConnectionManagerConfig::new()
-                        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                        .set_response_timeout(Some(RESPONSE_TIMEOUT + longer))
                         .set_connection_timeout(Some(CONNECT_TIMEOUT))
                         .set_number_of_retries(1),
                 )
                 .await?,
             ),
-            Self::Cluster { client, view, .. } => {
-                let mut conn = client.get_async_generic_connection().await?;
+            Self::Cluster {
+                client,
+                view,
+                seeds,
+                ..
+            } => {
+                let mut conn = if longer.is_zero() {
+                    client.get_async_generic_connection().await?
+                } else {
+                    let (infos, ca_pem) = &**seeds;
+                    cluster_client(infos, ca_pem.as_deref(), RESPONSE_TIMEOUT + longer)?
+                        .get_async_generic_connection()
+                        .await?
+                };
                 view.refresh(&mut conn, 0).await;
                 RedisConnection::Cluster(conn, view.clone())
             }

@@ -84,7 +84,8 @@ impl RedisQueue {
         let conn = target.connect().await?;
         let push_conn = match cfg.wait_replicas {
             0 => conn.clone(),
-            _ => target.connect().await?,
+            // Its own connection, whose commands may wait for replicas.
+            _ => target.connect_waiting(cfg.wait_timeout).await?,
         };
         let cfg = Arc::new(cfg);
         crate::reshard::check(&conn, &cfg).await?;
