@@ -3,6 +3,8 @@
 //!
 //! Delivery is at least once: a record's offset is stored for commit only
 //! once it is processed; the store recognises an event delivered again.
+//! Each partition is processed in a lane of its own ([`crate::lanes`]), so
+//! a record that cannot be stored holds up its own partition only.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,20 +15,22 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use rdkafka::ClientConfig;
+use rdkafka::TopicPartitionList;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{Message, OwnedMessage};
 use telemetry::attributes::{ALERTS_DUPLICATE, ALERTS_RAISED, ERROR_TYPE, MESSAGING_MESSAGE_ID};
 use telemetry::metrics::{Metrics, OutcomeLabels};
 use telemetry::propagation::Propagation;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use weather_jobs::WeatherUpdated;
 
 use crate::config::Config;
+use crate::lanes::{Flow, Lanes};
 use crate::rules::{KINDS, Rules};
 use crate::store::{AlertStore, Stored};
 
@@ -117,7 +121,7 @@ enum Handled {
 /// The consumer, subscribed to the topic, and what recreates the topic
 /// when a broker loses it.
 pub(crate) struct Subscription<'a> {
-    consumer: StreamConsumer,
+    consumer: Arc<StreamConsumer>,
     admin: AdminClient<DefaultClientContext>,
     topic: NewTopic<'a>,
 }
@@ -153,7 +157,7 @@ impl<'a> Subscription<'a> {
             TopicReplication::Fixed(config.topic_replication),
         );
         let subscription = Self {
-            consumer,
+            consumer: Arc::new(consumer),
             admin,
             topic,
         };
@@ -186,22 +190,37 @@ impl<'a> Subscription<'a> {
         }
     }
 
-    /// Reads, processes and commits records until told to stop.
-    pub(crate) async fn consume(&self, ctx: &Ctx, mut stopped: watch::Receiver<bool>) {
+    /// Reads records until told to stop, each partition's processed and
+    /// committed in its own lane.
+    pub(crate) async fn consume(&self, ctx: Arc<Ctx>, mut stopped: watch::Receiver<bool>) {
+        let flow = Pauser {
+            consumer: &self.consumer,
+            topic: self.topic.name,
+        };
+        let for_lanes = stopped.clone();
+        let mut lanes = Lanes::new(|_partition, records| {
+            lane(
+                ctx.clone(),
+                self.consumer.clone(),
+                records,
+                for_lanes.clone(),
+            )
+        });
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
         let mut last_warning: Option<Instant> = None;
         loop {
             let received = tokio::select! {
-                _ = stopped.wait_for(|s| *s) => return,
+                _ = stopped.wait_for(|s| *s) => break,
+                _ = tick.tick() => {
+                    lanes.unblock(&flow);
+                    continue;
+                }
                 received = self.consumer.recv() => received,
             };
             match received {
                 Ok(record) => {
-                    if handle(ctx, &record).await == Handled::Stopped {
-                        return;
-                    }
-                    if let Err(e) = self.consumer.store_offset_from_message(&record) {
-                        tracing::warn!(error = %e, "cannot store the offset: the record may come again");
-                    }
+                    let partition = record.partition();
+                    lanes.offer(partition, record.detach(), &flow);
                 }
                 Err(e) => {
                     // A broker that lost the topic (or never had it).
@@ -222,11 +241,70 @@ impl<'a> Subscription<'a> {
                 }
             }
         }
+        lanes.close().await;
+    }
+}
+
+/// Pauses and resumes partitions of the topic at the consumer.
+struct Pauser<'a> {
+    consumer: &'a StreamConsumer,
+    topic: &'a str,
+}
+
+impl Pauser<'_> {
+    fn set(&self, partition: i32, pause: bool) {
+        let mut list = TopicPartitionList::new();
+        list.add_partition(self.topic, partition);
+        let done = if pause {
+            self.consumer.pause(&list)
+        } else {
+            self.consumer.resume(&list)
+        };
+        match done {
+            Ok(()) if pause => {
+                tracing::warn!(
+                    partition,
+                    "a partition's records are not keeping up: paused"
+                );
+            }
+            Ok(()) => tracing::info!(partition, "the partition is going again: resumed"),
+            // Revoked meanwhile: its next owner reads it.
+            Err(e) => tracing::debug!(partition, error = %e, "cannot pause or resume"),
+        }
+    }
+}
+
+impl Flow for Pauser<'_> {
+    fn pause(&self, partition: i32) {
+        self.set(partition, true);
+    }
+
+    fn resume(&self, partition: i32) {
+        self.set(partition, false);
+    }
+}
+
+/// One partition's task: its records in order, each processed and then
+/// its offset stored; ends with its queue, or at a stop (the record in
+/// hand is finished or left uncommitted).
+async fn lane(
+    ctx: Arc<Ctx>,
+    consumer: Arc<StreamConsumer>,
+    mut records: mpsc::Receiver<OwnedMessage>,
+    stopped: watch::Receiver<bool>,
+) {
+    while let Some(record) = records.recv().await {
+        if *stopped.borrow() || handle(&ctx, &record).await == Handled::Stopped {
+            return;
+        }
+        if let Err(e) = consumer.store_offset(record.topic(), record.partition(), record.offset()) {
+            tracing::warn!(error = %e, "cannot store the offset: the record may come again");
+        }
     }
 }
 
 /// Processes one record in its CONSUMER span.
-async fn handle(ctx: &Ctx, record: &BorrowedMessage<'_>) -> Handled {
+async fn handle(ctx: &Ctx, record: &OwnedMessage) -> Handled {
     let span = telemetry::kafka::process_span(&ctx.propagation, record, &ctx.group, &ctx.server);
     let started = Instant::now();
     let payload = record.payload().unwrap_or_default();

@@ -23,6 +23,7 @@
 mod config;
 mod consumer;
 mod http;
+mod lanes;
 mod rules;
 mod store;
 
@@ -66,7 +67,7 @@ pub async fn run(
         stopped.clone(),
     )
     .await?;
-    let ctx = Ctx {
+    let ctx = Arc::new(Ctx {
         propagation: propagation.clone(),
         rules: config.rules(),
         store: store.clone(),
@@ -75,7 +76,7 @@ pub async fn run(
         topic: config.kafka.kafka_topic.clone(),
         group: config.group.clone(),
         server: telemetry::kafka::first_broker(&brokers),
-    };
+    });
     let subscription = Subscription::start(&config, &brokers).await?;
     tracing::info!(
         addr = %listener.local_addr()?,
@@ -99,7 +100,7 @@ pub async fn run(
         tracing::info!("stopping: the record in hand is finished first");
         let _ = stop.send(true);
     });
-    subscription.consume(&ctx, stopped).await;
+    subscription.consume(ctx, stopped).await;
     let _ = http.await;
     Ok(())
 }

@@ -5,11 +5,17 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tokio::sync::Semaphore;
 use tower_http::decompression::RequestDecompressionLayer;
 use weather_jobs::problem;
 
@@ -19,6 +25,15 @@ use crate::{AppState, now_ms};
 
 /// Largest batch of spans accepted, once decompressed.
 pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+/// Span batches read and stored at once: each may take 16 MiB to read and
+/// as much again to store, so more at once would take memory outside
+/// `CONSOLE_MAX_BYTES`.
+pub const MAX_INGESTS: usize = 2;
+/// How long a batch may wait for its turn before it is refused (`503`).
+const INGEST_WAIT: Duration = Duration::from_secs(10);
+/// How long a batch's body may take to arrive once its turn has come.
+const INGEST_READ: Duration = Duration::from_secs(15);
+
 /// Most trace ids one `/traceMany` asks for.
 pub const MAX_TRACE_IDS: usize = 100;
 
@@ -37,6 +52,13 @@ pub(crate) enum ConsoleError {
     /// A body over [`MAX_BATCH_BYTES`] (413): send smaller batches.
     #[error("{0}")]
     TooLarge(String),
+    /// Too many batches arriving at once (503, `Retry-After: 1`): send it
+    /// again.
+    #[error("{0}")]
+    Busy(String),
+    /// A batch whose body did not arrive in time (408).
+    #[error("{0}")]
+    Slow(String),
 }
 
 impl IntoResponse for ConsoleError {
@@ -46,8 +68,15 @@ impl IntoResponse for ConsoleError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Slow(_) => StatusCode::REQUEST_TIMEOUT,
         };
-        problem(status, &self.to_string())
+        let mut res = problem(status, &self.to_string());
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        res
     }
 }
 
@@ -81,7 +110,15 @@ fn int(q: &[(String, String)], name: &str) -> Result<Option<i64>, ConsoleError> 
 /// The `/api/v2` routes, and problems for every other path.
 pub(crate) fn routes(state: AppState) -> Router {
     let api = Router::new()
-        .route("/spans", get(span_names).post(post_spans))
+        .route(
+            "/spans",
+            get(span_names)
+                .post(post_spans)
+                .layer(axum::middleware::from_fn_with_state(
+                    Arc::new(Semaphore::new(MAX_INGESTS)),
+                    one_of_few,
+                )),
+        )
         .route("/services", get(services))
         .route("/traces", get(traces))
         .route("/trace/{trace_id}", get(trace))
@@ -158,6 +195,44 @@ async fn post_spans(
     m.evicted_spans.inc_by(done.evicted_spans as u64);
     m.evicted_traces.inc_by(done.evicted_traces as u64);
     Ok(StatusCode::ACCEPTED)
+}
+
+/// axum middleware of `POST /spans`: at most [`MAX_INGESTS`] batches are
+/// read and stored at once, each within [`INGEST_READ`]; the others wait
+/// their turn up to [`INGEST_WAIT`], then get `503` with `Retry-After: 1`
+/// (Zipkin reporters send again). The body is read only once its turn
+/// has come, so the memory of batches in flight is bounded too.
+async fn one_of_few(
+    State(turns): State<Arc<Semaphore>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ConsoleError> {
+    let Ok(Ok(_turn)) = tokio::time::timeout(INGEST_WAIT, turns.acquire_owned()).await else {
+        return Err(ConsoleError::Busy(
+            "the console is storing as many span batches as it may; send this one again".into(),
+        ));
+    };
+    let (parts, body) = request.into_parts();
+    // One byte past the limit, so that the handler's own limit answers.
+    let read = Limited::new(body, MAX_BATCH_BYTES + 1).collect();
+    match tokio::time::timeout(INGEST_READ, read).await {
+        Ok(Ok(body)) => {
+            let request = Request::from_parts(parts, axum::body::Body::from(body.to_bytes()));
+            Ok(next.run(request).await)
+        }
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ConsoleError::TooLarge(format!(
+                "the batch is larger than {MAX_BATCH_BYTES} bytes (decompressed)"
+            )))
+        }
+        Ok(Err(e)) => Err(ConsoleError::BadRequest(format!(
+            "the body could not be read: {e}"
+        ))),
+        Err(_) => Err(ConsoleError::Slow(format!(
+            "the batch did not arrive within {} s",
+            INGEST_READ.as_secs()
+        ))),
+    }
 }
 
 async fn services(State(state): State<AppState>) -> Json<Vec<String>> {

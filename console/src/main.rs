@@ -2,6 +2,13 @@
 
 use clap::Parser;
 
+// jemalloc: the trace store allocates and frees millions of small strings
+// and records; glibc's malloc kept freed memory fragmented, and the
+// process's resident memory at CONSOLE_MAX_BYTES went well past twice the
+// cap under the hostile-load benchmark (`benches/hostile.rs`).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = console::Config::parse();

@@ -29,8 +29,9 @@ struct Slot {
 }
 
 /// What a stored string costs beyond its bytes: its slot and its index
-/// entry.
-pub(crate) const STRING_OVERHEAD: usize = std::mem::size_of::<Slot>() + 8;
+/// entry, each with the room a growing table keeps free (half again), and
+/// its allocation's rounding.
+pub(crate) const STRING_OVERHEAD: usize = 3 * std::mem::size_of::<Slot>() / 2 + 8 + 16;
 
 /// Reference-counted strings. Slot 0 is the absent string and is never
 /// freed.
