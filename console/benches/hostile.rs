@@ -22,8 +22,8 @@ use testkit::Console;
 /// Benchmark the trace store under hostile load.
 #[derive(Debug, Parser)]
 struct Args {
-    /// `CONSOLE_MAX_BYTES` of the console under test.
-    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    /// `CONSOLE_MAX_BYTES` of the console under test (its default).
+    #[arg(long, default_value_t = 256 * 1024 * 1024)]
     max_bytes: u64,
     /// Small spans of the first phase.
     #[arg(long, default_value_t = 1_000_000)]
