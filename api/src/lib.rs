@@ -46,6 +46,7 @@ mod idempotency;
 mod jobs;
 pub mod limit;
 pub mod openapi;
+mod queues;
 mod ready;
 pub mod requests;
 pub mod serve;
@@ -91,6 +92,9 @@ fn routes() -> OpenApiRouter<AppState> {
         })
         .routes(routes!(jobs::job_status, jobs::cancel_job))
         .routes(routes!(batches::batch_status))
+        .routes(routes!(queues::queue_state))
+        .routes(routes!(queues::pause_queue))
+        .routes(routes!(queues::resume_queue))
         .routes(routes!(ready::ready))
         .routes(routes!(openapi::openapi_json))
         .routes(routes!(docs::page))

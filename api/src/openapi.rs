@@ -148,6 +148,7 @@ path does not take a `405` problem with an `Allow` header.";
     modifiers(&KeySchemes),
     tags(
         (name = "jobs", description = "Enqueue weather jobs and follow them"),
+        (name = "queues", description = "Pause and resume the queue"),
         (name = "operations", description = "Health, readiness, metrics"),
         (name = "contract", description = "This document, and a page to read it")
     )

@@ -227,6 +227,18 @@ impl BatchCounts {
     }
 }
 
+/// A queue's state.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct QueueState {
+    /// The queue's name.
+    pub name: String,
+    /// Whether it is paused: no worker starts a job of it.
+    pub paused: bool,
+    /// Since when (RFC 3339, Redis's clock), while paused.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub paused_at: Option<String>,
+}
+
 /// What a bulk re-drive did.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RedriveResult {

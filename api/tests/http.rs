@@ -1054,3 +1054,57 @@ async fn with_reads_closed_a_read_needs_a_key_and_probes_do_not() {
         assert_eq!(api.get(open).await.status, StatusCode::OK, "{open}");
     }
 }
+
+#[tokio::test]
+async fn the_queue_pauses_and_resumes_with_a_key_and_says_so() {
+    let api = spawn_api_with(api::ApiKeys::new(["sk-ops-5e1f0a2b7c"]).expect("keys")).await;
+    let state = api.get("/v1/queues/weather").await;
+    assert_eq!(state.status, StatusCode::OK, "{}", state.body);
+    assert_eq!(state.body["paused"], false);
+    assert!(state.body.get("paused_at").is_none());
+
+    // A write: refused without a key.
+    let refused = api.post_to("/v1/queues/weather/pause", "").await;
+    assert_problem(&refused, StatusCode::UNAUTHORIZED, "key");
+    assert!(api.queue.paused_since().await.expect("state").is_none());
+
+    let with_key = |uri: &str| {
+        Request::post(uri)
+            .header(header::AUTHORIZATION, "Bearer sk-ops-5e1f0a2b7c")
+            .body(Body::empty())
+            .expect("request")
+    };
+    let paused = api.send(with_key("/v1/queues/weather/pause")).await;
+    assert_eq!(paused.status, StatusCode::OK, "{}", paused.body);
+    assert_eq!(paused.body["paused"], true);
+    let at = paused.body["paused_at"]
+        .as_str()
+        .expect("paused_at")
+        .to_owned();
+    assert!(api.queue.stats().await.expect("stats").paused);
+    // Pausing again keeps the first time; the state reads the same.
+    let again = api.send(with_key("/v1/queues/weather/pause")).await;
+    assert_eq!(again.body["paused_at"], at.as_str());
+    assert_eq!(
+        api.get("/v1/queues/weather").await.body["paused_at"],
+        at.as_str()
+    );
+    // Jobs are still taken while paused: they wait.
+    let job = api
+        .post_with(r#"{"city": "Oslo"}"#, &[("x-api-key", "sk-ops-5e1f0a2b7c")])
+        .await;
+    assert_eq!(job.status, StatusCode::ACCEPTED, "{}", job.body);
+    assert_eq!(job.body["status"], "queued");
+
+    let resumed = api.send(with_key("/v1/queues/weather/resume")).await;
+    assert_eq!(resumed.status, StatusCode::OK, "{}", resumed.body);
+    assert_eq!(resumed.body["paused"], false);
+    assert!(!api.queue.stats().await.expect("stats").paused);
+
+    // Another queue's name is not this api's.
+    assert_problem(
+        &api.send(with_key("/v1/queues/other/pause")).await,
+        StatusCode::NOT_FOUND,
+        "no queue named",
+    );
+}

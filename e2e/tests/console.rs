@@ -255,6 +255,39 @@ async fn the_console_cancels_and_retries_jobs_and_shows_what_waits_and_the_sched
         .send()
         .await?;
     assert_eq!(missing.status(), 404);
+
+    // Pause from the Queues page: a job sent meanwhile waits, the worker
+    // free; resumed, it runs.
+    let queues = page("/queues").await?;
+    assert!(queues.contains("/ui/queues/weather/pause"), "{queues}");
+    let res = http
+        .post(format!("{console}/ui/queues/weather/pause"))
+        .send()
+        .await?;
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/queues");
+    let queues = page("/queues").await?;
+    assert!(
+        queues.contains("queue-paused") && queues.contains("/ui/queues/weather/resume"),
+        "{queues}"
+    );
+    let (_, sent) = stack.post(r#"{"city": "Berlin"}"#, &[]).await?;
+    let waiting = sent["id"].as_str().context("id")?.to_owned();
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(1500);
+    while std::time::Instant::now() < until {
+        assert_eq!(
+            stack.job(&waiting).await?["status"],
+            "queued",
+            "started while paused"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let res = http
+        .post(format!("{console}/ui/queues/weather/resume"))
+        .send()
+        .await?;
+    assert_eq!(res.status(), 303);
+    assert_eq!(stack.wait_done(&waiting).await?["status"], "succeeded");
     Ok(())
 }
 

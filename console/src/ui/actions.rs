@@ -1,5 +1,5 @@
 //! What the console's buttons do: cancel a job, re-drive one or many
-//! failed jobs. Each is a plain form post that the console passes on to
+//! failed jobs, pause and resume the queue. Each is a plain form post that the console passes on to
 //! the api, then sends the browser back to the page it came from (`303`),
 //! so the buttons work without the page's script. An api refusal (a job
 //! that started meanwhile: `409`) is shown as the api's problem.
@@ -45,6 +45,32 @@ pub(crate) async fn retry(State(ui): Ui, Path(id): Path<String>) -> Response {
     }
     let req = ui.api.post(format!("{}/v1/jobs/{id}/retry", ui.api_url));
     forward(&ui, req, &format!("/jobs/{id}")).await
+}
+
+/// `POST /ui/queues/{name}/pause` and `/resume` (`action`).
+async fn queue_action(ui: &UiState, name: &str, action: &str) -> Response {
+    let plausible = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if !plausible {
+        return problem(StatusCode::NOT_FOUND, "no such queue");
+    }
+    let req = ui
+        .api
+        .post(format!("{}/v1/queues/{name}/{action}", ui.api_url));
+    forward(ui, req, "/queues").await
+}
+
+/// `POST /ui/queues/{name}/pause`.
+pub(crate) async fn pause(State(ui): Ui, Path(name): Path<String>) -> Response {
+    queue_action(&ui, &name, "pause").await
+}
+
+/// `POST /ui/queues/{name}/resume`.
+pub(crate) async fn resume(State(ui): Ui, Path(name): Path<String>) -> Response {
+    queue_action(&ui, &name, "resume").await
 }
 
 /// The bulk re-drive form: an error type, or none for every failed job.

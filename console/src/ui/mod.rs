@@ -169,6 +169,8 @@ pub(crate) fn routes(state: Arc<UiState>) -> Router {
         .route("/ui/jobs/{id}/cancel", post(actions::cancel))
         .route("/ui/jobs/{id}/retry", post(actions::retry))
         .route("/ui/retry", post(actions::retry_many))
+        .route("/ui/queues/{name}/pause", post(actions::pause))
+        .route("/ui/queues/{name}/resume", post(actions::resume))
         .route(
             "/static/app.css",
             get(|| async {

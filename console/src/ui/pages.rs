@@ -239,7 +239,14 @@ async fn queues_body(ui: &UiState, queue: &RedisQueue) -> Markup {
     let rate: Vec<Option<f64>> = samples.iter().map(|s| Some(s.per_second)).collect();
     let p50: Vec<Option<f64>> = samples.iter().map(|s| s.p50_ms).collect();
     let p99: Vec<Option<f64>> = samples.iter().map(|s| s.p99_ms).collect();
+    let name = &queue.config().name;
     html! {
+        @if stats.paused {
+            p.notice #queue-paused role="status" { "Paused: no worker starts a job of this queue until it is resumed. Jobs sent meanwhile, delayed jobs coming due and schedules firing wait in it; jobs that were running finish." }
+            (button(&format!("/ui/queues/{name}/resume"), "Resume the queue"))
+        } @else {
+            (button(&format!("/ui/queues/{name}/pause"), "Pause the queue"))
+        }
         table.stats {
             caption { "Queue " code { (queue.config().name) } }
             thead { tr { th scope="col" { "Waiting" } th scope="col" { "In flight" } th scope="col" { "Delayed" } th scope="col" { "Failed" } th scope="col" { "Live workers" } } }

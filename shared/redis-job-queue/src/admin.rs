@@ -1,4 +1,5 @@
-//! Acting on jobs already queued: cancel, and re-drive failed ones.
+//! Acting on jobs already queued: cancel, re-drive failed ones, pause and
+//! resume.
 
 use crate::QueueError;
 use crate::job::{Cancelled, JobStatus, Redriven};
@@ -6,6 +7,37 @@ use crate::scripts::{self, DeclaredKeys};
 use crate::shard::Shard;
 
 impl Shard {
+    /// Sets the paused mark (keeping an earlier one); answers since when
+    /// (epoch ms).
+    pub(crate) async fn pause(&self) -> Result<u64, QueueError> {
+        let mut conn = self.conn.clone();
+        let since: u64 = scripts::PAUSE
+            .key(&self.keys.paused)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(since)
+    }
+
+    /// Removes the paused mark.
+    pub(crate) async fn resume(&self) -> Result<(), QueueError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("DEL")
+            .arg(&self.keys.paused)
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Since when the shard is paused (epoch ms), if it is.
+    pub(crate) async fn paused_since(&self) -> Result<Option<u64>, QueueError> {
+        let mut conn = self.conn.clone();
+        let since: Option<u64> = redis::cmd("GET")
+            .arg(&self.keys.paused)
+            .query_async(&mut conn)
+            .await?;
+        Ok(since)
+    }
+
     /// Cancels a job that has not started. A queued job's stream entry
     /// stays until a worker reads and drops it.
     pub(crate) async fn cancel(&self, id: &str) -> Result<Cancelled, QueueError> {

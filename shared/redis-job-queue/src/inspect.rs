@@ -132,7 +132,7 @@ impl Shard {
     pub(crate) async fn stats(&self) -> Result<QueueStats, QueueError> {
         let mut conn = self.conn.clone();
         type Lane = (u64, u64);
-        let (delayed, failed, consumers, counters, high, normal, low): (
+        let (delayed, failed, consumers, counters, high, normal, low, paused): (
             u64,
             u64,
             u64,
@@ -140,12 +140,14 @@ impl Shard {
             Lane,
             Lane,
             Lane,
+            u8,
         ) = scripts::STATS
             .key(&self.keys.stream)
             .key(&self.keys.delayed)
             .key(&self.keys.failed)
             .key(&self.keys.stats)
             .key(&self.keys.consumers)
+            .key(&self.keys.paused)
             .key(&self.keys.stream_high)
             .key(&self.keys.stream_low)
             .arg(&self.keys.group)
@@ -167,6 +169,7 @@ impl Shard {
             succeeded_total: count("succeeded"),
             failed_total: count("failed"),
             retried_total: count("retried"),
+            paused: paused == 1,
         })
     }
 

@@ -497,6 +497,8 @@ pub struct QueueStats {
     pub failed_total: u64,
     /// Attempts that failed and were scheduled again.
     pub retried_total: u64,
+    /// Whether the queue is paused: no worker starts a job of it.
+    pub paused: bool,
 }
 
 #[cfg(test)]

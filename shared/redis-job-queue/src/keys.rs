@@ -23,6 +23,8 @@ pub(crate) struct Keys {
     pub(crate) succeeded: String,
     pub(crate) consumers: String,
     pub(crate) stats: String,
+    /// Set while the queue is paused (its value: since when, epoch ms).
+    pub(crate) paused: String,
     /// Prefix of the job hashes; the job id is appended.
     pub(crate) job_prefix: String,
     /// Prefix of the idempotency keys; the caller's key is appended.
@@ -64,6 +66,7 @@ impl Keys {
             succeeded: format!("{base}:succeeded"),
             consumers: format!("{base}:consumers"),
             stats: format!("{base}:stats"),
+            paused: format!("{base}:paused"),
             job_prefix: format!("{base}:job:"),
             idem_prefix: format!("{base}:idem:"),
             batch_prefix: format!("{base}:batch:"),

@@ -70,6 +70,7 @@
 //! | `{prefix}:{q}:succeeded`    | zset   | succeeded job ids scored by finish time       |
 //! | `{prefix}:{q}:consumers`    | zset   | live consumers scored by last heartbeat       |
 //! | `{prefix}:{q}:stats`        | hash   | lifetime counters                             |
+//! | `{prefix}:{q}:paused`       | string | while paused: since when (epoch ms)           |
 //! | `{prefix}:{q}:idem:{key}`   | string | an idempotency key's fingerprint (expires)    |
 //! | `{prefix}:{q}:batch:{id}`   | list   | the ids of a batch's jobs (expires with them) |
 //! | `{prefix}:{q}:scheduler`    | string | the worker holding the scheduler's lease      |

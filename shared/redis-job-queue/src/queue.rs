@@ -250,6 +250,39 @@ impl RedisQueue {
         self.shard(id).retry(id).await
     }
 
+    /// Pauses the queue: within a read (a quarter of a second when idle,
+    /// the blocking read's timeout at most) no worker starts a job of it.
+    /// Jobs already running finish; jobs pushed, delayed jobs coming due
+    /// and schedules firing wait in the queue. The mark is in Redis, on
+    /// every shard, so it outlives restarts; pausing again keeps the first
+    /// time. Answers since when it is paused (epoch ms, Redis's clock).
+    pub async fn pause(&self) -> Result<u64, QueueError> {
+        let mut since = u64::MAX;
+        for shard in self.shards.iter() {
+            since = since.min(shard.pause().await?);
+        }
+        Ok(since)
+    }
+
+    /// Resumes a paused queue (nothing happens to one that runs).
+    pub async fn resume(&self) -> Result<(), QueueError> {
+        for shard in self.shards.iter() {
+            shard.resume().await?;
+        }
+        Ok(())
+    }
+
+    /// Since when the queue is paused (epoch ms), or `None` while it runs.
+    pub async fn paused_since(&self) -> Result<Option<u64>, QueueError> {
+        let mut since = None;
+        for shard in self.shards.iter() {
+            if let Some(at) = shard.paused_since().await? {
+                since = Some(since.map_or(at, |s: u64| s.min(at)));
+            }
+        }
+        Ok(since)
+    }
+
     /// Re-drives failed jobs, oldest first within each shard, all of them
     /// or those whose error type is `error_type`: at most `limit` per
     /// call, looking at most at 10,000 failed jobs per shard
@@ -340,6 +373,7 @@ impl RedisQueue {
                 succeeded_total: a.succeeded_total + b.succeeded_total,
                 failed_total: a.failed_total + b.failed_total,
                 retried_total: a.retried_total + b.retried_total,
+                paused: a.paused || b.paused,
             })
             .unwrap_or_default())
     }

@@ -54,6 +54,7 @@ pub(crate) static STATS: LazyLock<Script> =
 pub(crate) static CANCEL: LazyLock<Script> = script!("lua/now.lua", "lua/cancel.lua");
 pub(crate) static LIST: LazyLock<Script> = script!("lua/lanes.lua", "lua/list.lua");
 pub(crate) static REDRIVE: LazyLock<Script> = script!("lua/lanes.lua", "lua/redrive.lua");
+pub(crate) static PAUSE: LazyLock<Script> = script!("lua/now.lua", "lua/pause.lua");
 
 /// The `KEYS` of one script call: the script's fixed keys, then keys
 /// declared as the call's jobs need them (each once; the script finds them

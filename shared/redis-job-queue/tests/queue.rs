@@ -188,6 +188,7 @@ on_every_topology!(
     waiting_high_jobs_start_before_normal_ones_and_low_ones_never_starve,
     a_job_keeps_its_lane_when_delayed_retried_reclaimed_or_redriven,
     a_batch_lists_its_jobs_in_order_for_as_long_as_they_may_be_kept,
+    a_paused_queue_starts_nothing_and_its_running_jobs_finish,
 );
 
 /// A worker running in the background.
@@ -794,6 +795,96 @@ async fn status_and_results_expire_after_the_retention(topology: Topology) {
         0,
         "the failed index honours the retention"
     );
+}
+
+async fn a_paused_queue_starts_nothing_and_its_running_jobs_finish(topology: Topology) {
+    let fx = Fixture::new(topology, |_| {}).await;
+    let release = Arc::new(tokio::sync::Notify::new());
+    let started = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    async fn gated(
+        job: Job,
+        gate: Data<(Arc<tokio::sync::Notify>, Arc<std::sync::atomic::AtomicU64>)>,
+    ) -> Result<u64, BoxDynError> {
+        let (release, started) = &*gate;
+        started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if job.n < 2 {
+            release.notified().await;
+        }
+        Ok(job.n)
+    }
+    let data = (release.clone(), started.clone());
+    // Two workers, one job at a time each.
+    let workers = [
+        spawn_worker!(fx.queue, 1, gated, data.clone()),
+        spawn_worker!(fx.queue, 1, gated, data.clone()),
+    ];
+    let running = [fx.push(0).await, fx.push(1).await];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fx.queue.stats().await.expect("stats").in_flight < 2 {
+        assert!(Instant::now() < deadline, "the two jobs never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let since = fx.queue.pause().await.expect("pause");
+    assert_eq!(fx.queue.paused_since().await.expect("state"), Some(since));
+    assert_eq!(
+        fx.queue.pause().await.expect("again"),
+        since,
+        "the first time is kept"
+    );
+    let mut waiting = Vec::new();
+    for n in 2..7 {
+        waiting.push(fx.push(n).await);
+    }
+    let due = NewJob::new(&Job { n: 7 })
+        .expect("encode")
+        .run_after(Duration::from_millis(300));
+    waiting.push(fx.queue.push(due).await.expect("push"));
+    // The running jobs finish.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fx.queue.stats().await.expect("stats").succeeded_total < 2 {
+        release.notify_waiters();
+        assert!(Instant::now() < deadline, "the running jobs never finished");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for id in &running {
+        fx.wait_status(id, JobStatus::Succeeded, Duration::from_secs(5))
+            .await;
+    }
+    // Then nothing starts, the delayed job's time come and gone included:
+    // two workers free, six jobs waiting, for a second and a half.
+    let watch_until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < watch_until {
+        let stats = fx.queue.stats().await.expect("stats");
+        assert!(stats.paused, "{stats:?}");
+        assert_eq!(stats.in_flight, 0, "a job started while paused: {stats:?}");
+        assert_eq!(started.load(std::sync::atomic::Ordering::SeqCst), 2);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for id in &waiting {
+        let record = fx.queue.status(id).await.expect("status").expect("kept");
+        assert!(
+            matches!(record.status, JobStatus::Queued | JobStatus::Scheduled),
+            "{id}: {:?}",
+            record.status
+        );
+    }
+
+    // Resumed: every waiting job runs.
+    fx.queue.resume().await.expect("resume");
+    assert_eq!(fx.queue.paused_since().await.expect("state"), None);
+    for id in &waiting {
+        fx.wait_status(id, JobStatus::Succeeded, Duration::from_secs(10))
+            .await;
+    }
+    assert_eq!(
+        started.load(std::sync::atomic::Ordering::SeqCst),
+        8,
+        "each job once"
+    );
+    for worker in workers {
+        worker.stop().await;
+    }
 }
 
 async fn stats_match_what_is_in_the_queue(topology: Topology) {

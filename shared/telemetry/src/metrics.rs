@@ -259,6 +259,9 @@ metrics! {
     /// `jobs_live_workers`.
     pub live_workers: Family<QueueLabels, Gauge> = Family::default(),
         "jobs_live_workers", "Worker processes heart-beating on the queue", None;
+    /// `jobs_queue_paused`: 1 while the queue is paused, else 0.
+    pub paused: Family<QueueLabels, Gauge> = Family::default(),
+        "jobs_queue_paused", "1 while the queue is paused (no worker starts a job), else 0", None;
 }
 
 impl Default for Metrics {

@@ -15,6 +15,9 @@ use crate::{JobLease, LOW_LANE_EVERY, Priority, QueueError, scripts};
 /// Longest pause between two reads while Redis is unreachable.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// How often a paused queue is looked at again.
+const PAUSE_POLL: Duration = Duration::from_millis(250);
+
 /// The blocking-read connection and the reclaim cursor.
 pub(super) struct Reader {
     conn: crate::RedisConnection,
@@ -49,6 +52,14 @@ impl Reader {
     async fn read(&mut self, shared: &Shared, want: usize) -> Result<Vec<Started>, QueueError> {
         let q = &shared.queue;
         let keys = &q.keys;
+        if is_paused(shared).await? {
+            // Paused: nothing is read or started. The wait holds no
+            // places, as a blocking read's does not.
+            shared.unreserve(want);
+            tokio::time::sleep(PAUSE_POLL).await;
+            shared.reserved.fetch_add(want, Ordering::SeqCst);
+            return Ok(Vec::new());
+        }
         let mut entries = Vec::new();
         if self.reclaim.due() {
             entries = self.reclaim.claim(shared, want).await?;
@@ -99,8 +110,19 @@ impl Reader {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
+        // Paused since the read began: the script gives the entries back.
         start(shared, entries).await
     }
+}
+
+/// Whether the queue is paused (its shard's mark is set).
+async fn is_paused(shared: &Shared) -> Result<bool, QueueError> {
+    let mut conn = shared.queue.conn.clone();
+    let paused: bool = redis::cmd("EXISTS")
+        .arg(&shared.queue.keys.paused)
+        .query_async(&mut conn)
+        .await?;
+    Ok(paused)
 }
 
 /// A start-type script with its common keys and arguments.
@@ -113,6 +135,7 @@ fn start_invocation(
     inv.key(&keys.stream)
         .key(&keys.failed)
         .key(&keys.stats)
+        .key(&keys.paused)
         .key(&keys.stream_high)
         .key(&keys.stream_low)
         .arg(&keys.job_prefix)

@@ -1,6 +1,7 @@
 -- Mark the jobs of delivered stream entries as running (a function, shared
 -- by start_read.lua and take.lua).
--- KEYS: 1 stream, 2 failed, 3 stats, 4 high lane stream, 5 low lane stream
+-- KEYS: 1 stream, 2 failed, 3 stats, 4 the paused mark, 5 high lane
+--       stream, 6 low lane stream
 -- ARGV: 1 job key prefix (see below), 2 group, 3 consumer, 4 retention secs
 -- `entries` is a flat list: stream entry id, job id, ...
 -- Returns 10 values per started job: entry id, job id, payload, metadata,
@@ -10,8 +11,26 @@
 -- The job hashes are reached by the ids the entries carry: the job-hash
 -- prefix (ARGV[1]) plus the id, in the queue's hash tag. Entries whose job is gone, finished or cancelled
 -- are dropped; jobs past their attempt budget, and malformed records, are
--- failed here.
+-- failed here. While the queue is paused (KEYS[4] exists) nothing starts:
+-- entries of queued jobs (a blocking read that was waiting when the pause
+-- came) are given back to their lane, as a stopping worker gives them
+-- back; others (a reclaim's) stay pending, to be reclaimed after.
+local function paused()
+  return redis.call('EXISTS', KEYS[4]) == 1
+end
 local function start(entries)
+  if paused() then
+    for i = 1, #entries, 2 do
+      local entry, id = entries[i], entries[i + 1]
+      if redis.call('HGET', ARGV[1] .. id, 'status') == 'queued' then
+        local stream, bare = entry_stream(entry)
+        redis.call('XACK', stream, ARGV[2], bare)
+        redis.call('XDEL', stream, bare)
+        redis.call('XADD', stream, '*', 'id', id)
+      end
+    end
+    return {}
+  end
   local prefix, group, consumer = ARGV[1], ARGV[2], ARGV[3]
   local retention = tonumber(ARGV[4])
   local out = {}

@@ -94,6 +94,7 @@ impl Metrics {
         set(&self.delayed, stats.delayed);
         set(&self.failed, stats.failed);
         set(&self.live_workers, stats.live_consumers);
+        set(&self.paused, u64::from(stats.paused));
         let normal = stats
             .waiting
             .saturating_sub(stats.waiting_high + stats.waiting_low);
@@ -147,6 +148,7 @@ mod tests {
             succeeded_total: 0,
             failed_total: 0,
             retried_total: 0,
+            paused: true,
         };
         m.set_queue("weather", &stats);
         let text = m.openmetrics();
@@ -159,6 +161,7 @@ mod tests {
             r#"jobs_delayed{messaging_destination_name="weather"} 1"#,
             r#"jobs_failed{messaging_destination_name="weather"} 3"#,
             r#"jobs_live_workers{messaging_destination_name="weather"} 2"#,
+            r#"jobs_queue_paused{messaging_destination_name="weather"} 1"#,
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
