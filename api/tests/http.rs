@@ -401,6 +401,9 @@ const OPERATIONS: &[&str] = &[
     "GET /v1/jobs/{id}",
     "DELETE /v1/jobs/{id}",
     "GET /v1/batches/{id}",
+    "GET /v1/queues/{name}",
+    "POST /v1/queues/{name}/pause",
+    "POST /v1/queues/{name}/resume",
     "GET /healthz",
     "GET /readyz",
     "GET /metrics",
@@ -444,7 +447,9 @@ async fn the_openapi_document_is_3_1_and_describes_every_route() {
     // "no such endpoint" fallback, a 405 a wrong method).
     for op in OPERATIONS {
         let (method, path) = op.split_once(' ').expect("METHOD /path");
-        let uri = path.replace("{id}", "no-such-job");
+        let uri = path
+            .replace("{id}", "no-such-job")
+            .replace("{name}", "no-such-queue");
         let req = Request::builder()
             .method(method)
             .uri(&uri)

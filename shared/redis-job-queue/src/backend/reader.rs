@@ -52,21 +52,20 @@ impl Reader {
     async fn read(&mut self, shared: &Shared, want: usize) -> Result<Vec<Started>, QueueError> {
         let q = &shared.queue;
         let keys = &q.keys;
-        if is_paused(shared).await? {
-            // Paused: nothing is read or started. The wait holds no
-            // places, as a blocking read's does not.
-            shared.unreserve(want);
-            tokio::time::sleep(PAUSE_POLL).await;
-            shared.reserved.fetch_add(want, Ordering::SeqCst);
-            return Ok(Vec::new());
-        }
         let mut entries = Vec::new();
         if self.reclaim.due() {
             entries = self.reclaim.claim(shared, want).await?;
         }
         if entries.is_empty() {
             // While there is a backlog, read and start in one round trip.
-            let started = take(shared, want).await?;
+            let Some(started) = take(shared, want).await? else {
+                // Paused: nothing is read or started. The wait holds no
+                // places, as a blocking read's does not.
+                shared.unreserve(want);
+                tokio::time::sleep(PAUSE_POLL).await;
+                shared.reserved.fetch_add(want, Ordering::SeqCst);
+                return Ok(Vec::new());
+            };
             if !started.is_empty() {
                 return Ok(started);
             }
@@ -115,16 +114,6 @@ impl Reader {
     }
 }
 
-/// Whether the queue is paused (its shard's mark is set).
-async fn is_paused(shared: &Shared) -> Result<bool, QueueError> {
-    let mut conn = shared.queue.conn.clone();
-    let paused: bool = redis::cmd("EXISTS")
-        .arg(&shared.queue.keys.paused)
-        .query_async(&mut conn)
-        .await?;
-    Ok(paused)
-}
-
 /// A start-type script with its common keys and arguments.
 fn start_invocation(
     shared: &Shared,
@@ -147,8 +136,9 @@ fn start_invocation(
 
 /// Reads up to `want` new entries without blocking and starts their jobs:
 /// high lane first, except on one read in [`LOW_LANE_EVERY`], which takes
-/// the low lane first so low jobs never starve.
-async fn take(shared: &Shared, want: usize) -> Result<Vec<Started>, QueueError> {
+/// the low lane first so low jobs never starve. `None` while the queue is
+/// paused (the script's one row with an empty entry id says so).
+async fn take(shared: &Shared, want: usize) -> Result<Option<Vec<Started>>, QueueError> {
     let mut inv = start_invocation(shared, &scripts::TAKE);
     let read = shared.reads.fetch_add(1, Ordering::Relaxed);
     let low_first = read % LOW_LANE_EVERY == LOW_LANE_EVERY - 1;
@@ -163,13 +153,15 @@ async fn start(shared: &Shared, entries: Vec<StreamId>) -> Result<Vec<Started>, 
         let job_id: String = e.get("id").unwrap_or_default();
         inv.arg(&e.id).arg(job_id);
     }
-    started(shared, inv).await
+    Ok(started(shared, inv).await?.unwrap_or_default())
 }
 
+/// The jobs a start-type script started; `None` when it answered that the
+/// queue is paused (one row with an empty entry id).
 async fn started(
     shared: &Shared,
     inv: redis::ScriptInvocation<'static>,
-) -> Result<Vec<Started>, QueueError> {
+) -> Result<Option<Vec<Started>>, QueueError> {
     let mut conn = shared.queue.conn.clone();
     type Row = (
         String,
@@ -184,45 +176,49 @@ async fn started(
         String,
     );
     let rows: Vec<Row> = inv.invoke_async(&mut conn).await?;
+    if matches!(&rows[..], [only] if only.0.is_empty()) {
+        return Ok(None);
+    }
     let default_timeout = shared.cfg().job_timeout;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(
-                entry,
-                id,
-                payload,
-                meta,
-                attempt,
-                max_attempts,
-                enqueued_at_ms,
-                timeout_ms,
-                started_at_ms,
-                batch,
-            )| {
-                shared.hold(&entry);
-                let mut lease = JobLease::new(
+    Ok(Some(
+        rows.into_iter()
+            .map(
+                |(
                     entry,
                     id,
+                    payload,
+                    meta,
                     attempt,
                     max_attempts,
                     enqueued_at_ms,
+                    timeout_ms,
                     started_at_ms,
-                );
-                lease.batch = (!batch.is_empty()).then_some(batch);
-                lease.shard = shared.queue.index;
-                lease.timeout = match timeout_ms {
-                    0 => default_timeout,
-                    ms => Some(Duration::from_millis(ms)),
-                };
-                Started {
-                    lease,
-                    payload,
-                    meta,
-                }
-            },
-        )
-        .collect())
+                    batch,
+                )| {
+                    shared.hold(&entry);
+                    let mut lease = JobLease::new(
+                        entry,
+                        id,
+                        attempt,
+                        max_attempts,
+                        enqueued_at_ms,
+                        started_at_ms,
+                    );
+                    lease.batch = (!batch.is_empty()).then_some(batch);
+                    lease.shard = shared.queue.index;
+                    lease.timeout = match timeout_ms {
+                        0 => default_timeout,
+                        ms => Some(Duration::from_millis(ms)),
+                    };
+                    Started {
+                        lease,
+                        payload,
+                        meta,
+                    }
+                },
+            )
+            .collect(),
+    ))
 }
 
 /// Reads until it has at least one job, riding out Redis outages with a
