@@ -202,6 +202,44 @@ async fn drive(client: &Client, console: &str, shots: &std::path::Path) -> anyho
     std::fs::write(&path, png)?;
     println!("screenshot: {}", path.display());
 
+    // Dark mode: the header's toggle goes auto, dark, light; the choice
+    // holds from page to page.
+    let background = || async {
+        let v = client
+            .execute(
+                "return getComputedStyle(document.documentElement).backgroundColor",
+                vec![],
+            )
+            .await?;
+        anyhow::Ok(v.as_str().unwrap_or_default().to_owned())
+    };
+    let light = background().await?;
+    assert_eq!(
+        light, "rgb(255, 255, 255)",
+        "the system's theme (light) first"
+    );
+    let toggle = client.find(Locator::Id("theme")).await?;
+    assert_eq!(toggle.text().await?, "Theme: auto");
+    toggle.click().await?;
+    assert_eq!(toggle.text().await?, "Theme: dark");
+    assert_eq!(background().await?, "rgb(13, 17, 23)");
+    std::fs::write(
+        shots.join("console-job-dark.png"),
+        client.screenshot().await?,
+    )?;
+    client.goto(&format!("{console}/map")).await?;
+    assert_eq!(background().await?, "rgb(13, 17, 23)", "remembered");
+    std::fs::write(
+        shots.join("console-map-dark.png"),
+        client.screenshot().await?,
+    )?;
+    let toggle = client.find(Locator::Id("theme")).await?;
+    toggle.click().await?;
+    assert_eq!(toggle.text().await?, "Theme: light");
+    assert_eq!(background().await?, light);
+    toggle.click().await?;
+    assert_eq!(toggle.text().await?, "Theme: auto");
+
     for (page, heading) in [
         ("/queues", "Queues"),
         ("/workers", "Workers"),

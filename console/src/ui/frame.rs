@@ -43,6 +43,9 @@ pub(crate) fn page(title: &str, here: &str, body: Markup) -> Response {
                             }
                         }
                     }
+                    // The theme toggle (auto, dark, light): the script
+                    // shows and runs it.
+                    button #theme type="button" hidden aria-live="polite" { "Theme: auto" }
                     @if let Some(user) = &access.user {
                         span.who {
                             (user) " (" (access.role.as_str()) ")"

@@ -58,10 +58,13 @@ fn svg(links: &[DependencyLink]) -> Markup {
             @for l in links {
                 @let (x1, y1) = at[l.parent.as_str()];
                 @let (x2, y2) = at[l.child.as_str()];
+                // The stroke is the light theme's; the stylesheet sets each
+                // theme's (`.edge`, `.edge.failing`).
                 @let stroke = if l.error_count > 0 { "#cf222e" } else { "#57606a" };
+                @let class = if l.error_count > 0 { "edge failing" } else { "edge" };
                 @if x2 > x1 {
                     // Forward: from the caller's right side to the callee's left.
-                    path.edge d=(format!("M {:.0} {:.0} L {:.0} {:.0}", x1 + 70.0, y1, x2 - 72.0, y2))
+                    path class=(class) d=(format!("M {:.0} {:.0} L {:.0} {:.0}", x1 + 70.0, y1, x2 - 72.0, y2))
                         fill="none" stroke=(stroke) stroke-width="2" marker-end="url(#arrow)" {}
                     text.count x=(format!("{:.0}", (x1 + x2) / 2.0)) y=(format!("{:.0}", (y1 + y2) / 2.0 - 10.0)) text-anchor="middle" { (label(l)) }
                 } @else {
@@ -69,7 +72,7 @@ fn svg(links: &[DependencyLink]) -> Markup {
                     // curve below both boxes.
                     @let mx = (x1 + x2) / 2.0;
                     @let low = y1.max(y2) + 80.0;
-                    path.edge d=(format!("M {:.0} {:.0} Q {mx:.0} {low:.0} {:.0} {:.0}", x1, y1 + 18.0, x2, y2 + 20.0))
+                    path class=(class) d=(format!("M {:.0} {:.0} Q {mx:.0} {low:.0} {:.0} {:.0}", x1, y1 + 18.0, x2, y2 + 20.0))
                         fill="none" stroke=(stroke) stroke-width="2" marker-end="url(#arrow)" {}
                     text.count x=(format!("{mx:.0}")) y=(format!("{:.0}", low - 22.0)) text-anchor="middle" { (label(l)) }
                 }

@@ -2,6 +2,48 @@
 // browser, follow them live, and refresh the live parts of pages.
 "use strict";
 
+// The theme: the system's (auto), or dark or light as chosen with the
+// header's toggle, remembered in this browser.
+const THEMES = ["auto", "dark", "light"];
+function applyTheme(theme) {
+  if (theme === "auto") {
+    delete document.documentElement.dataset.theme;
+  } else {
+    document.documentElement.dataset.theme = theme;
+  }
+  const toggle = document.getElementById("theme");
+  if (toggle) {
+    toggle.textContent = `Theme: ${theme}`;
+  }
+}
+let theme = "auto";
+try {
+  theme = localStorage.getItem("theme") || "auto";
+} catch (_) {
+  // Storage refused: the system's theme.
+}
+if (!THEMES.includes(theme)) {
+  theme = "auto";
+}
+applyTheme(theme);
+document.addEventListener("DOMContentLoaded", () => {
+  const toggle = document.getElementById("theme");
+  if (!toggle) {
+    return;
+  }
+  toggle.hidden = false;
+  applyTheme(theme);
+  toggle.addEventListener("click", () => {
+    theme = THEMES[(THEMES.indexOf(theme) + 1) % THEMES.length];
+    try {
+      localStorage.setItem("theme", theme);
+    } catch (_) {
+      // Not remembered: this page only.
+    }
+    applyTheme(theme);
+  });
+});
+
 // Random ids for the browser's own span (W3C trace context).
 function hex(bytes) {
   const a = new Uint8Array(bytes);
