@@ -536,6 +536,73 @@ async fn the_store_keeps_within_its_bytes_and_cuts_what_is_too_long() -> anyhow:
     Ok(())
 }
 
+/// A console page: its status and its HTML.
+async fn page(console: &Console, path: &str) -> anyhow::Result<(u16, String)> {
+    let res = reqwest::get(format!("{}{path}", console.url())).await?;
+    Ok((res.status().as_u16(), res.text().await?))
+}
+
+#[tokio::test]
+async fn the_trace_search_page_finds_traces_and_opens_their_waterfall() -> anyhow::Result<()> {
+    let console = loaded().await?;
+    let link = |id: &str| format!("href=\"/traces/{id}\"");
+    // Everything of the last hour, newest first, with what each holds.
+    let (status, all) = page(&console, "/traces").await?;
+    assert_eq!(status, 200, "{all}");
+    for id in [A, B, C, D] {
+        assert!(all.contains(&link(id)), "{id} listed: {all}");
+    }
+    assert!(all.contains("4 traces, newest first"), "{all}");
+    // By service, by tag, by duration.
+    let (_, worker) = page(&console, "/traces?service=worker").await?;
+    assert!(
+        worker.contains(&link(A)) && worker.contains(&link(B)),
+        "{worker}"
+    );
+    assert!(
+        !worker.contains(&link(C)) && !worker.contains(&link(D)),
+        "{worker}"
+    );
+    let (_, failed) = page(&console, "/traces?tags=error.type%3Dunknown_place").await?;
+    assert!(
+        failed.contains(&link(B)) && !failed.contains(&link(A)),
+        "{failed}"
+    );
+    assert!(failed.contains("api: send weather"), "its root: {failed}");
+    assert!(
+        failed.contains("<span class=\"err\">1</span>"),
+        "one span in error: {failed}"
+    );
+    let (_, long) = page(&console, "/traces?min_ms=100").await?;
+    assert!(
+        long.contains(&link(B)) && !long.contains(&link(D)),
+        "{long}"
+    );
+    let (_, none) = page(&console, "/traces?service=nobody").await?;
+    assert!(none.contains("No trace matches"), "{none}");
+    // The form keeps what was asked.
+    assert!(worker.contains("value=\"worker\""), "{worker}");
+    // A trace opens on its waterfall.
+    let (status, waterfall) = page(&console, &format!("/traces/{A}")).await?;
+    assert_eq!(status, 200);
+    assert!(
+        waterfall.contains("Spans on one time axis") && waterfall.contains("worker"),
+        "{waterfall}"
+    );
+    // Bad fields and unknown traces say so.
+    let (status, bad) = page(&console, "/traces?min_ms=soon").await?;
+    assert_eq!(status, 400);
+    assert!(bad.contains("shortest duration"), "{bad}");
+    assert_eq!(page(&console, "/traces/zz").await?.0, 404);
+    assert_eq!(
+        page(&console, &format!("/traces/{}", "9".repeat(32)))
+            .await?
+            .0,
+        404
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn bad_input_is_refused_with_problems_and_stores_nothing() -> anyhow::Result<()> {
     let mut console = console(&[]).await?;

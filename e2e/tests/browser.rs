@@ -253,6 +253,41 @@ async fn drive(client: &Client, console: &str, shots: &std::path::Path) -> anyho
     let edges = client.find(Locator::Css("ul.edges")).await?.text().await?;
     assert!(edges.contains("redis calls worker"), "{edges}");
     std::fs::write(shots.join("console-map.png"), client.screenshot().await?)?;
+
+    // Trace search: the worker's traces, filled in with the keyboard;
+    // the first opens on its waterfall.
+    client.goto(&format!("{console}/traces")).await?;
+    let service = client.find(Locator::Css("input[name=service]")).await?;
+    service.send_keys("worker").await?;
+    service.send_keys(&Key::Enter.to_string()).await?;
+    let found = until("traces found", || async {
+        let rows = client.find_all(Locator::Css("#traces tbody tr")).await?;
+        Ok((!rows.is_empty()).then_some(rows.len()))
+    })
+    .await?;
+    assert!(found >= 1);
+    assert!(
+        client
+            .current_url()
+            .await?
+            .as_str()
+            .contains("service=worker"),
+        "the search is in the URL"
+    );
+    std::fs::write(shots.join("console-traces.png"), client.screenshot().await?)?;
+    client
+        .find(Locator::Css("#traces tbody tr:first-child a"))
+        .await?
+        .click()
+        .await?;
+    let h1 = client.find(Locator::Css("h1")).await?.text().await?;
+    assert!(h1.starts_with("Trace "), "{h1}");
+    assert!(
+        !client
+            .find_all(Locator::Css(".waterfall > li"))
+            .await?
+            .is_empty()
+    );
     Ok(())
 }
 

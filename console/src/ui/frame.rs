@@ -13,6 +13,7 @@ pub(crate) fn page(title: &str, here: &str, body: Markup) -> Response {
         ("/workers", "Workers"),
         ("/scheduled", "Scheduled"),
         ("/failed", "Failed jobs"),
+        ("/traces", "Traces"),
         ("/map", "Service map"),
         ("/alerts", "Alerts"),
     ];

@@ -15,6 +15,7 @@ mod proxy;
 mod scheduled;
 mod shards;
 pub(crate) mod source;
+mod traces;
 mod waterfall;
 
 use std::collections::VecDeque;
@@ -169,6 +170,8 @@ pub(crate) fn routes(state: Arc<UiState>) -> Router {
         .route("/ui/jobs/{id}/cancel", post(actions::cancel))
         .route("/ui/jobs/{id}/retry", post(actions::retry))
         .route("/ui/retry", post(actions::retry_many))
+        .route("/traces", get(traces::search))
+        .route("/traces/{id}", get(traces::trace))
         .route("/ui/queues/{name}/pause", post(actions::pause))
         .route("/ui/queues/{name}/resume", post(actions::resume))
         .route(

@@ -93,6 +93,51 @@ impl TraceSource {
         }
     }
 
+    /// The traces matching `q`, newest first (Zipkin's trace search).
+    pub(crate) async fn search(
+        &self,
+        http: &reqwest::Client,
+        q: TraceQuery,
+    ) -> Result<Vec<Vec<Span>>, String> {
+        match self {
+            Self::Embedded(store) => Ok(store.off_runtime(move |store| store.traces(&q)).await),
+            Self::Zipkin(base) => {
+                let terms: Vec<String> = q
+                    .annotation_query
+                    .iter()
+                    .map(|(k, v)| match v {
+                        Some(v) => format!("{k}={v}"),
+                        None => k.clone(),
+                    })
+                    .collect();
+                let mut query: Vec<(&str, String)> = vec![
+                    ("endTs", q.end_ts.to_string()),
+                    ("lookback", q.lookback.to_string()),
+                    ("limit", q.limit.to_string()),
+                ];
+                if let Some(s) = &q.service_name {
+                    query.push(("serviceName", s.clone()));
+                }
+                if let Some(s) = &q.span_name {
+                    query.push(("spanName", s.clone()));
+                }
+                if !terms.is_empty() {
+                    query.push(("annotationQuery", terms.join(" and ")));
+                }
+                if let Some(d) = q.min_duration {
+                    query.push(("minDuration", d.to_string()));
+                }
+                if let Some(d) = q.max_duration {
+                    query.push(("maxDuration", d.to_string()));
+                }
+                let req = http
+                    .get(format!("{}/api/v2/traces", base.trim_end_matches('/')))
+                    .query(&query);
+                zipkin_json(req, base).await
+            }
+        }
+    }
+
     /// The service graph of the last `lookback_ms`.
     pub(crate) async fn dependencies(
         &self,
