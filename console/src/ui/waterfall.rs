@@ -76,6 +76,65 @@ fn ordered(spans: &[Span]) -> Vec<(&Span, usize)> {
     out
 }
 
+/// The spans on the critical path of each root: the chain of work that
+/// decided when the trace finished. From a span, the child that finished
+/// last is on it, then the child that finished last before that one
+/// started, and so on back to the span's start, each followed down the
+/// same way (Jaeger's rule). A span "finishes" when the last work under it
+/// does: a PRODUCER span ends before the job it sent runs, and the job is
+/// still what the trace waited for. Walked with a stack: a trace may be
+/// thousands of spans deep.
+fn critical_path(spans: &[Span]) -> HashSet<&str> {
+    let children = crate::tree::children(spans);
+    let own_end = |s: &Span| {
+        s.timestamp
+            .unwrap_or(0)
+            .saturating_add(s.duration.unwrap_or(0))
+    };
+    // Children before parents: the tree order, backwards.
+    let mut finish: HashMap<&str, u64> = HashMap::with_capacity(spans.len());
+    for (s, _) in ordered(spans).into_iter().rev() {
+        let under = children
+            .get(&Some(s.id.as_str()))
+            .into_iter()
+            .flatten()
+            .filter_map(|k| finish.get(k.id.as_str()).copied())
+            .max()
+            .unwrap_or(0);
+        finish.insert(s.id.as_str(), own_end(s).max(under));
+    }
+    let end = |s: &Span| {
+        finish
+            .get(s.id.as_str())
+            .copied()
+            .unwrap_or_else(|| own_end(s))
+    };
+    let mut on = HashSet::new();
+    let mut stack: Vec<&Span> = children.get(&None).cloned().unwrap_or_default();
+    while let Some(s) = stack.pop() {
+        if !on.insert(s.id.as_str()) {
+            continue;
+        }
+        let Some(kids) = children.get(&Some(s.id.as_str())) else {
+            continue;
+        };
+        let mut by_end: Vec<&Span> = kids
+            .iter()
+            .copied()
+            .filter(|k| k.timestamp.is_some())
+            .collect();
+        by_end.sort_by_key(|k| std::cmp::Reverse(end(k)));
+        let mut cursor = end(s);
+        for k in by_end {
+            if end(k) <= cursor {
+                stack.push(k);
+                cursor = k.timestamp.unwrap_or(0);
+            }
+        }
+    }
+    on
+}
+
 /// Rows a waterfall draws at first: a trace larger than this draws its
 /// first rows, in tree order, and a summary of the rest with a link that
 /// draws this many more.
@@ -142,6 +201,8 @@ pub(crate) fn render(spans: &[Span], zipkin_ui: Option<&str>, rows: usize, more:
         }
         @let tree = ordered(spans);
         @let drawn = tree.len().min(rows);
+        @let critical = critical_path(spans);
+        p.hint { "Spans on the critical path (the work the trace waited for) are marked ◆ and outlined." }
         ol.waterfall aria-label="Spans on one time axis" {
             @for &(s, depth) in &tree[..drawn] {
                 @let begin = s.timestamp.unwrap_or(start).saturating_sub(start);
@@ -162,12 +223,13 @@ pub(crate) fn render(spans: &[Span], zipkin_ui: Option<&str>, rows: usize, more:
                                 " "
                                 span class=(format!("kind kind-{}", kind(s.kind))) { (kind(s.kind)) }
                                 @if s.tags.contains_key("error") { " " span.err { "error" } }
+                                @if critical.contains(s.id.as_str()) { " " span.crit title="On the critical path" aria-label="on the critical path" { "◆" } }
                             }
                             span.track aria-hidden="true" {
                                 @if let Some(w) = wait {
                                     span.wait style=(format!("left:{:.3}%;width:{:.3}%", pct(begin.saturating_sub(w)), pct(w.min(begin)))) {}
                                 }
-                                span.bar style=(format!("left:{:.3}%;width:{:.3}%", pct(begin), width)) {}
+                                span class=(if critical.contains(s.id.as_str()) { "bar critical" } else { "bar" }) style=(format!("left:{:.3}%;width:{:.3}%", pct(begin), width)) {}
                             }
                             span.dur {
                                 (s.duration.map_or("?".into(), millis))
@@ -213,8 +275,10 @@ fn not_drawn(rest: &[(&Span, usize)], drawn: usize, more: &str) -> Markup {
 
 /// What a span row shows when opened.
 fn details(s: &Span, ids: &HashSet<&str>) -> Markup {
+    let tags = serde_json::to_string_pretty(&s.tags).unwrap_or_default();
     html! {
         div.details {
+            button.copy type="button" data-copy=(tags) { "Copy tags" }
             dl {
                 dt { "span id" } dd { code { (s.id) } }
                 @if let Some(p) = &s.parent_id { dt { "parent" } dd { a href=(format!("#span-{p}")) { code { (p) } } } }
@@ -325,7 +389,7 @@ mod tests {
         // The consumer starts at half the trace and lasts half of it; it
         // waited 3 ms of the 5 before it.
         assert!(
-            page.contains("class=\"bar\" style=\"left:50.000%;width:50.000%\""),
+            page.contains("class=\"bar critical\" style=\"left:50.000%;width:50.000%\""),
             "{page}"
         );
         assert!(
@@ -400,5 +464,54 @@ mod tests {
         let all = render(&spans, None, 2 * ROWS, "/jobs/x").into_string();
         assert_eq!(all.matches("<li class=\"span\"").count(), ROWS + 10);
         assert!(!all.contains("not drawn"));
+    }
+
+    #[test]
+    fn the_critical_path_follows_what_finished_last() {
+        // 1 [0, 100]: 2 [0, 30], 3 [10, 90], 4 [20, 60] (under 3), 5 [60, 85]
+        // (under 3), 6 [95, 99]. Path: 1, 6, 3, 5, then 4 (ends at 60,
+        // when 5 starts). 2 ends after 3 starts: off the path.
+        let spans = vec![
+            span(1, None, "api", "root", Some(Kind::Server), 0, 100),
+            span(2, Some(1), "api", "a", None, 0, 30),
+            span(3, Some(1), "worker", "b", None, 10, 80),
+            span(4, Some(3), "worker", "c", None, 20, 40),
+            span(5, Some(3), "worker", "d", None, 60, 25),
+            span(6, Some(1), "api", "e", None, 95, 4),
+        ];
+        let on = critical_path(&spans);
+        let mut ids: Vec<&str> = on.into_iter().collect();
+        ids.sort_unstable();
+        let want: Vec<String> = [1u64, 3, 4, 5, 6]
+            .iter()
+            .map(|i| format!("{i:016x}"))
+            .collect();
+        assert_eq!(ids, want.iter().map(String::as_str).collect::<Vec<_>>());
+        let html = render(&spans, None, ROWS, "/jobs/x").into_string();
+        assert_eq!(html.matches("bar critical").count(), 5, "{html}");
+        assert!(html.contains("data-copy"), "a span's tags can be copied");
+        // A job: the PRODUCER span ends before its CONSUMER span runs, and
+        // the trace still waited for the job.
+        let job = vec![
+            span(1, None, "api", "post", Some(Kind::Server), 0, 10),
+            span(2, Some(1), "api", "send", Some(Kind::Producer), 2, 3),
+            span(
+                3,
+                Some(2),
+                "worker",
+                "process",
+                Some(Kind::Consumer),
+                20,
+                50,
+            ),
+            span(4, Some(3), "worker", "get", Some(Kind::Client), 25, 10),
+        ];
+        assert_eq!(critical_path(&job).len(), 4, "the job's whole chain");
+        // A chain 5,000 deep: every span on it, no recursion.
+        let mut chain = vec![span(1, None, "api", "root", None, 0, 10_000)];
+        for i in 2..=5_000u64 {
+            chain.push(span(i, Some(i - 1), "api", "step", None, i, 10_000 - 2 * i));
+        }
+        assert_eq!(critical_path(&chain).len(), 5_000);
     }
 }

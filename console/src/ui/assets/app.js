@@ -44,6 +44,24 @@ document.addEventListener("DOMContentLoaded", () => {
   });
 });
 
+// A span's "Copy tags" button: its tags as JSON, to the clipboard. The
+// waterfall is redrawn as spans arrive, so the click is caught above it.
+document.addEventListener("click", (e) => {
+  const button = e.target.closest("button.copy");
+  if (!button || !navigator.clipboard) {
+    return;
+  }
+  navigator.clipboard.writeText(button.dataset.copy).then(
+    () => { button.textContent = "Copied"; },
+    () => { button.textContent = "Copy failed"; },
+  );
+});
+// Shown only where the script runs and may copy (the stylesheet hides
+// them otherwise): a class on the root, outside every refreshed part.
+if (navigator.clipboard) {
+  document.documentElement.classList.add("can-copy");
+}
+
 // Random ids for the browser's own span (W3C trace context).
 function hex(bytes) {
   const a = new Uint8Array(bytes);
