@@ -178,6 +178,19 @@ async fn the_console_cancels_and_retries_jobs_and_shows_what_waits_and_the_sched
     stack
         .wait_job(&failed, "re-driven", |doc| doc["attempts"] == 2)
         .await?;
+    // Its page lists both attempts, each with its wait and outcome.
+    let trace_page = format!("/ui/jobs/{failed}/trace");
+    testkit::eventually(
+        "both attempts on the failed job's page",
+        WAIT,
+        std::time::Duration::from_millis(100),
+        || async {
+            let html = page(&trace_page).await?;
+            let rows = html.matches("data-label=\"Attempt\"").count();
+            Ok((rows == 2 && html.matches("unknown_place").count() >= 2).then_some(()))
+        },
+    )
+    .await?;
 
     // A batch's jobs, shown together, in the order they were sent.
     let sent: serde_json::Value = stack

@@ -144,6 +144,7 @@ pub(crate) async fn job(
             section aria-labelledby="trace-h" {
                 h2 #trace-h { "Its trace" }
                 div #trace data-refresh=(format!("/ui/jobs/{}/trace?spans={rows}", record.id)) data-live=(if record.is_finished() { "settle" } else { "live" }) {
+                    (waterfall::attempts(&trace, &record.id))
                     (waterfall::render(&trace, ui.zipkin_ui.as_deref(), rows, &format!("/jobs/{}", record.id)))
                 }
             }
@@ -202,12 +203,10 @@ pub(crate) async fn job_trace(
         Ok(spans) => spans,
         Err(e) => return problem(StatusCode::BAD_GATEWAY, &e),
     };
-    let mut res = waterfall::render(
-        &trace,
-        ui.zipkin_ui.as_deref(),
-        rows,
-        &format!("/jobs/{}", record.id),
-    )
+    let mut res = html! {
+        (waterfall::attempts(&trace, &record.id))
+        (waterfall::render(&trace, ui.zipkin_ui.as_deref(), rows, &format!("/jobs/{}", record.id)))
+    }
     .into_response();
     res.headers_mut().insert(
         "x-job-finished",
