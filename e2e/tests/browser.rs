@@ -254,6 +254,43 @@ async fn drive(client: &Client, console: &str, shots: &std::path::Path) -> anyho
     assert!(edges.contains("redis calls worker"), "{edges}");
     std::fs::write(shots.join("console-map.png"), client.screenshot().await?)?;
 
+    // Pause and resume from the Queues page.
+    client.goto(&format!("{console}/queues")).await?;
+    client
+        .find(Locator::XPath(
+            "//button[normalize-space()='Pause the queue']",
+        ))
+        .await?
+        .click()
+        .await?;
+    let notice = until("the paused notice", || async {
+        Ok(client
+            .find_all(Locator::Id("queue-paused"))
+            .await?
+            .into_iter()
+            .next())
+    })
+    .await?;
+    assert!(notice.text().await?.starts_with("Paused"));
+    std::fs::write(shots.join("console-paused.png"), client.screenshot().await?)?;
+    client
+        .find(Locator::XPath(
+            "//button[normalize-space()='Resume the queue']",
+        ))
+        .await?
+        .click()
+        .await?;
+    until("the queue running again", || async {
+        let pause = client
+            .find_all(Locator::XPath(
+                "//button[normalize-space()='Pause the queue']",
+            ))
+            .await?;
+        let paused = client.find_all(Locator::Id("queue-paused")).await?;
+        Ok((!pause.is_empty() && paused.is_empty()).then_some(()))
+    })
+    .await?;
+
     // Trace search: the worker's traces, filled in with the keyboard;
     // the first opens on its waterfall.
     client.goto(&format!("{console}/traces")).await?;
