@@ -112,10 +112,6 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
-            state.api_keys.clone(),
-            auth::require_key,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
             limit::InFlight::new(state.max_in_flight, state.shed.clone()),
             limit::limit,
         ))
@@ -127,6 +123,12 @@ pub fn app(state: AppState) -> Router {
                 other: MAX_BODY_BYTES,
             },
             serve::read_body,
+        ))
+        // Outermost: a request without a valid key is refused from its
+        // head, before its body is read or a place is taken.
+        .layer(axum::middleware::from_fn_with_state(
+            state.api_keys.clone(),
+            auth::require_key,
         ))
         .with_state(state)
         .merge(ops)
