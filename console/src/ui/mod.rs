@@ -5,6 +5,7 @@
 //! assets are compiled into the binary, so it works offline.
 
 mod actions;
+mod attempts;
 mod batch;
 mod charts;
 mod events;

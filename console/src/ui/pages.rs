@@ -18,7 +18,7 @@ use super::frame::{no_queue, page};
 use super::waterfall::{self, millis};
 use redis_job_queue::{plausible_id, rfc3339_ms};
 
-use super::{Ui, UiState, map, scheduled, shards};
+use super::{Ui, UiState, attempts, map, scheduled, shards};
 use crate::store::model::{Kind, Span};
 
 // ---- Submit -------------------------------------------------------------
@@ -144,7 +144,7 @@ pub(crate) async fn job(
             section aria-labelledby="trace-h" {
                 h2 #trace-h { "Its trace" }
                 div #trace data-refresh=(format!("/ui/jobs/{}/trace?spans={rows}", record.id)) data-live=(if record.is_finished() { "settle" } else { "live" }) {
-                    (waterfall::attempts(&trace, &record.id))
+                    (attempts::attempts(&trace, &record.id))
                     (waterfall::render(&trace, ui.zipkin_ui.as_deref(), rows, &format!("/jobs/{}", record.id)))
                 }
             }
@@ -204,7 +204,7 @@ pub(crate) async fn job_trace(
         Err(e) => return problem(StatusCode::BAD_GATEWAY, &e),
     };
     let mut res = html! {
-        (waterfall::attempts(&trace, &record.id))
+        (attempts::attempts(&trace, &record.id))
         (waterfall::render(&trace, ui.zipkin_ui.as_deref(), rows, &format!("/jobs/{}", record.id)))
     }
     .into_response();

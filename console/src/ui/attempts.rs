@@ -1,0 +1,129 @@
+//! A job's attempts, from its CONSUMER spans across the traces its page
+//! shows: the table above its waterfall.
+
+use maud::{Markup, html};
+
+use super::waterfall::millis;
+use crate::store::model::{Kind, Span};
+
+/// Every attempt of job `job` the spans hold (its CONSUMER spans, across
+/// the traces shown), in order: when it waited and how long, how long it
+/// ran, and how it ended, each linked to its row of the waterfall. Nothing
+/// before the first attempt.
+pub(crate) fn attempts(spans: &[Span], job: &str) -> Markup {
+    let mut runs: Vec<(u64, &Span)> = spans
+        .iter()
+        .filter(|s| {
+            s.kind == Some(Kind::Consumer) && s.tags.get("job.id").map(String::as_str) == Some(job)
+        })
+        .map(|s| {
+            let attempt = s
+                .tags
+                .get("job.attempt")
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(0);
+            (attempt, s)
+        })
+        .collect();
+    if runs.is_empty() {
+        return html! {};
+    }
+    runs.sort_by_key(|(attempt, s)| (*attempt, s.timestamp));
+    let wait = |s: &Span| -> Option<u64> {
+        s.tags
+            .get("job.queue_wait_ms")?
+            .parse::<u64>()
+            .ok()
+            .map(|ms| ms.saturating_mul(1000))
+    };
+    html! {
+        table.attempts #attempts {
+            caption { "Its attempts, each with the time it waited in the queue" }
+            thead { tr {
+                th scope="col" { "Attempt" } th scope="col" { "Started" } th scope="col" { "Waited" }
+                th scope="col" { "Ran" } th scope="col" { "Outcome" } th scope="col" { "Trace" }
+            } }
+            tbody {
+                @for (attempt, s) in &runs {
+                    tr {
+                        td data-label="Attempt" { a href=(format!("#span-{}", s.id)) { (attempt) } }
+                        td data-label="Started" { (s.timestamp.map_or("?".into(), |t| redis_job_queue::rfc3339_ms(t / 1000))) }
+                        td data-label="Waited" { (wait(s).map_or("?".into(), millis)) }
+                        td data-label="Ran" { (s.duration.map_or("?".into(), millis)) }
+                        td data-label="Outcome" {
+                            @match s.tags.get("error.type") {
+                                Some(e) => span.err { (e) },
+                                None if s.tags.contains_key("error") => span.err { "error" },
+                                None => "succeeded",
+                            }
+                        }
+                        td data-label="Trace" { code { (&s.trace_id[..8.min(s.trace_id.len())]) } }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::model::test_span;
+
+    fn span(
+        id: u64,
+        parent: Option<u64>,
+        svc: &str,
+        name: &str,
+        k: Option<Kind>,
+        at: u64,
+        dur: u64,
+    ) -> Span {
+        test_span(id, parent, svc, name, k, at, dur)
+    }
+
+    #[test]
+    fn every_attempt_of_the_job_is_listed_with_its_wait() {
+        let attempt = |id: u64, n: &str, wait: &str, error: Option<&str>| {
+            let mut s = span(
+                id,
+                Some(1),
+                "worker",
+                "process weather",
+                Some(Kind::Consumer),
+                id * 10,
+                5,
+            );
+            s.tags.insert("job.id".into(), "job-1".into());
+            s.tags.insert("job.attempt".into(), n.into());
+            s.tags.insert("job.queue_wait_ms".into(), wait.into());
+            if let Some(e) = error {
+                s.tags.insert("error".into(), "true".into());
+                s.tags.insert("error.type".into(), e.into());
+            }
+            s
+        };
+        let mut other = attempt(9, "1", "1", None);
+        other.tags.insert("job.id".into(), "job-2".into());
+        let spans = vec![
+            span(1, None, "api", "post", Some(Kind::Server), 0, 100),
+            attempt(3, "2", "40", None),
+            attempt(2, "1", "3", Some("upstream_5xx")),
+            other,
+        ];
+        let html = attempts(&spans, "job-1").into_string();
+        assert_eq!(
+            html.matches("<tr>").count(),
+            3,
+            "a header and two attempts: {html}"
+        );
+        let first = html.find("upstream_5xx").expect("attempt 1 failed");
+        let second = html.find("40.0 ms").expect("attempt 2 waited 40 ms");
+        assert!(first < second, "in order: {html}");
+        assert!(
+            html.contains("3.0 ms") && html.contains("succeeded"),
+            "{html}"
+        );
+        assert!(attempts(&spans, "job-3").into_string().is_empty());
+    }
+}
