@@ -86,6 +86,18 @@ pub(crate) fn children(spans: &[Span]) -> HashMap<Option<&str>, Vec<&Span>> {
     children
 }
 
+/// When a trace began and ended (epoch µs): its earliest start and latest
+/// end, saturating (posted times are anyone's numbers).
+pub(crate) fn bounds(spans: &[Span]) -> (u64, u64) {
+    let start = spans.iter().filter_map(|s| s.timestamp).min().unwrap_or(0);
+    let end = spans
+        .iter()
+        .filter_map(|s| Some(s.timestamp?.saturating_add(s.duration.unwrap_or(0))))
+        .max()
+        .unwrap_or(start);
+    (start, end)
+}
+
 /// Renders `spans` (one trace) as a tree. Spans whose parent is not in the
 /// trace start trees of their own.
 pub fn render(spans: &[Span]) -> String {
@@ -97,12 +109,7 @@ pub fn render(spans: &[Span]) -> String {
         .iter()
         .filter_map(|s| s.local_endpoint.as_ref()?.service_name.as_deref())
         .collect();
-    let start = spans.iter().filter_map(|s| s.timestamp).min().unwrap_or(0);
-    let end = spans
-        .iter()
-        .filter_map(|s| Some(s.timestamp?.saturating_add(s.duration.unwrap_or(0))))
-        .max()
-        .unwrap_or(start);
+    let (start, end) = bounds(spans);
     let _ = writeln!(
         out,
         "trace {}: {} spans, {} services, {}",

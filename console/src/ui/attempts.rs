@@ -68,19 +68,7 @@ pub(crate) fn attempts(spans: &[Span], job: &str) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::model::test_span;
-
-    fn span(
-        id: u64,
-        parent: Option<u64>,
-        svc: &str,
-        name: &str,
-        k: Option<Kind>,
-        at: u64,
-        dur: u64,
-    ) -> Span {
-        test_span(id, parent, svc, name, k, at, dur)
-    }
+    use crate::store::model::test_span as span;
 
     #[test]
     fn every_attempt_of_the_job_is_listed_with_its_wait() {

@@ -12,9 +12,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use maud::{Markup, html};
 
+use super::Ui;
 use super::frame::page;
 use super::waterfall::{self, millis};
-use super::{Ui, UiState};
 use crate::store::TraceQuery;
 use crate::store::model::{Span, TraceId};
 
@@ -100,28 +100,21 @@ struct Found<'a> {
 
 fn summary(spans: &[Span]) -> Option<Found<'_>> {
     let first = spans.first()?;
-    let ids: BTreeSet<&str> = spans.iter().map(|s| s.id.as_str()).collect();
     // The root: a span without a parent in the trace, earliest first.
-    let root = spans
-        .iter()
-        .filter(|s| s.parent_id.as_deref().is_none_or(|p| !ids.contains(p)))
-        .min_by_key(|s| s.timestamp.unwrap_or(u64::MAX))
+    let roots = crate::tree::children(spans);
+    let root = roots
+        .get(&None)
+        .and_then(|r| r.iter().min_by_key(|s| s.timestamp.unwrap_or(u64::MAX)))
+        .copied()
         .unwrap_or(first);
-    let service = |s: &'_ Span| -> String {
-        s.local_endpoint
-            .as_ref()
-            .and_then(|e| e.service_name.clone())
-            .unwrap_or_else(|| "?".into())
-    };
-    let start = spans.iter().filter_map(|s| s.timestamp).min().unwrap_or(0);
-    let end = spans
-        .iter()
-        .filter_map(|s| Some(s.timestamp?.saturating_add(s.duration.unwrap_or(0))))
-        .max()
-        .unwrap_or(start);
+    let (start, end) = crate::tree::bounds(spans);
     Some(Found {
         id: first.trace_id.as_str(),
-        root: format!("{}: {}", service(root), root.name.as_deref().unwrap_or("?")),
+        root: format!(
+            "{}: {}",
+            waterfall::service(root),
+            root.name.as_deref().unwrap_or("?")
+        ),
         start_us: start,
         duration_us: end.saturating_sub(start),
         spans: spans.len(),
@@ -134,6 +127,17 @@ fn summary(spans: &[Span]) -> Option<Found<'_>> {
             .filter(|s| s.tags.contains_key("error"))
             .count(),
     })
+}
+
+/// The search page with what went wrong instead of results.
+fn refused(params: &HashMap<String, String>, status: StatusCode, why: &str) -> Response {
+    let mut res = page(
+        "Traces",
+        "/traces",
+        html! { (form(params)) p.notice role="alert" { (why) } },
+    );
+    *res.status_mut() = status;
+    res
 }
 
 /// The search form, filled in as asked.
@@ -169,27 +173,11 @@ pub(crate) async fn search(
 ) -> Response {
     let q = match query_of(&params) {
         Ok(q) => q,
-        Err(why) => {
-            let mut res = page(
-                "Traces",
-                "/traces",
-                html! { (form(&params)) p.notice role="alert" { (why) } },
-            );
-            *res.status_mut() = StatusCode::BAD_REQUEST;
-            return res;
-        }
+        Err(why) => return refused(&params, StatusCode::BAD_REQUEST, &why),
     };
     let traces = match ui.source.search(&ui.http, q).await {
         Ok(t) => t,
-        Err(e) => {
-            let mut res = page(
-                "Traces",
-                "/traces",
-                html! { (form(&params)) p.notice role="alert" { (e) } },
-            );
-            *res.status_mut() = StatusCode::BAD_GATEWAY;
-            return res;
-        }
+        Err(e) => return refused(&params, StatusCode::BAD_GATEWAY, &e),
     };
     let found: Vec<Found<'_>> = traces.iter().filter_map(|t| summary(t)).collect();
     page(
@@ -249,15 +237,11 @@ pub(crate) async fn trace(
         "/traces",
         waterfall::render(
             &spans,
-            zipkin_ui(&ui),
+            ui.zipkin_ui.as_deref(),
             waterfall::rows_asked(&params),
             &format!("/traces/{trace}"),
         ),
     )
-}
-
-fn zipkin_ui(ui: &UiState) -> Option<&str> {
-    ui.zipkin_ui.as_deref()
 }
 
 fn not_found(id: &str) -> Response {

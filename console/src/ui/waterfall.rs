@@ -47,7 +47,7 @@ pub(crate) fn millis(us: u64) -> String {
     }
 }
 
-fn service(s: &Span) -> &str {
+pub(crate) fn service(s: &Span) -> &str {
     s.local_endpoint
         .as_ref()
         .and_then(|e| e.service_name.as_deref())

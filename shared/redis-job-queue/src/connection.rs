@@ -355,6 +355,14 @@ impl RedisConnection {
         }
     }
 
+    /// On a cluster, reads the slot map again (`CLUSTER SLOTS`), for a
+    /// caller that shows where slots are now; nothing on one server.
+    pub async fn reread_slots(&self) {
+        if let Self::Cluster(conn, view) = self {
+            view.refresh(&mut conn.clone(), 0).await;
+        }
+    }
+
     /// Runs `commands` (on `key`, or keys of its slot) and answers, with
     /// their output, the node that answered and the redirects and
     /// reconnects of the slot meanwhile (see [`crate::topology`]). On one

@@ -378,9 +378,21 @@ impl RedisQueue {
             .unwrap_or_default())
     }
 
-    /// Each shard: its tag, slot, the node that holds it and its stats.
+    /// Each shard: its tag, slot, the node that holds it now (`host:port`:
+    /// on a cluster, the master of its slot, the slot map read again; on
+    /// one server, that server) and its stats.
     pub async fn shard_infos(&self) -> Result<Vec<ShardInfo>, QueueError> {
-        let nodes = crate::reshard::nodes_of(&self.conn, &self.target, &self.shards).await;
+        self.conn.reread_slots().await;
+        let nodes = self.shards.iter().map(|shard| {
+            let node = self
+                .conn
+                .node_for(&shard.keys.stream)
+                .or_else(|| (!self.target.is_cluster()).then(|| (*self.server).clone()));
+            node.map_or_else(
+                || "unknown".to_owned(),
+                |n| format!("{}:{}", n.address, n.port),
+            )
+        });
         let stats = try_join_all(self.shards.iter().map(Shard::stats)).await?;
         Ok(self
             .shards

@@ -9,9 +9,8 @@
 //! Succeeded jobs are not counted: their records stay until the retention
 //! ends but are no longer found by id.
 
-use crate::connection::{RedisConnection, RedisTarget};
+use crate::connection::RedisConnection;
 use crate::keys::Keys;
-use crate::shard::Shard;
 use crate::shards::shard_tags;
 use crate::{Priority, QueueConfig, QueueError};
 
@@ -71,41 +70,4 @@ async fn jobs_held(
         }
     }
     Ok(held)
-}
-
-/// The `host:port` of the node that holds each shard: on a cluster, the
-/// master of its slot (from `CLUSTER SLOTS`); on one server, that server.
-pub(crate) async fn nodes_of(
-    conn: &RedisConnection,
-    target: &RedisTarget,
-    shards: &[Shard],
-) -> Vec<String> {
-    let server = target.server();
-    let one = format!("{}:{}", server.address, server.port);
-    if !target.is_cluster() {
-        return vec![one; shards.len()];
-    }
-    let mut conn = conn.clone();
-    let ranges: Vec<(u16, u16, String)> = match redis::cmd("CLUSTER")
-        .arg("SLOTS")
-        .query_async::<Vec<redis::Value>>(&mut conn)
-        .await
-    {
-        Ok(slots) => slots
-            .iter()
-            .filter_map(crate::topology::slot_range)
-            .map(|(from, to, master, _)| (from, to, master))
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    shards
-        .iter()
-        .map(|shard| {
-            let slot = crate::slot(shard.keys.stream.as_bytes());
-            ranges
-                .iter()
-                .find(|(from, to, _)| (*from..=*to).contains(&slot))
-                .map_or_else(|| "unknown".to_owned(), |(_, _, node)| node.clone())
-        })
-        .collect()
 }

@@ -331,7 +331,7 @@ impl ClusterView {
     }
 
     /// Reads `CLUSTER SLOTS` again, unless someone did since the journal's
-    /// note `seq`. A failed read keeps the old map.
+    /// note `seq` (0: read it whatever). A failed read keeps the old map.
     pub(crate) async fn refresh<C: ConnectionLike + Send>(&self, conn: &mut C, seq: u64) {
         let _reading = self.reading.lock().await;
         if self.table.read().unwrap_or_else(|e| e.into_inner()).seq >= seq && seq > 0 {
@@ -486,7 +486,7 @@ fn relevant(
 
 /// One `CLUSTER SLOTS` entry: its first and last slot, its master and its
 /// replicas (`host:port`).
-pub(crate) fn slot_range(entry: &Value) -> Option<(u16, u16, String, Vec<String>)> {
+fn slot_range(entry: &Value) -> Option<(u16, u16, String, Vec<String>)> {
     let Value::Array(fields) = entry else {
         return None;
     };
