@@ -85,6 +85,20 @@ pub struct Config {
     /// traces are evicted first.
     #[arg(long, env = "CONSOLE_MAX_BYTES", default_value_t = 256 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1_048_576..))]
     pub max_bytes: u64,
+    /// Keep spans on disk in this directory too, so they survive a
+    /// restart (unset: in memory only). The disk holds what memory holds,
+    /// within `CONSOLE_MAX_SPANS` and `CONSOLE_MAX_BYTES`.
+    #[arg(long, env = "CONSOLE_DATA_DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// With `CONSOLE_DATA_DIR`: how long a trace is kept after it arrived
+    /// (`7d`, `36h`, `90m`).
+    #[arg(long, env = "CONSOLE_RETENTION", default_value = "7d", value_parser = retention)]
+    pub retention: std::time::Duration,
+    /// With `CONSOLE_DATA_DIR`: most bytes of span records kept on disk
+    /// (as written; the engine compresses them, so the directory is
+    /// usually smaller); the oldest traces are evicted first.
+    #[arg(long, env = "CONSOLE_DISK_BYTES", default_value_t = 1024 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1_048_576..))]
+    pub disk_bytes: u64,
     /// Longest window a query looks back over, in milliseconds (also the
     /// default `lookback`).
     #[arg(long, env = "QUERY_LOOKBACK", default_value_t = 86_400_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -128,6 +142,15 @@ pub struct Config {
     /// Without a command, the console serves.
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// A retention: a human duration of at least a second.
+fn retention(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (for example 7d, 36h, 90m)"))?;
+    if d < std::time::Duration::from_secs(1) {
+        return Err("a retention is at least 1s".into());
+    }
+    Ok(d)
 }
 
 /// An api key; it never prints.
@@ -186,13 +209,21 @@ pub struct StoreMetrics {
     pub traces: Gauge,
     /// `console_store_bytes`.
     pub bytes: Gauge,
+    /// `console_store_disk_bytes`.
+    pub disk_bytes: Gauge,
+    /// `console_data_dir_bytes`.
+    pub dir_bytes: Gauge,
+    /// `console_disk_errors_total`.
+    pub disk_errors: Counter,
+    /// `console_traces_expired_total`.
+    pub expired: Counter,
 }
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
     /// The trace store (empty and unserved when traces are read from a
-    /// Zipkin).
+    /// Zipkin; read back from disk with `CONSOLE_DATA_DIR`).
     pub store: Arc<Store>,
     /// Its metrics.
     pub metrics: StoreMetrics,
@@ -215,12 +246,13 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    /// An empty store with the settings of `config`, and the pages'
-    /// background work (connecting to Redis, sampling the queue) started.
-    /// Must run inside a tokio runtime. Fails when the access settings
-    /// do not hold (users that do not load, an exposed address without
-    /// users).
-    pub fn new(config: &Config) -> Result<Self, auth::AuthError> {
+    /// A store with the settings of `config` (read back from disk with
+    /// `CONSOLE_DATA_DIR`), and the background work (connecting to Redis,
+    /// sampling the queue, syncing and expiring the disk) started. Must run
+    /// inside a tokio runtime. Fails when the access settings do not hold
+    /// (users that do not load, an exposed address without users), or the
+    /// data directory cannot be opened.
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
         let auth = auth::Auth::new(
             config.users.as_deref(),
             config.users_file.as_deref(),
@@ -228,13 +260,38 @@ impl AppState {
             &config.allowed_hosts,
             config.listen,
         )?;
-        let store = Arc::new(
-            Store::new(
-                usize::try_from(config.max_spans).unwrap_or(usize::MAX),
-                &config.autocomplete_keys,
-            )
-            .with_max_bytes(usize::try_from(config.max_bytes).unwrap_or(usize::MAX)),
-        );
+        let mut store = Store::new(
+            usize::try_from(config.max_spans).unwrap_or(usize::MAX),
+            &config.autocomplete_keys,
+        )
+        .with_max_bytes(usize::try_from(config.max_bytes).unwrap_or(usize::MAX));
+        let metrics = StoreMetrics::default();
+        let on_disk = config.zipkin_url.is_none() && config.data_dir.is_some();
+        if let (Some(dir), true) = (&config.data_dir, on_disk) {
+            let started = std::time::Instant::now();
+            let options = store::DiskOptions {
+                dir: dir.clone(),
+                max_bytes: config.disk_bytes,
+                retention: config.retention,
+            };
+            let (opened, found) = store
+                .with_disk(&options)
+                .map_err(|e| anyhow::anyhow!("CONSOLE_DATA_DIR {}: {e}", dir.display()))?;
+            store = opened;
+            tracing::info!(
+                dir = %dir.display(),
+                spans = found.spans,
+                traces = found.traces,
+                dropped_traces = found.dropped_traces,
+                bad_records = found.bad_records,
+                took_ms = started.elapsed().as_millis() as u64,
+                "trace store read back from disk"
+            );
+        }
+        let store = Arc::new(store);
+        if on_disk {
+            tokio::spawn(keep_disk(store.clone(), metrics.clone()));
+        }
         let source = match &config.zipkin_url {
             Some(url) => ui::source::TraceSource::Zipkin(url.clone()),
             None => ui::source::TraceSource::Embedded(store.clone()),
@@ -242,12 +299,27 @@ impl AppState {
         let ui = ui::start(source, config);
         Ok(Self {
             store,
-            metrics: StoreMetrics::default(),
+            metrics,
             query_lookback: config.query_lookback,
             serve_store: config.zipkin_url.is_none(),
             auth: Arc::new(auth),
             ui,
         })
+    }
+}
+
+/// Every second: syncs the store's disk to the device, and expires what
+/// is past the retention (a look at the oldest trace when none is).
+async fn keep_disk(store: Arc<Store>, m: StoreMetrics) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (dir, expired) = store.off_runtime(|s| (s.sync(), s.expire())).await;
+        if let Some(bytes) = dir {
+            m.dir_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+        m.expired.inc_by(expired as u64);
     }
 }
 
@@ -287,6 +359,26 @@ pub fn app(state: AppState) -> Router {
             m.bytes.clone(),
         );
         r.register(
+            "console_store_disk_bytes",
+            "Bytes of span records on disk, counted against CONSOLE_DISK_BYTES (0 without CONSOLE_DATA_DIR)",
+            m.disk_bytes.clone(),
+        );
+        r.register(
+            "console_data_dir_bytes",
+            "Bytes the data directory holds (compressed tables and journal)",
+            m.dir_bytes.clone(),
+        );
+        r.register(
+            "console_disk_errors",
+            "Writes to the data directory that failed (their spans are kept in memory only)",
+            m.disk_errors.clone(),
+        );
+        r.register(
+            "console_traces_expired",
+            "Traces evicted for being older than CONSOLE_RETENTION",
+            m.expired.clone(),
+        );
+        r.register(
             "console_login_failures",
             "Failed logins (login page and HTTP Basic)",
             failures.clone(),
@@ -301,6 +393,10 @@ pub fn app(state: AppState) -> Router {
             m.traces
                 .set(i64::try_from(stats.traces).unwrap_or(i64::MAX));
             m.bytes.set(i64::try_from(stats.bytes).unwrap_or(i64::MAX));
+            m.disk_bytes
+                .set(i64::try_from(stats.disk_bytes).unwrap_or(i64::MAX));
+            let errors = stats.disk_errors.saturating_sub(m.disk_errors.get());
+            m.disk_errors.inc_by(errors);
         }
     });
     let pages = ui::routes(state.ui.clone());

@@ -15,8 +15,31 @@ const B: &str = "a3ce929d0e0e47364bf92f3577b34da6";
 const C: &str = "00f067aa0ba902b7";
 const D: &str = "11112222333344445555666677778888";
 
-async fn console(env: &[(&str, String)]) -> anyhow::Result<Console> {
-    Console::start(env!("CARGO_BIN_EXE_console"), env).await
+/// Where the console under test keeps its spans: every test runs against
+/// both stores (see `on_both_stores!` below).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kept {
+    /// In memory only.
+    Memory,
+    /// On disk too (`CONSOLE_DATA_DIR`).
+    Disk,
+}
+
+async fn console(kept: Kept, env: &[(&str, String)]) -> anyhow::Result<Console> {
+    let bin = env!("CARGO_BIN_EXE_console");
+    match kept {
+        Kept::Memory => Console::start(bin, env).await,
+        Kept::Disk => Console::start_on_disk(bin, env).await,
+    }
+}
+
+/// On disk, SIGKILLs the console and starts it again, so that what the
+/// test checks next is what it read back; in memory, nothing.
+async fn reopen(console: &mut Console, kept: Kept) -> anyhow::Result<()> {
+    if kept == Kept::Disk {
+        console.kill_and_restart().await?;
+    }
+    Ok(())
 }
 
 fn now_us() -> u64 {
@@ -193,9 +216,10 @@ fn gzip(body: &[u8]) -> anyhow::Result<Vec<u8>> {
     Ok(enc.finish()?)
 }
 
-/// A console holding traces A to D (the second batch sent gzipped).
-async fn loaded() -> anyhow::Result<Console> {
-    let console = console(&[]).await?;
+/// A console holding traces A to D (the second batch sent gzipped); on
+/// disk, killed and read back since.
+async fn loaded(kept: Kept) -> anyhow::Result<Console> {
+    let mut console = console(kept, &[]).await?;
     assert_eq!(console.post_spans(&job_trace()).await?, 202);
     let res = reqwest::Client::new()
         .post(console.endpoint())
@@ -205,6 +229,7 @@ async fn loaded() -> anyhow::Result<Console> {
         .send()
         .await?;
     assert_eq!(res.status(), 202, "gzip is accepted");
+    reopen(&mut console, kept).await?;
     Ok(console)
 }
 
@@ -217,9 +242,8 @@ fn trace_ids(traces: &Value) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn posted_traces_come_back_by_id_normalised_as_zipkin_does() -> anyhow::Result<()> {
-    let console = loaded().await?;
+async fn posted_traces_come_back_by_id_normalised_as_zipkin_does(kept: Kept) -> anyhow::Result<()> {
+    let console = loaded(kept).await?;
     let trace = console.get_ok(&format!("/api/v2/trace/{A}")).await?;
     let spans = trace.as_array().expect("a list");
     assert_eq!(spans.len(), 7);
@@ -296,9 +320,8 @@ async fn posted_traces_come_back_by_id_normalised_as_zipkin_does() -> anyhow::Re
     Ok(())
 }
 
-#[tokio::test]
-async fn traces_are_found_by_every_filter() -> anyhow::Result<()> {
-    let console = loaded().await?;
+async fn traces_are_found_by_every_filter(kept: Kept) -> anyhow::Result<()> {
+    let console = loaded(kept).await?;
     let find = |query: &str| {
         let console = &console;
         let query = query.to_owned();
@@ -383,9 +406,8 @@ async fn traces_are_found_by_every_filter() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn dependencies_draw_the_job_pipeline_by_zipkins_rules() -> anyhow::Result<()> {
-    let console = loaded().await?;
+async fn dependencies_draw_the_job_pipeline_by_zipkins_rules(kept: Kept) -> anyhow::Result<()> {
+    let console = loaded(kept).await?;
     let now_ms = now_us() / 1000;
     let links = console
         .get_ok(&format!("/api/v2/dependencies?endTs={now_ms}"))
@@ -434,9 +456,8 @@ fn metric(page: &str, name: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
-#[tokio::test]
-async fn the_oldest_traces_are_evicted_at_the_cap() -> anyhow::Result<()> {
-    let console = console(&[("CONSOLE_MAX_SPANS", "25".into())]).await?;
+async fn the_oldest_traces_are_evicted_at_the_cap(kept: Kept) -> anyhow::Result<()> {
+    let mut console = console(kept, &[("CONSOLE_MAX_SPANS", "25".into())]).await?;
     let traces: Vec<String> = (1..=5u64).map(|n| format!("{n:032x}")).collect();
     for (n, trace) in traces.iter().enumerate() {
         let spans: Vec<Value> = (1..=10u64)
@@ -473,13 +494,25 @@ async fn the_oldest_traces_are_evicted_at_the_cap() -> anyhow::Result<()> {
     assert_eq!(metric(&page, "console_spans_received_total"), Some(50.0));
     assert_eq!(metric(&page, "console_spans_stored"), Some(20.0));
     assert_eq!(metric(&page, "console_traces_stored"), Some(2.0));
+    // Read back, the store holds the same two traces.
+    reopen(&mut console, kept).await?;
+    for (i, trace) in traces.iter().enumerate() {
+        let (status, _) = console.get(&format!("/api/v2/trace/{trace}")).await?;
+        assert_eq!(status, if i < 3 { 404 } else { 200 }, "trace {}", i + 1);
+    }
+    let page = reqwest::get(format!("{}/metrics", console.url()))
+        .await?
+        .text()
+        .await?;
+    assert_eq!(metric(&page, "console_spans_stored"), Some(20.0), "{page}");
     Ok(())
 }
 
-#[tokio::test]
-async fn the_store_keeps_within_its_bytes_and_cuts_what_is_too_long() -> anyhow::Result<()> {
+async fn the_store_keeps_within_its_bytes_and_cuts_what_is_too_long(
+    kept: Kept,
+) -> anyhow::Result<()> {
     let max = 1_048_576;
-    let console = console(&[("CONSOLE_MAX_BYTES", max.to_string())]).await?;
+    let mut console = console(kept, &[("CONSOLE_MAX_BYTES", max.to_string())]).await?;
     // 40 batches of ten traces, each span carrying 8 KiB of its own.
     for batch in 0..40u64 {
         let spans: Vec<Value> = (0..10u64)
@@ -512,6 +545,7 @@ async fn the_store_keeps_within_its_bytes_and_cuts_what_is_too_long() -> anyhow:
         json!({ "sql": "y".repeat(100_000) }),
     );
     assert_eq!(console.post_spans(&json!([long])).await?, 202);
+    reopen(&mut console, kept).await?;
     let trace = console.get_ok(&format!("/api/v2/trace/{D}")).await?;
     let sql = trace[0]["tags"]["sql"].as_str().unwrap_or_default();
     assert!(
@@ -542,9 +576,10 @@ async fn page(console: &Console, path: &str) -> anyhow::Result<(u16, String)> {
     Ok((res.status().as_u16(), res.text().await?))
 }
 
-#[tokio::test]
-async fn the_trace_search_page_finds_traces_and_opens_their_waterfall() -> anyhow::Result<()> {
-    let console = loaded().await?;
+async fn the_trace_search_page_finds_traces_and_opens_their_waterfall(
+    kept: Kept,
+) -> anyhow::Result<()> {
+    let console = loaded(kept).await?;
     let link = |id: &str| format!("href=\"/traces/{id}\"");
     // Everything of the last hour, newest first, with what each holds.
     let (status, all) = page(&console, "/traces").await?;
@@ -603,9 +638,8 @@ async fn the_trace_search_page_finds_traces_and_opens_their_waterfall() -> anyho
     Ok(())
 }
 
-#[tokio::test]
-async fn bad_input_is_refused_with_problems_and_stores_nothing() -> anyhow::Result<()> {
-    let mut console = console(&[]).await?;
+async fn bad_input_is_refused_with_problems_and_stores_nothing(kept: Kept) -> anyhow::Result<()> {
+    let mut console = console(kept, &[]).await?;
     let http = reqwest::Client::new();
     let post = |ct: &'static str, encoding: Option<&'static str>, body: Vec<u8>| {
         let mut req = http
@@ -698,6 +732,7 @@ async fn bad_input_is_refused_with_problems_and_stores_nothing() -> anyhow::Resu
     }
     let (status, problem) = console.get("/api/v1/spans").await?;
     assert_eq!((status, problem["status"].clone()), (404, json!(404)));
+    reopen(&mut console, kept).await?;
     assert_eq!(
         console.get_ok("/api/v2/services").await?,
         json!([]),
@@ -719,3 +754,36 @@ fn every_setting_of_the_console_is_in_the_settings_reference() -> anyhow::Result
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")),
     )
 }
+
+/// Each test above, against the memory store and against the disk store
+/// (killed and read back before its answers are checked).
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $name() -> anyhow::Result<()> {
+                    super::$name(super::Kept::Memory).await
+                }
+            )*
+        }
+        mod disk {
+            $(
+                #[tokio::test]
+                async fn $name() -> anyhow::Result<()> {
+                    super::$name(super::Kept::Disk).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_stores!(
+    posted_traces_come_back_by_id_normalised_as_zipkin_does,
+    traces_are_found_by_every_filter,
+    dependencies_draw_the_job_pipeline_by_zipkins_rules,
+    the_oldest_traces_are_evicted_at_the_cap,
+    the_store_keeps_within_its_bytes_and_cuts_what_is_too_long,
+    the_trace_search_page_finds_traces_and_opens_their_waterfall,
+    bad_input_is_refused_with_problems_and_stores_nothing,
+);

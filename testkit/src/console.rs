@@ -14,19 +14,54 @@ pub struct Console {
     process: ServiceProcess,
     url: String,
     http: reqwest::Client,
+    bin: String,
+    settings: Vec<(String, String)>,
+    data: Option<DataDir>,
+}
+
+/// A console's `CONSOLE_DATA_DIR`, removed when dropped.
+#[derive(Debug)]
+struct DataDir(std::path::PathBuf);
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 impl Console {
     /// Starts the console binary `bin` on a free loopback port with `env`
     /// added, and waits until it is healthy.
     pub async fn start(bin: &str, env: &[(&str, String)]) -> anyhow::Result<Self> {
+        Self::start_with(bin, env, None).await
+    }
+
+    /// [`Self::start`], keeping its spans on disk (`CONSOLE_DATA_DIR`) in
+    /// a temporary directory of its own, removed when dropped.
+    pub async fn start_on_disk(bin: &str, env: &[(&str, String)]) -> anyhow::Result<Self> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir =
+            std::env::temp_dir().join(format!("testkit-console-data-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Self::start_with(bin, env, Some(DataDir(dir))).await
+    }
+
+    async fn start_with(
+        bin: &str,
+        env: &[(&str, String)],
+        data: Option<DataDir>,
+    ) -> anyhow::Result<Self> {
         let port = free_port()?;
         let url = format!("http://127.0.0.1:{port}");
-        let mut settings = vec![
+        let mut settings: Vec<(&str, String)> = vec![
             ("CONSOLE_LISTEN", format!("127.0.0.1:{port}")),
             ("OTEL_TRACES_EXPORTER", "none".to_owned()),
             ("RUST_LOG", "warn".to_owned()),
         ];
+        if let Some(dir) = &data {
+            settings.push(("CONSOLE_DATA_DIR", dir.0.display().to_string()));
+        }
         settings.extend(env.iter().map(|(k, v)| (*k, v.clone())));
         let process =
             ServiceProcess::start("console", bin, &settings, &format!("{url}/healthz")).await?;
@@ -34,7 +69,38 @@ impl Console {
             process,
             url,
             http: reqwest::Client::new(),
+            bin: bin.to_owned(),
+            settings: settings
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            data,
         })
+    }
+
+    /// Its data directory, when it keeps spans on disk.
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        self.data.as_ref().map(|d| d.0.as_path())
+    }
+
+    /// Kills the console (SIGKILL: nothing flushed) and starts it again,
+    /// on the same port with the same settings and data directory; waits
+    /// until it is healthy (its store read back).
+    pub async fn kill_and_restart(&mut self) -> anyhow::Result<()> {
+        self.process.kill()?;
+        let settings: Vec<(&str, String)> = self
+            .settings
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        self.process = ServiceProcess::start(
+            "console",
+            &self.bin,
+            &settings,
+            &format!("{}/healthz", self.url),
+        )
+        .await?;
+        Ok(())
     }
 
     /// Its base URL (`http://127.0.0.1:{port}`).

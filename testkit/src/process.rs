@@ -98,6 +98,14 @@ impl ServiceProcess {
         self.child.id()
     }
 
+    /// Kills the process (SIGKILL, by its PID: no chance to flush
+    /// anything) and waits for it.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -82,7 +82,16 @@ impl Inner {
         }
     }
 
-    pub(super) fn insert(&mut self, p: Prepared<'_>) {
+    /// The next arrival or batch number: epoch µs, above every one given
+    /// before.
+    pub(super) fn next_seq(&mut self) -> u64 {
+        self.seq = super::now_us().max(self.seq.saturating_add(1));
+        self.seq
+    }
+
+    /// Stores one span. A trace new to the store arrived `arrived` (read
+    /// back from disk) or now.
+    pub(super) fn insert(&mut self, p: Prepared<'_>, arrived: Option<u64>) {
         let s = &p.span;
         let mut cut = 0;
         let name = self.intern_lower(s.name.as_deref(), &mut cut);
@@ -106,7 +115,8 @@ impl Inner {
         let mut tags: Vec<(Cow<'_, str>, Cow<'_, str>)> = s
             .tags
             .iter()
-            .filter(|(k, _)| !k.is_empty() && &***k != TRUNCATED_TAG)
+            // The store's own count of cuts is taken only from its disk.
+            .filter(|(k, _)| !k.is_empty() && (p.trusted || &***k != TRUNCATED_TAG))
             .map(|(k, v)| {
                 (
                     clip(k, MAX_NAME_BYTES, &mut cut),
@@ -140,12 +150,22 @@ impl Inner {
             tags: tags.into(),
         };
         self.index(&span, true);
-        let trace = self.traces.entry(p.trace).or_insert_with(|| {
+        if !self.traces.contains_key(&p.trace) {
+            let arrived = arrived.unwrap_or_else(|| self.next_seq());
             self.order.push_back(p.trace);
             self.record_bytes += TRACE_COST;
-            TraceRec::default()
-        });
-        trace.spans.push(span);
+            self.traces.insert(
+                p.trace,
+                TraceRec {
+                    spans: Vec::new(),
+                    arrived,
+                    disk_bytes: 0,
+                },
+            );
+        }
+        if let Some(trace) = self.traces.get_mut(&p.trace) {
+            trace.spans.push(span);
+        }
         self.spans += 1;
     }
 
@@ -170,12 +190,23 @@ impl Inner {
         }
     }
 
-    /// Evicts the oldest trace; answers how many spans it held.
-    pub(super) fn evict_oldest(&mut self) -> Option<usize> {
+    /// Evicts the oldest trace while the store is over one of its caps;
+    /// answers it as [`Self::evict_oldest`] does.
+    pub(super) fn evict_over_caps(&mut self) -> Option<(TraceId, u64, usize)> {
+        let over = self.spans > self.max_spans
+            || self.bytes() > self.max_bytes
+            || self.disk_bytes > self.max_disk_bytes;
+        if over { self.evict_oldest() } else { None }
+    }
+
+    /// Evicts the oldest trace; answers its id, when it arrived and how
+    /// many spans it held.
+    pub(super) fn evict_oldest(&mut self) -> Option<(TraceId, u64, usize)> {
         let id = self.order.pop_front()?;
         let trace = self.traces.remove(&id)?;
         let n = trace.spans.len();
         self.record_bytes -= TRACE_COST;
+        self.disk_bytes -= trace.disk_bytes;
         for span in trace.spans {
             self.record_bytes -= span_cost(span.annotations.len(), span.tags.len());
             self.index(&span, false);
@@ -191,6 +222,6 @@ impl Inner {
             }
         }
         self.spans -= n;
-        Some(n)
+        Some((id, trace.arrived, n))
     }
 }

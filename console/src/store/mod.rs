@@ -25,6 +25,7 @@
 //!   service graph links each trace in time linear in its size. The counts
 //!   ([`Store::stats`]) are read without the lock.
 
+mod disk;
 mod ingest;
 mod intern;
 mod links;
@@ -32,13 +33,15 @@ pub mod model;
 mod output;
 mod query;
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use intern::{Interner, Sym};
 use model::{Kind, Span, SpanError, SpanIn, TraceId, prepare};
 
+pub use disk::DiskError;
 pub use model::DependencyLink;
 pub use query::{QueryError, TraceQuery};
 
@@ -74,6 +77,11 @@ pub struct StoreStats {
     pub strings: usize,
     /// Bytes the store counts against its cap.
     pub bytes: usize,
+    /// Bytes of span records on disk, counted against the disk's cap (0
+    /// without one).
+    pub disk_bytes: u64,
+    /// Writes to disk that failed since the start.
+    pub disk_errors: u64,
 }
 
 /// [`StoreStats`], kept beside the lock so reading them never waits.
@@ -83,6 +91,8 @@ struct Counts {
     traces: AtomicUsize,
     strings: AtomicUsize,
     bytes: AtomicUsize,
+    disk_bytes: AtomicU64,
+    disk_errors: AtomicU64,
 }
 
 /// An endpoint, every part a symbol ([`Sym::NONE`] when absent).
@@ -136,9 +146,14 @@ impl SpanRec {
 }
 
 /// The spans of one trace, in arrival order.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct TraceRec {
     spans: Vec<SpanRec>,
+    /// When it arrived: epoch µs, unique per trace (the next number when
+    /// two come in the same microsecond).
+    arrived: u64,
+    /// What its records cost on disk (0 without a disk).
+    disk_bytes: u64,
 }
 
 impl TraceRec {
@@ -173,12 +188,45 @@ struct Inner {
     autocomplete_keys: Vec<Sym>,
     /// Spans per (autocomplete key, value).
     autocomplete: HashMap<(Sym, Sym), u32>,
+    /// The last arrival or batch number given ([`Inner::next_seq`]).
+    seq: u64,
+    /// What the records on disk cost (key and value bytes).
+    disk_bytes: u64,
+    /// The cap on it (`u64::MAX` without a disk).
+    max_disk_bytes: u64,
+}
+
+/// Where and how long the store keeps its spans on disk.
+#[derive(Debug, Clone)]
+pub struct DiskOptions {
+    /// The directory (created when missing).
+    pub dir: PathBuf,
+    /// Most bytes of span records kept (keys and values as written; the
+    /// engine compresses them): the oldest traces go first.
+    pub max_bytes: u64,
+    /// How long a trace is kept after it arrived.
+    pub retention: std::time::Duration,
+}
+
+/// What reopening the store found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reopened {
+    /// Spans read back.
+    pub spans: usize,
+    /// Traces read back.
+    pub traces: usize,
+    /// Traces dropped on the way: past the retention, or over a cap.
+    pub dropped_traces: usize,
+    /// Records that did not parse (and were dropped).
+    pub bad_records: usize,
 }
 
 /// The trace store. Ingest and queries may run from many tasks at once.
 pub struct Store {
     inner: RwLock<Inner>,
     counts: Counts,
+    /// The copy on disk, with the retention in µs.
+    disk: Option<(disk::Disk, u64)>,
 }
 
 impl std::fmt::Debug for Store {
@@ -214,9 +262,73 @@ impl Store {
                 names: HashMap::new(),
                 autocomplete_keys,
                 autocomplete: HashMap::new(),
+                seq: 0,
+                disk_bytes: 0,
+                max_disk_bytes: u64::MAX,
             }),
             counts: Counts::default(),
+            disk: None,
         }
+    }
+
+    /// The store, kept on disk in `options.dir` too, and read back from
+    /// it: what an earlier run kept, within the retention and the caps.
+    pub fn with_disk(mut self, options: &DiskOptions) -> Result<(Self, Reopened), DiskError> {
+        let disk = disk::Disk::open(&options.dir)?;
+        let retention = u64::try_from(options.retention.as_micros()).unwrap_or(u64::MAX);
+        let cutoff = now_us().saturating_sub(retention);
+        let mut reopened = Reopened::default();
+        let mut gone: Vec<u64> = Vec::new();
+        let inner = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
+        inner.max_disk_bytes = options.max_bytes;
+        // The arrival of the trace being read back.
+        let mut current = None;
+        disk.scan(|arrived, batch, value| {
+            inner.seq = inner.seq.max(arrived).max(batch);
+            if gone.last() == Some(&arrived) {
+                return;
+            }
+            if arrived < cutoff {
+                gone.push(arrived);
+                return;
+            }
+            let Ok(spans) = serde_json::from_slice::<Vec<SpanIn<'_>>>(value) else {
+                // A trace whose first record is lost goes; a later record
+                // lost leaves the rest of its trace.
+                reopened.bad_records += 1;
+                if current != Some(arrived) {
+                    gone.push(arrived);
+                }
+                return;
+            };
+            let mut trace = None;
+            for (i, span) in spans.into_iter().enumerate() {
+                if let Ok(mut p) = prepare(i, span) {
+                    p.trusted = true;
+                    trace = Some(p.trace);
+                    inner.insert(p, Some(arrived));
+                }
+            }
+            if let Some(t) = trace.and_then(|t| inner.traces.get_mut(&t)) {
+                current = Some(arrived);
+                let cost = (16 + value.len()) as u64;
+                t.disk_bytes += cost;
+                inner.disk_bytes += cost;
+            }
+        })?;
+        // Traces cut off above, and the ones over the caps, leave the disk.
+        let mut dropped: HashSet<u64> = gone.iter().copied().collect();
+        while let Some((_, arrived, _)) = inner.evict_over_caps() {
+            dropped.insert(arrived);
+        }
+        reopened.dropped_traces = dropped.len();
+        reopened.spans = inner.spans;
+        reopened.traces = inner.traces.len();
+        let dropped: Vec<u64> = dropped.into_iter().collect();
+        disk.commit(Vec::new(), &dropped)?;
+        self.disk = Some((disk, retention));
+        self.count();
+        Ok((self, reopened))
     }
 
     /// The byte cap when none is given: 256 MiB.
@@ -255,7 +367,8 @@ impl Store {
     }
 
     /// Stores `spans`, all or none: one malformed span refuses the batch.
-    /// Then evicts the oldest traces until the store is within its cap.
+    /// Then evicts the oldest traces until the store is within its caps,
+    /// and writes what changed to disk (when kept there).
     pub fn ingest(&self, spans: Vec<SpanIn<'_>>) -> Result<Ingested, SpanError> {
         let prepared = spans
             .into_iter()
@@ -267,24 +380,117 @@ impl Store {
             ..Ingested::default()
         };
         let mut inner = self.write();
+        // Each trace's spans of this batch, as answered, for the disk.
+        let mut written: Vec<(TraceId, Vec<Span>)> = Vec::new();
+        let mut slot: HashMap<TraceId, usize> = HashMap::new();
         for p in prepared {
-            inner.insert(p);
-        }
-        while inner.spans > inner.max_spans || inner.bytes() > inner.max_bytes {
-            match inner.evict_oldest() {
-                Some(n) => {
-                    done.evicted_traces += 1;
-                    done.evicted_spans += n;
-                }
-                None => break,
+            let trace = p.trace;
+            inner.insert(p, None);
+            if self.disk.is_some()
+                && let Some(span) = inner.last_span_out(trace)
+            {
+                let i = *slot.entry(trace).or_insert_with(|| {
+                    written.push((trace, Vec::new()));
+                    written.len() - 1
+                });
+                written[i].1.push(span);
             }
         }
+        let mut puts = Vec::with_capacity(written.len());
+        if !written.is_empty() {
+            let batch = inner.next_seq();
+            for (trace, spans) in written {
+                let Ok(value) = serde_json::to_vec(&spans) else {
+                    continue;
+                };
+                let cost = (16 + value.len()) as u64;
+                if let Some(t) = inner.traces.get_mut(&trace) {
+                    t.disk_bytes += cost;
+                    puts.push((trace, disk::key(t.arrived, batch), value));
+                    inner.disk_bytes += cost;
+                }
+            }
+        }
+        let mut gone = Vec::new();
+        let mut gone_ids = HashSet::new();
+        while let Some((id, arrived, n)) = inner.evict_over_caps() {
+            done.evicted_traces += 1;
+            done.evicted_spans += n;
+            gone.push(arrived);
+            gone_ids.insert(id);
+        }
+        if let Some((disk, _)) = &self.disk {
+            let puts = puts
+                .into_iter()
+                .filter(|(id, _, _)| !gone_ids.contains(id))
+                .map(|(_, k, v)| (k, v))
+                .collect();
+            self.wrote(disk.commit(puts, &gone));
+        }
+        drop(inner);
+        self.count();
+        Ok(done)
+    }
+
+    /// Counts a failed write to disk, and logs it.
+    fn wrote(&self, result: Result<(), DiskError>) {
+        if let Err(e) = result {
+            self.counts.disk_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "writing spans to disk failed; they are kept in memory only");
+        }
+    }
+
+    /// Publishes the counts of [`Self::stats`].
+    fn count(&self) {
+        let inner = self.read();
         let c = &self.counts;
         c.spans.store(inner.spans, Ordering::Relaxed);
         c.traces.store(inner.traces.len(), Ordering::Relaxed);
         c.strings.store(inner.strings.len(), Ordering::Relaxed);
         c.bytes.store(inner.bytes(), Ordering::Relaxed);
-        Ok(done)
+        c.disk_bytes.store(
+            if self.disk.is_some() {
+                inner.disk_bytes
+            } else {
+                0
+            },
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Evicts the traces that arrived longer ago than the disk's retention
+    /// (none without a disk: the memory store keeps traces until its caps
+    /// push them out); answers how many.
+    pub fn expire(&self) -> usize {
+        let Some((disk, retention)) = &self.disk else {
+            return 0;
+        };
+        let cutoff = now_us().saturating_sub(*retention);
+        let mut inner = self.write();
+        let mut gone = Vec::new();
+        while let Some(id) = inner.order.front().copied() {
+            if inner.traces.get(&id).is_some_and(|t| t.arrived >= cutoff) {
+                break;
+            }
+            match inner.evict_oldest() {
+                Some((_, arrived, _)) => gone.push(arrived),
+                None => break,
+            }
+        }
+        if !gone.is_empty() {
+            self.wrote(disk.commit(Vec::new(), &gone));
+        }
+        drop(inner);
+        self.count();
+        gone.len()
+    }
+
+    /// Syncs the disk's journal to the device (nothing without a disk),
+    /// and answers the bytes its directory holds.
+    pub fn sync(&self) -> Option<u64> {
+        let (disk, _) = self.disk.as_ref()?;
+        self.wrote(disk.sync());
+        Some(disk.space())
     }
 
     /// How full the store is, as of the last ingest; never waits.
@@ -295,6 +501,8 @@ impl Store {
             traces: c.traces.load(Ordering::Relaxed),
             strings: c.strings.load(Ordering::Relaxed),
             bytes: c.bytes.load(Ordering::Relaxed),
+            disk_bytes: c.disk_bytes.load(Ordering::Relaxed),
+            disk_errors: c.disk_errors.load(Ordering::Relaxed),
         }
     }
 
@@ -455,6 +663,13 @@ impl Store {
         out.sort();
         out
     }
+}
+
+/// Microseconds since the Unix epoch, now.
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

@@ -271,6 +271,9 @@ pub(crate) struct Prepared<'a> {
     pub(crate) span: SpanIn<'a>,
     pub(crate) id: u64,
     pub(crate) parent: u64,
+    /// Read back from the store's own disk: its `console.truncated` tag
+    /// is kept.
+    pub(crate) trusted: bool,
 }
 
 /// Checks and normalises one posted span.
@@ -295,6 +298,7 @@ pub(crate) fn prepare(index: usize, span: SpanIn<'_>) -> Result<Prepared<'_>, Sp
         // A span that names itself as parent is a root (Zipkin's rule).
         parent: if parent == id { 0 } else { parent },
         span,
+        trusted: false,
     })
 }
 

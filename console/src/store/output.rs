@@ -44,6 +44,12 @@ impl Inner {
         }
     }
 
+    /// The span of `trace` stored last, as answered.
+    pub(super) fn last_span_out(&self, trace: TraceId) -> Option<Span> {
+        let span = self.traces.get(&trace)?.spans.last()?;
+        Some(self.span_out(trace, span))
+    }
+
     /// A trace as answered: its spans by time.
     pub(super) fn trace_out(&self, id: TraceId, trace: &TraceRec) -> Vec<Span> {
         let mut spans: Vec<&SpanRec> = trace.spans.iter().collect();
