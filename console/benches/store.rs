@@ -4,8 +4,14 @@
 //!
 //! ```sh
 //! cargo bench -p console --bench store                # 500,000 spans
+//! cargo bench -p console --bench store -- --disk --max-spans 1000000
 //! cargo bench -p console --bench store -- --quick     # small, to check it runs
 //! ```
+//!
+//! With `--disk`, the store keeps its spans on disk too (as with
+//! `CONSOLE_DATA_DIR`, in a temporary directory): the ingest rate then
+//! includes the writes, and the table adds the bytes on disk per span and
+//! the time to read a full store back, as a restart does.
 //!
 //! Ingest goes through the same path as `POST /api/v2/spans` minus HTTP:
 //! JSON batches of 500 spans parsed and stored (encoding the batches is
@@ -17,6 +23,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use console::Store;
 use console::store::model::{SpanIn, TraceId};
+use console::store::{DiskOptions, TraceQuery};
 use serde_json::{Value, json};
 
 /// Benchmark the embedded trace store.
@@ -28,6 +35,12 @@ struct Args {
     /// Trace lookups timed with the store full.
     #[arg(long, default_value_t = 20_000)]
     lookups: usize,
+    /// Trace searches timed with the store full.
+    #[arg(long, default_value_t = 200)]
+    searches: usize,
+    /// Keep the spans on disk too, and measure reading them back.
+    #[arg(long)]
+    disk: bool,
     /// Small, fast settings to check the benchmark still runs.
     #[arg(long)]
     quick: bool,
@@ -267,9 +280,23 @@ fn main() -> anyhow::Result<()> {
     if args.quick {
         args.max_spans = 20_000;
         args.lookups = 2_000;
+        args.searches = 20;
     }
     let traces = (args.max_spans / SPANS_PER_TRACE) as u64;
-    let store = Store::new(args.max_spans, &["messaging.destination.name".to_owned()]);
+    let keys = ["messaging.destination.name".to_owned()];
+    // The memory cap out of the way: the span count is what is measured.
+    let new_store = || Store::new(args.max_spans, &keys).with_max_bytes(usize::MAX);
+    let dir = std::env::temp_dir().join(format!("console-bench-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let disk = DiskOptions {
+        dir: dir.clone(),
+        max_bytes: u64::MAX,
+        retention: Duration::from_secs(3650 * 86_400),
+    };
+    let mut store = new_store();
+    if args.disk {
+        store = store.with_disk(&disk)?.0;
+    }
     let mut body = Vec::new();
     // Warm up: one batch, so the baseline holds the buffers every batch reuses.
     let warm = (BATCH / SPANS_PER_TRACE) as u64;
@@ -295,6 +322,57 @@ fn main() -> anyhow::Result<()> {
     }
     latencies.sort();
 
+    // Searches as the console's Traces page makes them: a service and a
+    // tag, the newest 10, over a window holding every trace.
+    let mut searches = Vec::with_capacity(args.searches);
+    for i in 0..args.searches {
+        let q = TraceQuery::new(
+            Some(["worker", "api", "redis"][i % 3]),
+            None,
+            Some("messaging.destination.name=weather"),
+            None,
+            None,
+            Some(2_000_000_000_000),
+            Some(2_000_000_000_000),
+            Some(10),
+            0,
+            u64::MAX,
+        )?;
+        let t = Instant::now();
+        let found = store.traces(&q);
+        let _ = serde_json::to_vec(&found)?;
+        searches.push(t.elapsed());
+    }
+    searches.sort();
+
+    // Read back from disk, as a restart does.
+    let mut disk_rows = Vec::new();
+    if args.disk {
+        let dir_bytes = store.sync().unwrap_or(0);
+        drop(store);
+        let t = Instant::now();
+        let (reopened, found) = new_store().with_disk(&disk)?;
+        let took = t.elapsed();
+        anyhow::ensure!(
+            found.spans == stats.spans,
+            "{} spans read back of {}",
+            found.spans,
+            stats.spans
+        );
+        store = reopened;
+        let dir_after = store.sync().unwrap_or(0);
+        disk_rows.push(format!(
+            "| bytes on disk per span (data directory / spans: after ingest, after reopening) | {:.0}, {:.0} | |",
+            dir_bytes as f64 / stats.spans.max(1) as f64,
+            dir_after as f64 / stats.spans.max(1) as f64
+        ));
+        disk_rows.push(format!(
+            "| reopen: {} spans read back (s) | {:.2} | < 5 |",
+            found.spans,
+            took.as_secs_f64()
+        ));
+    }
+
     // Past the cap: every new trace evicts an old one, and memory stays
     // bounded. Rounds of a fifth of the store each; RSS after each round.
     let extra = traces / 5;
@@ -317,9 +395,14 @@ fn main() -> anyhow::Result<()> {
     println!("| measure | value | target |");
     println!("|---|---:|---:|");
     println!(
-        "| ingest (spans/s, JSON parse + store) | {:.0} | ≥ 100000 |",
-        fill.spans as f64 / fill.took.as_secs_f64()
+        "| ingest (spans/s, JSON parse + store{}) | {:.0} | {} |",
+        if args.disk { " + disk" } else { "" },
+        fill.spans as f64 / fill.took.as_secs_f64(),
+        if args.disk { "≥ 50000" } else { "≥ 100000" }
     );
+    for row in &disk_rows {
+        println!("{row}");
+    }
     println!(
         "| /trace/{{id}} lookup p50 (ms, store full) | {:.3} | |",
         percentile(&latencies, 0.5).as_secs_f64() * 1e3
@@ -327,6 +410,11 @@ fn main() -> anyhow::Result<()> {
     println!(
         "| /trace/{{id}} lookup p99 (ms, store full) | {:.3} | < 5 |",
         percentile(&latencies, 0.99).as_secs_f64() * 1e3
+    );
+    println!(
+        "| trace search p50 / p99 (ms: service and tag, newest 10) | {:.1} / {:.1} | p99 < 200 |",
+        percentile(&searches, 0.5).as_secs_f64() * 1e3,
+        percentile(&searches, 0.99).as_secs_f64() * 1e3
     );
     println!(
         "| RSS at the cap (MiB) | {:.1} | |",
@@ -344,5 +432,7 @@ fn main() -> anyhow::Result<()> {
         churn.evicted,
         rounds.join(", ")
     );
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -179,9 +179,10 @@ impl Stack {
         let zipkin = ZipkinCollector::start().await?;
         let api_port = free_port()?;
         let api_url = format!("http://127.0.0.1:{api_port}");
+        // The console keeps its spans on disk, as scripts/run starts it.
         let console = match options.console {
             true => Some(
-                Console::start(
+                Console::start_on_disk(
                     project_binary("console")?.to_str().context("path")?,
                     &[
                         redis_env.clone(),

@@ -12,7 +12,7 @@ use testkit::project_binary;
 #[tokio::test]
 async fn a_jobs_trace_and_the_service_map_come_back_from_the_console() -> anyhow::Result<()> {
     let bin = project_binary("console")?;
-    let stack = Stack::start_with_console().await?;
+    let mut stack = Stack::start_with_console().await?;
     let console = stack.console.as_ref().context("a console")?;
     let (id, trace) = stack.enqueue(r#"{"city": "Oslo"}"#, &[]).await?;
     let done = stack.wait_done(&id).await?;
@@ -102,7 +102,46 @@ async fn a_jobs_trace_and_the_service_map_come_back_from_the_console() -> anyhow
             .any(|l| l.contains("│  └─ weather-stub  get /v1/search  SERVER")),
         "{tree}"
     );
+
+    // Killed and started again, the console answers the same from its
+    // disk: the trace, the service map and the job page's waterfall.
+    let page = |console: String| {
+        let id = id.clone();
+        async move {
+            let html = reqwest::get(format!("{console}/jobs/{id}"))
+                .await?
+                .text()
+                .await?;
+            anyhow::Ok(waterfall(&html))
+        }
+    };
+    let before = page(console.url().to_owned()).await?;
+    assert_eq!(before.len(), 2 * 9, "a row and a bar a span: {before:?}");
+    let dependencies = format!("/api/v2/dependencies?endTs={now_ms}");
+    let console = stack.console.as_mut().context("a console")?;
+    console.kill_and_restart().await?;
+    assert_eq!(
+        console.get_ok(&format!("/api/v2/trace/{trace}")).await?,
+        json!(spans)
+    );
+    assert_eq!(console.get_ok(&dependencies).await?, links);
+    assert_eq!(page(console.url().to_owned()).await?, before);
     Ok(())
+}
+
+/// The span rows and bars of a job page's waterfall, as drawn.
+fn waterfall(html: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for marker in ["<li class=\"span\"", "<span class=\"bar"] {
+        let mut rest = html;
+        while let Some(at) = rest.find(marker) {
+            let tag = &rest[at..];
+            let end = tag.find('>').unwrap_or(tag.len());
+            out.push(tag[..end].to_owned());
+            rest = &tag[end..];
+        }
+    }
+    out
 }
 
 #[tokio::test]

@@ -204,6 +204,14 @@ async fn quickstart(kafka: bool) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    // The console keeps them on disk, in the clone.
+    let data = clone.join(".data/console");
+    anyhow::ensure!(
+        std::fs::read_dir(&data).map(|d| d.count()).unwrap_or(0) > 0,
+        "the console keeps no traces in {}:\n{}",
+        data.display(),
+        run.output()
+    );
     let mut services: Vec<&str> = spans
         .iter()
         .filter_map(|s| s["localEndpoint"]["serviceName"].as_str())

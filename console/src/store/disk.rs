@@ -22,7 +22,8 @@
 
 use std::path::Path;
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::config::CompressionPolicy;
+use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 /// A record's key: the trace's arrival number, then the batch's.
 pub(crate) fn key(arrived: u64, batch: u64) -> [u8; 16] {
@@ -53,7 +54,12 @@ impl Disk {
     /// Opens (or creates) the store in `dir`, recovering its journal.
     pub(crate) fn open(dir: &Path) -> Result<Self, DiskError> {
         let db = Database::builder(dir).open()?;
-        let records = db.keyspace("spans", KeyspaceCreateOptions::default)?;
+        // lz4 in every level (fjall's default leaves the first two raw):
+        // span JSON shrinks about threefold, for little CPU.
+        let records = db.keyspace("spans", || {
+            KeyspaceCreateOptions::default()
+                .data_block_compression_policy(CompressionPolicy::all(CompressionType::Lz4))
+        })?;
         Ok(Self { db, records })
     }
 
