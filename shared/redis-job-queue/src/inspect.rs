@@ -96,7 +96,7 @@ impl Shard {
     }
 
     /// The records of `ids` still kept, in that order.
-    async fn records(&self, ids: &[String]) -> Result<Vec<JobRecord>, QueueError> {
+    pub(crate) async fn records(&self, ids: &[String]) -> Result<Vec<JobRecord>, QueueError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }

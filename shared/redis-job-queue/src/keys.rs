@@ -25,6 +25,11 @@ pub(crate) struct Keys {
     pub(crate) stats: String,
     /// Set while the queue is paused (its value: since when, epoch ms).
     pub(crate) paused: String,
+    /// Every job of the shard by the time it was queued, for searches:
+    /// a sorted set, every score 0, members `{ms, 15 digits}:{id}`.
+    pub(crate) index: String,
+    /// Where the sweep of the index stopped (a member), to go on from.
+    pub(crate) index_sweep: String,
     /// Prefix of the job hashes; the job id is appended.
     pub(crate) job_prefix: String,
     /// Prefix of the idempotency keys; the caller's key is appended.
@@ -67,6 +72,8 @@ impl Keys {
             consumers: format!("{base}:consumers"),
             stats: format!("{base}:stats"),
             paused: format!("{base}:paused"),
+            index: format!("{base}:index"),
+            index_sweep: format!("{base}:index:sweep"),
             job_prefix: format!("{base}:job:"),
             idem_prefix: format!("{base}:idem:"),
             batch_prefix: format!("{base}:batch:"),

@@ -71,6 +71,8 @@
 //! | `{prefix}:{q}:consumers`    | zset   | live consumers scored by last heartbeat       |
 //! | `{prefix}:{q}:stats`        | hash   | lifetime counters                             |
 //! | `{prefix}:{q}:paused`       | string | while paused: since when (epoch ms)           |
+//! | `{prefix}:{q}:index`        | zset   | every job, `{queued ms}:{id}` (searches)      |
+//! | `{prefix}:{q}:index:sweep`  | string | where the sweep of the index stopped          |
 //! | `{prefix}:{q}:idem:{key}`   | string | an idempotency key's fingerprint (expires)    |
 //! | `{prefix}:{q}:batch:{id}`   | list   | the ids of a batch's jobs (expires with them) |
 //! | `{prefix}:{q}:scheduler`    | string | the worker holding the scheduler's lease      |
@@ -142,6 +144,7 @@ mod push_call;
 mod queue;
 mod reshard;
 mod scripts;
+mod search;
 mod shard;
 mod shards;
 pub mod topology;
@@ -158,5 +161,6 @@ pub use job::{
 pub use keys::ScheduleKeys;
 pub use lease::{JobLease, meta_keys};
 pub use queue::{RedisQueue, ShardInfo, connect_with_retry, shard_of};
+pub use search::{GeoBox, JobQuery, Order, SCAN_BUDGET, TextPrefix};
 pub use shards::{MAX_SHARDS, shard_tags};
 pub use topology::{Answered, RedirectKind, TopologyEvent};

@@ -41,7 +41,8 @@ pub(crate) async fn wait_replicas(
 }
 
 /// The push script for `jobs`; it answers, per job, whether it was added.
-/// Every key it touches is declared: the queue's, then each job's hash,
+/// Every key it touches is declared: the queue's (its search index the
+/// fourth), then each job's hash,
 /// idempotency key and batch index (one entry per distinct key), then the
 /// lanes' streams last, as `lua/lanes.lua` wants them.
 pub(crate) fn push_script(
@@ -49,7 +50,7 @@ pub(crate) fn push_script(
     cfg: &QueueConfig,
     jobs: &[NewJob],
 ) -> redis::ScriptInvocation<'static> {
-    let mut declared = DeclaredKeys::new(&[&keys.stream, &keys.delayed, &keys.stats]);
+    let mut declared = DeclaredKeys::new(&[&keys.stream, &keys.delayed, &keys.stats, &keys.index]);
     let per_job: Vec<(usize, usize, usize)> = jobs
         .iter()
         .map(|job| {

@@ -355,6 +355,21 @@ impl RedisQueue {
         crate::listing::list(&self.shards, status, cursor, limit).await
     }
 
+    /// One page of the jobs matching `q` (any status, cancelled too), at
+    /// most `limit` (1 to 1,000), in the order they were queued, from
+    /// `cursor` (`None` for the first page; then the page's
+    /// `next_cursor`). A page may hold fewer jobs than `limit` and still
+    /// have a next one: each call looks at a bounded number of jobs per
+    /// shard (see [`crate::SCAN_BUDGET`]).
+    pub async fn search(
+        &self,
+        q: &crate::JobQuery,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<JobPage, QueueError> {
+        crate::search::search(&self.shards, q, cursor, limit).await
+    }
+
     /// One consistent snapshot of each shard, summed. Live consumers are
     /// counted once, however many shards each reads.
     pub async fn stats(&self) -> Result<QueueStats, QueueError> {

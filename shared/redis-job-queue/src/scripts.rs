@@ -55,6 +55,8 @@ pub(crate) static CANCEL: LazyLock<Script> = script!("lua/now.lua", "lua/cancel.
 pub(crate) static LIST: LazyLock<Script> = script!("lua/lanes.lua", "lua/list.lua");
 pub(crate) static REDRIVE: LazyLock<Script> = script!("lua/lanes.lua", "lua/redrive.lua");
 pub(crate) static PAUSE: LazyLock<Script> = script!("lua/now.lua", "lua/pause.lua");
+pub(crate) static SEARCH: LazyLock<Script> = script!("lua/search.lua");
+pub(crate) static SWEEP: LazyLock<Script> = script!("lua/sweep.lua");
 
 /// The `KEYS` of one script call: the script's fixed keys, then keys
 /// declared as the call's jobs need them (each once; the script finds them

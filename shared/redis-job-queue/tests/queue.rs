@@ -11,8 +11,8 @@ use apalis_core::task::metadata::MetadataStore;
 use apalis_core::worker::builder::WorkerBuilder;
 use apalis_core::worker::context::WorkerContext;
 use redis_job_queue::{
-    JobLease, JobStatus, LOW_LANE_EVERY, NewJob, Priority, QueueConfig, RedisConnection,
-    RedisQueue, shard_of, shard_tags,
+    GeoBox, JobLease, JobQuery, JobStatus, LOW_LANE_EVERY, NewJob, Order, Priority, QueueConfig,
+    RedisConnection, RedisQueue, TextPrefix, shard_of, shard_tags,
 };
 use serde::{Deserialize, Serialize};
 use testkit::{RedisCluster, RedisServer, wait_for_job};
@@ -189,6 +189,8 @@ on_every_topology!(
     a_job_keeps_its_lane_when_delayed_retried_reclaimed_or_redriven,
     a_batch_lists_its_jobs_in_order_for_as_long_as_they_may_be_kept,
     a_paused_queue_starts_nothing_and_its_running_jobs_finish,
+    a_search_finds_jobs_by_what_they_hold_and_their_status_now,
+    a_search_pages_through_many_jobs_once_each_and_forgets_expired_ones,
 );
 
 /// A worker running in the background.
@@ -1609,5 +1611,292 @@ async fn a_batch_lists_its_jobs_in_order_for_as_long_as_they_may_be_kept(topolog
     assert!(
         (600..=660).contains(&ttl),
         "the batch index expires in {ttl} s"
+    );
+}
+
+/// Every page of `q`'s search, followed to the end: the ids found, in
+/// order.
+async fn search_all(queue: &RedisQueue, q: &JobQuery, limit: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10_000 {
+        let page = queue
+            .search(q, cursor.as_deref(), limit)
+            .await
+            .expect("search");
+        assert!(page.jobs.len() <= limit);
+        ids.extend(page.jobs.into_iter().map(|j| j.id));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return ids,
+        }
+    }
+    panic!("the search did not end");
+}
+
+fn place_job(n: u64, place: serde_json::Value) -> NewJob {
+    NewJob::new(&serde_json::json!({ "n": n, "place": place })).expect("encode")
+}
+
+async fn a_search_finds_jobs_by_what_they_hold_and_their_status_now(topology: Topology) {
+    let fx = Fixture::new(topology, |c| {
+        c.max_attempts = 1;
+    })
+    .await;
+    // n = 2 fails with an error type; the others succeed.
+    async fn fail_two(job: Job, lease: Data<JobLease>) -> Result<u64, BoxDynError> {
+        if job.n == 2 {
+            lease.set_error_type("upstream_unavailable");
+            return Err("the weather service is down".into());
+        }
+        Ok(job.n)
+    }
+    let oslo = fx
+        .queue
+        .push(place_job(1, serde_json::json!({ "city": "Oslo" })).with_priority(Priority::High))
+        .await
+        .expect("push");
+    let osaka = fx
+        .queue
+        .push(place_job(2, serde_json::json!({ "city": " OSAKA " })))
+        .await
+        .expect("push");
+    let coords = fx
+        .queue
+        .push(
+            place_job(
+                3,
+                serde_json::json!({ "latitude": 59.91, "longitude": 10.75 }),
+            )
+            .with_priority(Priority::Low),
+        )
+        .await
+        .expect("push");
+    let later = fx
+        .queue
+        .push(
+            place_job(4, serde_json::json!({ "city": "Bergen" }))
+                .run_after(Duration::from_secs(3600)),
+        )
+        .await
+        .expect("push");
+    let batch: Vec<NewJob> = (5..8)
+        .map(|n| place_job(n, serde_json::json!({ "city": "Berlin" })).in_batch("b-1"))
+        .collect();
+    fx.queue.push_batch(batch).await.expect("push a batch");
+    let in_batch = search_all(
+        &fx.queue,
+        &JobQuery {
+            batch: Some("b-1".into()),
+            ..JobQuery::default()
+        },
+        10,
+    )
+    .await;
+    assert_eq!(in_batch.len(), 3, "{in_batch:?}");
+
+    let worker = spawn_worker!(fx.queue, 2, fail_two);
+    fx.wait_status(&osaka, JobStatus::Failed, Duration::from_secs(10))
+        .await;
+    fx.wait_status(&oslo, JobStatus::Succeeded, Duration::from_secs(10))
+        .await;
+    fx.wait_status(&coords, JobStatus::Succeeded, Duration::from_secs(10))
+        .await;
+    for id in &in_batch {
+        fx.wait_status(id, JobStatus::Succeeded, Duration::from_secs(10))
+            .await;
+    }
+    let find = |q: JobQuery| {
+        let queue = &fx.queue;
+        async move { search_all(queue, &q, 2).await }
+    };
+    // Newest first by default; oldest first when asked.
+    let every = find(JobQuery::default()).await;
+    assert_eq!(every.len(), 7, "{every:?}");
+    assert_eq!(every[6], oslo, "the first queued comes last");
+    let oldest_first = find(JobQuery {
+        order: Order::Asc,
+        ..JobQuery::default()
+    })
+    .await;
+    assert_eq!(
+        oldest_first,
+        every.iter().rev().cloned().collect::<Vec<_>>()
+    );
+    let city = |prefix: &str| JobQuery {
+        text: Some(TextPrefix {
+            path: "place.city".into(),
+            prefix: prefix.into(),
+        }),
+        ..JobQuery::default()
+    };
+    let mut os = find(city("os")).await;
+    os.sort();
+    let mut want = vec![oslo.clone(), osaka.clone()];
+    want.sort();
+    assert_eq!(os, want, "a prefix of the city, any case");
+    assert_eq!(find(city("BER")).await.len(), 4, "Bergen and Berlin");
+    let near_oslo = JobQuery {
+        geo: Some(GeoBox {
+            lat_path: "place.latitude".into(),
+            lon_path: "place.longitude".into(),
+            south: 59.0,
+            west: 10.0,
+            north: 60.0,
+            east: 11.0,
+        }),
+        ..JobQuery::default()
+    };
+    assert_eq!(find(near_oslo).await, [coords.clone()]);
+    let failed = JobQuery {
+        status: Some(JobStatus::Failed),
+        error_type: Some("upstream_unavailable".into()),
+        ..JobQuery::default()
+    };
+    assert_eq!(find(failed.clone()).await, [osaka.clone()]);
+    let low = JobQuery {
+        priority: Some(Priority::Low),
+        ..JobQuery::default()
+    };
+    assert_eq!(find(low).await, [coords.clone()]);
+    let normal_succeeded = JobQuery {
+        priority: Some(Priority::Normal),
+        status: Some(JobStatus::Succeeded),
+        ..JobQuery::default()
+    };
+    assert_eq!(find(normal_succeeded).await.len(), 3, "the batch's jobs");
+    assert_eq!(
+        find(JobQuery {
+            status: Some(JobStatus::Scheduled),
+            ..JobQuery::default()
+        })
+        .await,
+        [later.clone()]
+    );
+    // The time range: queued at or after the batch's first job.
+    let first_of_batch = fx
+        .queue
+        .status(&in_batch[2])
+        .await
+        .expect("status")
+        .expect("a record");
+    let since = find(JobQuery {
+        queued_after_ms: Some(first_of_batch.enqueued_at_ms),
+        ..JobQuery::default()
+    })
+    .await;
+    assert!(since.len() >= 3 && !since.contains(&oslo), "{since:?}");
+    let before = find(JobQuery {
+        queued_before_ms: Some(first_of_batch.enqueued_at_ms),
+        ..JobQuery::default()
+    })
+    .await;
+    assert_eq!(since.len() + before.len(), 7, "{since:?} {before:?}");
+
+    // The status is the job's now: re-driven, the failed job is found
+    // as queued (then succeeded, once the handler lets it), a cancelled
+    // one as cancelled.
+    worker.stop().await;
+    assert_eq!(
+        fx.queue.retry(&osaka).await.expect("retry"),
+        Some(JobStatus::Failed)
+    );
+    assert!(find(failed).await.is_empty(), "no longer failed");
+    assert_eq!(
+        find(JobQuery {
+            status: Some(JobStatus::Queued),
+            ..JobQuery::default()
+        })
+        .await,
+        [osaka.clone()]
+    );
+    fx.queue.cancel(&later).await.expect("cancel");
+    assert_eq!(
+        find(JobQuery {
+            status: Some(JobStatus::Cancelled),
+            ..JobQuery::default()
+        })
+        .await,
+        [later]
+    );
+    // A cursor from another listing is refused, not misread.
+    let err = fx
+        .queue
+        .search(&JobQuery::default(), Some("12:abc"), 10)
+        .await
+        .expect_err("a foreign cursor");
+    assert!(err.to_string().contains("cursor"), "{err}");
+}
+
+async fn a_search_pages_through_many_jobs_once_each_and_forgets_expired_ones(topology: Topology) {
+    let fx = Fixture::new(topology, |c| {
+        c.retention = Duration::from_secs(1);
+    })
+    .await;
+    // 300 jobs pushed in batches, so many share a millisecond.
+    let mut pushed = HashSet::new();
+    for chunk in 0..3u64 {
+        let jobs: Vec<NewJob> = (0..100)
+            .map(|i| NewJob::new(&Job { n: chunk * 100 + i }).expect("encode"))
+            .collect();
+        pushed.extend(jobs.iter().map(|j| j.id().to_owned()));
+        fx.queue.push_batch(jobs).await.expect("push");
+    }
+    for order in [Order::Desc, Order::Asc] {
+        let q = JobQuery {
+            order,
+            ..JobQuery::default()
+        };
+        let ids = search_all(&fx.queue, &q, 7).await;
+        assert_eq!(ids.len(), 300, "{order:?}");
+        assert_eq!(ids.iter().cloned().collect::<HashSet<_>>(), pushed);
+    }
+    // Run them; a second after they finish, their records expire, and so
+    // does their place in the index (the search drops what it meets, the
+    // workers' sweep the rest).
+    let worker = spawn_worker!(fx.queue, 8, |job: Job| async move {
+        Ok::<u64, BoxDynError>(job.n)
+    });
+    let read = || async {
+        let stats = fx.queue.stats().await?;
+        Ok(Some(stats.succeeded_total))
+    };
+    wait_for_job(
+        "all",
+        "succeeded",
+        Duration::from_secs(30),
+        read,
+        |n: &Option<u64>| *n == Some(300),
+    )
+    .await
+    .expect("all ran");
+    let conn = fx.redis_conn();
+    let index_len = || {
+        let keys = fx.every_shards_key("index");
+        let mut conn = conn.clone();
+        async move {
+            let mut n = 0u64;
+            for key in keys {
+                let len: u64 = redis::cmd("ZCARD").arg(&key).query_async(&mut conn).await?;
+                n += len;
+            }
+            Ok(Some(n))
+        }
+    };
+    // The sweep alone (no search) empties the index.
+    wait_for_job(
+        "the index",
+        "swept",
+        Duration::from_secs(30),
+        index_len,
+        |n: &Option<u64>| *n == Some(0),
+    )
+    .await
+    .expect("the sweep drops expired jobs");
+    worker.stop().await;
+    assert!(
+        search_all(&fx.queue, &JobQuery::default(), 50)
+            .await
+            .is_empty()
     );
 }

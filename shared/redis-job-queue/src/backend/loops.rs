@@ -12,6 +12,25 @@ use crate::scripts::{self, DeclaredKeys};
 /// Longest a stopping worker keeps trying to record kept outcomes.
 const RECORD_ON_LEAVE: Duration = Duration::from_secs(5);
 
+/// How often the sweep of the search index runs, and how many of its
+/// entries one sweep looks at: 200 a second, well past the rate jobs
+/// expire at on one shard.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+const SWEEP_COUNT: usize = 1_000;
+
+/// Sweeper loop: drops from the shard's search index the jobs whose
+/// record has expired (see `search.rs`), a slice at a time. Every worker
+/// sweeps; they share where the sweep stopped, so more workers sweep
+/// faster, never twice over.
+pub(super) async fn sweep(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(SWEEP_EVERY).await;
+        if let Err(e) = crate::search::sweep(&shared.queue, SWEEP_COUNT).await {
+            tracing::debug!(error = %e, "sweeping the search index failed; the next sweep tries again");
+        }
+    }
+}
+
 /// Promoter loop: moves due delayed jobs onto their lane's stream in bounded
 /// chunks, sleeping until the next one is due (at most `promote_interval`).
 pub(super) async fn promote(shared: Arc<Shared>) {

@@ -214,6 +214,8 @@ impl<Args> ShardBackend<Args> {
                 .push(tokio::spawn(loops::promote(self.shared.clone())));
             self.loops
                 .push(tokio::spawn(loops::record(self.shared.clone())));
+            self.loops
+                .push(tokio::spawn(loops::sweep(self.shared.clone())));
         }
     }
 

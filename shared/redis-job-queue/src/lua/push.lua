@@ -1,5 +1,6 @@
 -- Enqueue a batch of jobs.
--- KEYS: 1 stream, 2 delayed, 3 stats, then the jobs' own keys (each
+-- KEYS: 1 stream, 2 delayed, 3 stats, 4 the search index, then the jobs'
+--       own keys (each
 --       job's hash, and its idempotency key and batch index when it has
 --       them) as the per-job arguments point to them, and last the high
 --       and low lanes' streams
@@ -75,6 +76,8 @@ for i = 3, #ARGV, 13 do
       fields[#fields + 1] = ARGV[i + 5]
     end
     redis.call('HSET', key, unpack(fields))
+    -- Searches read jobs in the order they were queued (see search.lua).
+    redis.call('ZADD', KEYS[4], 0, string.format('%015d', now) .. ':' .. id)
     if delay > 0 then
       redis.call('ZADD', KEYS[2], run_at, id)
     else
