@@ -1747,18 +1747,18 @@ async fn a_search_finds_jobs_by_what_they_hold_and_their_status_now(topology: To
         }),
         ..JobQuery::default()
     };
-    assert_eq!(find(near_oslo).await, [coords.clone()]);
+    assert_eq!(find(near_oslo).await, vec![coords.clone()]);
     let failed = JobQuery {
         status: Some(JobStatus::Failed),
         error_type: Some("upstream_unavailable".into()),
         ..JobQuery::default()
     };
-    assert_eq!(find(failed.clone()).await, [osaka.clone()]);
+    assert_eq!(find(failed.clone()).await, vec![osaka.clone()]);
     let low = JobQuery {
         priority: Some(Priority::Low),
         ..JobQuery::default()
     };
-    assert_eq!(find(low).await, [coords.clone()]);
+    assert_eq!(find(low).await, vec![coords.clone()]);
     let normal_succeeded = JobQuery {
         priority: Some(Priority::Normal),
         status: Some(JobStatus::Succeeded),
@@ -1771,7 +1771,7 @@ async fn a_search_finds_jobs_by_what_they_hold_and_their_status_now(topology: To
             ..JobQuery::default()
         })
         .await,
-        [later.clone()]
+        vec![later.clone()]
     );
     // The time range: queued at or after the batch's first job.
     let first_of_batch = fx
@@ -1808,7 +1808,7 @@ async fn a_search_finds_jobs_by_what_they_hold_and_their_status_now(topology: To
             ..JobQuery::default()
         })
         .await,
-        [osaka.clone()]
+        vec![osaka.clone()]
     );
     fx.queue.cancel(&later).await.expect("cancel");
     assert_eq!(
@@ -1817,7 +1817,7 @@ async fn a_search_finds_jobs_by_what_they_hold_and_their_status_now(topology: To
             ..JobQuery::default()
         })
         .await,
-        [later]
+        vec![later]
     );
     // A cursor from another listing is refused, not misread.
     let err = fx
