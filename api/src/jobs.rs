@@ -220,9 +220,16 @@ pub(crate) async fn cancel_job(
     }
 }
 
-/// List jobs by status
+/// List jobs by status, or search them
 ///
-/// One page at a time: pass `next_cursor` back as `cursor` for the next.
+/// With `status` alone: the jobs of that status, in its own order. With
+/// any other filter: a search of every job (any status, cancelled too)
+/// matching them all, by the time it was queued, newest first unless
+/// `order=asc`; the status is the job's status now. One page at a time:
+/// pass `next_cursor` back as `cursor` for the next. A search's page may
+/// hold fewer jobs than `limit` and still have a `next_cursor`: each page
+/// looks at a bounded number of jobs, so it answers quickly however rare
+/// the matches.
 #[utoipa::path(
     get,
     path = "/v1/jobs",
@@ -242,8 +249,9 @@ pub(crate) async fn list_jobs(
 ) -> Result<Json<JobList>, ApiError> {
     let Query(q) = query.map_err(|e| {
         ApiError::BadRequest(format!(
-            "{}; list with ?status=scheduled|queued|running|succeeded|failed, and optionally \
-             &limit=1..500 and &cursor=",
+            "{}; list with ?status=scheduled|queued|running|succeeded|failed, or search with \
+             status, error_type, priority, batch_id, place, bbox, queued_after, queued_before \
+             and order; and optionally &limit=1..500 and &cursor=",
             e.body_text()
         ))
     })?;
@@ -256,14 +264,25 @@ pub(crate) async fn list_jobs(
             )));
         }
     };
-    let page = state
-        .queue
-        .list(q.status.into(), q.cursor.as_deref(), limit)
-        .await
-        .map_err(|e| match e {
-            QueueError::Invalid(why) => ApiError::Invalid(why),
-            other => other.into(),
-        })?;
+    let page = match q.status {
+        Some(status) if !q.is_search() => {
+            state
+                .queue
+                .list(status.into(), q.cursor.as_deref(), limit)
+                .await
+        }
+        _ => {
+            let search = crate::search::job_query(&q)?;
+            state
+                .queue
+                .search(&search, q.cursor.as_deref(), limit)
+                .await
+        }
+    }
+    .map_err(|e| match e {
+        QueueError::Invalid(why) => ApiError::Invalid(why),
+        other => other.into(),
+    })?;
     Ok(Json(JobList {
         jobs: page.jobs.into_iter().map(Job::from).collect(),
         next_cursor: page.next_cursor,

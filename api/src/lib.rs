@@ -49,6 +49,7 @@ pub mod openapi;
 mod queues;
 mod ready;
 pub mod requests;
+mod search;
 pub mod serve;
 mod state;
 mod validate;

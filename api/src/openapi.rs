@@ -12,7 +12,7 @@ use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToResponse};
 
-use crate::requests::ListStatus;
+use crate::requests::{ListOrder, ListStatus};
 use crate::views::{Health, Problem};
 
 /// The request is malformed: the body is not valid JSON.
@@ -131,7 +131,7 @@ path does not take a `405` problem with an `Allow` header.";
     info(title = "traced-jobs api", description = DESCRIPTION),
     paths(healthz, metrics),
     components(
-        schemas(Problem, ListStatus),
+        schemas(Problem, ListStatus, ListOrder),
         responses(
             BadRequest,
             Unauthorized,

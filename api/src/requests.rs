@@ -149,23 +149,84 @@ pub struct NewBatch {
     pub priority: Option<Priority>,
 }
 
-/// Which jobs to list.
+/// Which jobs to list, or to search for.
+///
+/// With `status` alone, the jobs of that status in its own order. With any
+/// other filter (or `order`, or `status=cancelled`), a search: every job
+/// that matches all the filters given, by the time it was queued, newest
+/// first unless `order=asc`.
 #[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// `scheduled` (soonest first), `queued` or `running` (oldest first),
-    /// `succeeded` or `failed` (newest first, within the retention).
-    pub status: ListStatus,
+    /// Alone: `scheduled` (soonest first), `queued` or `running` (oldest
+    /// first), `succeeded` or `failed` (newest first, within the
+    /// retention). In a search: the job's status now (`cancelled` too).
+    pub status: Option<ListStatus>,
+    /// The error type of the job's last failed attempt
+    /// (`upstream_unavailable`, `place_not_found`, ...).
+    #[param(min_length = 1, max_length = 100)]
+    pub error_type: Option<String>,
+    /// The job's priority.
+    pub priority: Option<Priority>,
+    /// The batch the job was submitted in.
+    #[param(min_length = 1, max_length = 128)]
+    pub batch_id: Option<String>,
+    /// The start of the city's name, any case, spaces around it ignored
+    /// (`ber` finds Berlin and Bergen; only spaces: any city).
+    #[param(min_length = 1, max_length = 100)]
+    pub place: Option<String>,
+    /// Jobs for coordinates in this box: `west,south,east,north` in
+    /// degrees (a west past east crosses the antimeridian; edges past the
+    /// poles or ±180 are taken as those; a south above the north holds
+    /// nothing).
+    #[param(pattern = "^-?[0-9]{1,3}(\\.[0-9]{1,12})?(,-?[0-9]{1,3}(\\.[0-9]{1,12})?){3}$")]
+    pub bbox: Option<String>,
+    /// Queued at or after this time (RFC 3339; one before 1970 is 1970).
+    #[param(format = DateTime)]
+    pub queued_after: Option<String>,
+    /// Queued before this time (RFC 3339; at or before `queued_after`, no
+    /// job is).
+    #[param(format = DateTime)]
+    pub queued_before: Option<String>,
+    /// `desc` (newest first, the default) or `asc`.
+    pub order: Option<ListOrder>,
     /// Where to go on from: the `next_cursor` of the page before (empty:
     /// the first page).
     #[param(pattern = "^([0-9]{1,20}:[!-~]{1,128})?$")]
     pub cursor: Option<String>,
-    /// Jobs per page: 1 to 500, 50 by default.
+    /// Jobs per page: 1 to 500, 50 by default. A search's page may hold
+    /// fewer and still have a `next_cursor`: each looks at a bounded
+    /// number of jobs.
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u16>,
 }
 
-/// A status jobs can be listed by.
+impl ListQuery {
+    /// Whether this asks for a search rather than a listing by status.
+    pub fn is_search(&self) -> bool {
+        self.status.is_none_or(|s| s == ListStatus::Cancelled)
+            || self.error_type.is_some()
+            || self.priority.is_some()
+            || self.batch_id.is_some()
+            || self.place.is_some()
+            || self.bbox.is_some()
+            || self.queued_after.is_some()
+            || self.queued_before.is_some()
+            || self.order.is_some()
+    }
+}
+
+/// Newest or oldest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ListOrder {
+    /// Newest queued first.
+    Desc,
+    /// Oldest queued first.
+    Asc,
+}
+
+/// A status jobs can be listed or searched by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ListStatus {
@@ -179,6 +240,8 @@ pub enum ListStatus {
     Succeeded,
     /// Given up on.
     Failed,
+    /// Cancelled before they ran (searches only).
+    Cancelled,
 }
 
 impl From<ListStatus> for redis_job_queue::JobStatus {
@@ -189,6 +252,7 @@ impl From<ListStatus> for redis_job_queue::JobStatus {
             ListStatus::Running => Self::Running,
             ListStatus::Succeeded => Self::Succeeded,
             ListStatus::Failed => Self::Failed,
+            ListStatus::Cancelled => Self::Cancelled,
         }
     }
 }

@@ -1113,3 +1113,120 @@ async fn the_queue_pauses_and_resumes_with_a_key_and_says_so() {
         "no queue named",
     );
 }
+
+/// The ids of every page of search `query` (its `cursor` added as pages
+/// go), in order.
+async fn searched(api: &TestApi, query: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut cursor = String::new();
+    for _ in 0..100 {
+        let page = api.get(&format!("/v1/jobs?{query}&cursor={cursor}")).await;
+        assert_eq!(page.status, StatusCode::OK, "{query}: {}", page.body);
+        for job in page.body["jobs"].as_array().expect("jobs") {
+            ids.push(job["id"].as_str().expect("an id").to_owned());
+        }
+        match page.body["next_cursor"].as_str() {
+            Some(next) => cursor = form_urlencoded_byte(next),
+            None => return ids,
+        }
+    }
+    panic!("{query}: the search did not end");
+}
+
+#[tokio::test]
+async fn a_search_finds_jobs_by_place_box_priority_status_and_time_and_pages_both_ways() {
+    let api = spawn_api().await;
+    let mut ids = Vec::new();
+    for body in [
+        r#"{"city": "Oslo", "priority": "high"}"#,
+        r#"{"city": "Bergen"}"#,
+        r#"{"city": "berlin", "priority": "low"}"#,
+        r#"{"latitude": 59.91, "longitude": 10.75}"#,
+        r#"{"city": "Bergamo", "delay_secs": 3600}"#,
+    ] {
+        let a = api.post(body).await;
+        assert_eq!(a.status, StatusCode::ACCEPTED, "{body}: {}", a.body);
+        ids.push(a.body["id"].as_str().expect("an id").to_owned());
+    }
+    let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+    assert_eq!(searched(&api, "order=desc&limit=2").await, newest_first);
+    assert_eq!(searched(&api, "order=asc&limit=1").await, ids);
+    assert_eq!(
+        searched(&api, "place=BER").await,
+        [ids[4].clone(), ids[2].clone(), ids[1].clone()],
+        "Bergamo, berlin, Bergen"
+    );
+    assert_eq!(
+        searched(&api, "place=berl&priority=low").await,
+        [ids[2].clone()]
+    );
+    assert_eq!(searched(&api, "bbox=10,59,11,60").await, [ids[3].clone()]);
+    assert_eq!(searched(&api, "priority=high").await, [ids[0].clone()]);
+    assert_eq!(
+        searched(&api, "status=scheduled&place=b").await,
+        [ids[4].clone()]
+    );
+    assert!(
+        searched(&api, "queued_before=2000-01-01T00:00:00Z")
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        searched(&api, "queued_after=2000-01-01T00:00:00Z")
+            .await
+            .len(),
+        5
+    );
+    // Cancelled, a job is found as such.
+    assert_eq!(
+        api.delete(&format!("/v1/jobs/{}", ids[4])).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(searched(&api, "status=cancelled").await, [ids[4].clone()]);
+    let job = api.get("/v1/jobs?status=cancelled").await;
+    assert_eq!(job.body["jobs"][0]["status"], "cancelled", "{}", job.body);
+    // Bad filters are problems that name them.
+    for (query, mentions) in [
+        ("bbox=1,2,3", "bbox"),
+        ("bbox=0,1,2,3,4", "bbox"),
+        ("queued_after=yesterday", "RFC 3339"),
+        ("priority=urgent", "priority"),
+        ("order=sideways", "order"),
+        ("place=", "place"),
+        ("cursor=nonsense&order=asc", "cursor"),
+    ] {
+        let a = api.get(&format!("/v1/jobs?{query}")).await;
+        assert!(
+            a.status.is_client_error(),
+            "{query}: {} {}",
+            a.status,
+            a.body
+        );
+        assert_problem(&a, a.status, mentions);
+    }
+    // Crafted cursors: a page or a 4xx, never a 5xx.
+    for cursor in [
+        "000000000000000:",
+        "000000000000000:(",
+        "000000000000000:[",
+        "999999999999999:zz",
+        "000000000000001:%00",
+        "000000000000001:-",
+        "000000000000001:+",
+    ] {
+        for order in ["asc", "desc"] {
+            let a = api
+                .get(&format!(
+                    "/v1/jobs?order={order}&cursor={}",
+                    form_urlencoded_byte(cursor)
+                ))
+                .await;
+            assert!(
+                a.status == StatusCode::OK || a.status.is_client_error(),
+                "{order} {cursor:?}: {} {}",
+                a.status,
+                a.body
+            );
+        }
+    }
+}

@@ -92,10 +92,21 @@ fn at(ms: u64) -> String {
     format!("{ms:015}")
 }
 
-/// Whether `cursor` is an index member (`{15 digits}:{id}`).
-fn is_member(cursor: &str) -> bool {
-    let b = cursor.as_bytes();
-    b.len() > 16 && b[15] == b':' && b[..15].iter().all(u8::is_ascii_digit)
+/// The index member a cursor `{ms}:{id}` names: the time padded to 15
+/// digits (a later one than 15 digits hold is the latest), so that any
+/// cursor of that shape reads as a place in the index's order; `None`
+/// for another shape.
+fn member_of(cursor: &str) -> Option<String> {
+    let (ms, id) = cursor.split_once(':')?;
+    if ms.is_empty() || id.is_empty() || !ms.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let ms = ms.trim_start_matches('0');
+    Some(if ms.len() > 15 {
+        format!("{}:{id}", "9".repeat(15))
+    } else {
+        format!("{ms:0>15}:{id}")
+    })
 }
 
 /// What one shard found.
@@ -183,12 +194,15 @@ pub(crate) async fn search(
     limit: usize,
 ) -> Result<JobPage, QueueError> {
     let limit = limit.clamp(1, 1000);
-    let cursor = cursor.unwrap_or_default();
-    if !cursor.is_empty() && !is_member(cursor) {
-        return Err(QueueError::Invalid(format!(
-            "cursor {cursor:?} is not one this search hands out"
-        )));
-    }
+    let cursor = match cursor.unwrap_or_default() {
+        "" => String::new(),
+        c => member_of(c).ok_or_else(|| {
+            QueueError::Invalid(format!(
+                "cursor {c:?} is not one this search hands out ({{number}}:{{id}})"
+            ))
+        })?,
+    };
+    let cursor = cursor.as_str();
     let found = try_join_all(
         shards
             .iter()
@@ -263,11 +277,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cursors_are_index_members() {
-        assert!(is_member("001764000000000:01a2-x"));
-        assert!(!is_member("1764000000000:01a2"));
-        assert!(!is_member("001764000000000:"));
-        assert!(!is_member("00176400000000a:x"));
+    fn cursors_read_as_index_members() {
+        let m = |c: &str| member_of(c);
+        assert_eq!(
+            m("001764000000000:01a2-x").as_deref(),
+            Some("001764000000000:01a2-x")
+        );
+        assert_eq!(
+            m("1764000000000:01a2").as_deref(),
+            Some("001764000000000:01a2")
+        );
+        assert_eq!(m("48:x").as_deref(), Some("000000000000048:x"));
+        assert_eq!(
+            m("99999999999999999999:x").as_deref(),
+            Some("999999999999999:x")
+        );
+        assert_eq!(
+            m("000000000000000000048:x").as_deref(),
+            Some("000000000000048:x")
+        );
+        for bad in ["nonsense", "1:", ":1", "1a:x", "-1:x"] {
+            assert_eq!(m(bad), None, "{bad}");
+        }
         assert_eq!(at(1_764_000_000_000), "001764000000000");
     }
 }

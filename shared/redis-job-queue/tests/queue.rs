@@ -1822,7 +1822,7 @@ async fn a_search_finds_jobs_by_what_they_hold_and_their_status_now(topology: To
     // A cursor from another listing is refused, not misread.
     let err = fx
         .queue
-        .search(&JobQuery::default(), Some("12:abc"), 10)
+        .search(&JobQuery::default(), Some("nonsense"), 10)
         .await
         .expect_err("a foreign cursor");
     assert!(err.to_string().contains("cursor"), "{err}");
