@@ -1,18 +1,14 @@
 //! `GET /v1/jobs` as a search: its query parameters into the queue's
-//! [`JobQuery`], each checked with an error that names it.
+//! [`JobQuery`], each checked with an error that names it (the parts that
+//! depend on a weather job's payload are `weather_jobs::search`'s, shared
+//! with the console).
 
-use redis_job_queue::{GeoBox, JobQuery, Order, TextPrefix};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
+use redis_job_queue::{JobQuery, Order};
+use weather_jobs::search::{bbox, place_prefix, time_ms};
 
 use crate::error::ApiError;
 use crate::requests::{ListOrder, ListQuery};
 use crate::views::Priority;
-
-/// Where a weather job keeps its place in its payload.
-const CITY: &str = "place.city";
-const LATITUDE: &str = "place.latitude";
-const LONGITUDE: &str = "place.longitude";
 
 /// The search `q` asks for.
 pub(crate) fn job_query(q: &ListQuery) -> Result<JobQuery, ApiError> {
@@ -26,6 +22,12 @@ pub(crate) fn job_query(q: &ListQuery) -> Result<JobQuery, ApiError> {
             v => Ok(v.map(str::to_owned)),
         }
     };
+    let time = |name: &str, v: &Option<String>| {
+        v.as_deref()
+            .map(|v| time_ms(name, v))
+            .transpose()
+            .map_err(ApiError::Invalid)
+    };
     Ok(JobQuery {
         status: q.status.map(Into::into),
         error_type: within("error_type", &q.error_type, 100)?,
@@ -35,64 +37,19 @@ pub(crate) fn job_query(q: &ListQuery) -> Result<JobQuery, ApiError> {
             Priority::Low => redis_job_queue::Priority::Low,
         }),
         batch: within("batch_id", &q.batch_id, 128)?,
-        text: within("place", &q.place, 100)?.map(|prefix| TextPrefix {
-            path: CITY.into(),
-            prefix: prefix.trim().to_lowercase(),
-        }),
-        geo: q.bbox.as_deref().map(bbox).transpose()?,
-        queued_after_ms: time_ms("queued_after", q.queued_after.as_deref())?,
-        queued_before_ms: time_ms("queued_before", q.queued_before.as_deref())?,
+        text: within("place", &q.place, 100)?.map(|p| place_prefix(&p)),
+        geo: q
+            .bbox
+            .as_deref()
+            .map(bbox)
+            .transpose()
+            .map_err(ApiError::Invalid)?,
+        queued_after_ms: time("queued_after", &q.queued_after)?,
+        queued_before_ms: time("queued_before", &q.queued_before)?,
         order: match q.order {
             Some(ListOrder::Asc) => Order::Asc,
             Some(ListOrder::Desc) | None => Order::Desc,
         },
-    })
-}
-
-/// An RFC 3339 time as epoch milliseconds (none before 1970).
-fn time_ms(name: &str, v: Option<&str>) -> Result<Option<u64>, ApiError> {
-    let Some(v) = v else {
-        return Ok(None);
-    };
-    let at = OffsetDateTime::parse(v.trim(), &Rfc3339).map_err(|e| {
-        ApiError::Invalid(format!(
-            "{name} {v:?} is not an RFC 3339 time (2026-12-04T15:00:00Z): {e}"
-        ))
-    })?;
-    // No job was queued before 1970: an earlier time is 1970.
-    let ms = (at.unix_timestamp_nanos() / 1_000_000).max(0);
-    Ok(Some(u64::try_from(ms).unwrap_or(u64::MAX)))
-}
-
-/// `west,south,east,north`, in degrees.
-fn bbox(v: &str) -> Result<GeoBox, ApiError> {
-    let bad = |why: &str| {
-        ApiError::Invalid(format!(
-            "bbox {v:?} {why}: give west,south,east,north in degrees (10.5,59.8,11,60)"
-        ))
-    };
-    let n: Vec<f64> = v
-        .split(',')
-        .map(|p| p.trim().parse::<f64>())
-        .collect::<Result<_, _>>()
-        .map_err(|_| bad("is not four numbers"))?;
-    let [west, south, east, north] = n[..] else {
-        return Err(bad("is not four numbers"));
-    };
-    if !n.iter().all(|x| x.is_finite()) {
-        return Err(bad("is not four numbers"));
-    }
-    // Edges past the poles or ±180° are those; a south above the north
-    // holds nothing, as the search finds.
-    let (south, north) = (south.clamp(-90.0, 90.0), north.clamp(-90.0, 90.0));
-    let (west, east) = (west.clamp(-180.0, 180.0), east.clamp(-180.0, 180.0));
-    Ok(GeoBox {
-        lat_path: LATITUDE.into(),
-        lon_path: LONGITUDE.into(),
-        south,
-        west,
-        north,
-        east,
     })
 }
 
@@ -136,7 +93,7 @@ mod tests {
         assert_eq!(q.priority, Some(redis_job_queue::Priority::Low));
         assert_eq!(
             q.text.map(|t| (t.path, t.prefix)),
-            Some((CITY.into(), "ber".into()))
+            Some((weather_jobs::search::CITY.into(), "ber".into()))
         );
         let geo = q.geo.expect("a box");
         assert_eq!(

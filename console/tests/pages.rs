@@ -70,6 +70,7 @@ async fn every_page_answers_while_redis_and_the_api_are_down() -> anyhow::Result
         "/queues",
         "/workers",
         "/failed",
+        "/jobs",
         "/jobs/01a2188b-6694-72f0-bd1f-e8b9cceed78c",
     ] {
         let (status, _, body) = get(&format!("{url}{page}")).await?;

@@ -384,3 +384,41 @@ async fn the_console_passes_its_api_key_on_so_it_can_submit_to_a_guarded_api() -
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn the_jobs_page_searches_by_place_status_and_box_and_keeps_the_search_in_its_url()
+-> anyhow::Result<()> {
+    let stack = Stack::start_with_console().await?;
+    let console = stack.console_url()?;
+    let (oslo, _) = stack.enqueue(r#"{"city": "Oslo"}"#, &[]).await?;
+    let (bergen, _) = stack
+        .enqueue(r#"{"city": "Bergen", "delay_secs": 3600}"#, &[])
+        .await?;
+    let (coords, _) = stack
+        .enqueue(r#"{"latitude": 59.91, "longitude": 10.75}"#, &[])
+        .await?;
+    stack.wait_done(&oslo).await?;
+    let page = |query: &str| {
+        let url = format!("{console}/jobs?{query}");
+        async move {
+            let res = reqwest::get(&url).await?;
+            anyhow::Ok((res.status().as_u16(), res.text().await?))
+        }
+    };
+    let (status, html) = page("place=OS").await?;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains(&oslo) && !html.contains(&bergen), "{html}");
+    assert!(html.contains(r#"value="OS""#), "the filter bar keeps the search");
+    let (_, html) = page("status=scheduled").await?;
+    assert!(html.contains(&bergen) && !html.contains(&oslo), "{html}");
+    assert!(html.contains(r#"<option value="scheduled" selected>"#), "{html}");
+    let (_, html) = page("bbox=10,59,11,60").await?;
+    assert!(html.contains(&coords) && !html.contains(&oslo), "{html}");
+    let (_, html) = page("order=asc").await?;
+    let (first, last) = (html.find(&oslo), html.find(&coords));
+    assert!(first < last, "oldest first");
+    let (status, html) = page("bbox=1,2").await?;
+    assert_eq!(status, 400);
+    assert!(html.contains("four numbers"), "{html}");
+    Ok(())
+}

@@ -9,6 +9,7 @@ use maud::{DOCTYPE, Markup, html};
 pub(crate) fn page(title: &str, here: &str, body: Markup) -> Response {
     let nav = [
         ("/", "Submit"),
+        ("/jobs", "Jobs"),
         ("/queues", "Queues"),
         ("/workers", "Workers"),
         ("/scheduled", "Scheduled"),

@@ -10,6 +10,7 @@ mod batch;
 mod charts;
 mod events;
 mod frame;
+mod jobs;
 mod map;
 mod pages;
 mod proxy;
@@ -154,6 +155,7 @@ const JS: &str = include_str!("assets/app.js");
 pub(crate) fn routes(state: Arc<UiState>) -> Router {
     Router::new()
         .route("/", get(pages::submit))
+        .route("/jobs", get(jobs::search))
         .route("/jobs/{id}", get(pages::job))
         .route("/queues", get(pages::queues))
         .route("/workers", get(pages::workers))

@@ -4,6 +4,7 @@
 //! service's HTTP errors share.
 
 pub mod problem;
+pub mod search;
 pub mod settings;
 
 pub use problem::problem;
