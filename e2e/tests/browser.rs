@@ -291,6 +291,45 @@ async fn drive(client: &Client, console: &str, shots: &std::path::Path) -> anyho
     })
     .await?;
 
+    // Job search: the city's first letters and a status, typed and
+    // chosen; the search is in the URL, and a row opens on its job.
+    client.goto(&format!("{console}/jobs")).await?;
+    let place = client.find(Locator::Css("input[name=place]")).await?;
+    place.send_keys("os").await?;
+    client
+        .find(Locator::Css("select[name=status] option[value=succeeded]"))
+        .await?
+        .click()
+        .await?;
+    place.send_keys(&Key::Enter.to_string()).await?;
+    let found = until("jobs found", || async {
+        let rows = client.find_all(Locator::Css("table.jobs tbody tr")).await?;
+        Ok((!rows.is_empty()).then_some(rows.len()))
+    })
+    .await?;
+    assert!(found >= 1);
+    let url = client.current_url().await?;
+    assert!(
+        url.as_str().contains("place=os") && url.as_str().contains("status=succeeded"),
+        "the search is in the URL: {url}"
+    );
+    let cell = client
+        .find(Locator::Css(
+            "table.jobs tbody tr:first-child td[data-label=Place]",
+        ))
+        .await?
+        .text()
+        .await?;
+    assert_eq!(cell, "Oslo");
+    std::fs::write(shots.join("console-jobs.png"), client.screenshot().await?)?;
+    client
+        .find(Locator::Css("table.jobs tbody tr:first-child a"))
+        .await?
+        .click()
+        .await?;
+    let h1 = client.find(Locator::Css("h1")).await?.text().await?;
+    assert!(h1.starts_with("Job "), "{h1}");
+
     // Trace search: the worker's traces, filled in with the keyboard;
     // the first opens on its waterfall.
     client.goto(&format!("{console}/traces")).await?;

@@ -408,10 +408,16 @@ async fn the_jobs_page_searches_by_place_status_and_box_and_keeps_the_search_in_
     let (status, html) = page("place=OS").await?;
     assert_eq!(status, 200, "{html}");
     assert!(html.contains(&oslo) && !html.contains(&bergen), "{html}");
-    assert!(html.contains(r#"value="OS""#), "the filter bar keeps the search");
+    assert!(
+        html.contains(r#"value="OS""#),
+        "the filter bar keeps the search"
+    );
     let (_, html) = page("status=scheduled").await?;
     assert!(html.contains(&bergen) && !html.contains(&oslo), "{html}");
-    assert!(html.contains(r#"<option value="scheduled" selected>"#), "{html}");
+    assert!(
+        html.contains(r#"<option value="scheduled" selected>"#),
+        "{html}"
+    );
     let (_, html) = page("bbox=10,59,11,60").await?;
     assert!(html.contains(&coords) && !html.contains(&oslo), "{html}");
     let (_, html) = page("order=asc").await?;
