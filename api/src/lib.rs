@@ -39,6 +39,7 @@
 
 pub mod auth;
 mod batches;
+mod bulk;
 pub mod config;
 mod docs;
 pub mod error;
@@ -81,6 +82,10 @@ fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(jobs::create_job, jobs::list_jobs))
         .routes(routes!(jobs::retry_job))
+        .routes(routes!(bulk::count_jobs))
+        .routes(routes!(bulk::start_bulk))
+        .routes(routes!(bulk::bulk_status))
+        .routes(routes!(bulk::stop_bulk))
         .routes(routes!(jobs::redrive_failed))
         .routes({
             // A batch may carry 1,000 jobs with long place names.

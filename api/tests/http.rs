@@ -1230,3 +1230,132 @@ async fn a_search_finds_jobs_by_place_box_priority_status_and_time_and_pages_bot
         }
     }
 }
+
+/// Follows bulk action `id` until it ends; answers its last view.
+async fn bulk_ended(api: &TestApi, id: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let a = api.get(&format!("/v1/jobs/bulk/{id}")).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        if ["done", "stopped", "failed"].contains(&a.body["state"].as_str().unwrap_or_default()) {
+            return a.body;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", a.body);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_bulk_action_counts_first_then_cancels_or_deletes_what_matches_and_says_how_far_it_got() {
+    let api = spawn_api().await;
+    let mut later = Vec::new();
+    for n in 0..250 {
+        let a = api
+            .post(&format!(r#"{{"city": "Bergen {n}", "delay_secs": 3600}}"#))
+            .await;
+        assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.body);
+        later.push(a.body["id"].as_str().expect("an id").to_owned());
+    }
+    let now = api.post(r#"{"city": "Oslo"}"#).await;
+    let oslo = now.body["id"].as_str().expect("an id").to_owned();
+    let count = api
+        .get("/v1/jobs/count?place=bergen&status=scheduled")
+        .await;
+    assert_eq!(count.status, StatusCode::OK, "{}", count.body);
+    assert_eq!(count.body["count"], 250);
+
+    // Cancel every scheduled job in Bergen: 250, in three pages.
+    let started = api
+        .post_to(
+            "/v1/jobs/bulk",
+            r#"{"action": "cancel", "filter": {"place": "bergen", "status": "scheduled"}}"#,
+        )
+        .await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+    assert_eq!(started.body["total"], 250);
+    let id = started.body["id"].as_str().expect("an id").to_owned();
+    let ended = bulk_ended(&api, &id).await;
+    assert_eq!(ended["state"], "done", "{ended}");
+    assert_eq!(
+        (ended["done"].as_u64(), ended["skipped"].as_u64()),
+        (Some(250), Some(0))
+    );
+    assert_eq!(ended["filter"]["place"], "bergen");
+    for id in [&later[0], &later[249]] {
+        assert_eq!(
+            api.get(&format!("/v1/jobs/{id}")).await.body["status"],
+            "cancelled"
+        );
+    }
+    assert_eq!(
+        api.get(&format!("/v1/jobs/{oslo}")).await.body["status"],
+        "queued"
+    );
+
+    // Delete every job: the cancelled ones go, the queued one is skipped.
+    let started = api
+        .post_to("/v1/jobs/bulk", r#"{"action": "delete"}"#)
+        .await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+    let ended = bulk_ended(&api, started.body["id"].as_str().expect("an id")).await;
+    assert_eq!(
+        (ended["done"].as_u64(), ended["skipped"].as_u64()),
+        (Some(250), Some(1)),
+        "{ended}"
+    );
+    assert_eq!(
+        api.get(&format!("/v1/jobs/{}", later[7])).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(api.get("/v1/jobs/count").await.body["count"], 1);
+
+    // Stopping an ended action leaves it as it was; unknown ones are 404.
+    let stopped = api.post_to(&format!("/v1/jobs/bulk/{id}/stop"), "").await;
+    assert_eq!(stopped.status, StatusCode::OK, "{}", stopped.body);
+    assert_eq!(stopped.body["state"], "done");
+    assert_eq!(
+        api.get("/v1/jobs/bulk/01a2188b-6694-72f0-bd1f-e8b9cceed78c")
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    for (body, mentions) in [
+        (r#"{"action": "explode"}"#, "action"),
+        (
+            r#"{"action": "cancel", "filter": {"colour": "red"}}"#,
+            "colour",
+        ),
+        (r#"{"action": "cancel", "filter": {"bbox": "1,2"}}"#, "bbox"),
+    ] {
+        let a = api.post_to("/v1/jobs/bulk", body).await;
+        assert!(a.status.is_client_error(), "{body}: {}", a.body);
+        assert_problem(&a, a.status, mentions);
+    }
+}
+
+#[tokio::test]
+async fn a_running_bulk_action_stops_after_its_page_when_asked() {
+    let api = spawn_api().await;
+    for n in 0..2_000 {
+        let a = api
+            .post(&format!(r#"{{"city": "Tromsø {n}", "delay_secs": 3600}}"#))
+            .await;
+        assert_eq!(a.status, StatusCode::ACCEPTED);
+    }
+    let started = api
+        .post_to("/v1/jobs/bulk", r#"{"action": "cancel"}"#)
+        .await;
+    let id = started.body["id"].as_str().expect("an id").to_owned();
+    let stop = api.post_to(&format!("/v1/jobs/bulk/{id}/stop"), "").await;
+    assert_eq!(stop.status, StatusCode::OK, "{}", stop.body);
+    let ended = bulk_ended(&api, &id).await;
+    // The stop came before the twenty pages of a hundred were through.
+    assert_eq!(ended["state"], "stopped", "{ended}");
+    let done = ended["done"].as_u64().unwrap_or(0);
+    assert!(done < 2_000, "{ended}");
+    assert_eq!(
+        api.get("/v1/jobs/count?status=cancelled").await.body["count"].as_u64(),
+        Some(done),
+        "what it says it did is what it did"
+    );
+}

@@ -30,6 +30,9 @@ pub(crate) struct Keys {
     pub(crate) index: String,
     /// Where the sweep of the index stopped (a member), to go on from.
     pub(crate) index_sweep: String,
+    /// Prefix of the bulk actions' records (not per shard: in the queue's
+    /// own tag); the action's id is appended.
+    pub(crate) bulk_prefix: String,
     /// Prefix of the job hashes; the job id is appended.
     pub(crate) job_prefix: String,
     /// Prefix of the idempotency keys; the caller's key is appended.
@@ -74,6 +77,7 @@ impl Keys {
             paused: format!("{base}:paused"),
             index: format!("{base}:index"),
             index_sweep: format!("{base}:index:sweep"),
+            bulk_prefix: format!("{queue}:bulk:"),
             job_prefix: format!("{base}:job:"),
             idem_prefix: format!("{base}:idem:"),
             batch_prefix: format!("{base}:batch:"),

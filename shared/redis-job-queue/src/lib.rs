@@ -73,6 +73,7 @@
 //! | `{prefix}:{q}:paused`       | string | while paused: since when (epoch ms)           |
 //! | `{prefix}:{q}:index`        | zset   | every job, `{queued ms}:{id}` (searches)      |
 //! | `{prefix}:{q}:index:sweep`  | string | where the sweep of the index stopped          |
+//! | `{prefix}:{q}:bulk:{id}`    | hash   | a bulk action's filter and progress (expires) |
 //! | `{prefix}:{q}:idem:{key}`   | string | an idempotency key's fingerprint (expires)    |
 //! | `{prefix}:{q}:batch:{id}`   | list   | the ids of a batch's jobs (expires with them) |
 //! | `{prefix}:{q}:scheduler`    | string | the worker holding the scheduler's lease      |
@@ -129,6 +130,7 @@
 mod admin;
 mod backend;
 mod batch;
+mod bulk;
 mod config;
 mod connection;
 mod error;
@@ -150,6 +152,7 @@ mod shards;
 pub mod topology;
 
 pub use backend::{QueueBackend, QueueLayer, QueueService};
+pub use bulk::{BulkAction, BulkRun, BulkState, Deleted};
 pub use config::QueueConfig;
 pub use connection::{FAILOVER_WAIT, RedisConnection, RedisTarget, ServerAddress, slot};
 pub use error::{JobTimedOut, QueueError};

@@ -167,8 +167,14 @@ impl RedisQueue {
     }
 
     /// The shard that holds job `id` (see [`shard_of`]).
-    fn shard(&self, id: &str) -> &Shard {
+    pub(crate) fn shard(&self, id: &str) -> &Shard {
         &self.shards[shard_of(id, self.shards.len())]
+    }
+
+    /// The first shard: where what belongs to the queue as a whole is
+    /// kept (in the queue's own hash tag, whatever shard that is).
+    pub(crate) fn first_shard(&self) -> &Shard {
+        &self.shards[0]
     }
 
     /// Whether every shard's Redis node answers `PING` within `limit`.

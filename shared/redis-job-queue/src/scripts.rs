@@ -57,6 +57,7 @@ pub(crate) static REDRIVE: LazyLock<Script> = script!("lua/lanes.lua", "lua/redr
 pub(crate) static PAUSE: LazyLock<Script> = script!("lua/now.lua", "lua/pause.lua");
 pub(crate) static SEARCH: LazyLock<Script> = script!("lua/search.lua");
 pub(crate) static SWEEP: LazyLock<Script> = script!("lua/sweep.lua");
+pub(crate) static DELETE: LazyLock<Script> = script!("lua/delete.lua");
 
 /// The `KEYS` of one script call: the script's fixed keys, then keys
 /// declared as the call's jobs need them (each once; the script finds them
