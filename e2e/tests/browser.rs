@@ -88,6 +88,13 @@ async fn a_place_submitted_in_the_console_succeeds_and_its_trace_starts_in_the_b
 -> anyhow::Result<()> {
     let stack = Stack::start_with_console().await?;
     let console = stack.console.as_ref().context("a console")?;
+    // Two jobs that fail, for the bulk retry.
+    for n in 0..2 {
+        let (id, _) = stack
+            .enqueue(&format!(r#"{{"city": "Nowhere Browser {n}"}}"#), &[])
+            .await?;
+        assert_eq!(stack.wait_done(&id).await?["status"], "failed");
+    }
     let (_driver, driver_url) = chromedriver().await?;
     let profile = std::env::temp_dir().join(format!("e2e-chromium-{}", std::process::id()));
     let client = browser(&driver_url, &profile).await?;
@@ -329,6 +336,51 @@ async fn drive(client: &Client, console: &str, shots: &std::path::Path) -> anyho
         .await?;
     let h1 = client.find(Locator::Css("h1")).await?.text().await?;
     assert!(h1.starts_with("Job "), "{h1}");
+
+    // A bulk retry of the failed jobs found: counted, confirmed, followed.
+    client
+        .goto(&format!("{console}/jobs?status=failed&place=nowhere"))
+        .await?;
+    client
+        .find(Locator::Css(
+            "form.bulk select[name=action] option[value=retry]",
+        ))
+        .await?
+        .click()
+        .await?;
+    client
+        .find(Locator::Css("form.bulk button"))
+        .await?
+        .click()
+        .await?;
+    until("the count to confirm", || async {
+        let h1 = match client.find(Locator::Css("h1")).await {
+            Ok(h1) => h1.text().await?,
+            Err(_) => return Ok(None),
+        };
+        Ok((h1 == "Retry 2 jobs?").then_some(()))
+    })
+    .await?;
+    client
+        .find(Locator::Css("main form.action button"))
+        .await?
+        .click()
+        .await?;
+    until("the bulk retry done", || async {
+        let state = match client.find(Locator::Id("bulk-state")).await {
+            Ok(state) => state.text().await?,
+            Err(_) => return Ok(None),
+        };
+        Ok((state == "done").then_some(()))
+    })
+    .await?;
+    let progress = client
+        .find(Locator::Id("bulk-progress"))
+        .await?
+        .text()
+        .await?;
+    assert_eq!(progress, "2 of 2: 2 done, 0 skipped");
+    std::fs::write(shots.join("console-bulk.png"), client.screenshot().await?)?;
 
     // Trace search: the worker's traces, filled in with the keyboard;
     // the first opens on its waterfall.

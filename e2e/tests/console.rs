@@ -428,3 +428,118 @@ async fn the_jobs_page_searches_by_place_status_and_box_and_keeps_the_search_in_
     assert!(html.contains("four numbers"), "{html}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_bulk_retry_from_the_jobs_page_is_counted_confirmed_followed_and_traced()
+-> anyhow::Result<()> {
+    let stack = Stack::start_with_console().await?;
+    let console = stack.console_url()?;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let mut failed = Vec::new();
+    for n in 0..3 {
+        let (id, _) = stack
+            .enqueue(&format!(r#"{{"city": "Nowhere Bulk {n}"}}"#), &[])
+            .await?;
+        failed.push(id);
+    }
+    let (oslo, _) = stack.enqueue(r#"{"city": "Oslo"}"#, &[]).await?;
+    for id in &failed {
+        assert_eq!(stack.wait_done(id).await?["status"], "failed");
+    }
+    assert_eq!(stack.wait_done(&oslo).await?["status"], "succeeded");
+
+    // The Jobs page offers the action; the count comes first.
+    let jobs = http
+        .get(format!("{console}/jobs?status=failed&place=nowhere"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(jobs.contains(r#"action="/jobs/bulk""#), "{jobs}");
+    let review = http
+        .get(format!(
+            "{console}/jobs/bulk?status=failed&place=nowhere&action=retry"
+        ))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(review.contains("3 jobs match this search now"), "{review}");
+    assert!(review.contains("Retry 3 jobs"), "{review}");
+
+    // Confirmed, it runs and its page follows it to the end.
+    let res = http
+        .post(format!("{console}/ui/bulk"))
+        .form(&[
+            ("action", "retry"),
+            ("status", "failed"),
+            ("place", "nowhere"),
+        ])
+        .send()
+        .await?;
+    assert_eq!(res.status(), 303, "{}", res.text().await?);
+    let location = res.headers()["location"].to_str()?.to_owned();
+    assert!(location.starts_with("/bulk/"), "{location}");
+    let deadline = std::time::Instant::now() + WAIT;
+    let done = loop {
+        let html = http
+            .get(format!("{console}{location}"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        if html.contains(r#"<dd id="bulk-state">done</dd>"#) {
+            break html;
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "{html}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(done.contains("3 of 3: 3 done, 0 skipped"), "{done}");
+    // Each ran again (and failed again: the place is still nowhere).
+    for id in &failed {
+        let deadline = std::time::Instant::now() + WAIT;
+        while stack.job(id).await?["attempts"] != 2 {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "{id} did not run again"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    // Its trace: the action, and a page span linked to each job's trace.
+    let trace = done
+        .split("/traces/")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .context("a trace link")?
+        .to_owned();
+    let c = stack.console.as_ref().context("a console")?;
+    let spans = c
+        .wait_trace(&trace, WAIT, |spans| {
+            spans.iter().any(|s| s["name"] == "bulk retry page")
+        })
+        .await?;
+    let page_span = one(&spans, "the page span", |s| s["name"] == "bulk retry page");
+    let links: Vec<&str> = page_span["tags"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| k.starts_with("otel.link."))
+        .filter_map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(links.len(), 3, "{page_span}");
+    for id in &failed {
+        let job_trace = stack.job(id).await?["trace_id"]
+            .as_str()
+            .context("a trace id")?
+            .to_owned();
+        assert!(
+            links.iter().any(|l| l.starts_with(&job_trace)),
+            "{id}: {links:?}"
+        );
+    }
+    assert!(spans.iter().any(|s| s["name"] == "bulk retry"));
+    Ok(())
+}

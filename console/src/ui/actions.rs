@@ -94,7 +94,7 @@ pub(crate) async fn retry_many(State(ui): Ui, Form(form): Form<RetryMany>) -> Re
 }
 
 /// The session's CSRF token as a form field, when there is a session.
-fn csrf_field() -> Markup {
+pub(crate) fn csrf_field() -> Markup {
     html! {
         @if let Some(token) = crate::auth::current().csrf {
             input type="hidden" name="csrf" value=(token);

@@ -20,7 +20,7 @@ use super::frame::{no_queue, page};
 const PAGE: usize = 50;
 
 /// The filters, as the form names them.
-const FIELDS: &[&str] = &[
+pub(crate) const FIELDS: &[&str] = &[
     "status",
     "error_type",
     "priority",
@@ -33,7 +33,7 @@ const FIELDS: &[&str] = &[
 ];
 
 /// A form field's value, trimmed; `None` when empty.
-fn field<'a>(params: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+pub(crate) fn field<'a>(params: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
     params.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
 }
 
@@ -43,6 +43,12 @@ fn form_time(name: &str, v: &str) -> Result<u64, String> {
     time_ms(name, v)
         .or_else(|e| time_ms(name, &format!("{v}:00Z")).map_err(|_| e.clone()))
         .or_else(|e| time_ms(name, &format!("{v}Z")).map_err(|_| e))
+}
+
+/// A time field of the form (`queued_after`, `queued_before`) as epoch
+/// ms; `None` for another field.
+pub(crate) fn time_field(name: &str, v: &str) -> Option<Result<u64, String>> {
+    matches!(name, "queued_after" | "queued_before").then(|| form_time(&name.replace('_', " "), v))
 }
 
 /// The search the form asks for, or what is wrong with it.
@@ -60,10 +66,10 @@ pub(crate) fn query_of(params: &HashMap<String, String>) -> Result<JobQuery, Str
         text: f("place").map(place_prefix),
         geo: f("bbox").map(bbox).transpose()?,
         queued_after_ms: f("queued_after")
-            .map(|v| form_time("queued after", v))
+            .and_then(|v| time_field("queued_after", v))
             .transpose()?,
         queued_before_ms: f("queued_before")
-            .map(|v| form_time("queued before", v))
+            .and_then(|v| time_field("queued_before", v))
             .transpose()?,
         order: match f("order") {
             Some("asc") => Order::Asc,
@@ -205,6 +211,7 @@ pub(crate) async fn search(
         "/jobs",
         html! {
             (form(&params))
+            (super::bulk::form(&params))
             @if found.jobs.is_empty() {
                 p.empty { "No job on this page matches." }
             } @else {

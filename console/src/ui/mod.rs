@@ -7,6 +7,7 @@
 mod actions;
 mod attempts;
 mod batch;
+mod bulk;
 mod charts;
 mod events;
 mod frame;
@@ -156,6 +157,11 @@ pub(crate) fn routes(state: Arc<UiState>) -> Router {
     Router::new()
         .route("/", get(pages::submit))
         .route("/jobs", get(jobs::search))
+        .route("/jobs/bulk", get(bulk::review))
+        .route("/bulk/{id}", get(bulk::status_page))
+        .route("/ui/bulk", post(bulk::start))
+        .route("/ui/bulk/{id}/stop", post(bulk::stop))
+        .route("/ui/bulk/{id}/fragment", get(bulk::fragment))
         .route("/jobs/{id}", get(pages::job))
         .route("/queues", get(pages::queues))
         .route("/workers", get(pages::workers))
