@@ -18,8 +18,8 @@ use weather_jobs::problem;
 
 use super::Ui;
 use super::actions::{button, csrf_field};
-use super::frame::{no_queue, page};
-use super::jobs::{FIELDS, field, query_of, time_field};
+use super::frame::{field, no_queue, page};
+use super::jobs::{FIELDS, query_of, time_field};
 use super::proxy::{pass_on, unreachable_api};
 
 /// What each action does, and to which jobs, in words.

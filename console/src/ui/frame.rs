@@ -1,6 +1,8 @@
 //! The frame every page sits in (the console's navigation, the title, the
 //! page's content), and what every page shows the same way.
 
+use std::collections::HashMap;
+
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{DOCTYPE, Markup, html};
@@ -76,4 +78,9 @@ pub(crate) fn no_queue(title: &str, here: &str) -> Response {
     );
     *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     res
+}
+
+/// A form field's value, trimmed; `None` when empty.
+pub(crate) fn field<'a>(params: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    params.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
 }

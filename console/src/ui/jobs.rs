@@ -14,7 +14,7 @@ use redis_job_queue::{JobQuery, JobRecord, JobStatus, Order, Priority, rfc3339_m
 use weather_jobs::search::{bbox, place_prefix, time_ms};
 
 use super::Ui;
-use super::frame::{no_queue, page};
+use super::frame::{field, no_queue, page};
 
 /// Jobs a page lists.
 const PAGE: usize = 50;
@@ -31,11 +31,6 @@ pub(crate) const FIELDS: &[&str] = &[
     "queued_before",
     "order",
 ];
-
-/// A form field's value, trimmed; `None` when empty.
-pub(crate) fn field<'a>(params: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
-    params.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
-}
 
 /// A time as the form sends it: RFC 3339, or a `datetime-local` input's
 /// `2026-12-04T15:00` (UTC).

@@ -13,7 +13,7 @@ use axum::response::Response;
 use maud::{Markup, html};
 
 use super::Ui;
-use super::frame::page;
+use super::frame::{field, page};
 use super::waterfall::{self, millis};
 use crate::store::TraceQuery;
 use crate::store::model::{Span, TraceId};
@@ -33,11 +33,6 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// A form field's value, trimmed; `None` when empty.
-fn field<'a>(params: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
-    params.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
 }
 
 /// The query the form asks for, or what is wrong with it.
