@@ -14,12 +14,15 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
        target/release/alerts /out/
 
 # Runtime stage: a slim Debian, CA certificates for the public weather API,
-# curl for health checks, and a user without privileges.
+# curl for health checks, and a user without privileges, who owns the
+# console's data directory (a named volume mounted there starts with its
+# owner).
 FROM debian:${DEBIAN_RELEASE}-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin app
+ && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin app \
+ && mkdir -p /var/lib/console && chown app /var/lib/console
 COPY --from=build /out/ /usr/local/bin/
 USER app
 ENV LOG_FORMAT=json

@@ -178,6 +178,7 @@ async fn post_spans(
         )),
         _ => ConsoleError::BadRequest(format!("the body could not be read: {}", e.body_text())),
     })?;
+    let copy = state.forward.as_ref().map(|_| body.clone());
     let done = state
         .store
         .off_runtime(move |store| {
@@ -191,6 +192,9 @@ async fn post_spans(
                 .map_err(|e| ConsoleError::BadRequest(e.to_string()))
         })
         .await?;
+    if let (Some(forward), Some(copy)) = (&state.forward, copy) {
+        forward.send(copy);
+    }
     let m = &state.metrics;
     m.received.inc_by(done.spans as u64);
     m.evicted_spans.inc_by(done.evicted_spans as u64);

@@ -22,6 +22,7 @@
 mod api;
 pub mod auth;
 pub mod cli;
+pub mod forward;
 pub mod store;
 pub mod tree;
 mod ui;
@@ -112,6 +113,10 @@ pub struct Config {
         default_value = "messaging.destination.name,http.route,error.type"
     )]
     pub autocomplete_keys: Vec<String>,
+    /// Also pass each batch of spans stored on to this Zipkin endpoint
+    /// (`http://zipkin:9411/api/v2/spans`), for its own UI; best effort.
+    #[arg(long, env = "CONSOLE_FORWARD_URL")]
+    pub forward_url: Option<String>,
     /// Read traces from this Zipkin (or console) instead of storing them;
     /// the console then serves no `/api/v2` of its own.
     #[arg(long, env = "CONSOLE_ZIPKIN_URL")]
@@ -217,6 +222,8 @@ pub struct StoreMetrics {
     pub disk_errors: Counter,
     /// `console_traces_expired_total`.
     pub expired: Counter,
+    /// The forwarder's counters (`CONSOLE_FORWARD_URL`).
+    pub forward: forward::ForwardMetrics,
 }
 
 /// What the handlers share.
@@ -233,6 +240,8 @@ pub struct AppState {
     pub serve_store: bool,
     /// Who may do what.
     pub auth: Arc<auth::Auth>,
+    /// Where stored batches are passed on (`CONSOLE_FORWARD_URL`).
+    pub forward: Option<forward::Forwarder>,
     ui: Arc<ui::UiState>,
 }
 
@@ -297,8 +306,14 @@ impl AppState {
             None => ui::source::TraceSource::Embedded(store.clone()),
         };
         let ui = ui::start(source, config);
+        let forward = config
+            .forward_url
+            .clone()
+            .filter(|_| config.zipkin_url.is_none())
+            .map(|url| forward::Forwarder::start(url, metrics.forward.clone()));
         Ok(Self {
             store,
+            forward,
             metrics,
             query_lookback: config.query_lookback,
             serve_store: config.zipkin_url.is_none(),
@@ -377,6 +392,21 @@ pub fn app(state: AppState) -> Router {
             "console_traces_expired",
             "Traces evicted for being older than CONSOLE_RETENTION",
             m.expired.clone(),
+        );
+        r.register(
+            "console_forward_batches",
+            "Span batches passed on to CONSOLE_FORWARD_URL",
+            m.forward.sent.clone(),
+        );
+        r.register(
+            "console_forward_failed",
+            "Span batches CONSOLE_FORWARD_URL did not take (down, slow, or refused)",
+            m.forward.failed.clone(),
+        );
+        r.register(
+            "console_forward_dropped",
+            "Span batches dropped before being passed on, the queue to CONSOLE_FORWARD_URL full",
+            m.forward.dropped.clone(),
         );
         r.register(
             "console_login_failures",

@@ -138,3 +138,52 @@ async fn a_console_reading_from_a_zipkin_sends_and_reads_through_it() -> anyhow:
     assert!(map.contains("api calls redis (1 call)"), "{map}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_console_passes_what_it_stores_on_to_a_zipkin_and_keeps_it_when_that_zipkin_is_down()
+-> anyhow::Result<()> {
+    let zipkin = testkit::ZipkinCollector::start().await?;
+    let passing = console(&[("CONSOLE_FORWARD_URL", zipkin.endpoint())]).await?;
+    assert_eq!(passing.post_spans(&browser_trace()).await?, 202);
+    let got = zipkin
+        .wait_for(
+            std::time::Duration::from_secs(10),
+            "the spans passed on",
+            |spans| (spans.len() == 2).then(|| spans.to_vec()),
+        )
+        .await?;
+    assert_eq!(got[0]["traceId"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    let (status, _) = passing
+        .get("/api/v2/trace/4bf92f3577b34da6a3ce929d0e0e4736")
+        .await?;
+    assert_eq!(status, 200, "and keeps them");
+
+    // A Zipkin that is down: the console stores the batch all the same and
+    // counts the failed post.
+    let down = format!("http://127.0.0.1:{}/api/v2/spans", testkit::free_port()?);
+    let lonely = console(&[("CONSOLE_FORWARD_URL", down)]).await?;
+    assert_eq!(lonely.post_spans(&browser_trace()).await?, 202);
+    assert_eq!(
+        lonely
+            .get("/api/v2/trace/4bf92f3577b34da6a3ce929d0e0e4736")
+            .await?
+            .0,
+        200
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let metrics = reqwest::get(format!("{}/metrics", lonely.url()))
+            .await?
+            .text()
+            .await?;
+        if metrics
+            .lines()
+            .any(|l| l == "console_forward_failed_total 1")
+        {
+            break;
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Ok(())
+}

@@ -352,3 +352,54 @@ fn published_ports_stay_on_this_machine_and_admin_endpoints_stay_closed() {
     );
     assert!(grafana["GF_AUTH_DISABLE_LOGIN_FORM"].is_badvalue());
 }
+
+#[test]
+fn the_services_spans_go_to_the_console_which_keeps_them_on_a_volume_and_feeds_zipkin() {
+    for extra in OVERLAYS {
+        let compose = resolved_compose_with(extra);
+        let console = &compose["services"]["console"];
+        let env = &console["environment"];
+        let dir = env["CONSOLE_DATA_DIR"].as_str().expect("CONSOLE_DATA_DIR");
+        let mounted = console["volumes"].as_vec().into_iter().flatten().any(|v| {
+            // Short or long syntax, as the Compose version resolves it.
+            v.as_str().is_some_and(|s| {
+                s == format!("console-data:{dir}") || s == format!("console-data:{dir}:rw")
+            }) || (v["source"].as_str() == Some("console-data")
+                && v["target"].as_str() == Some(dir))
+        });
+        assert!(
+            mounted,
+            "the data directory is a volume ({extra:?}): {console:?}"
+        );
+        assert!(!compose["volumes"]["console-data"].is_badvalue());
+        assert_eq!(
+            env["CONSOLE_FORWARD_URL"].as_str(),
+            Some("http://zipkin:9411/api/v2/spans")
+        );
+        assert!(
+            env["CONSOLE_ZIPKIN_URL"].is_badvalue(),
+            "it stores, not reads"
+        );
+        let listen = env["CONSOLE_LISTEN"].as_str().expect("CONSOLE_LISTEN");
+        let port = listen.rsplit(':').next().expect("a port");
+        for service in ["api", "worker", "weather-stub", "alerts"] {
+            let e = &compose["services"][service]["environment"];
+            if e["OTEL_TRACES_EXPORTER"].as_str() == Some("zipkin") {
+                assert_eq!(
+                    e["OTEL_EXPORTER_ZIPKIN_ENDPOINT"].as_str(),
+                    Some(format!("http://console:{port}/api/v2/spans").as_str()),
+                    "{service} ({extra:?})"
+                );
+            }
+        }
+    }
+    // Through the Collector, the spans reach the console too.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let collector =
+        std::fs::read_to_string(root.join("otel-collector/config.yaml")).expect("the config");
+    let config = &YamlLoader::load_from_str(&collector).expect("yaml")[0];
+    assert_eq!(
+        config["exporters"]["zipkin"]["endpoint"].as_str(),
+        Some("http://console:9412/api/v2/spans")
+    );
+}
