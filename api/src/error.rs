@@ -112,6 +112,15 @@ impl From<QueueError> for ApiError {
                  Idempotency-Key to be sure of exactly one job"
             ));
         }
+        if e.is_full() {
+            // Nothing was written: Redis refuses every write when full.
+            tracing::error!(error = %e, "Redis is full (maxmemory) and refuses writes");
+            return Self::Unavailable(
+                "the job queue is full and takes no new job for now; nothing was queued, try \
+                 again shortly"
+                    .into(),
+            );
+        }
         if e.is_unavailable() {
             // Redis's own words stay in the log (and the span).
             tracing::warn!(error = %e, "the job queue is unavailable");
@@ -136,7 +145,10 @@ impl IntoResponse for ApiError {
             }
             Self::Unavailable(detail) => {
                 tracing::warn!(%detail, "dependency unavailable");
-                problem(status, detail)
+                let mut res = problem(status, detail);
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                res
             }
             Self::Unauthorized(detail) => {
                 let mut res = problem(status, detail);

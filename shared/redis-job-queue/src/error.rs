@@ -56,6 +56,16 @@ pub enum QueueError {
 }
 
 impl QueueError {
+    /// Whether Redis refused a write because it is full (`OOM`: at
+    /// `maxmemory` under `noeviction`). Nothing was written.
+    pub fn is_full(&self) -> bool {
+        match self {
+            Self::Redis(e) => e.code() == Some("OOM"),
+            Self::Batch(e) => e.code() == Some("OOM"),
+            _ => false,
+        }
+    }
+
     /// Whether the queue itself is unreachable (Redis down, slow or shut
     /// down), so that the same call may succeed later; the other errors are
     /// about the call or the data.

@@ -134,6 +134,7 @@ mod bulk;
 mod config;
 mod connection;
 mod error;
+mod eviction;
 mod finish;
 mod format;
 mod inspect;
@@ -156,6 +157,7 @@ pub use bulk::{BulkAction, BulkRun, BulkState, Deleted};
 pub use config::QueueConfig;
 pub use connection::{FAILOVER_WAIT, RedisConnection, RedisTarget, ServerAddress, slot};
 pub use error::{JobTimedOut, QueueError};
+pub use eviction::{NodePolicy, SAFE_POLICY};
 pub use format::{plausible_id, rfc3339_ms};
 pub use job::{
     Cancelled, ConsumerInfo, JobPage, JobRecord, JobStatus, LOW_LANE_EVERY, MAX_DELAY, NewJob,

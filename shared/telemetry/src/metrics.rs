@@ -262,6 +262,10 @@ metrics! {
     /// `jobs_queue_paused`: 1 while the queue is paused, else 0.
     pub paused: Family<QueueLabels, Gauge> = Family::default(),
         "jobs_queue_paused", "1 while the queue is paused (no worker starts a job), else 0", None;
+    /// `jobs_redis_evicting_nodes`: nodes holding the queue whose
+    /// `maxmemory-policy` evicts keys (0 is safe).
+    pub evicting: Family<QueueLabels, Gauge> = Family::default(),
+        "jobs_redis_evicting_nodes", "Redis nodes holding the queue whose maxmemory-policy evicts keys when full (jobs may vanish); 0 when every one is noeviction", None;
 }
 
 impl Default for Metrics {

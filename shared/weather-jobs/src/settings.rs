@@ -128,14 +128,25 @@ pub struct QueueArgs {
     /// the same Idempotency-Key).
     #[arg(long, env = "QUEUE_WAIT_TIMEOUT_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub queue_wait_timeout_ms: u64,
+    /// Start the api and the workers even when Redis's maxmemory-policy
+    /// evicts keys (anything but noeviction): jobs may then vanish when
+    /// Redis is full. Without it they refuse to start; with it they warn.
+    #[arg(long, env = "REDIS_ALLOW_EVICTION", default_value_t = false, action = clap::ArgAction::Set)]
+    pub redis_allow_eviction: bool,
 }
 
 impl QueueArgs {
     /// Connects to the queue these flags describe, retrying while Redis
-    /// starts.
+    /// starts; then refuses a Redis that may evict keys, unless
+    /// `REDIS_ALLOW_EVICTION` (see [`RedisQueue::check_eviction`]).
     pub async fn connect(&self) -> Result<RedisQueue, QueueError> {
-        redis_job_queue::connect_with_retry(self.redis_url.expose(), self.queue_config_with_ca()?)
-            .await
+        let queue = redis_job_queue::connect_with_retry(
+            self.redis_url.expose(),
+            self.queue_config_with_ca()?,
+        )
+        .await?;
+        queue.check_eviction(self.redis_allow_eviction).await?;
+        Ok(queue)
     }
 
     /// [`Self::queue_config`] with the root certificates of

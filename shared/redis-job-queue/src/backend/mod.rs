@@ -105,6 +105,10 @@ struct Shared {
     /// `CLIENT ID` of the blocking-read connection (0: none), so shutdown
     /// can cut a blocked read short.
     reader_id: AtomicI64,
+    /// Entries read (so pending for this consumer) whose start Redis
+    /// refused for want of memory: started at the next read, not left to
+    /// a reclaim a lease later.
+    unstarted: std::sync::Mutex<Vec<redis::streams::StreamId>>,
 }
 
 impl Shared {
@@ -195,6 +199,7 @@ impl<Args> ShardBackend<Args> {
                 waker,
                 stopping: AtomicBool::new(false),
                 reader_id: AtomicI64::new(0),
+                unstarted: std::sync::Mutex::new(Vec::new()),
             }),
             buffer: VecDeque::new(),
             reader: None,

@@ -52,6 +52,11 @@ impl Reader {
     async fn read(&mut self, shared: &Shared, want: usize) -> Result<Vec<Started>, QueueError> {
         let q = &shared.queue;
         let keys = &q.keys;
+        let unstarted =
+            std::mem::take(&mut *shared.unstarted.lock().unwrap_or_else(|e| e.into_inner()));
+        if !unstarted.is_empty() {
+            return start(shared, unstarted).await;
+        }
         let mut entries = Vec::new();
         if self.reclaim.due() {
             entries = self.reclaim.claim(shared, want).await?;
@@ -146,14 +151,28 @@ async fn take(shared: &Shared, want: usize) -> Result<Option<Vec<Started>>, Queu
     started(shared, inv).await
 }
 
-/// Starts the jobs of entries a blocking read or a reclaim delivered.
+/// Starts the jobs of entries a blocking read or a reclaim delivered. When
+/// Redis refuses the script for want of memory (it then ran none of it),
+/// the entries are kept for the next read; other errors leave them to the
+/// reclaim, since the script may have run.
 async fn start(shared: &Shared, entries: Vec<StreamId>) -> Result<Vec<Started>, QueueError> {
     let mut inv = start_invocation(shared, &scripts::START);
     for e in &entries {
         let job_id: String = e.get("id").unwrap_or_default();
         inv.arg(&e.id).arg(job_id);
     }
-    Ok(started(shared, inv).await?.unwrap_or_default())
+    match started(shared, inv).await {
+        Ok(jobs) => Ok(jobs.unwrap_or_default()),
+        Err(e) if e.is_full() => {
+            shared
+                .unstarted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(entries);
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The jobs a start-type script started; `None` when it answered that the

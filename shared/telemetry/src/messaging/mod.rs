@@ -125,6 +125,17 @@ pub fn metrics_routes(metrics: Arc<Metrics>, queue: RedisQueue) -> Router {
                 Ok(stats) => metrics.set_queue(&queue.config().name, &stats),
                 Err(e) => tracing::warn!(error = %e, "cannot read queue stats for /metrics"),
             }
+            // Read again at every scrape: a Redis restarted with another
+            // policy shows here, not only at the service's start.
+            if let Ok(nodes) = queue.eviction_policies().await {
+                let evicting = nodes.iter().filter(|n| n.evicts()).count();
+                metrics
+                    .evicting
+                    .get_or_create(&QueueLabels {
+                        messaging_destination_name: queue.config().name.clone(),
+                    })
+                    .set(i64::try_from(evicting).unwrap_or(i64::MAX));
+            }
         }
     })
 }
