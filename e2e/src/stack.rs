@@ -330,6 +330,12 @@ impl Stack {
             .await?)
     }
 
+    /// The PID of the stack's `redis-server` (one server only), for a test
+    /// that freezes it (SIGSTOP) and thaws it (SIGCONT).
+    pub fn redis_pid(&mut self) -> anyhow::Result<u32> {
+        Ok(self.redis.server()?.pid())
+    }
+
     /// Stops Redis (SIGTERM), keeps it down for `outage`, and starts it
     /// again on the same port (with its data when it is persistent).
     pub async fn restart_redis(&mut self, outage: Duration) -> anyhow::Result<()> {
