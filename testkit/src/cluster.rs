@@ -328,7 +328,13 @@ async fn wait_ping(node: &mut Node, limit: Duration) -> anyhow::Result<()> {
         if let Some(status) = node.child.try_wait()? {
             bail!("redis-server on port {} exited early ({status})", node.port);
         }
-        if cli(node.port, &["PING"]).is_ok_and(|p| p.trim() == "PONG") {
+        // The server answering must be this node, not another test's that
+        // took the port first (this one then fails to bind and exits).
+        let pid = node.child.id().to_string();
+        if cli(node.port, &["INFO", "server"]).is_ok_and(|info| {
+            info.lines()
+                .any(|l| l.trim() == format!("process_id:{pid}"))
+        }) {
             return Ok(());
         }
         if Instant::now() > deadline {

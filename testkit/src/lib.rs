@@ -194,15 +194,20 @@ impl RedisServer {
             if let Some(status) = self.child.try_wait()? {
                 bail!("redis-server exited early ({status})");
             }
+            // The server answering must be this one, not another test's
+            // that took the port first (this one then fails to bind).
             if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
-                let pong: redis::RedisResult<String> =
-                    redis::cmd("PING").query_async(&mut conn).await;
-                if pong.is_ok() {
+                let info: redis::RedisResult<String> = redis::cmd("INFO")
+                    .arg("server")
+                    .query_async(&mut conn)
+                    .await;
+                let pid = format!("process_id:{}", self.child.id());
+                if info.is_ok_and(|i| i.lines().any(|l| l.trim() == pid)) {
                     return Ok(());
                 }
             }
             if Instant::now() > deadline {
-                bail!("redis-server did not answer PING within {limit:?}");
+                bail!("redis-server did not answer within {limit:?}");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
