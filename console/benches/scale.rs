@@ -18,7 +18,6 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
 use apalis_core::error::BoxDynError;
 use apalis_core::worker::builder::WorkerBuilder;
 use clap::Parser;
@@ -234,17 +233,6 @@ async fn fill_spans(console: &Console, traces: u64) -> anyhow::Result<Duration> 
     Ok(started.elapsed())
 }
 
-async fn metric(base: &str, name: &str) -> anyhow::Result<f64> {
-    let page = reqwest::get(format!("{base}/metrics"))
-        .await?
-        .text()
-        .await?;
-    page.lines()
-        .find(|l| l.split(' ').next() == Some(name))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .with_context(|| format!("{name} on /metrics"))
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
@@ -278,7 +266,7 @@ async fn main() -> anyhow::Result<()> {
     let base = console.url().to_owned();
     let traces = args.spans / SPANS_PER_TRACE;
     let ingest = fill_spans(&console, traces).await?;
-    let stored = metric(&base, "console_spans_stored").await?;
+    let stored = console.metric("console_spans_stored").await?;
     anyhow::ensure!(
         stored as u64 == traces * SPANS_PER_TRACE,
         "{stored} spans stored"
@@ -345,7 +333,7 @@ async fn main() -> anyhow::Result<()> {
         })
         .await?,
     ));
-    let dir_bytes = metric(&base, "console_data_dir_bytes").await?;
+    let dir_bytes = console.metric("console_data_dir_bytes").await?;
     // A bulk action counts its jobs first: every page of a rare search,
     // through every job.
     let t = Instant::now();
@@ -361,7 +349,7 @@ async fn main() -> anyhow::Result<()> {
     let t = Instant::now();
     console.kill_and_restart().await?;
     let reopen = t.elapsed();
-    let back = metric(&base, "console_spans_stored").await?;
+    let back = console.metric("console_spans_stored").await?;
     anyhow::ensure!(back == stored, "{back} spans read back of {stored}");
 
     println!(

@@ -46,17 +46,6 @@ fn trace(n: u64, spans: u64, pad: usize) -> Value {
     )
 }
 
-async fn metric(console: &Console, name: &str) -> anyhow::Result<f64> {
-    let page = reqwest::get(format!("{}/metrics", console.url()))
-        .await?
-        .text()
-        .await?;
-    page.lines()
-        .find(|l| l.split(' ').next() == Some(name))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("{name} is not on /metrics:\n{page}"))
-}
-
 /// The number of spans of each of `ids` the console holds (traceMany, in
 /// pieces of 100).
 async fn held(console: &Console, ids: &[u64]) -> anyhow::Result<Vec<usize>> {
@@ -147,7 +136,7 @@ async fn every_acknowledged_batch_survives_a_sigkill_in_the_middle_of_a_stream()
         acked.len(),
         &lost[..lost.len().min(10)]
     );
-    let stored = metric(&console, "console_spans_stored").await? as usize;
+    let stored = console.metric("console_spans_stored").await? as usize;
     assert!(stored >= acked.len() * 20, "{stored} spans read back");
     Ok(())
 }
@@ -169,7 +158,7 @@ async fn traces_leave_at_the_end_of_their_retention_and_stay_gone() -> anyhow::R
         || async { Ok((held(&console, &[1]).await? == [0]).then_some(())) },
     )
     .await?;
-    assert_eq!(metric(&console, "console_traces_expired_total").await?, 1.0);
+    assert_eq!(console.metric("console_traces_expired_total").await?, 1.0);
     // A trace posted since is kept; the expired one does not come back.
     assert_eq!(console.post_spans(&trace(2, 3, 10)).await?, 202);
     console.kill_and_restart().await?;
@@ -189,7 +178,7 @@ async fn the_disk_keeps_within_its_bytes_the_oldest_traces_going_first() -> anyh
     for n in 1..=300u64 {
         assert_eq!(console.post_spans(&trace(n, 4, 1024)).await?, 202);
     }
-    let on_disk = metric(&console, "console_store_disk_bytes").await?;
+    let on_disk = console.metric("console_store_disk_bytes").await?;
     assert!(on_disk > 0.0 && on_disk <= max as f64, "{on_disk} bytes");
     let ids: Vec<u64> = (1..=300).collect();
     let before = held(&console, &ids).await?;
@@ -205,7 +194,7 @@ async fn the_disk_keeps_within_its_bytes_the_oldest_traces_going_first() -> anyh
         before,
         "the same traces read back"
     );
-    assert_eq!(metric(&console, "console_store_disk_bytes").await?, on_disk);
+    assert_eq!(console.metric("console_store_disk_bytes").await?, on_disk);
     Ok(())
 }
 

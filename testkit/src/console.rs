@@ -147,6 +147,21 @@ impl Console {
         Ok(body)
     }
 
+    /// The value of the unlabelled metric `name` on its `/metrics`.
+    pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let page = self
+            .http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await?
+            .text()
+            .await?;
+        page.lines()
+            .find(|l| l.split(' ').next() == Some(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .with_context(|| format!("{name} is not on /metrics:\n{page}"))
+    }
+
     /// Waits until trace `id` holds spans that `complete` accepts;
     /// answers them.
     pub async fn wait_trace(
