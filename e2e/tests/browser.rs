@@ -334,8 +334,14 @@ async fn drive(client: &Client, console: &str, shots: &std::path::Path) -> anyho
         .await?
         .click()
         .await?;
-    let h1 = client.find(Locator::Css("h1")).await?.text().await?;
-    assert!(h1.starts_with("Job "), "{h1}");
+    until("the job's page", || async {
+        let read = async { client.find(Locator::Css("h1")).await?.text().await };
+        Ok(read
+            .await
+            .is_ok_and(|h1| h1.starts_with("Job "))
+            .then_some(()))
+    })
+    .await?;
 
     // A bulk retry of the failed jobs found: counted, confirmed, followed.
     client
@@ -353,12 +359,14 @@ async fn drive(client: &Client, console: &str, shots: &std::path::Path) -> anyho
         .await?
         .click()
         .await?;
+    // Until the next page is in: a heading read as the page changes may
+    // be gone (stale) by the time its text is asked for.
     until("the count to confirm", || async {
-        let h1 = match client.find(Locator::Css("h1")).await {
-            Ok(h1) => h1.text().await?,
-            Err(_) => return Ok(None),
-        };
-        Ok((h1 == "Retry 2 jobs?").then_some(()))
+        let read = async { client.find(Locator::Css("h1")).await?.text().await };
+        Ok(read
+            .await
+            .is_ok_and(|h1| h1 == "Retry 2 jobs?")
+            .then_some(()))
     })
     .await?;
     client
@@ -366,19 +374,24 @@ async fn drive(client: &Client, console: &str, shots: &std::path::Path) -> anyho
         .await?
         .click()
         .await?;
-    until("the bulk retry done", || async {
-        let state = match client.find(Locator::Id("bulk-state")).await {
-            Ok(state) => state.text().await?,
-            Err(_) => return Ok(None),
+    // The page refreshes its live part, so an element read may have been
+    // replaced meanwhile (stale): read again on the next turn.
+    let progress = until("the bulk retry done", || async {
+        let read = async {
+            let state = client.find(Locator::Id("bulk-state")).await?.text().await?;
+            let progress = client
+                .find(Locator::Id("bulk-progress"))
+                .await?
+                .text()
+                .await?;
+            anyhow::Ok((state, progress))
         };
-        Ok((state == "done").then_some(()))
+        Ok(match read.await {
+            Ok((state, progress)) if state == "done" => Some(progress),
+            _ => None,
+        })
     })
     .await?;
-    let progress = client
-        .find(Locator::Id("bulk-progress"))
-        .await?
-        .text()
-        .await?;
     assert_eq!(progress, "2 of 2: 2 done, 0 skipped");
     std::fs::write(shots.join("console-bulk.png"), client.screenshot().await?)?;
 
