@@ -328,6 +328,17 @@ pub struct Job {
     /// The batch it was sent with (`GET /v1/batches/{id}`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_id: Option<String>,
+    /// Times it was deferred: runs the weather service's circuit breaker
+    /// or rate limit refused, which are not attempts (`JOB_MAX_DEFER_SECS`
+    /// bounds them).
+    #[serde(default)]
+    pub deferrals: u32,
+    /// How long it was deferred in all, in milliseconds.
+    #[serde(default)]
+    pub deferred_ms: u64,
+    /// Why it was last deferred.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred_reason: Option<String>,
 }
 
 impl From<JobRecord> for Job {
@@ -350,6 +361,9 @@ impl From<JobRecord> for Job {
             worker: record.worker,
             priority: record.priority.into(),
             batch_id: record.batch,
+            deferrals: record.deferrals,
+            deferred_ms: record.deferred_ms,
+            deferred_reason: record.deferred_reason,
         }
     }
 }

@@ -47,24 +47,81 @@ fn has_annotation(spans: &[Value], text: &str) -> bool {
     })
 }
 
+/// Waits (up to `limit`) until every job in `ids` has finished; answers
+/// their status documents.
+async fn wait_all_done(
+    stack: &Stack,
+    ids: &[String],
+    limit: Duration,
+) -> anyhow::Result<Vec<Value>> {
+    let mut docs = Vec::new();
+    for id in ids {
+        let doc = testkit::wait_for_job(
+            id,
+            "finished",
+            limit,
+            || stack.job(id),
+            |doc| doc["status"] == "succeeded" || doc["status"] == "failed",
+        )
+        .await?;
+        docs.push(doc);
+    }
+    Ok(docs)
+}
+
 #[tokio::test]
-async fn the_breaker_opens_stops_calls_and_closes_once_the_service_recovers() -> anyhow::Result<()>
-{
+async fn a_service_failing_half_its_calls_fails_almost_no_job() -> anyhow::Result<()> {
     let stack = Stack::launch(Options {
-        stub_env: &[("STUB_FAIL_RATE", "1")],
-        api_env: &[("JOB_MAX_ATTEMPTS", "100")],
-        worker_env: &[
-            ("WEATHER_BREAKER_FAILURES", "3"),
-            ("WEATHER_BREAKER_COOLDOWN_SECS", "3"),
-        ],
+        stub_env: &[("STUB_FAIL_RATE", "0.5")],
+        api_env: &[("JOB_MAX_ATTEMPTS", "4")],
         ..Options::default()
     })
     .await?;
     let mut ids = Vec::new();
-    for i in 0..6 {
+    for i in 0..100 {
         ids.push(
             stack
-                .enqueue(&format!(r#"{{"city": "Breaker {i}"}}"#), &[])
+                .enqueue(&format!(r#"{{"city": "Flaky {i}"}}"#), &[])
+                .await?
+                .0,
+        );
+    }
+    let docs = wait_all_done(&stack, &ids, Duration::from_secs(120)).await?;
+    let succeeded = docs.iter().filter(|d| d["status"] == "succeeded").count();
+    eprintln!("{succeeded} of 100 jobs succeeded");
+    assert!(
+        succeeded >= 90,
+        "only {succeeded} of 100 jobs succeeded: {:?}",
+        docs.iter()
+            .filter(|d| d["status"] != "succeeded")
+            .map(|d| d["error"].clone())
+            .collect::<Vec<_>>()
+    );
+    let zipkin = stack.flush().await?;
+    assert!(
+        zipkin
+            .spans()
+            .iter()
+            .any(|s| s["kind"] == "CLIENT" && s["tags"]["http.request.resend_count"] == "1"),
+        "failed calls were sent again, and their spans say so"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_service_down_for_40_s_fails_no_job_and_refusals_use_no_attempt() -> anyhow::Result<()> {
+    let stack = Stack::launch(Options {
+        stub_env: &[("STUB_FAIL_RATE", "1")],
+        api_env: &[("JOB_MAX_ATTEMPTS", "4")],
+        ..Options::default()
+    })
+    .await?;
+    let down_since = Instant::now();
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(
+            stack
+                .enqueue(&format!(r#"{{"city": "Outage {i}"}}"#), &[])
                 .await?
                 .0,
         );
@@ -84,15 +141,22 @@ async fn the_breaker_opens_stops_calls_and_closes_once_the_service_recovers() ->
         before,
         "calls went out while open"
     );
-
+    if let Some(rest) = Duration::from_secs(40).checked_sub(down_since.elapsed()) {
+        tokio::time::sleep(rest).await;
+    }
     set_failures(
         &stack,
         json!({ "fail_rate": 0.0, "status": 503, "retry_after_secs": 0 }),
     )
     .await?;
-    for id in &ids {
-        assert_eq!(stack.wait_done(id).await?["status"], "succeeded");
+    let docs = wait_all_done(&stack, &ids, Duration::from_secs(60)).await?;
+    for doc in &docs {
+        assert_eq!(doc["status"], "succeeded", "{doc}");
     }
+    assert!(
+        docs.iter().any(|d| d["deferrals"].as_u64() > Some(0)),
+        "jobs were deferred while the breaker was open: {docs:?}"
+    );
     // A breaker closes on a successful probe: a worker that ran no job
     // since it opened has not probed yet, so keep jobs coming until both
     // have.
@@ -108,16 +172,41 @@ async fn the_breaker_opens_stops_calls_and_closes_once_the_service_recovers() ->
             .await?;
         stack.wait_done(&id).await?;
     }
+    // Every attempt a job used is one whose calls failed: its CONSUMER
+    // spans that ended in error, and the last, which succeeded. The runs
+    // the breaker refused are there too, as deferrals, and used none.
     let zipkin = stack.flush().await?;
     let spans = zipkin.spans();
-    assert!(
-        spans
+    let mut deferred_runs = 0;
+    for doc in &docs {
+        let id = doc["id"].as_str().context("id")?;
+        let runs: Vec<&Value> = spans
             .iter()
-            .any(|s| s["kind"] == "CONSUMER" && s["tags"]["error.type"] == "circuit_open"),
-        "an attempt failed fast with error.type=circuit_open"
-    );
+            .filter(|s| s["kind"] == "CONSUMER" && s["tags"]["job.id"] == id)
+            .collect();
+        let failed = runs
+            .iter()
+            .filter(|s| s["tags"]["otel.status_code"] == "ERROR")
+            .count();
+        let deferred = runs
+            .iter()
+            .filter(|s| s["tags"].get("job.deferred_ms").is_some())
+            .count();
+        deferred_runs += deferred;
+        assert_eq!(
+            doc["attempts"].as_u64(),
+            Some(failed as u64 + 1),
+            "{id}: attempts are the failed runs and the last; {deferred} deferred runs used none"
+        );
+        assert_eq!(doc["deferrals"].as_u64(), Some(deferred as u64), "{doc}");
+    }
+    assert!(deferred_runs > 0, "some runs were deferred");
     assert!(has_annotation(&spans, "circuit opened"));
     assert!(has_annotation(&spans, "circuit closed"));
+    assert!(has_annotation(
+        &spans,
+        "deferred: the job could not run now"
+    ));
     Ok(())
 }
 
@@ -189,7 +278,12 @@ async fn the_shared_rate_limit_spaces_the_calls_of_every_worker() -> anyhow::Res
 
 #[tokio::test]
 async fn a_rate_limit_that_cannot_be_read_keeps_the_gate_shut() -> anyhow::Result<()> {
-    let stack = Stack::start_with(&[], &[("WEATHER_RATE_LIMIT", "2")]).await?;
+    // Refused runs are deferrals, not attempts, for at most 2 s of them.
+    let stack = Stack::start_with(
+        &[],
+        &[("WEATHER_RATE_LIMIT", "2"), ("JOB_MAX_DEFER_SECS", "2")],
+    )
+    .await?;
     // The limit's key holds a value of the wrong type: its script fails.
     let mut conn = stack.redis_connection().await?;
     let _: () = redis::cmd("SET")
@@ -204,6 +298,17 @@ async fn a_rate_limit_that_cannot_be_read_keeps_the_gate_shut() -> anyhow::Resul
     assert_eq!(
         done["attempts"], done["max_attempts"],
         "every attempt: {done}"
+    );
+    assert_eq!(
+        done["deferrals"], 2,
+        "deferred (1 s each) up to 2 s first: {done}"
+    );
+    assert!(
+        done["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("counted as an attempt"),
+        "{done}"
     );
     assert_eq!(
         upstream_calls(&stack).await?,

@@ -58,17 +58,26 @@ pub struct Config {
     /// limit).
     #[arg(long, env = "WEATHER_RATE_LIMIT", default_value_t = 0)]
     pub weather_rate_limit: u32,
-    /// Failed weather-service calls within the window that open the
-    /// circuit breaker.
-    #[arg(long, env = "WEATHER_BREAKER_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
-    pub breaker_failures: u32,
-    /// The breaker's window for counting failures, in seconds.
+    /// The share of weather-service calls (0 to 1) that, failed within
+    /// the window, opens the circuit breaker.
+    #[arg(long, env = "WEATHER_BREAKER_FAILURE_RATIO", default_value_t = 0.8, value_parser = parse_ratio)]
+    pub breaker_failure_ratio: f64,
+    /// Calls that must have ended within the window before the breaker
+    /// may open.
+    #[arg(long, env = "WEATHER_BREAKER_MIN_CALLS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub breaker_min_calls: u32,
+    /// The breaker's window for counting calls, in seconds.
     #[arg(long, env = "WEATHER_BREAKER_WINDOW_SECS", default_value_t = 30)]
     pub breaker_window_secs: u64,
-    /// How long an open breaker fails calls fast before it lets a probe
-    /// through, in seconds.
+    /// How long an open breaker refuses calls (their jobs are deferred,
+    /// not failed) before it lets a probe through, in seconds.
     #[arg(long, env = "WEATHER_BREAKER_COOLDOWN_SECS", default_value_t = 10)]
     pub breaker_cooldown_secs: u64,
+    /// Times a failed weather-service call (5xx, 429, no answer) is sent
+    /// again within one attempt, after a short backoff, before the
+    /// attempt fails.
+    #[arg(long, env = "WEATHER_HTTP_RESENDS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub http_resends: u32,
     /// Periodic refreshes, `;`-separated: `name|cron|city` (cron with 5
     /// fields, or 6 with seconds first), such as `oslo|*/15 * * * *|Oslo`.
     #[arg(long, env = "SCHEDULES", default_value = "")]
@@ -93,4 +102,14 @@ pub struct Config {
     /// Tracing and logging.
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+}
+
+/// A share, from 0 to 1 (above 0).
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r > 0.0 && r <= 1.0 => Ok(r),
+        _ => Err(format!(
+            "{s:?} is not a share above 0 and at most 1 (such as 0.8)"
+        )),
+    }
 }

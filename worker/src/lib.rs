@@ -32,7 +32,7 @@ use apalis_core::worker::builder::WorkerBuilder;
 use apalis_core::worker::ext::parallelize::ParallelizeExt;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use redis_job_queue::{JobLease, RedisQueue};
+use redis_job_queue::{Defer, JobLease, RedisQueue};
 use telemetry::attributes::{JOB_ID, WEATHER_CACHE_HIT};
 use telemetry::http_client::{HttpError, TracedClient};
 use telemetry::kafka::EventProducer;
@@ -72,6 +72,9 @@ pub struct Deps {
     pub upstream: upstream::Upstream,
     /// Publishes the `weather.updated` events (with `KAFKA_BROKERS`).
     pub events: Option<EventProducer>,
+    /// Times a failed weather-service call is sent again within one
+    /// attempt (`WEATHER_HTTP_RESENDS`).
+    pub resends: u32,
 }
 
 impl Deps {
@@ -88,7 +91,8 @@ impl Deps {
             format!("{}:weather", config.queue.queue_key_prefix),
             config.weather_rate_limit,
             upstream::Breaker::new(
-                config.breaker_failures as usize,
+                config.breaker_failure_ratio,
+                config.breaker_min_calls as usize,
                 Duration::from_secs(config.breaker_window_secs),
                 Duration::from_secs(config.breaker_cooldown_secs),
             ),
@@ -160,6 +164,7 @@ impl Deps {
             cache_requests,
             upstream,
             events,
+            resends: config.http_resends,
         })
     }
 
@@ -173,9 +178,16 @@ impl Deps {
     }
 }
 
-/// How long a job waits before its next attempt when the shared rate
-/// limit could not be read.
+/// How long a job is deferred when the shared rate limit could not be
+/// read.
 const RATE_LIMIT_RETRY: Duration = Duration::from_secs(1);
+
+/// The first resend's backoff, doubled for each further one (with jitter).
+const RESEND_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The longest `Retry-After` honoured by a resend within the attempt; a
+/// longer one ends the attempt, and the job runs again after it.
+const MAX_RESEND_WAIT: Duration = Duration::from_secs(1);
 
 /// The longest `Retry-After` a job waits, whatever the service asks.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
@@ -190,7 +202,7 @@ enum JobError {
     #[error(transparent)]
     Upstream(#[from] HttpError),
     /// The circuit breaker is open: the weather service was not called.
-    #[error("the weather service keeps failing: circuit open, retry in {0:?}")]
+    #[error("the weather service keeps failing: circuit open, the job runs again in {0:?}")]
     CircuitOpen(Duration),
     /// The shared rate limit could not be read (Redis failed): the
     /// weather service was not called, rather than called unlimited.
@@ -233,11 +245,13 @@ impl JobError {
                 }
                 None => Box::new(self),
             },
+            // The weather service was not called: not an attempt. The job
+            // runs again once the breaker may let a call through.
             Self::CircuitOpen(wait) => {
                 let wait = *wait;
-                Box::new(RetryAfterError::new(self, wait))
+                Box::new(Defer::new(self, wait))
             }
-            Self::RateLimitUnavailable(_) => Box::new(RetryAfterError::new(self, RATE_LIMIT_RETRY)),
+            Self::RateLimitUnavailable(_) => Box::new(Defer::new(self, RATE_LIMIT_RETRY)),
             _ => Box::new(AbortError::new(self)),
         }
     }
@@ -345,22 +359,53 @@ async fn fetch(job: &WeatherJob, deps: &Deps) -> Result<WeatherResult, JobError>
     fetched
 }
 
-/// Calls the weather service through the breaker and the rate limit.
-async fn guarded<T>(
-    deps: &Deps,
-    call: impl Future<Output = Result<T, HttpError>>,
-) -> Result<T, JobError> {
-    if let upstream::Permit::Open(wait) = deps.upstream.permit() {
-        return Err(JobError::CircuitOpen(wait));
+/// Calls the weather service through the breaker and the rate limit,
+/// sending a failed call again (up to [`Deps::resends`] times) when that
+/// may help; `call` gets the number of sends before it.
+async fn guarded<T, F, Fut>(deps: &Deps, call: F) -> Result<T, JobError>
+where
+    F: Fn(u32) -> Fut,
+    Fut: Future<Output = Result<T, HttpError>>,
+{
+    let mut resend = 0;
+    loop {
+        if let upstream::Permit::Open(wait) = deps.upstream.permit() {
+            return Err(JobError::CircuitOpen(wait));
+        }
+        deps.upstream
+            .take_slot()
+            .await
+            .map_err(JobError::RateLimitUnavailable)?;
+        let result = call(resend).await;
+        let failed = matches!(&result, Err(e) if e.is_retryable());
+        deps.upstream.record(!failed);
+        match result {
+            Err(e)
+                if failed
+                    && resend < deps.resends
+                    && e.retry_after().is_none_or(|w| w <= MAX_RESEND_WAIT) =>
+            {
+                let wait = resend_backoff(resend).max(e.retry_after().unwrap_or_default());
+                tracing::info!(
+                    error = %e,
+                    wait_ms = wait.as_millis() as u64,
+                    resend = resend + 1,
+                    "the weather service failed: sending again"
+                );
+                tokio::time::sleep(wait).await;
+                resend += 1;
+            }
+            other => return Ok(other?),
+        }
     }
-    deps.upstream
-        .take_slot()
-        .await
-        .map_err(JobError::RateLimitUnavailable)?;
-    let result = call.await;
-    deps.upstream
-        .record(!matches!(&result, Err(e) if e.is_retryable()));
-    Ok(result?)
+}
+
+/// The wait before resend `n + 1`: [`RESEND_BACKOFF`] doubled per resend,
+/// with full jitter in its upper half (so workers that failed together do
+/// not send again together).
+fn resend_backoff(n: u32) -> Duration {
+    let ceiling = RESEND_BACKOFF.saturating_mul(2u32.saturating_pow(n.min(10)));
+    ceiling.mul_f64(0.5 + fastrand::f64() / 2.0)
 }
 
 /// Geocodes (for a city) and reads the current weather, then caches it,
@@ -373,7 +418,7 @@ async fn fetch_upstream(
 ) -> Result<WeatherResult, JobError> {
     let (place, country, latitude, longitude) = match &job.place {
         Place::City { city } => {
-            let found = guarded(deps, deps.weather.geocode(city))
+            let found = guarded(deps, |resend| deps.weather.geocode(city, resend))
                 .await?
                 .ok_or_else(|| JobError::UnknownPlace(city.clone()))?;
             (
@@ -388,7 +433,10 @@ async fn fetch_upstream(
             longitude,
         } => (None, None, *latitude, *longitude),
     };
-    let conditions = guarded(deps, deps.weather.current(latitude, longitude, job.units)).await?;
+    let conditions = guarded(deps, |resend| {
+        deps.weather.current(latitude, longitude, job.units, resend)
+    })
+    .await?;
     let result = WeatherResult {
         place,
         country,

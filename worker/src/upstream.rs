@@ -4,13 +4,22 @@
 //!
 //! - **Rate limit** (`WEATHER_RATE_LIMIT` calls per second, all workers
 //!   together): a counter per second in Redis, on Redis's clock. A call
-//!   past the limit waits for the next second (event `rate limited`).
-//! - **Circuit breaker** (per worker): after `WEATHER_BREAKER_FAILURES`
-//!   failed calls (5xx, 429, no answer) within `WEATHER_BREAKER_WINDOW_SECS`
-//!   it opens: calls fail at once with `error.type=circuit_open` and the job
-//!   is retried once the cool-down (`WEATHER_BREAKER_COOLDOWN_SECS`) is
-//!   over. Then one call goes through as a probe (half-open): success
-//!   closes the breaker, failure opens it again.
+//!   past the limit waits for the next second (event `rate limited`); when
+//!   the limit cannot be read (Redis failed) the job is deferred.
+//! - **Circuit breaker** (per worker): once at least
+//!   `WEATHER_BREAKER_MIN_CALLS` calls ended within
+//!   `WEATHER_BREAKER_WINDOW_SECS` and `WEATHER_BREAKER_FAILURE_RATIO` of
+//!   them failed (5xx, 429, no answer), it opens: calls are refused at
+//!   once and the job is *deferred* (run again once the cool-down,
+//!   `WEATHER_BREAKER_COOLDOWN_SECS`, is over, without using an attempt:
+//!   see `redis_job_queue::Defer`). Then one call goes through as a probe
+//!   (half-open): success closes the breaker, failure opens it again.
+//! - **Resends**: a call that failed in a way that may pass (5xx, 429
+//!   without a long `Retry-After`, no answer) is sent again up to
+//!   `WEATHER_HTTP_RESENDS` times within the attempt, after a short
+//!   jittered backoff, each in a CLIENT span of its own with
+//!   `http.request.resend_count`. Every send goes through the breaker and
+//!   the rate limit.
 //! - **Single flight**: jobs for the same place and units, on any worker,
 //!   make one upstream fetch: the first takes a short lease in Redis, the
 //!   others wait for its result in the cache (event `waited for a
@@ -47,25 +56,37 @@ pub enum State {
 }
 
 /// A circuit breaker's state machine, on a clock the caller passes in.
+///
+/// It opens on a failure *ratio*: once at least `min_calls` calls ended
+/// within the window and at least `ratio` of them failed. A bare count
+/// would open at once on a service failing half its calls, which retries
+/// get through; the ratio leaves it reachable and still opens on one that
+/// fails (nearly) everything.
 #[derive(Debug)]
 pub struct Breaker {
-    threshold: usize,
+    ratio: f64,
+    min_calls: usize,
     window: Duration,
     cooldown: Duration,
-    failures: VecDeque<Instant>,
+    /// The calls that ended within the window: when, and whether they
+    /// failed.
+    calls: VecDeque<(Instant, bool)>,
+    failures: usize,
     state: State,
     opened_at: Option<Instant>,
 }
 
 impl Breaker {
-    /// Opens after `threshold` failures within `window`; probes after
-    /// `cooldown`.
-    pub fn new(threshold: usize, window: Duration, cooldown: Duration) -> Self {
+    /// Opens once `ratio` (0 to 1) of at least `min_calls` calls within
+    /// `window` failed; probes after `cooldown`.
+    pub fn new(ratio: f64, min_calls: usize, window: Duration, cooldown: Duration) -> Self {
         Self {
-            threshold: threshold.max(1),
+            ratio: ratio.clamp(f64::MIN_POSITIVE, 1.0),
+            min_calls: min_calls.max(1),
             window,
             cooldown,
-            failures: VecDeque::new(),
+            calls: VecDeque::new(),
+            failures: 0,
             state: State::Closed,
             opened_at: None,
         }
@@ -74,6 +95,17 @@ impl Breaker {
     /// The state now.
     pub fn state(&self) -> State {
         self.state
+    }
+
+    /// The share of the window's calls that failed, and how many calls
+    /// that is out of.
+    pub fn failure_ratio(&self) -> (f64, usize) {
+        let n = self.calls.len();
+        if n == 0 {
+            (0.0, 0)
+        } else {
+            (self.failures as f64 / n as f64, n)
+        }
     }
 
     /// May a call go out at `now`?
@@ -112,29 +144,29 @@ impl Breaker {
     /// Records a call's outcome; answers the new state if it changed.
     pub fn record(&mut self, now: Instant, ok: bool) -> Option<State> {
         let before = self.state;
-        if ok {
-            if self.state == State::HalfOpen {
+        match (self.state, ok) {
+            (State::HalfOpen, true) => {
                 self.state = State::Closed;
-                self.failures.clear();
+                self.forget();
             }
-        } else {
-            match self.state {
-                State::HalfOpen => self.open(now),
-                State::Closed => {
-                    self.failures.push_back(now);
-                    while self
-                        .failures
-                        .front()
-                        .is_some_and(|t| now.saturating_duration_since(*t) > self.window)
-                    {
-                        self.failures.pop_front();
+            (State::HalfOpen, false) => self.open(now),
+            (State::Closed, _) => {
+                self.calls.push_back((now, !ok));
+                self.failures += usize::from(!ok);
+                while let Some(&(at, failed)) = self.calls.front() {
+                    if now.saturating_duration_since(at) <= self.window {
+                        break;
                     }
-                    if self.failures.len() >= self.threshold {
-                        self.open(now);
-                    }
+                    self.calls.pop_front();
+                    self.failures -= usize::from(failed);
                 }
-                State::Open => {}
+                let (ratio, n) = self.failure_ratio();
+                if n >= self.min_calls && ratio >= self.ratio {
+                    self.open(now);
+                }
             }
+            // Calls let through before it opened: they no longer count.
+            (State::Open, _) => {}
         }
         (self.state != before).then_some(self.state)
     }
@@ -142,7 +174,12 @@ impl Breaker {
     fn open(&mut self, now: Instant) {
         self.state = State::Open;
         self.opened_at = Some(now);
-        self.failures.clear();
+        self.forget();
+    }
+
+    fn forget(&mut self) {
+        self.calls.clear();
+        self.failures = 0;
     }
 }
 
@@ -209,7 +246,7 @@ impl Upstream {
             Permit::Open(wait) => {
                 tracing::info!(
                     retry_in_ms = wait.as_millis() as u64,
-                    "circuit open: failing fast"
+                    "circuit open: the call is refused and the job deferred"
                 );
             }
             Permit::Call => {}
@@ -391,16 +428,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_breaker_opens_probes_after_the_cooldown_and_closes_on_success() {
+    fn the_breaker_opens_on_a_failure_ratio_probes_after_the_cooldown_and_closes_on_success() {
         let t0 = Instant::now();
         let s = Duration::from_secs;
-        let mut b = Breaker::new(3, s(10), s(5));
+        let mut b = Breaker::new(0.8, 5, s(10), s(5));
         assert_eq!(b.permit(t0), Permit::Call);
-        assert_eq!(b.record(t0, false), None);
-        assert_eq!(b.record(t0 + s(1), false), None);
-        // Failures outside the window do not count.
-        assert_eq!(b.record(t0 + s(20), false), None, "the first two aged out");
-        assert_eq!(b.record(t0 + s(21), false), None);
+        for i in 0..4 {
+            assert_eq!(b.record(t0, false), None, "call {i}: fewer than 5 calls");
+        }
+        // Calls outside the window do not count.
+        assert_eq!(b.record(t0 + s(20), false), None, "the first four aged out");
+        for _ in 0..3 {
+            assert_eq!(b.record(t0 + s(21), false), None);
+        }
         assert_eq!(b.record(t0 + s(22), false), Some(State::Open));
         assert_eq!(b.permit(t0 + s(23)), Permit::Open(s(4)));
         assert_eq!(b.permit(t0 + s(27)), Permit::Probe, "after the cool-down");
@@ -423,5 +463,23 @@ mod tests {
         assert_eq!(b.record(t0 + s(38), true), Some(State::Closed));
         assert_eq!(b.permit(t0 + s(38)), Permit::Call);
         assert_eq!(b.record(t0 + s(39), true), None);
+        assert_eq!(b.failure_ratio(), (0.0, 1), "closing forgot the old calls");
+    }
+
+    #[test]
+    fn a_service_failing_half_its_calls_stays_reachable() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(0.8, 20, Duration::from_secs(30), Duration::from_secs(10));
+        for i in 0..1000u64 {
+            let at = t0 + Duration::from_millis(i * 50);
+            assert_eq!(b.record(at, i % 2 == 0), None, "call {i}");
+        }
+        let (ratio, n) = b.failure_ratio();
+        assert!((ratio - 0.5).abs() < 0.01 && n >= 600, "{ratio} of {n}");
+        // Nine failures in ten, though, open it.
+        let later = t0 + Duration::from_secs(100);
+        let opened =
+            (0..1000u64).find_map(|i| b.record(later + Duration::from_millis(i), i % 10 == 0));
+        assert_eq!(opened, Some(State::Open));
     }
 }

@@ -90,24 +90,27 @@ impl WeatherClient {
         })
     }
 
-    /// The best match for `name`, or `None` for an unknown place.
-    pub async fn geocode(&self, name: &str) -> Result<Option<GeoPlace>, HttpError> {
+    /// The best match for `name`, or `None` for an unknown place;
+    /// `resend` counts the sends before this one (0: the first).
+    pub async fn geocode(&self, name: &str, resend: u32) -> Result<Option<GeoPlace>, HttpError> {
         let mut url = self.geocoding.clone();
         url.query_pairs_mut()
             .append_pair("name", name)
             .append_pair("count", "1")
             .append_pair("language", "en")
             .append_pair("format", "json");
-        let answer: SearchAnswer = self.http.get_json(url, PEER_SERVICE).await?;
+        let answer: SearchAnswer = self.http.resend_json(url, PEER_SERVICE, resend).await?;
         Ok(answer.results.into_iter().next())
     }
 
-    /// Current conditions at a point.
+    /// Current conditions at a point; `resend` counts the sends before
+    /// this one (0: the first).
     pub async fn current(
         &self,
         latitude: f64,
         longitude: f64,
         units: Units,
+        resend: u32,
     ) -> Result<Conditions, HttpError> {
         let mut url = self.forecast.clone();
         url.query_pairs_mut()
@@ -119,7 +122,7 @@ impl WeatherClient {
             )
             .append_pair("temperature_unit", units.temperature_param())
             .append_pair("wind_speed_unit", units.wind_speed_param());
-        let answer: ForecastAnswer = self.http.get_json(url, PEER_SERVICE).await?;
+        let answer: ForecastAnswer = self.http.resend_json(url, PEER_SERVICE, resend).await?;
         Ok(Conditions {
             current: answer.current,
             temperature_unit: answer.current_units.temperature_2m,

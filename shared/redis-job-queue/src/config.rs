@@ -25,6 +25,10 @@ pub struct QueueConfig {
     /// failed (retried by the policy); `None`: no limit. A job pushed with
     /// its own value keeps it.
     pub job_timeout: Option<Duration>,
+    /// The most a job may be deferred in all ([`crate::Defer`]: a run
+    /// that could not even try, which does not count as an attempt). Past
+    /// it a deferral counts as a failed attempt.
+    pub max_defer: Duration,
     /// Longest a worker's read waits on Redis before it looks for expired
     /// leases to reclaim. New jobs wake it at once whatever this is.
     pub block_timeout: Duration,
@@ -66,6 +70,7 @@ impl QueueConfig {
             retry_backoff: Duration::from_secs(1),
             retry_backoff_max: Duration::from_secs(300),
             job_timeout: None,
+            max_defer: Duration::from_secs(3600),
             block_timeout: Duration::from_secs(2),
             promote_batch: 500,
             promote_interval: Duration::from_millis(250),

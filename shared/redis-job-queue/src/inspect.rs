@@ -169,6 +169,7 @@ impl Shard {
             succeeded_total: count("succeeded"),
             failed_total: count("failed"),
             retried_total: count("retried"),
+            deferred_total: count("deferred"),
             paused: paused == 1,
         })
     }

@@ -371,6 +371,13 @@ pub struct JobRecord {
     pub batch: Option<String>,
     /// Its place in that batch, from 0.
     pub batch_position: u32,
+    /// Times it was deferred (a run that could not even try, which did
+    /// not count as an attempt: see [`crate::Defer`]).
+    pub deferrals: u32,
+    /// How long it was deferred, all deferrals together.
+    pub deferred_ms: u64,
+    /// Why it was last deferred.
+    pub deferred_reason: Option<String>,
 }
 
 /// One page of jobs with a status ([`crate::RedisQueue::list`]).
@@ -454,6 +461,9 @@ impl JobRecord {
             priority,
             batch: f.remove("batch"),
             batch_position: num(&f, "batch_pos")?.unwrap_or(0) as u32,
+            deferrals: num(&f, "deferrals")?.unwrap_or(0) as u32,
+            deferred_ms: num(&f, "deferred_ms")?.unwrap_or(0),
+            deferred_reason: f.remove("deferred_reason"),
         })
     }
 }
@@ -497,6 +507,8 @@ pub struct QueueStats {
     pub failed_total: u64,
     /// Attempts that failed and were scheduled again.
     pub retried_total: u64,
+    /// Runs deferred without counting as an attempt ([`crate::Defer`]).
+    pub deferred_total: u64,
     /// Whether the queue is paused: no worker starts a job of it.
     pub paused: bool,
 }

@@ -33,6 +33,12 @@ pub struct JobLease {
     /// Longest this attempt may run (the job's own limit, else the
     /// queue's); `None`: no limit.
     pub timeout: Option<Duration>,
+    /// How long the job was deferred so far, all deferrals together (see
+    /// [`crate::Defer`]).
+    pub deferred: Duration,
+    /// The most a job may be deferred in all (the queue's
+    /// [`crate::QueueConfig::max_defer`]).
+    pub(crate) max_defer: Duration,
     /// Set once this attempt was cut short by its timeout (shared by the
     /// clones of this lease), so layers inside can tell.
     pub(crate) timed_out: Arc<AtomicBool>,
@@ -65,6 +71,8 @@ impl JobLease {
             enqueued_at_ms,
             started_at_ms,
             timeout: None,
+            deferred: Duration::ZERO,
+            max_defer: Duration::ZERO,
             timed_out: Arc::default(),
             entry,
             batch: None,
@@ -90,6 +98,16 @@ impl JobLease {
     /// so a worker whose clock is off still measures it right.
     pub fn queue_wait(&self) -> Duration {
         Duration::from_millis(self.started_at_ms.saturating_sub(self.enqueued_at_ms))
+    }
+
+    /// Whether a [`crate::Defer`] of `delay` would defer the job (not count
+    /// the attempt): only while the job's deferrals, this one included,
+    /// stay within the queue's maximum. Past it the refusal counts as a
+    /// failed attempt.
+    pub fn may_defer(&self, delay: Duration) -> bool {
+        self.deferred
+            .saturating_add(delay.max(crate::defer::MIN_DEFER))
+            <= self.max_defer
     }
 
     /// Adds `key = value` to the job's metadata if this attempt fails and

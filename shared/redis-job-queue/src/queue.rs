@@ -394,6 +394,7 @@ impl RedisQueue {
                 succeeded_total: a.succeeded_total + b.succeeded_total,
                 failed_total: a.failed_total + b.failed_total,
                 retried_total: a.retried_total + b.retried_total,
+                deferred_total: a.deferred_total + b.deferred_total,
                 paused: a.paused || b.paused,
             })
             .unwrap_or_default())

@@ -11,8 +11,8 @@ use apalis_core::task::metadata::MetadataStore;
 use apalis_core::worker::builder::WorkerBuilder;
 use apalis_core::worker::context::WorkerContext;
 use redis_job_queue::{
-    GeoBox, JobLease, JobQuery, JobStatus, LOW_LANE_EVERY, NewJob, Order, Priority, QueueConfig,
-    RedisConnection, RedisQueue, TextPrefix, shard_of, shard_tags,
+    Defer, GeoBox, JobLease, JobQuery, JobStatus, LOW_LANE_EVERY, NewJob, Order, Priority,
+    QueueConfig, RedisConnection, RedisQueue, TextPrefix, shard_of, shard_tags,
 };
 use serde::{Deserialize, Serialize};
 use testkit::{RedisCluster, RedisServer, wait_for_job};
@@ -175,6 +175,7 @@ on_every_topology!(
     a_worker_never_reclaims_a_job_it_is_still_running,
     delayed_jobs_run_no_earlier_than_asked,
     failures_retry_with_backoff_then_fail_for_good,
+    a_deferred_run_is_no_attempt_until_the_job_was_deferred_the_most_allowed,
     status_and_results_expire_after_the_retention,
     stats_match_what_is_in_the_queue,
     a_delay_past_any_date_is_refused_not_a_panic,
@@ -737,6 +738,71 @@ async fn failures_retry_with_backoff_then_fail_for_good(topology: Topology) {
     assert_eq!(stats.failed_total, 2);
     assert_eq!(stats.retried_total, 3, "one retry for n=0, two for n=1");
     assert_eq!(stats.succeeded_total, 1);
+}
+
+async fn a_deferred_run_is_no_attempt_until_the_job_was_deferred_the_most_allowed(
+    topology: Topology,
+) {
+    let fx = Fixture::new(topology, |c| {
+        c.max_attempts = 1;
+        c.max_defer = Duration::from_secs(2);
+    })
+    .await;
+    // n = 0: deferred three times (200 ms each), then runs; n = 1: always
+    // deferred (300 ms each), so its seventh refusal passes the 2 s bound.
+    async fn refused(job: Job, lease: Data<JobLease>) -> Result<u32, BoxDynError> {
+        match job.n {
+            0 if lease.deferred < Duration::from_millis(600) => {
+                Err(Defer::new("breaker open", Duration::from_millis(200)).into())
+            }
+            0 => Ok(lease.attempt),
+            _ => Err(Defer::new("breaker still open", Duration::from_millis(300)).into()),
+        }
+    }
+    let recovers = fx.push(0).await;
+    let refused_for_ever = fx.push(1).await;
+    let worker = spawn_worker!(fx.queue, 2, refused);
+
+    let rec = fx
+        .wait_status(&recovers, JobStatus::Succeeded, Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        (
+            rec.attempts,
+            rec.result.clone(),
+            rec.deferrals,
+            rec.deferred_ms
+        ),
+        (1, Some(serde_json::json!(1)), 3, 600),
+        "three deferrals, and its one attempt left: {rec:?}"
+    );
+    assert_eq!(rec.deferred_reason.as_deref(), Some("breaker open"));
+    assert!(rec.error.is_none(), "a deferral is no error: {rec:?}");
+
+    let rec = fx
+        .wait_status(
+            &refused_for_ever,
+            JobStatus::Failed,
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(
+        (rec.attempts, rec.deferrals, rec.deferred_ms),
+        (1, 6, 1800),
+        "{rec:?}"
+    );
+    let error = rec.error.unwrap_or_default();
+    assert!(
+        error.starts_with("breaker still open (counted as an attempt"),
+        "{error}"
+    );
+    worker.stop().await;
+    let stats = fx.queue.stats().await.expect("stats");
+    assert_eq!(
+        (stats.deferred_total, stats.retried_total),
+        (9, 0),
+        "{stats:?}"
+    );
 }
 
 async fn status_and_results_expire_after_the_retention(topology: Topology) {

@@ -12,8 +12,8 @@ use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::attributes::{
-    ERROR_TYPE, HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE, PEER_SERVICE, SERVER_ADDRESS,
-    SERVER_PORT, URL_FULL,
+    ERROR_TYPE, HTTP_REQUEST_METHOD, HTTP_REQUEST_RESEND_COUNT, HTTP_RESPONSE_STATUS_CODE,
+    PEER_SERVICE, SERVER_ADDRESS, SERVER_PORT, URL_FULL,
 };
 use crate::metrics::{HttpClientLabels, Metrics};
 use crate::propagation::Propagation;
@@ -143,6 +143,18 @@ impl TracedClient {
         url: Url,
         peer_service: &str,
     ) -> Result<T, HttpError> {
+        self.resend_json(url, peer_service, 0).await
+    }
+
+    /// [`Self::get_json`] for the `resend`th time (from 1; 0 is the first
+    /// send): a span of its own with `http.request.resend_count`, as the
+    /// semantic conventions ask of a caller that sends a request again.
+    pub async fn resend_json<T: DeserializeOwned>(
+        &self,
+        url: Url,
+        peer_service: &str,
+        resend: u32,
+    ) -> Result<T, HttpError> {
         let span = tracing::info_span!(
             "http client",
             otel.name = "GET",
@@ -152,10 +164,14 @@ impl TracedClient {
             { SERVER_ADDRESS } = url.host_str().unwrap_or_default(),
             { SERVER_PORT } = url.port_or_known_default().unwrap_or_default(),
             { PEER_SERVICE } = peer_service,
+            { HTTP_REQUEST_RESEND_COUNT } = Empty,
             { HTTP_RESPONSE_STATUS_CODE } = Empty,
             otel.status_code = Empty,
             { ERROR_TYPE } = Empty,
         );
+        if resend > 0 {
+            span.record(HTTP_REQUEST_RESEND_COUNT, resend);
+        }
         let peer = peer_service.to_owned();
         async {
             let started = Instant::now();

@@ -104,7 +104,7 @@ pub struct LaneLabels {
 pub struct OutcomeLabels {
     /// The queue name.
     pub messaging_destination_name: String,
-    /// `success` or `failure`.
+    /// `success`, `failure`, or (for a job's run) `deferred`.
     pub outcome: String,
     /// Low-cardinality failure cause, empty on success.
     pub error_type: String,
@@ -119,6 +119,16 @@ impl OutcomeLabels {
             messaging_destination_name: queue.to_owned(),
             outcome,
             error_type,
+        }
+    }
+
+    /// The labels of a run on `queue` that deferred its job, for the
+    /// reason typed `error_type` (no attempt: see `redis_job_queue::Defer`).
+    pub fn deferred(queue: &str, error_type: &str) -> Self {
+        Self {
+            messaging_destination_name: queue.to_owned(),
+            outcome: "deferred".into(),
+            error_type: error_type.to_owned(),
         }
     }
 }

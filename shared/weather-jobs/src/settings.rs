@@ -105,6 +105,11 @@ pub struct QueueArgs {
     /// Attempts a job gets, crashed workers included.
     #[arg(long, env = "JOB_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub job_max_attempts: u32,
+    /// Seconds a job may be deferred in all: runs that could not even try
+    /// (the weather service's circuit breaker or rate limit refused them)
+    /// are not attempts, up to this; past it they count as attempts.
+    #[arg(long, env = "JOB_MAX_DEFER_SECS", default_value_t = 3600)]
+    pub job_max_defer_secs: u64,
     /// Delay before the first retry in milliseconds, doubled per attempt.
     #[arg(long, env = "JOB_RETRY_BACKOFF_MS", default_value_t = 1000)]
     pub job_retry_backoff_ms: u64,
@@ -169,6 +174,7 @@ impl QueueArgs {
         cfg.lease = Duration::from_secs(self.job_lease_secs);
         cfg.retention = Duration::from_secs(self.job_retention_secs);
         cfg.max_attempts = self.job_max_attempts;
+        cfg.max_defer = Duration::from_secs(self.job_max_defer_secs);
         cfg.retry_backoff = Duration::from_millis(self.job_retry_backoff_ms);
         cfg.job_timeout =
             (self.job_timeout_secs > 0).then(|| Duration::from_secs(self.job_timeout_secs));

@@ -9,8 +9,9 @@ use backon::{ExponentialBuilder, Retryable};
 use serde::Serialize;
 
 use super::Shared;
+use crate::defer::MIN_DEFER;
 use crate::finish::{Finish, finish_script};
-use crate::{JobLease, MAX_DELAY, QueueConfig, QueueError};
+use crate::{Defer, JobLease, MAX_DELAY, QueueConfig, QueueError};
 
 /// Most outcomes kept while Redis is unreachable. Past it an outcome is
 /// dropped, and its job runs again once its lease expires.
@@ -48,6 +49,7 @@ impl Shared {
             Outcome::Succeeded(result) => ("ok", result, 0),
             Outcome::Retry { error, delay } => ("retry", error, delay.as_millis() as u64),
             Outcome::Failed(error) => ("fail", error, 0),
+            Outcome::Defer { reason, delay } => ("defer", reason, delay.as_millis() as u64),
         };
         let done = Finish {
             consumer: self.consumer.clone(),
@@ -178,6 +180,21 @@ pub(super) fn decide<R: Serialize>(
         }
         Err(err) => err,
     };
+    if let Some(defer) = Defer::find(err.as_ref()) {
+        let delay = defer.delay().max(MIN_DEFER);
+        let reason = defer.reason().to_string();
+        if lease.may_defer(delay) {
+            return Outcome::Defer { reason, delay };
+        }
+        // Deferred for as long as the queue allows: from now on a refusal
+        // is an attempt like any other, so the job ends some day.
+        let message = format!(
+            "{reason} (counted as an attempt: the job was deferred {:?} in all, and the \
+             queue defers a job at most {:?})",
+            lease.deferred, lease.max_defer
+        );
+        return counted(lease, message, delay);
+    }
     if let Some(abort) = err.downcast_ref::<AbortError>() {
         return Outcome::Failed(source_text(abort));
     }
@@ -185,6 +202,11 @@ pub(super) fn decide<R: Serialize>(
         Some(retry) => (source_text(retry), retry.get_duration()),
         None => (err.to_string(), backoff(cfg, lease.attempt)),
     };
+    counted(lease, message, delay)
+}
+
+/// A failed attempt: retried after `delay`, unless it was the last.
+fn counted(lease: &JobLease, message: String, delay: Duration) -> Outcome {
     if lease.max_attempts != 0 && lease.attempt >= lease.max_attempts {
         return Outcome::Failed(message);
     }
@@ -221,8 +243,17 @@ fn source_text(err: &(dyn std::error::Error + 'static)) -> String {
 #[derive(Debug, PartialEq)]
 pub(super) enum Outcome {
     Succeeded(String),
-    Retry { error: String, delay: Duration },
+    Retry {
+        error: String,
+        delay: Duration,
+    },
     Failed(String),
+    /// Not an attempt: run again after `delay` with the same attempt
+    /// number ([`Defer`]).
+    Defer {
+        reason: String,
+        delay: Duration,
+    },
 }
 
 #[cfg(test)]
@@ -258,6 +289,45 @@ mod tests {
             }
             other => panic!("expected a failure, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_deferral_is_not_an_attempt_until_the_job_was_deferred_the_most_the_queue_allows() {
+        let refused = || -> Result<(), BoxDynError> {
+            Err(Defer::new("circuit open", Duration::from_secs(10)).into())
+        };
+        let mut l = lease(3, 3);
+        l.max_defer = Duration::from_secs(60);
+        l.deferred = Duration::from_secs(50);
+        assert_eq!(
+            decide(&cfg(), &l, &refused()),
+            Outcome::Defer {
+                reason: "circuit open".into(),
+                delay: Duration::from_secs(10)
+            },
+            "even on the last attempt, a deferral within the bound is no attempt"
+        );
+        l.deferred = Duration::from_secs(51);
+        match decide(&cfg(), &l, &refused()) {
+            Outcome::Failed(error) => assert!(error.contains("at most 60s"), "{error}"),
+            other => panic!("past the bound the last attempt fails, got {other:?}"),
+        }
+        let mut l = lease(1, 3);
+        l.max_defer = Duration::from_secs(5);
+        assert!(
+            matches!(decide(&cfg(), &l, &refused()), Outcome::Retry { delay, .. } if delay == Duration::from_secs(10)),
+            "past the bound an earlier attempt is retried after the delay asked"
+        );
+        l.max_defer = Duration::from_secs(60);
+        let now: Result<(), BoxDynError> = Err(Defer::new("busy", Duration::ZERO).into());
+        assert_eq!(
+            decide(&cfg(), &l, &now),
+            Outcome::Defer {
+                reason: "busy".into(),
+                delay: MIN_DEFER
+            },
+            "a deferral never spins"
+        );
     }
 
     #[test]

@@ -193,6 +193,7 @@ async fn started(
         u64,
         u64,
         String,
+        u64,
     );
     let rows: Vec<Row> = inv.invoke_async(&mut conn).await?;
     if matches!(&rows[..], [only] if only.0.is_empty()) {
@@ -213,6 +214,7 @@ async fn started(
                     timeout_ms,
                     started_at_ms,
                     batch,
+                    deferred_ms,
                 )| {
                     shared.hold(&entry);
                     let mut lease = JobLease::new(
@@ -225,6 +227,8 @@ async fn started(
                     );
                     lease.batch = (!batch.is_empty()).then_some(batch);
                     lease.shard = shared.queue.index;
+                    lease.deferred = Duration::from_millis(deferred_ms);
+                    lease.max_defer = shared.cfg().max_defer;
                     lease.timeout = match timeout_ms {
                         0 => default_timeout,
                         ms => Some(Duration::from_millis(ms)),

@@ -3,8 +3,9 @@
 --       jobs' hashes and batch indexes as the per-attempt arguments point
 --       to them, and last the high and low lanes' streams
 -- ARGV: 1 group, 2 retention secs, then 11 per attempt:
---       consumer, entry id, job id, attempt, outcome (ok|retry|fail),
---       result JSON or error text, retry delay ms (from the server's now),
+--       consumer, entry id, job id, attempt, outcome (ok|retry|fail|defer),
+--       result JSON or error text (for a deferral, its reason), retry
+--       delay ms (from the server's now),
 --       a JSON object of metadata to merge in for a later attempt ('' for
 --       none; kept on failure too, for a re-drive), the error's type
 --       ('' for none), and the KEYS indexes of the job's hash and of its
@@ -18,7 +19,7 @@
 local group = ARGV[1]
 local retention = tonumber(ARGV[2])
 local out = {}
-local counts = { succeeded = 0, retried = 0, failed = 0 }
+local counts = { succeeded = 0, retried = 0, failed = 0, deferred = 0 }
 -- Entries to acknowledge and delete, by stream, and the succeeded index's
 -- new members: each sent in one command after the loop (one call per
 -- batch costs Redis far less than one per job).
@@ -71,12 +72,25 @@ for i = 3, #ARGV, 11 do
       counts.succeeded = counts.succeeded + 1
     else
       carry(key, ARGV[i + 7])
-      if error_type ~= '' then
+      if outcome == 'defer' then
+        -- A deferral is no error: the job's last error stays as it was.
+      elseif error_type ~= '' then
         redis.call('HSET', key, 'error_type', error_type)
       else
         redis.call('HDEL', key, 'error_type')
       end
-      if outcome == 'retry' then
+      if outcome == 'defer' then
+        -- Not an attempt: the attempt number is given back, so the next
+        -- run has this one's, and the delay adds to the job's total.
+        local delay = tonumber(ARGV[i + 6])
+        local retry_at = now + delay
+        redis.call('HSET', key, 'status', 'scheduled', 'run_at', retry_at,
+          'attempts', tonumber(attempt) - 1, 'deferred_reason', value)
+        redis.call('HINCRBY', key, 'deferred_ms', delay)
+        redis.call('HINCRBY', key, 'deferrals', 1)
+        redis.call('ZADD', KEYS[2], retry_at, id)
+        counts.deferred = counts.deferred + 1
+      elseif outcome == 'retry' then
         local retry_at = now + tonumber(ARGV[i + 6])
         redis.call('HSET', key, 'status', 'scheduled', 'error', value, 'run_at', retry_at)
         redis.call('ZADD', KEYS[2], retry_at, id)

@@ -4,10 +4,11 @@
 --       stream, 6 low lane stream
 -- ARGV: 1 job key prefix (see below), 2 group, 3 consumer, 4 retention secs
 -- `entries` is a flat list: stream entry id, job id, ...
--- Returns 10 values per started job: entry id, job id, payload, metadata,
+-- Returns 11 values per started job: entry id, job id, payload, metadata,
 -- attempt number, max attempts, enqueued-at ms, timeout ms (0: the
 -- queue's), started-at ms (the server's now, so the queue wait is
--- measured on one clock), batch id ('' for none).
+-- measured on one clock), batch id ('' for none), and the ms the job was
+-- deferred so far (finish.lua's 'defer').
 -- The job hashes are reached by the ids the entries carry: the job-hash
 -- prefix (ARGV[1]) plus the id, in the queue's hash tag. Entries whose job is gone, finished or cancelled
 -- are dropped; jobs past their attempt budget, and malformed records, are
@@ -49,7 +50,7 @@ local function start(entries)
     local entry, id = entries[i], entries[i + 1]
     local key = prefix .. id
     local j = redis.call('HMGET', key, 'status', 'attempts', 'max_attempts',
-      'payload', 'meta', 'enqueued_at', 'timeout_ms', 'batch')
+      'payload', 'meta', 'enqueued_at', 'timeout_ms', 'batch', 'deferred_ms')
     local status = j[1]
     local attempts, max = tonumber(j[2] or '0'), tonumber(j[3])
     if (not status) or status == 'succeeded' or status == 'failed'
@@ -80,6 +81,7 @@ local function start(entries)
         out[#out + 1] = tonumber(j[7]) or 0
         out[#out + 1] = now
         out[#out + 1] = j[8] or ''
+        out[#out + 1] = tonumber(j[9]) or 0
       end
     end
   end

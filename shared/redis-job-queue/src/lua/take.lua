@@ -6,7 +6,7 @@
 -- caller does so on a share of its reads), so low jobs never starve.
 -- Paused: nothing is read or started, and the answer says so with one
 -- row whose entry id is empty.
-if paused() then return { '', 'paused', '', '', 0, 0, 0, 0, 0, '' } end
+if paused() then return { '', 'paused', '', '', 0, 0, 0, 0, 0, '', 0 } end
 local want = tonumber(ARGV[5])
 local order = { LANES[1], LANES[2], LANES[3] }
 if ARGV[6] == '1' then order = { LANES[3], LANES[1], LANES[2] } end

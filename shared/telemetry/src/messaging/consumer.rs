@@ -13,7 +13,7 @@ use apalis_core::task::Task;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use opentelemetry::trace::TraceContextExt;
-use redis_job_queue::{JobLease, RedisQueue};
+use redis_job_queue::{Defer, JobLease, RedisQueue};
 use tower_layer::Layer;
 use tower_service::Service;
 use tracing::Instrument;
@@ -22,10 +22,10 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::{MESSAGING_SYSTEM_REDIS, PREVIOUS_ATTEMPT};
 use crate::attributes::{
-    ERROR_TYPE, JOB_ATTEMPT, JOB_ID, JOB_PRIORITY, JOB_QUEUE_WAIT_MS, JOB_TRACE_MODE,
-    MESSAGING_CONSUMER_GROUP_NAME, MESSAGING_DESTINATION_NAME, MESSAGING_MESSAGE_ID,
-    MESSAGING_OPERATION_NAME, MESSAGING_OPERATION_TYPE, MESSAGING_SYSTEM, SERVER_ADDRESS,
-    SERVER_PORT,
+    ERROR_TYPE, JOB_ATTEMPT, JOB_DEFERRED_MS, JOB_ID, JOB_PRIORITY, JOB_QUEUE_WAIT_MS,
+    JOB_TRACE_MODE, MESSAGING_CONSUMER_GROUP_NAME, MESSAGING_DESTINATION_NAME,
+    MESSAGING_MESSAGE_ID, MESSAGING_OPERATION_NAME, MESSAGING_OPERATION_TYPE, MESSAGING_SYSTEM,
+    SERVER_ADDRESS, SERVER_PORT,
 };
 use crate::metrics::{Metrics, OutcomeLabels, QueueLabels};
 use crate::propagation::Propagation;
@@ -226,11 +226,15 @@ where
         };
         async move {
             let result = fut.await.map_err(Into::into);
-            let error_type = result
-                .as_ref()
-                .err()
-                .map(|e| attempt.settings.classify(e.as_ref()));
-            attempt.end(error_type);
+            let error = result.as_ref().err();
+            let error_type = error.map(|e| attempt.settings.classify(e.as_ref()));
+            let deferred = error
+                .and_then(|e| Defer::find(e.as_ref()))
+                .filter(|d| attempt.lease.may_defer(d.delay()));
+            match (deferred, error_type) {
+                (Some(defer), Some(why)) => attempt.defer(defer, &why),
+                (_, error_type) => attempt.end(error_type),
+            }
             result
         }
         .instrument(span)
@@ -281,6 +285,36 @@ impl Attempt {
     }
 }
 
+impl Attempt {
+    /// Records a run that deferred its job (the queue runs it again with
+    /// the same attempt number): not an error, but said on the span, with
+    /// the reason typed `why` in the metrics.
+    fn defer(&mut self, defer: &Defer, why: &str) {
+        self.ended = true;
+        let delay_ms = defer.delay().as_millis() as u64;
+        self.span.record(JOB_DEFERRED_MS, delay_ms);
+        tracing::info!(
+            parent: &self.span,
+            reason = %defer.reason(),
+            { JOB_DEFERRED_MS } = delay_ms,
+            { ERROR_TYPE } = why,
+            "deferred: the job could not run now, and this run is not counted as an attempt"
+        );
+        if let Some(tp) = self
+            .settings
+            .propagation
+            .inject_job(&self.span.context())
+            .remove("traceparent")
+        {
+            self.lease.carry_to_next_attempt(PREVIOUS_ATTEMPT, tp);
+        }
+        if let Some(metrics) = &self.settings.metrics {
+            let outcome = OutcomeLabels::deferred(&self.settings.queue, why);
+            Metrics::count(&metrics.jobs_processed, &outcome);
+        }
+    }
+}
+
 impl Drop for Attempt {
     fn drop(&mut self) {
         if !self.ended {
@@ -322,6 +356,7 @@ impl Settings {
             { JOB_QUEUE_WAIT_MS } = lease.queue_wait().as_millis() as u64,
             { JOB_PRIORITY } = lease.priority().as_str(),
             { JOB_TRACE_MODE } = Empty,
+            { JOB_DEFERRED_MS } = Empty,
             otel.status_code = Empty,
             { ERROR_TYPE } = Empty,
         );

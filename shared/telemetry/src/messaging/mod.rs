@@ -159,6 +159,7 @@ mod tests {
             succeeded_total: 0,
             failed_total: 0,
             retried_total: 0,
+            deferred_total: 0,
             paused: true,
         };
         m.set_queue("weather", &stats);
