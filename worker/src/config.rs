@@ -91,13 +91,19 @@ pub struct Config {
     /// Kafka, for the `weather.updated` events.
     #[command(flatten)]
     pub kafka: KafkaArgs,
-    /// Most events waiting for Kafka (a slow or down broker); past it new
-    /// events are dropped and counted (`kafka_events_dropped_total`).
-    #[arg(long, env = "KAFKA_BUFFER", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
-    pub kafka_buffer: u32,
-    /// How long an event may wait for Kafka before it is dropped and
-    /// counted, in milliseconds.
-    #[arg(long, env = "KAFKA_DELIVERY_TIMEOUT_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Most events each queue shard's outbox keeps for Kafka (a slow or
+    /// down broker); a job that succeeds while it is full still succeeds,
+    /// and its event is dropped and counted (`kafka_events_dropped_total`).
+    #[arg(long, env = "KAFKA_OUTBOX_MAX", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub kafka_outbox_max: u64,
+    /// Events the relay sends to Kafka at once, in order, before it waits
+    /// for the broker to acknowledge them.
+    #[arg(long, env = "KAFKA_RELAY_BATCH", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub kafka_relay_batch: u32,
+    /// How long the relay waits for the broker to acknowledge its events
+    /// before it sends them again, in milliseconds (they stay in the
+    /// outbox meanwhile).
+    #[arg(long, env = "KAFKA_DELIVERY_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub kafka_delivery_timeout_ms: u64,
     /// Tracing and logging.
     #[command(flatten)]

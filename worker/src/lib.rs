@@ -9,13 +9,16 @@
 //! also links to the attempt before it. Under it, [`process`] makes the
 //! cache lookup (Redis `GET`), on a miss the geocoding and forecast calls
 //! (HTTP CLIENT spans, continued by the weather service), and the cache
-//! write (Redis `SET`). With `KAFKA_BROKERS` set, a successful job then
-//! publishes a `weather.updated` event in a PRODUCER span `send
-//! weather.updated` (the `telemetry` crate's [`EventProducer`]); the job
-//! never waits for Kafka.
+//! write (Redis `SET`). With `KAFKA_BROKERS` set, a successful job's
+//! `weather.updated` event goes into the queue's outbox with its success
+//! (one script), and the outbox relay ([`outbox`]) sends it to Kafka in a
+//! PRODUCER span `send weather.updated`, child of the job's span (the
+//! `telemetry` crate's [`EventProducer`]); the job never waits for Kafka,
+//! and no event is lost while Kafka is away.
 
 mod cache;
 mod config;
+pub mod outbox;
 pub mod schedule;
 pub mod upstream;
 mod weather_client;
@@ -32,7 +35,7 @@ use apalis_core::worker::builder::WorkerBuilder;
 use apalis_core::worker::ext::parallelize::ParallelizeExt;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use redis_job_queue::{Defer, JobLease, RedisQueue};
+use redis_job_queue::{Defer, JobLease, OutboxEvent, RedisQueue};
 use telemetry::attributes::{JOB_ID, WEATHER_CACHE_HIT};
 use telemetry::http_client::{HttpError, TracedClient};
 use telemetry::kafka::EventProducer;
@@ -70,8 +73,11 @@ pub struct Deps {
     /// Rate limit, circuit breaker and single flight for the weather
     /// service.
     pub upstream: upstream::Upstream,
-    /// Publishes the `weather.updated` events (with `KAFKA_BROKERS`).
+    /// Sends the `weather.updated` events from the outbox (with
+    /// `KAFKA_BROKERS`).
     pub events: Option<EventProducer>,
+    /// The outbox's gauges (kept by the relay).
+    pub outbox_gauges: outbox::OutboxGauges,
     /// Times a failed weather-service call is sent again within one
     /// attempt (`WEATHER_HTTP_RESENDS`).
     pub resends: u32,
@@ -85,7 +91,7 @@ impl Deps {
         propagation: Propagation,
     ) -> anyhow::Result<Self> {
         let cache_requests = Family::<CacheLabels, Counter>::default();
-        let events_dropped = telemetry::kafka::Dropped::default();
+        let outbox_gauges = outbox::OutboxGauges::default();
         let upstream = upstream::Upstream::new(
             queue.connection(),
             format!("{}:weather", config.queue.queue_key_prefix),
@@ -119,9 +125,29 @@ impl Deps {
                 upstream.single_flight_waits.clone(),
             );
             registry.register(
-                "kafka_events_dropped",
-                "Weather events never delivered to Kafka, by reason",
-                events_dropped.clone(),
+                "kafka_outbox_events",
+                "Weather events in the queue's outbox, waiting for the relay to send them to Kafka",
+                outbox_gauges.depth.clone(),
+            );
+            registry.register(
+                "kafka_outbox_oldest_age_seconds",
+                "How long the oldest event in the outbox has waited",
+                outbox_gauges.oldest_age.clone(),
+            );
+            registry.register(
+                "kafka_outbox_capacity",
+                "The most events the outbox holds (KAFKA_OUTBOX_MAX per queue shard)",
+                outbox_gauges.capacity.clone(),
+            );
+            registry.register(
+                "kafka_outbox_dropped",
+                "Weather events dropped because the outbox was full, ever, all workers together",
+                outbox_gauges.dropped.clone(),
+            );
+            registry.register(
+                "kafka_outbox_relay",
+                "1 while this worker's relay is the one sending the outbox to Kafka",
+                outbox_gauges.relaying.clone(),
             );
         }));
         let http = TracedClient::new(
@@ -145,12 +171,11 @@ impl Deps {
                     &telemetry::kafka::ProducerSettings {
                         brokers: brokers.to_owned(),
                         topic: config.kafka.kafka_topic.clone(),
-                        buffer: config.kafka_buffer,
+                        buffer: config.kafka_relay_batch,
                         delivery_timeout: Duration::from_millis(config.kafka_delivery_timeout_ms),
                     },
                     propagation.clone(),
                     Some(metrics.clone()),
-                    events_dropped,
                 )
                 .map_err(|e| anyhow::anyhow!("KAFKA_BROKERS: {e}"))?,
             ),
@@ -164,6 +189,7 @@ impl Deps {
             cache_requests,
             upstream,
             events,
+            outbox_gauges,
             resends: config.http_resends,
         })
     }
@@ -266,8 +292,8 @@ pub async fn process(
     match fetch(&job, &deps).await {
         Ok(result) => {
             tracing::info!({ JOB_ID } = %lease.id, source = ?result.source, "weather job done");
-            if let Some(events) = &deps.events {
-                publish(events, &lease.id, &job, &result);
+            if deps.events.is_some() {
+                publish_on_success(&deps.propagation, &lease, &job, &result);
             }
             Ok(result)
         }
@@ -278,12 +304,23 @@ pub async fn process(
     }
 }
 
-/// Publishes the job's `weather.updated` event; never waits for Kafka.
-fn publish(events: &EventProducer, job_id: &str, job: &WeatherJob, result: &WeatherResult) {
-    let event = WeatherUpdated::new(job_id, job, result);
-    match serde_json::to_vec(&event) {
-        // A drop is counted and logged by the producer.
-        Ok(payload) => events.publish(&event.key, job_id, &payload),
+/// Attaches the job's `weather.updated` event to its success: the queue
+/// puts it in the outbox when it records the success, with the context of
+/// the job's span, for the relay to send on.
+fn publish_on_success(
+    propagation: &Propagation,
+    lease: &JobLease,
+    job: &WeatherJob,
+    result: &WeatherResult,
+) {
+    let event = WeatherUpdated::new(&lease.id, job, result);
+    match serde_json::to_string(&event) {
+        Ok(payload) => lease.publish_on_success(OutboxEvent {
+            key: event.key,
+            job_id: lease.id.clone(),
+            payload,
+            context: propagation.inject_job(&tracing::Span::current().context()),
+        }),
         Err(e) => tracing::warn!(error = %e, "cannot encode the weather event"),
     }
 }
@@ -502,8 +539,21 @@ pub async fn run(
         .mode(config.trace_mode)
         .metrics(deps.metrics.clone())
         .error_type(JobError::classify);
+    let (stop_relay, relay_stop) = tokio::sync::watch::channel(false);
+    let relay = deps.events.clone().map(|producer| {
+        tokio::spawn(
+            outbox::Relay::new(
+                queue.clone(),
+                producer,
+                deps.propagation.clone(),
+                deps.outbox_gauges.clone(),
+                backend.consumer().to_owned(),
+                config.kafka_relay_batch as usize,
+            )
+            .run(relay_stop),
+        )
+    });
     let routes = telemetry::messaging::metrics_routes(deps.metrics.clone(), queue);
-    let deps_events = deps.events.clone();
     let worker = WorkerBuilder::new(backend.consumer().to_owned())
         .backend(backend)
         // Each job runs as a task of its own on the runtime, so a worker
@@ -551,18 +601,16 @@ pub async fn run(
         }
     };
     scheduler.abort();
-    if let Some(events) = deps_events {
-        // Events still buffered get a few seconds to reach Kafka.
-        let left = tokio::task::spawn_blocking(move || {
-            events
-                .flush(Duration::from_secs(5))
-                .map_err(|_| events.in_flight())
-        })
-        .await;
-        if let Ok(Err(n)) = left {
+    if let Some(relay) = relay {
+        // A round under way gets a few seconds to finish; events not yet
+        // sent stay in the outbox for the other workers' relays.
+        let _ = stop_relay.send(true);
+        if tokio::time::timeout(Duration::from_secs(5), relay)
+            .await
+            .is_err()
+        {
             tracing::warn!(
-                events = n,
-                "weather events not delivered to Kafka at shutdown"
+                "the outbox relay was still waiting for Kafka at shutdown; its events stay in the outbox"
             );
         }
     }

@@ -22,7 +22,10 @@ async fn work(
     config: &worker::Config,
     propagation: telemetry::propagation::Propagation,
 ) -> anyhow::Result<()> {
-    let queue = config.queue.connect().await?;
+    let queue = config
+        .queue
+        .connect_with(|cfg| cfg.outbox_max = config.kafka_outbox_max)
+        .await?;
     let deps = Arc::new(worker::Deps::new(config, &queue, propagation)?);
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     worker::run(config, queue, deps, listener, telemetry::shutdown::signal()).await

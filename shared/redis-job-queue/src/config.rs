@@ -29,6 +29,9 @@ pub struct QueueConfig {
     /// that could not even try, which does not count as an attempt). Past
     /// it a deferral counts as a failed attempt.
     pub max_defer: Duration,
+    /// Most events each shard's outbox holds (see `outbox.rs`); a
+    /// success that finds it full drops its event, counted.
+    pub outbox_max: u64,
     /// Longest a worker's read waits on Redis before it looks for expired
     /// leases to reclaim. New jobs wake it at once whatever this is.
     pub block_timeout: Duration,
@@ -71,6 +74,7 @@ impl QueueConfig {
             retry_backoff_max: Duration::from_secs(300),
             job_timeout: None,
             max_defer: Duration::from_secs(3600),
+            outbox_max: 100_000,
             block_timeout: Duration::from_secs(2),
             promote_batch: 500,
             promote_interval: Duration::from_millis(250),

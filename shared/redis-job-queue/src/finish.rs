@@ -28,10 +28,12 @@ pub(crate) struct Finish {
     /// The batch the job belongs to, if any: its index lives as long as
     /// the job's record.
     pub(crate) batch: Option<String>,
+    /// The event to put in the outbox if the outcome is a success.
+    pub(crate) event: Option<crate::OutboxEvent>,
 }
 
 /// The finish script for a batch of outcomes; it answers, per outcome,
-/// whether it was recorded.
+/// whether it was recorded (and its event kept).
 pub(crate) fn finish_script(
     keys: &Keys,
     cfg: &QueueConfig,
@@ -43,6 +45,7 @@ pub(crate) fn finish_script(
         &keys.failed,
         &keys.stats,
         &keys.succeeded,
+        &keys.outbox,
     ]);
     let per_outcome: Vec<(usize, usize)> = done
         .iter()
@@ -56,7 +59,9 @@ pub(crate) fn finish_script(
         })
         .collect();
     let mut inv = declared.invocation(&scripts::FINISH, keys);
-    inv.arg(&keys.group).arg(cfg.retention.as_secs().max(1));
+    inv.arg(&keys.group)
+        .arg(cfg.retention.as_secs().max(1))
+        .arg(cfg.outbox_max);
     for (d, (hash, batch)) in done.iter().zip(per_outcome) {
         inv.arg(&*d.consumer)
             .arg(&d.entry)
@@ -69,6 +74,14 @@ pub(crate) fn finish_script(
             .arg(&d.error_type)
             .arg(hash)
             .arg(batch);
+        match d.event.as_ref().filter(|_| d.kind == "ok") {
+            Some(e) => inv
+                .arg(&e.key)
+                .arg(&e.job_id)
+                .arg(&e.payload)
+                .arg(serde_json::to_string(&e.context).unwrap_or_default()),
+            None => inv.arg("").arg("").arg("").arg(""),
+        };
     }
     inv
 }

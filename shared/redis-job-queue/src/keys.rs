@@ -30,6 +30,11 @@ pub(crate) struct Keys {
     pub(crate) index: String,
     /// Where the sweep of the index stopped (a member), to go on from.
     pub(crate) index_sweep: String,
+    /// The events of succeeded jobs waiting for the relay (a stream; see
+    /// `outbox.rs`).
+    pub(crate) outbox: String,
+    /// The relay's lease (not per shard: in the queue's own tag).
+    pub(crate) relay_lease: String,
     /// Prefix of the bulk actions' records (not per shard: in the queue's
     /// own tag); the action's id is appended.
     pub(crate) bulk_prefix: String,
@@ -77,6 +82,8 @@ impl Keys {
             paused: format!("{base}:paused"),
             index: format!("{base}:index"),
             index_sweep: format!("{base}:index:sweep"),
+            outbox: format!("{base}:outbox"),
+            relay_lease: format!("{queue}:outbox:relay"),
             bulk_prefix: format!("{queue}:bulk:"),
             job_prefix: format!("{base}:job:"),
             idem_prefix: format!("{base}:idem:"),

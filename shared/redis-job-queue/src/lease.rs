@@ -53,6 +53,9 @@ pub struct JobLease {
     pub(crate) carry: Arc<Mutex<BTreeMap<String, String>>>,
     /// The failed attempt's error type, as a layer named it.
     pub(crate) error_type: Arc<Mutex<Option<String>>>,
+    /// The event to publish if this attempt succeeds (shared by the
+    /// clones of this lease).
+    pub(crate) event: Arc<Mutex<Option<crate::OutboxEvent>>>,
 }
 
 impl JobLease {
@@ -79,6 +82,7 @@ impl JobLease {
             shard: 0,
             carry: Arc::default(),
             error_type: Arc::default(),
+            event: Arc::default(),
         }
     }
 
@@ -117,6 +121,19 @@ impl JobLease {
         if let Ok(mut carry) = self.carry.lock() {
             carry.insert(key.into(), value.into());
         }
+    }
+
+    /// Publishes `event` if this attempt succeeds: the script that records
+    /// the success puts it in the queue's outbox in the same step, for
+    /// the relay to send on (see `outbox.rs`). A later call replaces it.
+    pub fn publish_on_success(&self, event: crate::OutboxEvent) {
+        if let Ok(mut slot) = self.event.lock() {
+            *slot = Some(event);
+        }
+    }
+
+    pub(crate) fn event(&self) -> Option<crate::OutboxEvent> {
+        self.event.lock().ok().and_then(|e| e.clone())
     }
 
     /// Names the type of this attempt's error (low cardinality, as

@@ -143,6 +143,7 @@ mod job;
 mod keys;
 mod lease;
 mod listing;
+mod outbox;
 mod push;
 mod push_call;
 mod queue;
@@ -167,6 +168,7 @@ pub use job::{
 };
 pub use keys::ScheduleKeys;
 pub use lease::{JobLease, meta_keys};
+pub use outbox::{OutboxEntry, OutboxEvent, OutboxStats};
 pub use queue::{RedisQueue, ShardInfo, connect_with_retry, shard_of};
 pub use search::{GeoBox, JobQuery, Order, SCAN_BUDGET, TextPrefix};
 pub use shards::{MAX_SHARDS, shard_tags};

@@ -49,6 +49,9 @@ pub const JOB_TRACE_MODE: &str = "job.trace_mode";
 /// How long this run deferred its job (it could not even try: a circuit
 /// breaker or rate limit refused it), in ms; a deferred run is no attempt.
 pub const JOB_DEFERRED_MS: &str = "job.deferred_ms";
+/// How long a job's event waited in the outbox before the relay sent it,
+/// in ms (on the PRODUCER span that sends it).
+pub const JOB_OUTBOX_WAIT_MS: &str = "job.outbox_wait_ms";
 /// Whether the weather cache had the answer (on the cache lookup span and
 /// on the job's span).
 pub const WEATHER_CACHE_HIT: &str = "weather.cache.hit";

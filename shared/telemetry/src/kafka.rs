@@ -1,15 +1,17 @@
 //! Tracing across Kafka, the event-stream half of the messaging pattern
 //! (the job queue is the other, in `messaging`):
 //!
-//! - **Producer side**: [`EventProducer::publish`] sends a record inside a
-//!   PRODUCER span `send {topic}` (child of the current span) whose context
-//!   goes into the record's headers (W3C `traceparent`, `tracestate`,
-//!   `baggage`, plus B3 when configured). It never waits for the broker:
-//!   the record joins librdkafka's bounded buffer and a task awaits its
-//!   delivery, then records the partition and offset and ends the span. A
-//!   full buffer, or a record the broker never acknowledged within the
-//!   delivery timeout, is dropped and counted
-//!   (`kafka_events_dropped_total{reason}`); the caller goes on.
+//! - **Producer side**: [`EventProducer::send`] sends a record inside a
+//!   PRODUCER span `send {topic}` whose parent is the context it is given
+//!   (the span that published the event: a job's, read back from the
+//!   queue's outbox) and whose context goes into the record's headers (W3C
+//!   `traceparent`, `tracestate`, `baggage`, plus B3 when configured). The
+//!   future it answers resolves when the broker acknowledges the record
+//!   (the span then gets the partition and offset and ends) or gives up on
+//!   it within the delivery timeout; the caller, the outbox relay, keeps
+//!   the event until then. Records go out in the order they are sent, and
+//!   a retried request never overtakes a later one (one request in flight
+//!   per broker connection).
 //! - **Consumer side**: [`process_span`] opens the CONSUMER span `process
 //!   {topic}` of a received record: its parent is the producer's span, read
 //!   from the headers, and it links to it, as for a job.
@@ -24,9 +26,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::trace::TraceContextExt;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
@@ -35,7 +34,7 @@ use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::attributes::{
-    ERROR_TYPE, MESSAGING_CONSUMER_GROUP_NAME, MESSAGING_DESTINATION_NAME,
+    ERROR_TYPE, JOB_OUTBOX_WAIT_MS, MESSAGING_CONSUMER_GROUP_NAME, MESSAGING_DESTINATION_NAME,
     MESSAGING_DESTINATION_PARTITION_ID, MESSAGING_KAFKA_MESSAGE_KEY, MESSAGING_KAFKA_OFFSET,
     MESSAGING_MESSAGE_BODY_SIZE, MESSAGING_MESSAGE_ID, MESSAGING_OPERATION_NAME,
     MESSAGING_OPERATION_TYPE, MESSAGING_SYSTEM, SERVER_ADDRESS, SERVER_PORT,
@@ -46,20 +45,6 @@ use crate::propagation::Propagation;
 /// `messaging.system` of the Kafka spans.
 pub const MESSAGING_SYSTEM_KAFKA: &str = "kafka";
 
-/// Labels of `kafka_events_dropped_total`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DropLabels {
-    /// The topic.
-    pub messaging_destination_name: String,
-    /// `buffer_full`: the bounded buffer had no room; `delivery_failed`:
-    /// the broker did not take it within the delivery timeout.
-    pub reason: String,
-}
-
-/// Events dropped, by topic and reason: register it with the service's
-/// metrics (`Metrics::with`) and hand it to [`EventProducer::new`].
-pub type Dropped = Family<DropLabels, Counter>;
-
 /// Where and how an [`EventProducer`] publishes.
 #[derive(Debug, Clone)]
 pub struct ProducerSettings {
@@ -67,10 +52,11 @@ pub struct ProducerSettings {
     pub brokers: String,
     /// The topic.
     pub topic: String,
-    /// Most records waiting for the broker; past it records are dropped.
+    /// Most records waiting for the broker at once (the caller sends no
+    /// more than this before it awaits their acknowledgements).
     pub buffer: u32,
     /// How long a record may wait for the broker (a down broker, say)
-    /// before it is dropped.
+    /// before its send fails.
     pub delivery_timeout: Duration,
 }
 
@@ -95,11 +81,10 @@ struct Inner {
     server: (String, u16),
     propagation: Propagation,
     metrics: Option<Arc<Metrics>>,
-    dropped: Dropped,
 }
 
-/// Publishes records to one topic inside PRODUCER spans, without ever
-/// waiting for the broker (see the module docs). Cheap to clone.
+/// Sends records to one topic inside PRODUCER spans (see the module
+/// docs). Cheap to clone.
 #[derive(Clone)]
 pub struct EventProducer {
     inner: Arc<Inner>,
@@ -116,14 +101,13 @@ impl std::fmt::Debug for EventProducer {
 
 impl EventProducer {
     /// A producer for `settings.topic`, writing trace context with
-    /// `propagation`, counting drops in `dropped` and sends in `metrics`'
+    /// `propagation` and counting sends in `metrics`'
     /// `messaging_client_sent_messages_total`. Connects lazily: a broker
     /// that is down now is not an error.
     pub fn new(
         settings: &ProducerSettings,
         propagation: Propagation,
         metrics: Option<Arc<Metrics>>,
-        dropped: Dropped,
     ) -> Result<Self, KafkaError> {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &settings.brokers)
@@ -135,19 +119,13 @@ impl EventProducer {
                 "message.timeout.ms",
                 settings.delivery_timeout.as_millis().max(1).to_string(),
             )
+            // A request retried after a lost answer must not overtake the
+            // next: events of one key stay in order.
+            .set("max.in.flight.requests.per.connection", "1")
             .set("linger.ms", "5")
             // Back soon after the broker is.
             .set("reconnect.backoff.max.ms", "2000")
             .create()?;
-        // Both series exist from the start, so rates work from 0.
-        for reason in ["buffer_full", "delivery_failed"] {
-            dropped
-                .get_or_create(&DropLabels {
-                    messaging_destination_name: settings.topic.clone(),
-                    reason: reason.into(),
-                })
-                .inc_by(0);
-        }
         Ok(Self {
             inner: Arc::new(Inner {
                 producer,
@@ -156,19 +134,29 @@ impl EventProducer {
                 server: first_broker(&settings.brokers),
                 propagation,
                 metrics,
-                dropped,
             }),
         })
     }
 
-    /// Publishes `payload` under `key` inside a PRODUCER span `send
-    /// {topic}` (child of the current span), `message_id` naming it in
-    /// the span. Returns at once (a record dropped at once, its buffer
-    /// full, is counted and logged); must run inside a tokio runtime.
-    pub fn publish(&self, key: &str, message_id: &str, payload: &[u8]) {
+    /// Sends `payload` under `key` inside a PRODUCER span `send {topic}`
+    /// whose parent is `parent` (the context of the span that published
+    /// the event), `message_id` naming it in the span, and
+    /// `outbox_wait` (how long the event waited to be sent) on it. The
+    /// record is queued at once, in order; the answer resolves when the
+    /// broker has it, or with the `error.type` of why not. Must run inside
+    /// a tokio runtime.
+    pub fn send(
+        &self,
+        parent: &opentelemetry::Context,
+        key: &str,
+        message_id: &str,
+        payload: &[u8],
+        outbox_wait: Duration,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send + use<> {
         let inner = &self.inner;
         let span = tracing::info_span!(
             target: "telemetry::kafka::producer",
+            parent: None,
             "send",
             otel.name = inner.span_name.as_str(),
             otel.kind = "producer",
@@ -181,11 +169,13 @@ impl EventProducer {
             { MESSAGING_MESSAGE_BODY_SIZE } = payload.len() as u64,
             { SERVER_ADDRESS } = inner.server.0.as_str(),
             { SERVER_PORT } = inner.server.1,
+            { JOB_OUTBOX_WAIT_MS } = outbox_wait.as_millis() as u64,
             { MESSAGING_DESTINATION_PARTITION_ID } = Empty,
             { MESSAGING_KAFKA_OFFSET } = Empty,
             otel.status_code = Empty,
             { ERROR_TYPE } = Empty,
         );
+        let _ = span.set_parent(parent.clone());
         let mut headers = OwnedHeaders::new();
         for (name, value) in inner.propagation.inject_record(&span.context()) {
             headers = headers.insert(Header {
@@ -197,30 +187,24 @@ impl EventProducer {
             .key(key)
             .payload(payload)
             .headers(headers);
-        match inner.producer.send_result(record) {
-            Ok(delivery) => {
-                let this = self.clone();
-                tokio::spawn(async move {
-                    let error = match delivery.await {
-                        Ok(Ok(d)) => {
-                            span.record(
-                                MESSAGING_DESTINATION_PARTITION_ID,
-                                d.partition.to_string(),
-                            );
-                            span.record(MESSAGING_KAFKA_OFFSET, d.offset);
-                            None
-                        }
-                        Ok(Err((e, _))) => Some(error_type(&e)),
-                        // The producer went away with the record.
-                        Err(_) => Some("cancelled".to_owned()),
-                    };
-                    this.settle(&span, error.as_deref());
-                });
-            }
-            Err((e, _)) => {
-                let error = error_type(&e);
-                self.settle(&span, Some(&error));
-            }
+        let queued = inner.producer.send_result(record).map_err(|(e, _)| e);
+        let this = self.clone();
+        async move {
+            let error = match queued {
+                Ok(delivery) => match delivery.await {
+                    Ok(Ok(d)) => {
+                        span.record(MESSAGING_DESTINATION_PARTITION_ID, d.partition.to_string());
+                        span.record(MESSAGING_KAFKA_OFFSET, d.offset);
+                        None
+                    }
+                    Ok(Err((e, _))) => Some(error_type(&e)),
+                    // The producer went away with the record.
+                    Err(_) => Some("cancelled".to_owned()),
+                },
+                Err(e) => Some(error_type(&e)),
+            };
+            this.settle(&span, error.as_deref());
+            error.map_or(Ok(()), Err)
         }
     }
 
@@ -228,26 +212,13 @@ impl EventProducer {
     fn settle(&self, span: &tracing::Span, error: Option<&str>) {
         let inner = &self.inner;
         if let Some(error) = error {
-            let drop_reason = if error == "buffer_full" {
-                "buffer_full"
-            } else {
-                "delivery_failed"
-            };
             span.record("otel.status_code", "ERROR");
             span.record(ERROR_TYPE, error);
-            inner
-                .dropped
-                .get_or_create(&DropLabels {
-                    messaging_destination_name: inner.topic.clone(),
-                    reason: drop_reason.into(),
-                })
-                .inc();
             tracing::warn!(
                 parent: span,
                 topic = %inner.topic,
                 error.type = error,
-                reason = drop_reason,
-                "event dropped"
+                "the broker did not take the event; it stays in the outbox and is sent again"
             );
         }
         if let Some(metrics) = &inner.metrics {

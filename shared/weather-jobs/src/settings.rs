@@ -145,11 +145,18 @@ impl QueueArgs {
     /// starts; then refuses a Redis that may evict keys, unless
     /// `REDIS_ALLOW_EVICTION` (see [`RedisQueue::check_eviction`]).
     pub async fn connect(&self) -> Result<RedisQueue, QueueError> {
-        let queue = redis_job_queue::connect_with_retry(
-            self.redis_url.expose(),
-            self.queue_config_with_ca()?,
-        )
-        .await?;
+        self.connect_with(|_| {}).await
+    }
+
+    /// [`Self::connect`], with the settings these flags describe changed
+    /// by `adjust` first (for settings of one process only).
+    pub async fn connect_with(
+        &self,
+        adjust: impl FnOnce(&mut QueueConfig),
+    ) -> Result<RedisQueue, QueueError> {
+        let mut cfg = self.queue_config_with_ca()?;
+        adjust(&mut cfg);
+        let queue = redis_job_queue::connect_with_retry(self.redis_url.expose(), cfg).await?;
         queue.check_eviction(self.redis_allow_eviction).await?;
         Ok(queue)
     }

@@ -25,6 +25,8 @@ pub(super) enum Recorded {
     Stale,
     /// The job's record is gone.
     Gone,
+    /// Recorded, but the outbox was full: the job's event is dropped.
+    EventDropped,
 }
 
 impl From<u8> for Recorded {
@@ -32,6 +34,7 @@ impl From<u8> for Recorded {
         match code {
             1 => Self::Yes,
             2 => Self::Gone,
+            3 => Self::EventDropped,
             _ => Self::Stale,
         }
     }
@@ -62,6 +65,7 @@ impl Shared {
             carry: lease.carried_json(),
             error_type: lease.error_type().unwrap_or_default(),
             batch: lease.batch.clone(),
+            event: lease.event(),
         };
         let submit = || self.queue.finisher.submit(done.clone());
         let recorded = submit
@@ -151,6 +155,11 @@ const MAX_RECORD_CHUNK: usize = 256;
 fn report(done: &Finish, recorded: Recorded) {
     match recorded {
         Recorded::Yes => {}
+        Recorded::EventDropped => tracing::error!(
+            job.id = %done.id,
+            "the job succeeded, but the outbox is full: its event is dropped (counted in \
+             the outbox's dropped total); is the relay's broker away?"
+        ),
         Recorded::Stale => tracing::warn!(
             job.id = %done.id,
             job.attempt = done.attempt,

@@ -1,23 +1,30 @@
 -- Record the outcomes of a batch of attempts and acknowledge their entries.
--- KEYS: 1 stream, 2 delayed, 3 failed, 4 stats, 5 succeeded, then the
---       jobs' hashes and batch indexes as the per-attempt arguments point
---       to them, and last the high and low lanes' streams
--- ARGV: 1 group, 2 retention secs, then 11 per attempt:
---       consumer, entry id, job id, attempt, outcome (ok|retry|fail|defer),
---       result JSON or error text (for a deferral, its reason), retry
---       delay ms (from the server's now),
---       a JSON object of metadata to merge in for a later attempt ('' for
---       none; kept on failure too, for a re-drive), the error's type
---       ('' for none), and the KEYS indexes of the job's hash and of its
---       batch's index (0: not in a batch)
--- Returns one integer per attempt: 1 recorded; 0 when the attempt is
--- stale (its lease expired and a newer attempt owns the job, so it must
--- not overwrite it); 2 when the job's record is gone (a running job's
--- record never expires, so Redis lost its data: restarted empty, say).
+-- KEYS: 1 stream, 2 delayed, 3 failed, 4 stats, 5 succeeded, 6 outbox,
+--       then the jobs' hashes and batch indexes as the per-attempt
+--       arguments point to them, and last the high and low lanes' streams
+-- ARGV: 1 group, 2 retention secs, 3 most events the outbox holds, then 15
+--       per attempt: consumer, entry id, job id, attempt, outcome
+--       (ok|retry|fail|defer), result JSON or error text (for a deferral,
+--       its reason), retry delay ms (from the server's now), a JSON object
+--       of metadata to merge in for a later attempt ('' for none; kept on
+--       failure too, for a re-drive), the error's type ('' for none), the
+--       KEYS indexes of the job's hash and of its batch's index (0: not in
+--       a batch), and the event to publish on success: its key ('' for
+--       none), message id, payload and trace context (JSON)
+-- Returns one integer per attempt: 1 recorded; 3 recorded, but the outbox
+-- was full and the event is dropped (counted in the stats as
+-- outbox_dropped); 0 when the attempt is stale (its lease expired and a
+-- newer attempt owns the job, so it must not overwrite it); 2 when the
+-- job's record is gone (a running job's record never expires, so Redis
+-- lost its data: restarted empty, say).
 -- Outcomes may arrive long after the attempt ended (kept by the worker
--- through an outage): the fence below makes that safe.
+-- through an outage): the fence below makes that safe. The event goes in
+-- with the success, in this one script: neither is ever kept without the
+-- other.
 local group = ARGV[1]
 local retention = tonumber(ARGV[2])
+local outbox_max = tonumber(ARGV[3])
+local dropped = 0
 local out = {}
 local counts = { succeeded = 0, retried = 0, failed = 0, deferred = 0 }
 -- Entries to acknowledge and delete, by stream, and the succeeded index's
@@ -40,7 +47,7 @@ local function carry(key, extra)
   for k, v in pairs(cjson.decode(extra)) do meta[k] = v end
   redis.call('HSET', key, 'meta', cjson.encode(meta))
 end
-for i = 3, #ARGV, 11 do
+for i = 4, #ARGV, 15 do
   local consumer, entry, id, attempt, outcome, value =
     ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   local error_type = ARGV[i + 8]
@@ -70,6 +77,17 @@ for i = 3, #ARGV, 11 do
       succeeded[#succeeded + 1] = id
       keep_batch(batch_index)
       counts.succeeded = counts.succeeded + 1
+      local recorded = 1
+      if ARGV[i + 11] ~= '' then
+        if redis.call('XLEN', KEYS[6]) < outbox_max then
+          redis.call('XADD', KEYS[6], '*', 'key', ARGV[i + 11], 'id', ARGV[i + 12],
+            'payload', ARGV[i + 13], 'context', ARGV[i + 14])
+        else
+          dropped = dropped + 1
+          recorded = 3
+        end
+      end
+      out[#out + 1] = recorded
     else
       carry(key, ARGV[i + 7])
       if outcome == 'defer' then
@@ -102,8 +120,8 @@ for i = 3, #ARGV, 11 do
         keep_batch(batch_index)
         counts.failed = counts.failed + 1
       end
+      out[#out + 1] = 1
     end
-    out[#out + 1] = 1
   end
 end
 -- Sends `command` with `head` and then `list`'s items as arguments, in
@@ -120,6 +138,7 @@ for _, stream in ipairs(streams) do
   each_slice(acks[stream], 'XDEL', { stream })
 end
 each_slice(succeeded, 'ZADD', { KEYS[5] })
+if dropped > 0 then counts.outbox_dropped = dropped end
 for name, n in pairs(counts) do
   if n > 0 then redis.call('HINCRBY', KEYS[4], name, n) end
 end
