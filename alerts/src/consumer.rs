@@ -16,7 +16,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use rdkafka::ClientConfig;
 use rdkafka::TopicPartitionList;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -33,6 +33,7 @@ use crate::config::Config;
 use crate::lanes::{Flow, Lanes};
 use crate::rules::{KINDS, Rules};
 use crate::store::{AlertStore, Stored};
+use crate::topic::Keeper;
 
 /// Labels of `alerts_raised_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -52,6 +53,8 @@ struct ResultLabels {
 pub(crate) struct Counters {
     raised: Family<KindLabels, Counter>,
     events: Family<ResultLabels, Counter>,
+    /// Times the topic was found gone and created again.
+    pub(crate) topic_lost: Counter,
 }
 
 impl Counters {
@@ -76,6 +79,11 @@ impl Counters {
             "alerts_raised",
             "Alerts raised, by kind",
             self.raised.clone(),
+        );
+        registry.register(
+            "alerts_topic_lost",
+            "Times the topic was found gone (deleted, or lost with a broker's data) and created again",
+            self.topic_lost.clone(),
         );
         registry.register(
             "alerts_events",
@@ -118,18 +126,21 @@ enum Handled {
     Stopped,
 }
 
-/// The consumer, subscribed to the topic, and what recreates the topic
-/// when a broker loses it.
+/// The consumer, subscribed to the topic, and the keeper of the topic
+/// (`topic.rs`), which creates it again when a broker loses it.
 pub(crate) struct Subscription<'a> {
     consumer: Arc<StreamConsumer>,
-    admin: AdminClient<DefaultClientContext>,
-    topic: NewTopic<'a>,
+    keeper: Keeper<'a>,
 }
 
 impl<'a> Subscription<'a> {
     /// Joins the group of `config` on `brokers`, creating the topic
-    /// unless it exists.
-    pub(crate) async fn start(config: &'a Config, brokers: &str) -> anyhow::Result<Self> {
+    /// unless it exists; `lost` counts the times the topic vanished.
+    pub(crate) async fn start(
+        config: &'a Config,
+        brokers: &str,
+        lost: Counter,
+    ) -> anyhow::Result<Self> {
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("group.id", &config.group)
@@ -147,55 +158,38 @@ impl<'a> Subscription<'a> {
             .set("fetch.wait.max.ms", "100")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", config.session_timeout_ms.to_string())
+            // A topic created again is seen within seconds, not minutes.
+            .set("topic.metadata.refresh.interval.ms", "5000")
             .create()?;
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .create()?;
-        let topic = NewTopic::new(
-            &config.kafka.kafka_topic,
-            config.topic_partitions,
-            TopicReplication::Fixed(config.topic_replication),
-        );
-        let subscription = Self {
-            consumer: Arc::new(consumer),
+        let consumer = Arc::new(consumer);
+        let keeper = Keeper {
+            consumer: consumer.clone(),
             admin,
-            topic,
+            topic: NewTopic::new(
+                &config.kafka.kafka_topic,
+                config.topic_partitions,
+                TopicReplication::Fixed(config.topic_replication),
+            ),
+            lost,
         };
-        subscription.ensure_topic().await;
-        subscription
-            .consumer
-            .subscribe(&[&config.kafka.kafka_topic])?;
-        Ok(subscription)
-    }
-
-    /// Creates the topic unless it exists (a broker that is down is tried
-    /// again when the consumer finds the topic missing).
-    async fn ensure_topic(&self) {
-        let options = AdminOptions::new()
-            .operation_timeout(Some(Duration::from_secs(5)))
-            .request_timeout(Some(Duration::from_secs(5)));
-        match self.admin.create_topics([&self.topic], &options).await {
-            Ok(results) => {
-                for result in results {
-                    match result {
-                        Ok(name) => tracing::info!(topic = %name, "topic created"),
-                        Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                        Err((name, code)) => {
-                            tracing::warn!(topic = %name, error = %code, "cannot create the topic")
-                        }
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot create the topic (is Kafka up?)"),
-        }
+        keeper.ensure().await;
+        consumer.subscribe(&[&config.kafka.kafka_topic])?;
+        Ok(Self { consumer, keeper })
     }
 
     /// Reads records until told to stop, each partition's processed and
     /// committed in its own lane.
-    pub(crate) async fn consume(&self, ctx: Arc<Ctx>, mut stopped: watch::Receiver<bool>) {
+    pub(crate) async fn consume(&self, ctx: Arc<Ctx>, stopped: watch::Receiver<bool>) {
+        tokio::join!(self.keeper.watch(stopped.clone()), self.read(ctx, stopped));
+    }
+
+    async fn read(&self, ctx: Arc<Ctx>, mut stopped: watch::Receiver<bool>) {
         let flow = Pauser {
             consumer: &self.consumer,
-            topic: self.topic.name,
+            topic: self.keeper.topic.name,
         };
         let for_lanes = stopped.clone();
         let mut lanes = Lanes::new(|_partition, records| {
@@ -231,7 +225,7 @@ impl<'a> Subscription<'a> {
                                 | RDKafkaErrorCode::UnknownTopic
                         )
                     ) {
-                        self.ensure_topic().await;
+                        self.keeper.ensure().await;
                     }
                     if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
                         last_warning = Some(Instant::now());

@@ -26,6 +26,7 @@ mod http;
 mod lanes;
 mod rules;
 mod store;
+mod topic;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,7 +78,8 @@ pub async fn run(
         group: config.group.clone(),
         server: telemetry::kafka::first_broker(&brokers),
     });
-    let subscription = Subscription::start(&config, &brokers).await?;
+    let subscription =
+        Subscription::start(&config, &brokers, ctx.counters.topic_lost.clone()).await?;
     tracing::info!(
         addr = %listener.local_addr()?,
         brokers = %brokers,

@@ -208,13 +208,140 @@ async fn a_jobs_trace_goes_on_through_kafka_to_the_alert() -> anyhow::Result<()>
     Ok(())
 }
 
+/// Waits until the alerts service has taken `n` events as new; answers
+/// its `alerts_events_total` by result.
+async fn wait_new_events(
+    stack: &Stack,
+    alerts_url: &str,
+    n: f64,
+    limit: Duration,
+) -> anyhow::Result<(f64, f64)> {
+    wait_metric(
+        stack,
+        alerts_url,
+        "alerts_events_total",
+        &["result=\"new\""],
+        n,
+        limit,
+    )
+    .await?;
+    let page = stack.scrape(alerts_url).await?;
+    Ok((
+        sum(&page, "alerts_events_total", &["result=\"new\""]),
+        sum(&page, "alerts_events_total", &["result=\"duplicate\""]),
+    ))
+}
+
+/// How long Kafka is away: far past the delivery timeout.
+const OUTAGE: Duration = Duration::from_secs(180);
+
 #[tokio::test]
-async fn with_kafka_down_jobs_succeed_drops_are_counted_and_events_flow_again() -> anyhow::Result<()>
-{
+async fn kafka_away_for_3_minutes_loses_no_event_and_repeats_none() -> anyhow::Result<()> {
     let mut kafka = KafkaBroker::start().await?;
     let brokers = kafka.brokers();
     let stack = Stack::launch(Options {
-        workers: Some(1),
+        worker_env: &[
+            ("KAFKA_BROKERS", &brokers),
+            // Far shorter than the outage: the relay's sends time out
+            // again and again, and the events wait in the outbox.
+            ("KAFKA_DELIVERY_TIMEOUT_MS", "4000"),
+        ],
+        ..Options::default()
+    })
+    .await?;
+    let (alerts, alerts_url) = start_alerts(
+        &stack,
+        0,
+        &brokers,
+        &stack.zipkin.endpoint(),
+        // One alert per event (wind), so the list holds them all.
+        &[
+            ("ALERT_WIND_KMH", "0"),
+            ("ALERT_HEAT_C", "1000"),
+            ("ALERT_FROST_C", "-1000"),
+        ],
+    )
+    .await?;
+    let (id, _) = stack.enqueue(r#"{"city": "Lima"}"#, &[]).await?;
+    stack.wait_done(&id).await?;
+    wait_alerts(&stack.http, &alerts_url, &id, 1, WAIT).await?;
+
+    // Kafka goes away; 500 jobs go on and succeed at once.
+    kafka.stop();
+    let away = Instant::now();
+    let mut ids = Vec::new();
+    for i in 0..500 {
+        let (id, _) = stack
+            .enqueue(&json!({ "city": format!("Outage {i}") }).to_string(), &[])
+            .await?;
+        ids.push(id);
+    }
+    for id in &ids {
+        assert_eq!(stack.wait_done(id).await?["status"], "succeeded");
+    }
+    assert!(
+        away.elapsed() < Duration::from_secs(60),
+        "jobs waited for Kafka: {:?}",
+        away.elapsed()
+    );
+    let worker = stack.worker_urls[0].clone();
+    wait_metric(&stack, &worker, "kafka_outbox_events", &[], 500.0, WAIT).await?;
+    tokio::time::sleep(OUTAGE.saturating_sub(away.elapsed())).await;
+    let page = stack.scrape(&worker).await?;
+    assert_eq!(sum(&page, "kafka_outbox_events", &[]), 500.0, "all kept");
+    assert!(
+        sum(&page, "kafka_outbox_oldest_age_seconds", &[]) >= OUTAGE.as_secs_f64() - 10.0,
+        "the oldest has waited the whole outage: {page}"
+    );
+    assert_eq!(sum(&page, "kafka_outbox_dropped", &[]), 0.0);
+
+    // Back, with its data: all 500 arrive, each taken as new once.
+    kafka.restart().await?;
+    let back = wait_new_events(&stack, &alerts_url, 501.0, Duration::from_secs(90)).await;
+    let (new, _) = match back {
+        Ok(counts) => counts,
+        Err(e) => bail!(
+            "{e}\n--- worker 0 ---\n{}\n{}\n--- alerts ---\n{}\n{}",
+            stack.workers[0].logs(),
+            stack.scrape(&worker).await?,
+            alerts.logs(),
+            stack.scrape(&alerts_url).await?
+        ),
+    };
+    assert_eq!(new, 501.0, "the first event and the 500 kept");
+    wait_metric(&stack, &worker, "kafka_outbox_events", &[], 0.0, WAIT).await?;
+    let page = stack.scrape(&alerts_url).await?;
+    let alerts: Value = stack
+        .http
+        .get(format!("{alerts_url}/v1/alerts?limit=1000"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let mut seen = std::collections::HashMap::new();
+    for a in alerts["alerts"].as_array().context("alerts")? {
+        *seen
+            .entry((a["event_id"].to_string(), a["kind"].to_string()))
+            .or_insert(0) += 1;
+    }
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "an alert was raised twice: {page}"
+    );
+    for id in &ids {
+        assert!(
+            seen.keys().any(|(e, _)| e.trim_matches('"') == id),
+            "no alert for job {id}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_relay_killed_with_events_unsent_loses_none() -> anyhow::Result<()> {
+    let mut kafka = KafkaBroker::start().await?;
+    let brokers = kafka.brokers();
+    let mut stack = Stack::launch(Options {
         worker_env: &[
             ("KAFKA_BROKERS", &brokers),
             ("KAFKA_DELIVERY_TIMEOUT_MS", "4000"),
@@ -222,8 +349,7 @@ async fn with_kafka_down_jobs_succeed_drops_are_counted_and_events_flow_again() 
         ..Options::default()
     })
     .await?;
-    let worker = stack.worker_urls[0].clone();
-    let (alerts, alerts_url) = start_alerts(
+    let (_alerts, alerts_url) = start_alerts(
         &stack,
         0,
         &brokers,
@@ -231,65 +357,42 @@ async fn with_kafka_down_jobs_succeed_drops_are_counted_and_events_flow_again() 
         &[("ALERT_WIND_KMH", "0")],
     )
     .await?;
-    let (id, _) = stack.enqueue(r#"{"city": "Lima"}"#, &[]).await?;
-    stack.wait_done(&id).await?;
-    wait_alerts(&stack.http, &alerts_url, &id, 1, WAIT).await?;
-
-    // Kafka goes away: jobs go on, their events are dropped and counted.
+    // Kafka is slow (away): the jobs succeed, their events wait.
     kafka.stop();
-    let started = Instant::now();
-    let mut lost = Vec::new();
-    for city in ["Quito", "Dakar", "Cairo"] {
+    let mut ids = Vec::new();
+    for i in 0..50 {
         let (id, _) = stack
-            .enqueue(&json!({ "city": city }).to_string(), &[])
+            .enqueue(&json!({ "city": format!("Crash {i}") }).to_string(), &[])
             .await?;
-        let done = stack.wait_done(&id).await?;
-        assert_eq!(done["status"], "succeeded", "{done}");
-        lost.push(id);
+        ids.push(id);
     }
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "jobs waited for Kafka: {:?}",
-        started.elapsed()
-    );
-    let dropped = wait_metric(
-        &stack,
-        &worker,
-        "kafka_events_dropped_total",
-        &["reason=\"delivery_failed\""],
-        3.0,
-        WAIT,
-    )
-    .await?;
-    assert_eq!(dropped, 3.0);
-
-    // Back, with its data: events flow again.
+    for id in &ids {
+        assert_eq!(stack.wait_done(id).await?["status"], "succeeded");
+    }
+    // SIGKILL the worker whose relay holds the events.
+    let deadline = Instant::now() + WAIT;
+    let relay = loop {
+        let mut holder = None;
+        for (i, url) in stack.worker_urls.iter().enumerate() {
+            if sum(&stack.scrape(url).await?, "kafka_outbox_relay", &[]) == 1.0 {
+                holder = Some(i);
+            }
+        }
+        if let Some(i) = holder {
+            break i;
+        }
+        if Instant::now() > deadline {
+            bail!("no relay took the lease");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    stack.workers[relay].kill()?;
     kafka.restart().await?;
-    let (id, _) = stack.enqueue(r#"{"city": "Berlin"}"#, &[]).await?;
-    stack.wait_done(&id).await?;
-    if let Err(e) = wait_alerts(&stack.http, &alerts_url, &id, 1, Duration::from_secs(40)).await {
-        bail!(
-            "{e}\n--- alerts ---\n{}\n{}\n--- worker ---\n{}\n{}\n--- broker ---\n{}",
-            alerts.logs(),
-            stack.scrape(&alerts_url).await?,
-            stack.workers[0].logs(),
-            stack.scrape(&worker).await?,
-            kafka.logs()
-        );
-    }
-    // The delivery report comes a little after the broker has the event.
-    let sent = wait_metric(
-        &stack,
-        &worker,
-        "messaging_client_sent_messages_total",
-        &["weather.updated", "outcome=\"success\""],
-        2.0,
-        WAIT,
-    )
-    .await?;
-    assert_eq!(sent, 2.0, "the first event and the last reached Kafka");
-    let page = stack.scrape(&worker).await?;
-    assert_eq!(sum(&page, "kafka_events_dropped_total", &[]), 3.0);
+    // The other worker's relay takes over once the lease lapses.
+    let (new, _) = wait_new_events(&stack, &alerts_url, 50.0, Duration::from_secs(60)).await?;
+    assert_eq!(new, 50.0, "every event, once");
+    let other = stack.worker_urls[1 - relay].clone();
+    wait_metric(&stack, &other, "kafka_outbox_relay", &[], 1.0, WAIT).await?;
     Ok(())
 }
 
@@ -430,5 +533,76 @@ async fn a_permanent_redis_error_is_counted_and_logged_and_the_events_after_it_f
     let (id, _) = stack.enqueue(r#"{"city": "Berlin"}"#, &[]).await?;
     stack.wait_done(&id).await?;
     wait_alerts(&stack.http, &alerts_url, &id, 1, WAIT).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_alerts_service_rides_out_its_topic_deleted_recreated_and_lost() -> anyhow::Result<()> {
+    let mut kafka = KafkaBroker::start().await?;
+    let brokers = kafka.brokers();
+    let stack = Stack::launch(Options {
+        workers: Some(1),
+        worker_env: &[
+            ("KAFKA_BROKERS", &brokers),
+            ("KAFKA_DELIVERY_TIMEOUT_MS", "4000"),
+        ],
+        ..Options::default()
+    })
+    .await?;
+    let (mut alerts, alerts_url) = start_alerts(
+        &stack,
+        0,
+        &brokers,
+        &stack.zipkin.endpoint(),
+        &[("ALERT_WIND_KMH", "0")],
+    )
+    .await?;
+    let alert_after = async |what: &str, city: &str, alerts: &mut testkit::ServiceProcess| {
+        let (id, _) = stack
+            .enqueue(&json!({ "city": city }).to_string(), &[])
+            .await?;
+        stack.wait_done(&id).await?;
+        let got = wait_alerts(&stack.http, &alerts_url, &id, 1, Duration::from_secs(60)).await;
+        anyhow::ensure!(
+            alerts.is_running(),
+            "the alerts service died after {what}:\n{}",
+            alerts.logs()
+        );
+        got.with_context(|| format!("after {what}:\n{}", alerts.logs()))?;
+        anyhow::Ok(())
+    };
+    alert_after("its start", "Lima", &mut alerts).await?;
+
+    // Deleted: the service sees it gone, creates it again, and reads it
+    // from its beginning.
+    kafka.delete_topic("weather.updated")?;
+    wait_metric(
+        &stack,
+        &alerts_url,
+        "alerts_topic_lost_total",
+        &[],
+        1.0,
+        WAIT,
+    )
+    .await?;
+    alert_after(
+        "the topic was deleted and created again",
+        "Quito",
+        &mut alerts,
+    )
+    .await?;
+
+    // The broker comes back without its data (topics, group offsets).
+    kafka.restart_empty().await?;
+    wait_metric(
+        &stack,
+        &alerts_url,
+        "alerts_topic_lost_total",
+        &[],
+        2.0,
+        WAIT,
+    )
+    .await?;
+    alert_after("the broker lost its data", "Cairo", &mut alerts).await?;
     Ok(())
 }

@@ -53,29 +53,7 @@ impl KafkaBroker {
         // It reads a `.env` file from where it starts: an empty directory.
         let dir = std::env::temp_dir().join(format!("testkit-tansu-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        let log = std::fs::File::create(dir.join("broker.log"))?;
-        let child = Command::new(&bin)
-            .args(["broker", "--cluster-id", "testkit"])
-            .args(["--listener-url", &format!("tcp://127.0.0.1:{inner_port}")])
-            .args([
-                "--advertised-listener-url",
-                &format!("tcp://127.0.0.1:{port}"),
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .current_dir(&dir)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn();
-        let child = match child {
-            Ok(child) => child,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-                "`{bin}` was not found: install the tansu broker ({INSTALL_TANSU}) or set \
-                 TANSU_BIN to its path"
-            ),
-            Err(e) => return Err(e).context("starting tansu"),
-        };
+        let child = spawn(&bin, &dir, inner_port, port)?;
         let mut broker = Self {
             child,
             port,
@@ -84,16 +62,7 @@ impl KafkaBroker {
             bin,
             proxy: None,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", inner_port)).await.is_err() {
-            if let Some(status) = broker.child.try_wait()? {
-                bail!("tansu exited early ({status}):\n{}", broker.logs());
-            }
-            if Instant::now() > deadline {
-                bail!("tansu took no connection within 20 s:\n{}", broker.logs());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        broker.wait_up().await?;
         if proxied {
             broker.restart().await?;
         }
@@ -156,6 +125,61 @@ impl KafkaBroker {
         Ok(())
     }
 
+    /// Kills the broker (SIGKILL, by its PID) and starts it again on the
+    /// same port with nothing: every topic and record is gone, as when a
+    /// Kafka broker comes back without its disk. Its clients stay
+    /// connected through the proxy (if it runs) to the new broker.
+    pub async fn restart_empty(&mut self) -> anyhow::Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // The port was just released: the new broker may take a moment
+        // to bind it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            self.child = spawn(&self.bin, &self.dir, self.inner_port, self.port)?;
+            match self.wait_up().await {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// Waits until the broker takes connections on its own port.
+    async fn wait_up(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", self.inner_port))
+            .await
+            .is_err()
+        {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("tansu exited early ({status}):\n{}", self.logs());
+            }
+            if Instant::now() > deadline {
+                bail!("tansu took no connection within 20 s:\n{}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Deletes `topic` and its records.
+    pub fn delete_topic(&self, topic: &str) -> anyhow::Result<()> {
+        let out = Command::new(&self.bin)
+            .args(["topic", "delete", topic])
+            .args(["--broker", &format!("tcp://127.0.0.1:{}", self.inner_port)])
+            .current_dir(&self.dir)
+            .output()
+            .context("running tansu topic delete")?;
+        if !out.status.success() {
+            bail!(
+                "tansu topic delete {topic} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
     /// Creates `topic` with `partitions` partitions (the broker makes no
     /// topic by itself).
     pub fn create_topic(&self, topic: &str, partitions: u32) -> anyhow::Result<()> {
@@ -187,5 +211,37 @@ impl Drop for KafkaBroker {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Starts `tansu` listening on `inner_port`, advertising `port`, keeping
+/// its topics in memory; its output goes to `broker.log` in `dir` (kept
+/// across restarts).
+fn spawn(bin: &str, dir: &std::path::Path, inner_port: u16, port: u16) -> anyhow::Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("broker.log"))?;
+    let child = Command::new(bin)
+        .args(["broker", "--cluster-id", "testkit"])
+        .args(["--listener-url", &format!("tcp://127.0.0.1:{inner_port}")])
+        .args([
+            "--advertised-listener-url",
+            &format!("tcp://127.0.0.1:{port}"),
+        ])
+        .args(["--storage-engine", "memory://tansu/"])
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn();
+    match child {
+        Ok(child) => Ok(child),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "`{bin}` was not found: install the tansu broker ({INSTALL_TANSU}) or set \
+             TANSU_BIN to its path"
+        ),
+        Err(e) => Err(e).context("starting tansu"),
     }
 }
