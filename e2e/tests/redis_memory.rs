@@ -1,9 +1,10 @@
 //! Redis set up to lose jobs is caught: a `maxmemory-policy` that evicts
 //! keys stops the api and the workers at start (or, allowed, shows in
-//! their metrics), and a Redis full under `noeviction` makes the api
-//! answer 503 with `Retry-After` while every job it accepted runs.
+//! their metrics), and one set later is logged as an error by the running
+//! services; a Redis full under `noeviction` makes the api answer 503 with
+//! `Retry-After` while every job it accepted runs.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use e2e::{Stack, WAIT};
@@ -106,6 +107,46 @@ async fn a_redis_that_evicts_keys_stops_the_api_and_the_workers_unless_allowed()
     assert!(
         metrics.contains(r#"jobs_redis_evicting_nodes{messaging_destination_name="weather"} 0"#),
         "{metrics}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_policy_that_evicts_set_while_the_services_run_is_logged_as_an_error()
+-> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let mut conn = stack.redis_connection().await?;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("volatile-lru")
+        .query_async(&mut conn)
+        .await?;
+    // The watch reads the policy every 5 s.
+    let deadline = Instant::now() + WAIT;
+    let says = "maxmemory-policy now evicts keys";
+    loop {
+        let logs = [
+            stack.api.logs(),
+            stack.workers[0].logs(),
+            stack.workers[1].logs(),
+        ];
+        if logs
+            .iter()
+            .all(|l| l.contains(says) && l.contains("volatile-lru"))
+        {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "not every service logged the change: {logs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let page = stack.scrape(&stack.worker_urls[0]).await?;
+    assert!(
+        page.contains(r#"jobs_redis_evicting_nodes{messaging_destination_name="weather"} 1"#),
+        "{page}"
     );
     Ok(())
 }

@@ -1,11 +1,20 @@
 //! Whether Redis may evict the queue's keys. A Redis whose
 //! `maxmemory-policy` is anything but `noeviction` drops keys when it is
 //! full: job records, stream entries, whole queues, in silence. The
-//! services check it at start (and refuse, unless told to run anyway) and
-//! at every scrape of their metrics.
+//! services check it at start (and refuse, unless told to run anyway),
+//! again whenever Redis answers after it did not (a restarted or
+//! failed-over server may come back with another policy) and whenever
+//! the policy changes ([`RedisQueue::watch_eviction`], which logs an error
+//! a running service cannot refuse), and at every scrape of their
+//! metrics.
+
+use std::time::Duration;
 
 use crate::QueueError;
 use crate::queue::RedisQueue;
+
+/// How often [`RedisQueue::watch_eviction`] reads the policy.
+pub const EVICTION_WATCH_EVERY: Duration = Duration::from_secs(5);
 
 /// The one policy under which Redis never drops the queue's keys.
 pub const SAFE_POLICY: &str = "noeviction";
@@ -83,5 +92,64 @@ impl RedisQueue {
             }
         }
         Ok(())
+    }
+
+    /// Reads the policy every [`EVICTION_WATCH_EVERY`] for as long as the
+    /// returned task runs (abort it to stop): when Redis answers again
+    /// after it did not (a reconnect), or when a node's policy changed, a
+    /// policy that evicts is logged as an error (a warning under `allow`),
+    /// and a safe one again as such. The metrics show it too.
+    pub fn watch_eviction(&self, allow: bool) -> tokio::task::JoinHandle<()> {
+        let queue = self.clone();
+        tokio::spawn(async move {
+            // What the last look found: at start, the check just passed.
+            let mut last: Option<Vec<NodePolicy>> = queue.eviction_policies().await.ok();
+            let mut was_down = last.is_none();
+            loop {
+                tokio::time::sleep(EVICTION_WATCH_EVERY).await;
+                match queue.eviction_policies().await {
+                    Err(_) => was_down = true,
+                    Ok(nodes) => {
+                        if last.as_ref() != Some(&nodes) {
+                            report(&nodes, allow, "Redis's maxmemory-policy changed");
+                        } else if was_down && nodes.iter().any(NodePolicy::evicts) {
+                            report(&nodes, allow, "Redis answers again");
+                        }
+                        was_down = false;
+                        last = Some(nodes);
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// Logs what `nodes` say of eviction, after `why` (a reconnect, a change).
+fn report(nodes: &[NodePolicy], allow: bool, why: &str) {
+    let evicting: Vec<String> = nodes
+        .iter()
+        .filter(|n| n.evicts())
+        .map(|n| format!("{} ({})", n.node, n.policy.as_deref().unwrap_or_default()))
+        .collect();
+    if evicting.is_empty() {
+        tracing::info!(
+            why,
+            "Redis's maxmemory-policy is noeviction: no job can be evicted"
+        );
+    } else if allow {
+        tracing::warn!(
+            why,
+            nodes = %evicting.join(", "),
+            "Redis's maxmemory-policy evicts keys when it is full: jobs may vanish without a \
+             trace (running anyway: REDIS_ALLOW_EVICTION)"
+        );
+    } else {
+        tracing::error!(
+            why,
+            nodes = %evicting.join(", "),
+            "Redis's maxmemory-policy now evicts keys when it is full: jobs may vanish without \
+             a trace. Set it to noeviction (CONFIG SET maxmemory-policy noeviction, and in \
+             redis.conf); this service would refuse to start on it"
+        );
     }
 }

@@ -143,7 +143,8 @@ pub struct QueueArgs {
 impl QueueArgs {
     /// Connects to the queue these flags describe, retrying while Redis
     /// starts; then refuses a Redis that may evict keys, unless
-    /// `REDIS_ALLOW_EVICTION` (see [`RedisQueue::check_eviction`]).
+    /// `REDIS_ALLOW_EVICTION` (see [`RedisQueue::check_eviction`]), and
+    /// watches the policy from then on ([`RedisQueue::watch_eviction`]).
     pub async fn connect(&self) -> Result<RedisQueue, QueueError> {
         self.connect_with(|_| {}).await
     }
@@ -158,6 +159,8 @@ impl QueueArgs {
         adjust(&mut cfg);
         let queue = redis_job_queue::connect_with_retry(self.redis_url.expose(), cfg).await?;
         queue.check_eviction(self.redis_allow_eviction).await?;
+        // Runs for the life of the process, as the queue does.
+        drop(queue.watch_eviction(self.redis_allow_eviction));
         Ok(queue)
     }
 
