@@ -19,7 +19,6 @@ use rdkafka::TopicPartitionList;
 use rdkafka::admin::{AdminClient, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Message, OwnedMessage};
 use telemetry::attributes::{ALERTS_DUPLICATE, ALERTS_RAISED, ERROR_TYPE, MESSAGING_MESSAGE_ID};
 use telemetry::metrics::{Metrics, OutcomeLabels};
@@ -217,21 +216,16 @@ impl<'a> Subscription<'a> {
                     lanes.offer(partition, record.detach(), &flow);
                 }
                 Err(e) => {
-                    // A broker that lost the topic (or never had it).
-                    if matches!(
-                        e,
-                        KafkaError::MessageConsumption(
-                            RDKafkaErrorCode::UnknownTopicOrPartition
-                                | RDKafkaErrorCode::UnknownTopic
-                        )
-                    ) {
-                        self.keeper.ensure().await;
-                    }
+                    // Errors are events in the consumer's queue, one each
+                    // time librdkafka finds every broker down (twice a
+                    // second through an outage): read them at once, or a
+                    // long outage leaves a backlog that holds up the
+                    // records after it for as long again. A topic that
+                    // vanished is the keeper's (`topic.rs`).
                     if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
                         last_warning = Some(Instant::now());
                         tracing::warn!(error = %e, "cannot read from Kafka");
                     }
-                    tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
         }

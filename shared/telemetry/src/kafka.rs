@@ -29,7 +29,7 @@ use opentelemetry::trace::TraceContextExt;
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -224,18 +224,6 @@ impl EventProducer {
         if let Some(metrics) = &inner.metrics {
             Metrics::count(&metrics.jobs_sent, &OutcomeLabels::new(&inner.topic, error));
         }
-    }
-
-    /// Waits up to `timeout` for the buffered records to reach the broker
-    /// (at shutdown). Blocks: call it outside async code, or through
-    /// `spawn_blocking`.
-    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
-        self.inner.producer.flush(timeout)
-    }
-
-    /// Records waiting for the broker.
-    pub fn in_flight(&self) -> i32 {
-        self.inner.producer.in_flight_count()
     }
 }
 
