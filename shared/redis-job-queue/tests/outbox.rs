@@ -118,8 +118,7 @@ async fn run_jobs(queue: &RedisQueue, n: u64) -> Vec<String> {
     }
     let _ = stop.send(());
     handle.await.expect("worker task").expect("worker stopped");
-    let order = succeeded.0.lock().expect("lock").clone();
-    order
+    succeeded.0.lock().expect("lock").clone()
 }
 
 /// Reads and removes the whole outbox, `limit` per read.
