@@ -279,10 +279,11 @@ async fn the_shared_rate_limit_spaces_the_calls_of_every_worker() -> anyhow::Res
 #[tokio::test]
 async fn a_rate_limit_that_cannot_be_read_keeps_the_gate_shut() -> anyhow::Result<()> {
     // Refused runs are deferrals, not attempts, for at most 2 s of them.
-    let stack = Stack::start_with(
-        &[],
-        &[("WEATHER_RATE_LIMIT", "2"), ("JOB_MAX_DEFER_SECS", "2")],
-    )
+    let stack = Stack::launch(Options {
+        worker_env: &[("WEATHER_RATE_LIMIT", "2"), ("JOB_MAX_DEFER_SECS", "2")],
+        console: true,
+        ..Options::default()
+    })
     .await?;
     // The limit's key holds a value of the wrong type: its script fails.
     let mut conn = stack.redis_connection().await?;
@@ -309,6 +310,19 @@ async fn a_rate_limit_that_cannot_be_read_keeps_the_gate_shut() -> anyhow::Resul
             .unwrap_or_default()
             .contains("counted as an attempt"),
         "{done}"
+    );
+    // The job's console page shows the deferrals and why.
+    let page = stack
+        .http
+        .get(format!("{}/jobs/{id}", stack.console_url()?))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        page.contains("2 times, 2000 ms in all; not attempts")
+            && page.contains("the shared rate limit is unavailable"),
+        "{page}"
     );
     assert_eq!(
         upstream_calls(&stack).await?,

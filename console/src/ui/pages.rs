@@ -124,6 +124,14 @@ pub(crate) async fn job(
                     dt { "Status" } dd { span class=(format!("status status-{}", record.status.as_str())) #status { (record.status.as_str()) } }
                     @if let Some(error) = &record.error { dt { "Error" } dd.err { (error) } }
                     dt { "Attempts" } dd { (record.attempts) " of " (record.max_attempts) }
+                    @if record.deferrals > 0 {
+                        dt { "Deferred" }
+                        dd #deferred {
+                            (record.deferrals) (if record.deferrals == 1 { " time, " } else { " times, " })
+                            (millis(record.deferred_ms.saturating_mul(1000))) " in all; not attempts"
+                            @if let Some(why) = &record.deferred_reason { br; small { (why) } }
+                        }
+                    }
                     dt { "Priority" } dd #priority { (record.priority.as_str()) }
                     @if let Some(b) = &record.batch { dt { "Batch" } dd { a #batch href=(format!("/batches/{b}")) { code { (b) } } } }
                     dt { "Queued at" } dd { (rfc3339_ms(record.enqueued_at_ms)) }
