@@ -335,10 +335,11 @@ pub async fn run(
     };
     scheduler.abort();
     if let Some(relay) = relay {
-        // A round under way gets a few seconds to finish; events not yet
+        // A round under way gets two seconds to finish (else its events are
+        // sent again by another relay, and counted once); events not yet
         // sent stay in the outbox for the other workers' relays.
         let _ = stop_relay.send(true);
-        if tokio::time::timeout(Duration::from_secs(5), relay)
+        if tokio::time::timeout(Duration::from_secs(2), relay)
             .await
             .is_err()
         {
