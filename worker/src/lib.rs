@@ -121,31 +121,7 @@ impl Deps {
                 "Jobs that waited for another job's fetch of the same place",
                 upstream.single_flight_waits.clone(),
             );
-            registry.register(
-                "kafka_outbox_events",
-                "Weather events in the queue's outbox, waiting for the relay to send them to Kafka",
-                outbox_gauges.depth.clone(),
-            );
-            registry.register(
-                "kafka_outbox_oldest_age_seconds",
-                "How long the oldest event in the outbox has waited",
-                outbox_gauges.oldest_age.clone(),
-            );
-            registry.register(
-                "kafka_outbox_capacity",
-                "The most events the outbox holds (KAFKA_OUTBOX_MAX per queue shard)",
-                outbox_gauges.capacity.clone(),
-            );
-            registry.register(
-                "kafka_outbox_dropped",
-                "Weather events dropped because the outbox was full, ever, all workers together",
-                outbox_gauges.dropped.clone(),
-            );
-            registry.register(
-                "kafka_outbox_relay",
-                "1 while this worker's relay is the one sending the outbox to Kafka",
-                outbox_gauges.relaying.clone(),
-            );
+            outbox_gauges.register(registry);
         }));
         let http = TracedClient::new(
             propagation.clone(),

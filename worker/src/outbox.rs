@@ -20,6 +20,7 @@
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use redis_job_queue::{OutboxEntry, OutboxStats, RedisQueue};
 use telemetry::kafka::EventProducer;
 use telemetry::propagation::Propagation;
@@ -60,6 +61,35 @@ pub struct OutboxGauges {
 }
 
 impl OutboxGauges {
+    /// Registers them with the worker's metrics.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "kafka_outbox_events",
+            "Weather events in the queue's outbox, waiting for the relay to send them to Kafka",
+            self.depth.clone(),
+        );
+        registry.register(
+            "kafka_outbox_oldest_age_seconds",
+            "How long the oldest event in the outbox has waited",
+            self.oldest_age.clone(),
+        );
+        registry.register(
+            "kafka_outbox_capacity",
+            "The most events the outbox holds (KAFKA_OUTBOX_MAX per queue shard)",
+            self.capacity.clone(),
+        );
+        registry.register(
+            "kafka_outbox_dropped",
+            "Weather events dropped because the outbox was full, ever, all workers together",
+            self.dropped.clone(),
+        );
+        registry.register(
+            "kafka_outbox_relay",
+            "1 while this worker's relay is the one sending the outbox to Kafka",
+            self.relaying.clone(),
+        );
+    }
+
     fn set(&self, stats: &OutboxStats) {
         let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         self.depth.set(int(stats.depth));
