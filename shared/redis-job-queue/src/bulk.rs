@@ -230,7 +230,7 @@ impl RedisQueue {
         Ok(())
     }
 
-    /// Writes a new bulk action's record, kept [`BULK_RECORD_TTL`] after
+    /// Writes a new bulk action's record, kept `BULK_RECORD_TTL` after
     /// its last change.
     pub async fn bulk_save(&self, run: &BulkRun) -> Result<(), QueueError> {
         self.bulk_write(&run.id, &run.to_fields()).await

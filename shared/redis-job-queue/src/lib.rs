@@ -76,6 +76,8 @@
 //! | `{prefix}:{q}:bulk:{id}`    | hash   | a bulk action's filter and progress (expires) |
 //! | `{prefix}:{q}:idem:{key}`   | string | an idempotency key's fingerprint (expires)    |
 //! | `{prefix}:{q}:batch:{id}`   | list   | the ids of a batch's jobs (expires with them) |
+//! | `{prefix}:{q}:outbox`       | stream | events of succeeded jobs, until relayed       |
+//! | `{prefix}:{q}:outbox:relay` | string | the relay holding the outbox's lease          |
 //! | `{prefix}:{q}:scheduler`    | string | the worker holding the scheduler's lease      |
 //! | `{prefix}:{q}:schedules`    | hash   | each schedule's cron, place, last and next run |
 //!
@@ -121,6 +123,12 @@
 //! late write safe. Every time is the Redis server's (`TIME` inside the
 //! scripts): callers pass durations, so host clocks never disagree.
 //!
+//! A run that could not even try returns [`Defer`]: the job waits for the
+//! delay given with its attempt number given back, up to
+//! [`QueueConfig::max_defer`] in all. An attempt may attach an event
+//! ([`JobLease::publish_on_success`]): the script that records the success
+//! writes it to the outbox stream, for a relay to send on (`outbox.rs`).
+//!
 //! Pushes made at the same moment by concurrent callers, and the outcomes
 //! of jobs finishing together, are group-committed: they share one script
 //! call. A graceful stop lets running jobs finish, cuts a blocked read
@@ -160,7 +168,7 @@ pub use config::QueueConfig;
 pub use connection::{FAILOVER_WAIT, RedisConnection, RedisTarget, ServerAddress, slot};
 pub use defer::Defer;
 pub use error::{JobTimedOut, QueueError};
-pub use eviction::{NodePolicy, SAFE_POLICY};
+pub use eviction::{EVICTION_WATCH_EVERY, NodePolicy, SAFE_POLICY};
 pub use format::{plausible_id, rfc3339_ms};
 pub use job::{
     Cancelled, ConsumerInfo, JobPage, JobRecord, JobStatus, LOW_LANE_EVERY, MAX_DELAY, NewJob,
