@@ -324,6 +324,18 @@ async fn a_rate_limit_that_cannot_be_read_keeps_the_gate_shut() -> anyhow::Resul
             && page.contains("the shared rate limit is unavailable"),
         "{page}"
     );
+    // And the queue's page counts them.
+    let page = stack
+        .http
+        .get(format!("{}/queues", stack.console_url()?))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        page.contains("1 job enqueued,") && page.contains(" 2 runs deferred (not attempts)"),
+        "{page}"
+    );
     assert_eq!(
         upstream_calls(&stack).await?,
         0.0,

@@ -265,7 +265,7 @@ async fn queues_body(ui: &UiState, queue: &RedisQueue) -> Markup {
                 td data-label="Live workers" { (stats.live_consumers) }
             } }
         }
-        p { (stats.enqueued_total) " jobs enqueued, " (stats.succeeded_total) " succeeded, " (stats.failed_total) " failed, " (stats.retried_total) " attempts retried, since the queue began." }
+        p { (stats.enqueued_total) (if stats.enqueued_total == 1 { " job enqueued, " } else { " jobs enqueued, " }) (stats.succeeded_total) " succeeded, " (stats.failed_total) " failed, " (stats.retried_total) " attempts retried, " (stats.deferred_total) " runs deferred (not attempts), since the queue began." }
         (shards::shards_table(queue).await)
         div.charts {
             (sparkline("Jobs finished per second", "/s", &[("rate", "#1f6feb", rate)]))
