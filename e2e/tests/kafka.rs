@@ -341,11 +341,15 @@ async fn kafka_away_for_3_minutes_loses_no_event_and_repeats_none() -> anyhow::R
 async fn a_relay_killed_with_events_unsent_loses_none() -> anyhow::Result<()> {
     let mut kafka = KafkaBroker::start().await?;
     let brokers = kafka.brokers();
+    // Three queue shards, and rounds of 10 events: the relay merges the
+    // shards' outboxes, a round at a time.
     let mut stack = Stack::launch(Options {
         worker_env: &[
             ("KAFKA_BROKERS", &brokers),
             ("KAFKA_DELIVERY_TIMEOUT_MS", "4000"),
+            ("KAFKA_RELAY_BATCH", "10"),
         ],
+        queue_shards: Some(3),
         ..Options::default()
     })
     .await?;

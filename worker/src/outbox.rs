@@ -203,7 +203,12 @@ impl Relay {
     async fn round(&self) -> Round {
         let entries = match self.queue.outbox_read(self.batch).await {
             Ok(entries) if entries.is_empty() => return Round::Idle,
-            Ok(entries) => entries,
+            // Up to a batch from each shard, merged: the oldest batch of
+            // them fits the producer's buffer.
+            Ok(mut entries) => {
+                entries.truncate(self.batch);
+                entries
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the outbox");
                 return Round::Failed;
