@@ -214,6 +214,9 @@ impl Relay {
                 return Round::Failed;
             }
         };
+        // How long each waited: this host's clock against the time Redis
+        // stamped the event with (a host whose clock is off shows it here,
+        // in the span attribute only; nothing is decided on it).
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
