@@ -264,13 +264,7 @@ impl Attempt {
             self.lease.set_error_type(error_type.as_ref());
             // The next attempt, if any (a retry, or a re-drive once
             // failed), links to this one.
-            if let Some(tp) = settings
-                .propagation
-                .inject_job(&self.span.context())
-                .remove("traceparent")
-            {
-                self.lease.carry_to_next_attempt(PREVIOUS_ATTEMPT, tp);
-            }
+            self.link_next_run();
         }
         if let Some(metrics) = &settings.metrics {
             let outcome = OutcomeLabels::new(&settings.queue, error_type.as_deref());
@@ -283,9 +277,19 @@ impl Attempt {
             );
         }
     }
-}
 
-impl Attempt {
+    /// Has the job's next run link to this one.
+    fn link_next_run(&self) {
+        if let Some(tp) = self
+            .settings
+            .propagation
+            .inject_job(&self.span.context())
+            .remove("traceparent")
+        {
+            self.lease.carry_to_next_attempt(PREVIOUS_ATTEMPT, tp);
+        }
+    }
+
     /// Records a run that deferred its job (the queue runs it again with
     /// the same attempt number): not an error, but said on the span, with
     /// the reason typed `why` in the metrics.
@@ -300,14 +304,7 @@ impl Attempt {
             { ERROR_TYPE } = why,
             "deferred: the job could not run now, and this run is not counted as an attempt"
         );
-        if let Some(tp) = self
-            .settings
-            .propagation
-            .inject_job(&self.span.context())
-            .remove("traceparent")
-        {
-            self.lease.carry_to_next_attempt(PREVIOUS_ATTEMPT, tp);
-        }
+        self.link_next_run();
         if let Some(metrics) = &self.settings.metrics {
             let outcome = OutcomeLabels::deferred(&self.settings.queue, why);
             Metrics::count(&metrics.jobs_processed, &outcome);
