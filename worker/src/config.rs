@@ -93,7 +93,7 @@ pub struct Config {
     pub kafka: KafkaArgs,
     /// Most events each queue shard's outbox keeps for Kafka (a slow or
     /// down broker); a job that succeeds while it is full still succeeds,
-    /// and its event is dropped and counted (`kafka_events_dropped_total`).
+    /// and its event is dropped and counted (`kafka_outbox_dropped`).
     #[arg(long, env = "KAFKA_OUTBOX_MAX", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub kafka_outbox_max: u64,
     /// Events the relay sends to Kafka at once, in order, before it waits

@@ -84,3 +84,8 @@ pub(crate) fn no_queue(title: &str, here: &str) -> Response {
 pub(crate) fn field<'a>(params: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
     params.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
 }
+
+/// `n` and what it counts, singular or plural (`1 job`, `2 jobs`).
+pub(crate) fn counted(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}

@@ -14,7 +14,7 @@ use weather_jobs::problem;
 
 use super::actions::{button, retry_buttons};
 use super::charts::sparkline;
-use super::frame::{no_queue, page};
+use super::frame::{counted, no_queue, page};
 use super::waterfall::{self, millis};
 use redis_job_queue::{plausible_id, rfc3339_ms};
 
@@ -127,7 +127,7 @@ pub(crate) async fn job(
                     @if record.deferrals > 0 {
                         dt { "Deferred" }
                         dd #deferred {
-                            (record.deferrals) (if record.deferrals == 1 { " time, " } else { " times, " })
+                            (counted(record.deferrals.into(), "time", "times")) ", "
                             (millis(record.deferred_ms.saturating_mul(1000))) " in all; not attempts"
                             @if let Some(why) = &record.deferred_reason { br; small { (why) } }
                         }
@@ -265,7 +265,11 @@ async fn queues_body(ui: &UiState, queue: &RedisQueue) -> Markup {
                 td data-label="Live workers" { (stats.live_consumers) }
             } }
         }
-        p { (stats.enqueued_total) (if stats.enqueued_total == 1 { " job enqueued, " } else { " jobs enqueued, " }) (stats.succeeded_total) " succeeded, " (stats.failed_total) " failed, " (stats.retried_total) " attempts retried, " (stats.deferred_total) " runs deferred (not attempts), since the queue began." }
+        p {
+            (counted(stats.enqueued_total, "job", "jobs")) " enqueued, " (stats.succeeded_total) " succeeded, " (stats.failed_total) " failed, "
+            (counted(stats.retried_total, "attempt", "attempts")) " retried, "
+            (counted(stats.deferred_total, "run", "runs")) " deferred (not attempts), since the queue began."
+        }
         (shards::shards_table(queue).await)
         div.charts {
             (sparkline("Jobs finished per second", "/s", &[("rate", "#1f6feb", rate)]))
