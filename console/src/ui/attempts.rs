@@ -29,16 +29,9 @@ pub(crate) fn attempts(spans: &[Span], job: &str) -> Markup {
         return html! {};
     }
     runs.sort_by_key(|(attempt, s)| (*attempt, s.timestamp));
-    let wait = |s: &Span| -> Option<u64> {
-        s.tags
-            .get("job.queue_wait_ms")?
-            .parse::<u64>()
-            .ok()
-            .map(|ms| ms.saturating_mul(1000))
-    };
     html! {
         table.attempts #attempts {
-            caption { "Its attempts, each with the time it waited in the queue" }
+            caption { "Its attempts (and runs deferred), each with the time it waited in the queue" }
             thead { tr {
                 th scope="col" { "Attempt" } th scope="col" { "Started" } th scope="col" { "Waited" }
                 th scope="col" { "Ran" } th scope="col" { "Outcome" } th scope="col" { "Trace" }
@@ -48,13 +41,16 @@ pub(crate) fn attempts(spans: &[Span], job: &str) -> Markup {
                     tr {
                         td data-label="Attempt" { a href=(format!("#span-{}", s.id)) { (attempt) } }
                         td data-label="Started" { (s.timestamp.map_or("?".into(), |t| redis_job_queue::rfc3339_ms(t / 1000))) }
-                        td data-label="Waited" { (wait(s).map_or("?".into(), millis)) }
+                        td data-label="Waited" { (ms_tag(s, "job.queue_wait_ms").map_or("?".into(), millis)) }
                         td data-label="Ran" { (s.duration.map_or("?".into(), millis)) }
                         td data-label="Outcome" {
-                            @match s.tags.get("error.type") {
-                                Some(e) => span.err { (e) },
-                                None if s.tags.contains_key("error") => span.err { "error" },
-                                None => "succeeded",
+                            // A run the breaker or rate limit refused deferred its job
+                            // and gave its attempt number back.
+                            @match (s.tags.get("error.type"), ms_tag(s, "job.deferred_ms")) {
+                                (Some(e), _) => span.err { (e) },
+                                (None, _) if s.tags.contains_key("error") => span.err { "error" },
+                                (None, Some(ms)) => { "deferred " (millis(ms)) ", not an attempt" }
+                                (None, None) => "succeeded",
                             }
                         }
                         td data-label="Trace" { code { (&s.trace_id[..8.min(s.trace_id.len())]) } }
@@ -63,6 +59,12 @@ pub(crate) fn attempts(spans: &[Span], job: &str) -> Markup {
             }
         }
     }
+}
+
+/// A tag in milliseconds, in microseconds (as [`millis`] takes them).
+fn ms_tag(s: &Span, name: &str) -> Option<u64> {
+    let ms: u64 = s.tags.get(name)?.parse().ok()?;
+    Some(ms.saturating_mul(1000))
 }
 
 #[cfg(test)]
@@ -91,20 +93,31 @@ mod tests {
             }
             s
         };
+        let mut refused = attempt(4, "2", "7", None);
+        refused
+            .tags
+            .insert("job.deferred_ms".into(), "10000".into());
         let mut other = attempt(9, "1", "1", None);
         other.tags.insert("job.id".into(), "job-2".into());
         let spans = vec![
             span(1, None, "api", "post", Some(Kind::Server), 0, 100),
             attempt(3, "2", "40", None),
             attempt(2, "1", "3", Some("upstream_5xx")),
+            refused,
             other,
         ];
         let html = attempts(&spans, "job-1").into_string();
         assert_eq!(
             html.matches("<tr>").count(),
-            3,
-            "a header and two attempts: {html}"
+            4,
+            "a header, two attempts and a deferred run: {html}"
         );
+        assert_eq!(
+            html.matches("succeeded").count(),
+            1,
+            "the deferred run did not succeed: {html}"
+        );
+        assert!(html.contains("deferred 10000 ms, not an attempt"), "{html}");
         let first = html.find("upstream_5xx").expect("attempt 1 failed");
         let second = html.find("40.0 ms").expect("attempt 2 waited 40 ms");
         assert!(first < second, "in order: {html}");
