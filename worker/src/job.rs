@@ -43,7 +43,7 @@ pub(crate) enum JobError {
     #[error(transparent)]
     Upstream(#[from] HttpError),
     /// The circuit breaker is open: the weather service was not called.
-    #[error("the weather service keeps failing: circuit open, the job runs again in {0:?}")]
+    #[error("the weather service keeps failing: circuit open, a call goes through in {} ms", .0.as_millis())]
     CircuitOpen(Duration),
     /// The shared rate limit could not be read (Redis failed): the
     /// weather service was not called, rather than called unlimited.
