@@ -112,6 +112,13 @@ pub async fn process(
             }
             Ok(result)
         }
+        // Refused before the weather service was called: the queue defers
+        // the job (the consumer span says so), a failure only past the
+        // job's most deferral.
+        Err(e @ (JobError::CircuitOpen(_) | JobError::RateLimitUnavailable(_))) => {
+            tracing::info!({ JOB_ID } = %lease.id, attempt = lease.attempt, error = %e, "weather job refused a call");
+            Err(e.into_apalis())
+        }
         Err(e) => {
             tracing::warn!({ JOB_ID } = %lease.id, attempt = lease.attempt, error = %e, "weather job failed");
             Err(e.into_apalis())
